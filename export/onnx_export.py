@@ -1,0 +1,195 @@
+"""Convert Cellpose 3 model files to ONNX with their metadata, and verify the result.
+
+The exported graph has dynamic batch, height and width. Outputs are split into ``flows``
+(Y, X) and ``cellprob`` so the runtime never has to know the channel layout. Export checks
+itself: onnxruntime must reproduce torch on several input sizes within ``atol``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from nucseg_rt.errors import ModelFormatError
+from nucseg_rt_export.cellpose_io import LoadedModel, file_sha256, load_cellpose_model
+
+logger = logging.getLogger("nucseg_rt")
+
+FORMAT_VERSION = "1"
+DEFAULT_OPSET = 17
+VERIFY_SHAPES = ((1, 224, 224), (2, 80, 144), (1, 64, 64))
+
+
+class ExportVerificationError(ModelFormatError):
+    """onnxruntime output differs from torch by more than the tolerance."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_cellpose` wrote and measured."""
+
+    path: Path
+    ortho_path: Path | None
+    max_abs_diff: float
+    checked_shapes: tuple = field(default=VERIFY_SHAPES)
+
+
+class _OnnxHead(nn.Module):
+    """Wraps a CPnet so the graph returns ``flows``, ``cellprob`` and ``style``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        y, style = self.net(x)
+        return y[:, :2], y[:, 2:3], style
+
+
+def _to_onnx_bytes(net: nn.Module, nchan: int, opset: int) -> bytes:
+    head = _OnnxHead(net).eval()
+    dummy = torch.zeros(1, nchan, 64, 64)
+    buf = io.BytesIO()
+    dyn = {"input": {0: "batch", 2: "height", 3: "width"},
+           "flows": {0: "batch", 2: "height", 3: "width"},
+           "cellprob": {0: "batch", 2: "height", 3: "width"},
+           "style": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(head, (dummy,), buf, input_names=["input"],
+                          output_names=["flows", "cellprob", "style"], dynamic_axes=dyn,
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    return buf.getvalue()
+
+
+def _metadata(m: LoadedModel, *, role: str, opset: int, ortho_name: str = "",
+              ortho_sha: str = "") -> dict[str, str]:
+    from nucseg_rt import __version__
+
+    return {
+        "nucseg_rt.format": FORMAT_VERSION,
+        "diam_mean": repr(float(m.diam_mean)),
+        "diam_labels": repr(float(m.diam_labels)),
+        "nchan": str(m.nbase[0]),
+        "nclasses": str(m.nout),
+        "nbase": json.dumps(m.nbase),
+        "source_file": m.source.name,
+        "source_sha256": m.sha256,
+        "exporter": f"nucseg-rt {__version__}",
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+        "onnx_opset": str(opset),
+        "role": role,
+        "ortho_file": ortho_name,
+        "ortho_sha256": ortho_sha,
+    }
+
+
+def _verify(net: nn.Module, model_bytes: bytes, nchan: int, atol: float) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for b, h, w in VERIFY_SHAPES:
+        x = rng.standard_normal((b, nchan, h, w)).astype(np.float32)
+        flows, cellprob = sess.run(["flows", "cellprob"], {"input": x})
+        with torch.no_grad():
+            y, _ = net(torch.from_numpy(x))
+        y = y.numpy()
+        diff = max(float(np.abs(flows - y[:, :2]).max()), float(np.abs(cellprob - y[:, 2:3]).max()))
+        worst = max(worst, diff)
+        if diff > atol:
+            raise ExportVerificationError(
+                f"onnxruntime differs from torch by {diff:.3g} (> atol {atol:g}) on input "
+                f"{(b, nchan, h, w)}")
+    return worst
+
+
+def _write_atomic(model: onnx.ModelProto, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _export_one(m: LoadedModel, out: Path, *, role: str, opset: int, atol: float,
+                ortho_name: str = "", ortho_sha: str = "") -> float:
+    raw = _to_onnx_bytes(m.net, m.nbase[0], opset)
+    diff = _verify(m.net, raw, m.nbase[0], atol)
+    model = onnx.load_from_string(raw)
+    onnx.checker.check_model(model)
+    meta = _metadata(m, role=role, opset=opset, ortho_name=ortho_name, ortho_sha=ortho_sha)
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    model.doc_string = f"Cellpose 3 CPnet {m.nbase} exported by nucseg-rt from {m.source.name}"
+    _write_atomic(model, out)
+    return diff
+
+
+def ortho_path_for(out: str | os.PathLike) -> Path:
+    """Where the ortho partner of ``out`` is written: ``name.onnx`` -> ``name.ortho.onnx``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".ortho.onnx")
+
+
+def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
+                    ortho: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
+                    atol: float = 1e-4) -> ExportReport:
+    """Export a Cellpose 3 model file (and optional ortho model) to ONNX.
+
+    Parameters
+    ----------
+    src : path-like
+        Cellpose 3 model file for YX planes.
+    out : path-like
+        Output ``.onnx`` path. With ``ortho``, the ortho network is written beside it as
+        ``<stem>.ortho.onnx`` and named in the main file's metadata (``ortho_file``, ``ortho_sha256``).
+    ortho : path-like, optional
+        Cellpose 3 model file used for ZY and ZX planes.
+    opset : int
+        ONNX opset (>= 17).
+    atol : float
+        Largest allowed absolute difference between onnxruntime and torch outputs.
+
+    Returns
+    -------
+    ExportReport
+        Paths written and the largest difference measured.
+    """
+    if opset < 17:
+        raise ValueError(f"`opset` must be >= 17, got {opset}")
+    if atol <= 0:
+        raise ValueError(f"`atol` must be > 0, got {atol}")
+    out = Path(out)
+    main = load_cellpose_model(src)
+    ortho_out, ortho_name, ortho_sha, worst = None, "", "", 0.0
+    if ortho is not None:
+        om = load_cellpose_model(ortho)
+        if om.nbase[0] != main.nbase[0]:
+            raise ModelFormatError(
+                f"ortho model takes {om.nbase[0]} channels but the main model takes {main.nbase[0]}")
+        ortho_out = ortho_path_for(out)
+        worst = _export_one(om, ortho_out, role="ortho", opset=opset, atol=atol)
+        ortho_name, ortho_sha = ortho_out.name, file_sha256(ortho_out)
+    worst = max(worst, _export_one(main, out, role="main", opset=opset, atol=atol,
+                                   ortho_name=ortho_name, ortho_sha=ortho_sha))
+    logger.info("exported %s -> %s (max |onnxruntime - torch| = %.2e)", main.source.name, out, worst)
+    return ExportReport(path=out, ortho_path=ortho_out, max_abs_diff=worst)

@@ -1,0 +1,213 @@
+"""Run the ONNX network over YX, ZY and ZX planes and combine the flows (Cellpose ``run_3D``).
+
+The expensive stage of the pipeline. Input is a normalised ``(Z, Y, X, C)`` float32 volume on
+the network grid; output is ``(Z, Y, X, 4)`` float32: Z flow, Y flow, X flow, cell probability,
+each flow component summed over the two plane orientations that contain it and the cell
+probability summed over all three, exactly as Cellpose 3.1 does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+
+from nucseg_rt.errors import DeviceUnavailableError, InvalidInputError, ModelFormatError
+from nucseg_rt.tiling import TileGrid, blend_weights, make_grid, taper_mask
+
+logger = logging.getLogger("nucseg_rt")
+
+Device = Literal["auto", "cpu", "cuda"]
+Progress = Callable[[str, int, int], None]
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+# (plane axes permutation of a ZYXC array, flow components the two in-plane outputs add to)
+# (order as Cellpose adds them, so sums round the same way)
+ORIENTATIONS = {
+    "YX": ((0, 1, 2, 3), (1, 2)),
+    "ZX": ((1, 0, 2, 3), (0, 2)),
+    "ZY": ((2, 0, 1, 3), (0, 1)),
+}
+
+
+def select_providers(device: Device, available: Sequence[str] | None = None) -> list:
+    """Execution providers for ``device``.
+
+    ``"auto"`` takes CUDA when this onnxruntime offers it, else the CPU; ``"cuda"`` without CUDA
+    is an error, never a silent fallback.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise InvalidInputError(f"`device` must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    if device == "cpu":
+        return [_CPU]
+    if _CUDA in available:
+        return [(_CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), _CPU]
+    if device == "cuda":
+        raise DeviceUnavailableError(
+            "device 'cuda' requested but onnxruntime offers no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}); install 'nucseg-rt[gpu]' or use --device cpu")
+    return [_CPU]
+
+
+@dataclass(frozen=True)
+class NetInfo:
+    """What the runtime needs to know about a network, read from its ONNX metadata."""
+
+    nchan: int
+    diam_mean: float
+    diam_labels: float
+    nbase: tuple
+
+
+def net_info(metadata: dict) -> NetInfo:
+    """Parse a model's ``metadata_props`` (see ``nucseg_rt_export.onnx_export``)."""
+    try:
+        return NetInfo(nchan=int(metadata["nchan"]), diam_mean=float(metadata["diam_mean"]),
+                       diam_labels=float(metadata.get("diam_labels", metadata["diam_mean"])),
+                       nbase=tuple(json.loads(metadata.get("nbase", "[]"))))
+    except (KeyError, ValueError) as exc:
+        raise ModelFormatError(f"model metadata is missing or malformed: {exc}") from exc
+
+
+class OnnxNet:
+    """An onnxruntime session for one network file.
+
+    Parameters
+    ----------
+    path : path-like
+        ONNX file made by ``nucseg-rt export-cellpose`` (input ``input``, outputs ``flows``,
+        ``cellprob``).
+    providers : list
+        From :func:`select_providers`.
+    threads : int, optional
+        Intra-op threads (default: onnxruntime's choice, one per physical core).
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: list, threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.log_severity_level = 3
+        self.path = Path(path)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise ModelFormatError(f"onnxruntime cannot load {self.path.name}: {exc}") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = net_info(meta)
+        self.providers = self.session.get_providers()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Run ``(B, nchan, H, W)`` float32 -> ``(B, 3, H, W)`` (Y flow, X flow, cellprob)."""
+        flows, cellprob = self.session.run(["flows", "cellprob"], {"input": batch})
+        return np.concatenate((flows, cellprob), axis=1)
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_net(path: str | os.PathLike, providers: list, threads: int | None = None) -> OnnxNet:
+    """A cached :class:`OnnxNet` (one session per file, providers and thread count)."""
+    p = Path(path).resolve()
+    key = (str(p), p.stat().st_mtime_ns, repr(providers), threads)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = OnnxNet(p, providers, threads)
+        return _CACHE[key]
+
+
+def _plane_tiles(plane: np.ndarray, grid: TileGrid, nchan: int, out: np.ndarray) -> None:
+    """Write the tiles of one ``(H, W, C)`` plane into ``out (ntiles, nchan, ly, lx)``."""
+    y0, _, x0, _ = grid.pads
+    h, w = plane.shape[:2]
+    padded = np.zeros((nchan, *grid.shape), np.float32)
+    padded[:plane.shape[2], y0:y0 + h, x0:x0 + w] = plane.transpose(2, 0, 1)
+    ly, lx = grid.tile
+    for k, (ys, xs) in enumerate(grid.starts):
+        out[k] = padded[:, ys:ys + ly, xs:xs + lx]
+
+
+def _blend(tiles_out: np.ndarray, grid: TileGrid, inv_navg: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Average ``(ntiles, 3, ly, lx)`` outputs into the plane; returns ``(3, h, w)``."""
+    acc = np.zeros((3, *grid.shape), np.float32)
+    m = taper_mask(*grid.tile)
+    ly, lx = grid.tile
+    for k, (ys, xs) in enumerate(grid.starts):
+        acc[:, ys:ys + ly, xs:xs + lx] += tiles_out[k] * m
+    acc *= inv_navg
+    y0, _, x0, _ = grid.pads
+    return acc[:, y0:y0 + h, x0:x0 + w]
+
+
+def run_planes(net: OnnxNet, planes: np.ndarray, *, batch_size: int = 8, bsize: int = 224,
+               tile_overlap: float = 0.1, sink: Callable[[int, np.ndarray], None],
+               progress: Progress | None = None, label: str = "") -> None:
+    """Run the network over every plane of ``planes (N, H, W, C)`` (C <= nchan, zero-filled).
+
+    Planes are batched as Cellpose batches them (``batch_size // ntiles`` planes per group).
+    ``sink(i, out)`` receives each plane's ``(3, H, W)`` float32 output (Y flow, X flow, cellprob).
+    """
+    n, h, w, c = planes.shape
+    nchan = net.info.nchan
+    if c > nchan:
+        raise InvalidInputError(f"planes have {c} channels but the model takes {nchan}")
+    grid = make_grid(h, w, bsize=bsize, tile_overlap=tile_overlap)
+    inv_navg = blend_weights(grid)
+    per_group = max(1, batch_size // grid.ntiles)
+    for g0 in range(0, n, per_group):
+        idx = range(g0, min(n, g0 + per_group))
+        tiles = np.empty((len(idx) * grid.ntiles, nchan, *grid.tile), np.float32)
+        for j, i in enumerate(idx):
+            _plane_tiles(planes[i], grid, nchan, tiles[j * grid.ntiles:(j + 1) * grid.ntiles])
+        outs = np.concatenate([net(tiles[b:b + batch_size])
+                               for b in range(0, len(tiles), batch_size)])
+        for j, i in enumerate(idx):
+            sink(i, _blend(outs[j * grid.ntiles:(j + 1) * grid.ntiles], grid, inv_navg, h, w))
+        if progress is not None:
+            progress(label, idx[-1] + 1, n)
+
+
+def run_3d(net: OnnxNet, x: np.ndarray, *, net_ortho: OnnxNet | None = None, batch_size: int = 8,
+           bsize: int = 224, tile_overlap: float = 0.1,
+           progress: Progress | None = None) -> np.ndarray:
+    """Network outputs over YX, ZY and ZX planes of ``x (Z, Y, X, C)``, combined.
+
+    Returns
+    -------
+    yf : (Z, Y, X, 4) float32
+        Z flow, Y flow, X flow (each the sum of two views) and cell probability (sum of three).
+    """
+    if x.ndim != 4:
+        raise InvalidInputError(f"`x` must be (Z, Y, X, C), got shape {x.shape}")
+    yf = np.zeros((*x.shape[:3], 4), np.float32)
+    for name, (perm, comps) in ORIENTATIONS.items():
+        planes = x.transpose(perm)
+        logger.info("running %s: %d planes of size (%d, %d)", name, *planes.shape[:3])
+        target = yf.transpose(perm)
+        a, b = comps
+
+        def sink(i: int, out: np.ndarray, target=target, a=a, b=b) -> None:
+            t = target[i]
+            t[..., a] += out[0]
+            t[..., b] += out[1]
+            t[..., 3] += out[2]
+
+        run_planes(net if name == "YX" or net_ortho is None else net_ortho, planes,
+                   batch_size=batch_size, bsize=bsize, tile_overlap=tile_overlap, sink=sink,
+                   progress=progress, label=name)
+    return yf
