@@ -69,3 +69,25 @@ def as_cellpose_runner(net):
             return y, torch.nn.functional.pad(style, (0, 256 - style.shape[1]))
 
     return Runner(net).eval()
+
+
+def cellpose_model(net, ortho_net=None):
+    """A cellpose.models.CellposeModel (CPU) running ``net`` (and ``ortho_net``) of any width."""
+    from cellpose import models
+
+    m = models.CellposeModel(gpu=False, pretrained_model=False)
+    m.net = as_cellpose_runner(net)
+    m.net_ortho = as_cellpose_runner(ortho_net) if ortho_net is not None else None
+    m.diam_mean = float(net.diam_mean.item())
+    m.diam_labels = float(net.diam_labels.item())
+    return m
+
+
+def cellpose_file_model(path, nbase):
+    """A CellposeModel running a Cellpose-format file of width ``nbase`` (Cellpose hard-codes 32-256)."""
+    import torch
+    from cellpose.resnet_torch import CPnet
+
+    net = CPnet(list(nbase), 3, 3, mkldnn=False)
+    net.load_state_dict(torch.load(path, weights_only=True))
+    return cellpose_model(net.eval())

@@ -1,0 +1,285 @@
+"""Input handling: bring a user volume to (Z, Y, X, nchan) float32 network input.
+
+Every guess about the axes is returned as a human-readable line and logged on the
+``"nucseg_rt"`` logger, so a user can see what was assumed and override it with
+``channel_axis`` / ``z_axis``.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+
+import numpy as np
+
+from nucseg_rt.errors import InvalidInputError
+
+__all__ = ["to_zyxc", "MAX_GUESSED_CHANNELS"]
+
+logger = logging.getLogger("nucseg_rt")
+
+#: Largest axis size that ``to_zyxc`` will guess to be the channel axis.
+MAX_GUESSED_CHANNELS = 4
+
+
+def to_zyxc(
+    vol,
+    *,
+    channel_axis: int | None = None,
+    z_axis: int | None = None,
+    chan: int = 0,
+    chan2: int = 0,
+    nchan: int = 2,
+) -> tuple[np.ndarray, list[str]]:
+    """Convert a 3D volume to network input of shape (Z, Y, X, nchan), float32.
+
+    Parameters
+    ----------
+    vol : array_like, 3 or 4 non-singleton axes, any real numeric dtype
+        For example (Z, C, Y, X), (Z, Y, X) or any other axis order given
+        ``channel_axis`` / ``z_axis``. Singleton axes are squeezed unless named by
+        ``channel_axis`` or ``z_axis``. Never modified.
+    channel_axis : int or None
+        Axis of ``vol`` holding the channels (0-based, negative allowed). ``None``:
+        after squeezing, a 4-axis array uses its smallest axis as channels if that
+        axis has size <= 4 (``MAX_GUESSED_CHANNELS``); a 3-axis array has no
+        channel axis.
+    z_axis : int or None
+        Axis of ``vol`` holding Z. ``None``: the first non-channel axis. Y and X are
+        the remaining axes in their original order.
+    chan, chan2 : int
+        Channel choice as Cellpose's ``channels=[chan, chan2]``: ``chan`` 0 = gray
+        (mean over all channels; ``chan2`` is then ignored, as in Cellpose), 1 = first
+        (red), 2 = second (green), 3 = third (blue) channel. ``chan2`` is the
+        optional second (nuclear) channel, 0 = none. A single-channel volume is
+        used as is.
+    nchan : int
+        Number of network input channels; the selected channels are padded with
+        zero channels up to ``nchan`` (2 for Cellpose 3 models: nuclei + zeros).
+
+    Returns
+    -------
+    x : (Z, Y, X, nchan) float32
+        A new array; channel 0 is ``chan`` (or the gray mean), channel 1 is
+        ``chan2`` if given, the rest are zeros.
+    log_lines : list of str
+        One line per guess or decision (also logged at INFO level on the
+        ``"nucseg_rt"`` logger), e.g. ``"treating axis 1 (size 2) as channels"``.
+
+    Raises
+    ------
+    InvalidInputError
+        For a 2D image (3D segmentation needs Z), an array with more than 4
+        non-singleton axes or an ambiguous channel axis when no axes are given, an
+        axis index out of range, ``channel_axis == z_axis``, a zero-size axis,
+        NaN/Inf values, a channel index beyond the available channels, or a
+        non-numeric dtype.
+
+    Notes
+    -----
+    Cellpose 3.1's ``convert_image`` treats the smallest axis as channels when it
+    is smaller than 10 (so a 7-plane stack becomes 7 channels and the first 2 are
+    kept) and keeps the first ``nchan`` channels when no ``channels`` are given.
+    Here channels are only guessed up to size 4 and every other ambiguity is an
+    error naming the axes to pass. For an unambiguous (Z, Y, X) gray volume the
+    result equals ``convert_image(vol, None, do_3D=True, nchan=2)``; Cellpose's
+    ``channels=None`` on a multi-channel volume corresponds to ``chan=1, chan2=2``.
+    """
+    vol = _validate_volume(vol)
+    nchan = _validate_count(nchan, "nchan", minimum=1)
+    chan = _validate_count(chan, "chan", minimum=0)
+    chan2 = _validate_count(chan2, "chan2", minimum=0)
+    caxis = _validate_axis(channel_axis, "channel_axis", vol.shape)
+    zaxis = _validate_axis(z_axis, "z_axis", vol.shape)
+    if caxis is not None and caxis == zaxis:
+        raise InvalidInputError(
+            f"`channel_axis` and `z_axis` are the same axis ({caxis}) of shape {vol.shape}"
+        )
+    lines: list[str] = []
+    order = _resolve_axes(vol.shape, caxis, zaxis, lines)
+    view = _zyxc_view(vol, order)
+    sources, gray = _select_channels(view.shape[-1], chan, chan2, nchan, lines)
+    out = _fill_output(view, sources, gray, nchan)
+    for line in lines:
+        logger.info(line)
+    return out, lines
+
+
+def _validate_volume(vol) -> np.ndarray:
+    arr = np.asarray(vol)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+            or arr.dtype == np.bool_):
+        raise InvalidInputError(
+            f"`vol` must have a real numeric dtype (integer or float), got dtype {arr.dtype}"
+        )
+    if arr.ndim < 3:
+        raise InvalidInputError(
+            f"`vol` of shape {arr.shape} is a {arr.ndim}D array: 3D segmentation needs a Z "
+            "axis; 2D images are not supported in 3D mode"
+        )
+    if 0 in arr.shape:
+        raise InvalidInputError(f"`vol` has a zero-size axis: shape {arr.shape}")
+    return arr
+
+
+def _validate_count(value, name: str, *, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise InvalidInputError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise InvalidInputError(f"`{name}` must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _validate_axis(axis, name: str, shape: tuple[int, ...]) -> int | None:
+    if axis is None:
+        return None
+    ndim = len(shape)
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
+        raise InvalidInputError(f"`{name}` must be an integer axis index or None, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise InvalidInputError(
+            f"`{name}`={axis} is out of range for `vol` of shape {shape} "
+            f"(valid: 0..{ndim - 1} or -{ndim}..-1)"
+        )
+    return int(axis) % ndim
+
+
+def _resolve_axes(shape, caxis, zaxis, lines) -> tuple[int, int, int, int | None]:
+    """Return the original axis indices (z, y, x, c or None); append log lines."""
+    keep = [i for i, s in enumerate(shape) if s != 1 or i in (caxis, zaxis)]
+    dropped = [i for i in range(len(shape)) if i not in keep]
+    if dropped:
+        lines.append(f"squeezing singleton axes {_join(dropped)} of shape {shape}")
+    if len(keep) < 3:
+        raise InvalidInputError(
+            f"`vol` of shape {shape} has only {len(keep)} non-singleton axes (a 2D image): "
+            "3D segmentation needs a Z axis; 2D images are not supported in 3D mode"
+        )
+    if len(keep) > 4:
+        raise InvalidInputError(
+            f"`vol` of shape {shape} has {len(keep)} non-singleton axes; expected Z, Y, X and "
+            "at most one channel axis (select a time point or position first)"
+        )
+    if caxis is None:
+        caxis = _guess_channel_axis(shape, keep, zaxis, lines)
+    elif len(keep) == 3:
+        raise InvalidInputError(
+            f"`vol` of shape {shape} with channel_axis={caxis} leaves a 2D image: 3D "
+            "segmentation needs a Z axis; 2D images are not supported in 3D mode"
+        )
+    else:
+        lines.append(f"using axis {caxis} (size {shape[caxis]}) as channels (channel_axis)")
+    rest = [i for i in keep if i != caxis]
+    if zaxis is None:
+        zaxis = rest[0]
+        lines.append(f"treating axis {zaxis} (size {shape[zaxis]}) as Z "
+                     "(first non-channel axis; pass z_axis to override)")
+    else:
+        lines.append(f"using axis {zaxis} (size {shape[zaxis]}) as Z (z_axis)")
+    yaxis, xaxis = [i for i in rest if i != zaxis]
+    nc = 1 if caxis is None else shape[caxis]
+    lines.append(f"volume {shape} -> Z={shape[zaxis]}, Y={shape[yaxis]}, X={shape[xaxis]}, "
+                 f"{nc} channel{'s' if nc > 1 else ''} (axes z={zaxis}, y={yaxis}, x={xaxis}, "
+                 f"c={caxis})")
+    return zaxis, yaxis, xaxis, caxis
+
+
+def _guess_channel_axis(shape, keep, zaxis, lines) -> int | None:
+    cands = [i for i in keep if i != zaxis]
+    smallest = min(shape[i] for i in cands)
+    ties = [i for i in cands if shape[i] == smallest]
+    if len(keep) == 3:
+        if smallest <= MAX_GUESSED_CHANNELS and zaxis is None:
+            ax = ties[0]
+            raise InvalidInputError(
+                f"`vol` of shape {shape} is ambiguous: axis {ax} (size {smallest}) looks like "
+                "channels, which would leave a 2D image (3D segmentation needs a Z axis; 2D "
+                f"images are not supported in 3D mode). If axis {ax} is Z, pass z_axis={ax}"
+            )
+        lines.append("no channel axis: treating the volume as single-channel "
+                     "(pass channel_axis if one axis is channels)")
+        return None
+    if smallest > MAX_GUESSED_CHANNELS:
+        raise InvalidInputError(
+            f"`vol` of shape {shape} is ambiguous: 4 non-singleton axes but none of size <= "
+            f"{MAX_GUESSED_CHANNELS} to be channels; pass channel_axis (and z_axis)"
+        )
+    if len(ties) > 1:
+        raise InvalidInputError(
+            f"`vol` of shape {shape} is ambiguous: axes {_join(ties)} all have size {smallest}; "
+            "pass channel_axis (and z_axis)"
+        )
+    lines.append(f"treating axis {ties[0]} (size {smallest}) as channels "
+                 "(smallest axis; pass channel_axis to override)")
+    return ties[0]
+
+
+def _zyxc_view(vol: np.ndarray, order) -> np.ndarray:
+    """A (Z, Y, X, C) view of ``vol`` (no copy); C = 1 without a channel axis."""
+    zaxis, yaxis, xaxis, caxis = order
+    used = [a for a in order if a is not None]
+    drop = tuple(i for i in range(vol.ndim) if i not in used)
+    squeezed = np.squeeze(vol, axis=drop) if drop else vol
+    pos = {a: k for k, a in enumerate(sorted(used))}
+    if caxis is None:
+        return np.transpose(squeezed, (pos[zaxis], pos[yaxis], pos[xaxis]))[..., None]
+    return np.transpose(squeezed, (pos[zaxis], pos[yaxis], pos[xaxis], pos[caxis]))
+
+
+def _select_channels(nc: int, chan: int, chan2: int, nchan: int, lines):
+    """Return (source channel indices, gray flag) following Cellpose's ``reshape``."""
+    for name, value in (("chan", chan), ("chan2", chan2)):
+        if value > nc:
+            raise InvalidInputError(
+                f"`{name}`={value} selects channel {value} but the volume has {nc} "
+                f"channel{'s' if nc > 1 else ''}"
+            )
+    if nc == 1:
+        if chan2 > 0:
+            lines.append(f"chan2={chan2} ignored: the volume has a single channel")
+        sources, gray = [0], False
+    elif chan == 0:
+        if chan2 > 0:
+            lines.append(f"chan2={chan2} ignored because chan=0 (gray), as in Cellpose")
+        lines.append(f"chan=0: using the mean of the {nc} channels (gray)")
+        sources, gray = [], True
+    else:
+        sources = [chan - 1] + ([chan2 - 1] if chan2 > 0 else [])
+        lines.append("using channel " + " and ".join(str(s + 1) for s in sources)
+                     + f" of {nc}")
+        gray = False
+    nsel = 1 if gray else len(sources)
+    if nsel > nchan:
+        raise InvalidInputError(
+            f"`chan2`={chan2} selects a second channel but the model takes nchan={nchan}"
+        )
+    if nchan > nsel:
+        lines.append(f"padding with {nchan - nsel} zero channel{'s' if nchan - nsel > 1 else ''}"
+                     f" to the model's nchan={nchan}")
+    return sources, gray
+
+
+def _fill_output(view: np.ndarray, sources, gray: bool, nchan: int) -> np.ndarray:
+    """Copy the selected channels plane by plane into a new (Z, Y, X, nchan) array."""
+    nz, ny, nx, _ = view.shape
+    out = np.zeros((nz, ny, nx, nchan), np.float32)
+    nsel = 1 if gray else len(sources)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for z in range(nz):
+            plane = view[z]
+            if gray:
+                out[z, :, :, 0] = plane.astype(np.float32).mean(axis=-1)
+            else:
+                for j, src in enumerate(sources):
+                    out[z, :, :, j] = plane[:, :, src]
+            if not np.isfinite(out[z, :, :, :nsel]).all():
+                raise InvalidInputError(
+                    f"`vol` contains NaN or Inf values (first in Z plane {z}"
+                    f"{', after conversion to float32' if view.dtype.itemsize > 4 else ''})"
+                )
+    return out
+
+
+def _join(items) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

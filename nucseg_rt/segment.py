@@ -1,0 +1,344 @@
+"""The public entry point: :class:`Segmenter` turns a volume into flows and 3D labels.
+
+Two stages a user can run separately: :meth:`Segmenter.predict_flows` (the network, expensive)
+and :func:`nucseg_rt.dynamics.compute_masks` (cheap, re-runnable with other thresholds).
+:meth:`Segmenter.segment` runs both with Cellpose 3.1's ``eval(do_3D=True)`` semantics, or its
+``stitch_threshold`` mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from nucseg_rt import axes, dynamics, postprocess, preprocess
+from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.filters import smooth_flows
+from nucseg_rt.resample import (rescale_volume, resize_flows_back, resize_labels_3d, resize_linear,
+                                 resize_nearest)
+from nucseg_rt.predict import Device, Progress, load_net, run_3d, run_planes, select_providers
+
+logger = logging.getLogger("nucseg_rt")
+
+Precision = Literal["fp32", "int8", "fp16"]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How the image is scaled to 0..1 before the network (Cellpose ``normalize`` params).
+
+    ``percentile`` low/high; ``lowhigh`` fixed values instead of percentiles; ``tile_norm``
+    block size for tiled normalisation (0 = off); ``sharpen_radius`` high-pass radius (0 = off);
+    ``invert`` for dark nuclei.
+    """
+
+    percentile: tuple = (1.0, 99.0)
+    lowhigh: tuple | None = None
+    tile_norm: int = 0
+    sharpen_radius: float = 0.0
+    invert: bool = False
+
+    def __post_init__(self):
+        lo, hi = self.percentile
+        if not 0 <= lo < hi <= 100:
+            raise InvalidInputError(f"`percentile` must satisfy 0 <= low < high <= 100, got {self.percentile}")
+        if self.tile_norm < 0:
+            raise InvalidInputError(f"`tile_norm` must be >= 0, got {self.tile_norm}")
+        if self.sharpen_radius < 0:
+            raise InvalidInputError(f"`sharpen_radius` must be >= 0, got {self.sharpen_radius}")
+
+
+@dataclass
+class SegmentationResult:
+    """Output of :meth:`Segmenter.segment`.
+
+    Attributes
+    ----------
+    masks : (Z, Y, X) uint16 or uint32
+        Labels 1..N, 0 = background, on the input grid.
+    flows : (3, Z, Y, X) float32
+        Z, Y, X flows at network scale (x5), on the input grid (network grid if ``resample=False``).
+    cellprob : (Z, Y, X) float32
+        Cell probability logits (sum over views in 3D), same grid as ``flows``.
+    info : dict
+        Parameters actually used (rescale, niter, axes guesses) and seconds per stage.
+    """
+
+    masks: np.ndarray
+    flows: np.ndarray
+    cellprob: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def _validate_positive(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"`{name}` must be a number > 0, got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise InvalidInputError(f"`{name}` must be > 0, got {value!r}")
+    return v
+
+
+def _validate_segment_args(stitch_threshold, dp_smooth, cellprob_threshold, niter, min_size) -> None:
+    if not 0 <= float(stitch_threshold) < 1:
+        raise InvalidInputError(f"`stitch_threshold` must be in [0, 1), got {stitch_threshold!r}")
+    if not np.isfinite(dp_smooth) or dp_smooth < 0:
+        raise InvalidInputError(f"`dp_smooth` must be >= 0, got {dp_smooth!r}")
+    if not np.isfinite(cellprob_threshold):
+        raise InvalidInputError(f"`cellprob_threshold` must be finite, got {cellprob_threshold!r}")
+    if niter is not None and (int(niter) != niter or niter < 0):
+        raise InvalidInputError(f"`niter` must be a whole number >= 0, got {niter!r}")
+    if int(min_size) != min_size:
+        raise InvalidInputError(f"`min_size` must be a whole number, got {min_size!r}")
+
+
+class Segmenter:
+    """Segment nuclei in 3D volumes with a Cellpose 3 network exported to ONNX.
+
+    Parameters
+    ----------
+    model : str or path-like
+        A registered model name (``"nuclei_3d"`` is bundled) or an ``.onnx`` file.
+    ortho : path-like, optional
+        ONNX network for ZY/ZX planes (default: the model's registered/embedded partner, if any).
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` uses CUDA when onnxruntime offers it, else the CPU.
+    precision : {"fp32", "int8", "fp16"}
+        Model variant; fp32 is the reference.
+    threads : int, optional
+        onnxruntime intra-op threads (default: one per physical core).
+    batch_size : int
+        224x224 tiles per network call.
+    """
+
+    def __init__(self, model: str | os.PathLike = "nuclei_3d", ortho: str | os.PathLike | None = None,
+                 device: Device = "auto", precision: Precision = "fp32", *,
+                 threads: int | None = None, batch_size: int = 8, tile_overlap: float = 0.1,
+                 bsize: int = 224):
+        from nucseg_rt import registry
+
+        if precision not in ("fp32", "int8", "fp16"):
+            raise InvalidInputError(f"`precision` must be 'fp32', 'int8' or 'fp16', got {precision!r}")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise InvalidInputError(f"`batch_size` must be a whole number >= 1, got {batch_size!r}")
+        if threads is not None and (int(threads) != threads or threads < 1):
+            raise InvalidInputError(f"`threads` must be a whole number >= 1, got {threads!r}")
+        if not 0.05 <= tile_overlap <= 0.5:
+            raise InvalidInputError(f"`tile_overlap` must be in [0.05, 0.5], got {tile_overlap!r}")
+        self.model = registry.resolve_model(model, ortho=ortho, precision=precision)
+        providers = select_providers(device)
+        self.net = load_net(self.model.path, providers, threads)
+        self.net_ortho = (load_net(self.model.ortho_path, providers, threads)
+                          if self.model.ortho_path is not None else None)
+        if self.net_ortho is not None and self.net_ortho.info.nchan != self.net.info.nchan:
+            raise InvalidInputError(
+                f"ortho model takes {self.net_ortho.info.nchan} channels, main model {self.net.info.nchan}")
+        self.device = "cuda" if "CUDAExecutionProvider" in self.net.providers else "cpu"
+        self.batch_size, self.tile_overlap, self.bsize = int(batch_size), float(tile_overlap), int(bsize)
+        logger.info("model %s on %s (%s)", self.model.name, self.device, ", ".join(self.net.providers))
+
+    @property
+    def diam_mean(self) -> float:
+        return self.net.info.diam_mean
+
+    @property
+    def diam_labels(self) -> float:
+        return self.net.info.diam_labels
+
+    # -- stage 1 -------------------------------------------------------------------------------
+    def _prepare(self, vol, channel_axis, z_axis, chan, chan2, normalize: Normalization,
+                 info: dict) -> np.ndarray:
+        x, notes = axes.to_zyxc(vol, channel_axis=channel_axis, z_axis=z_axis,
+                                chan=chan, chan2=chan2, nchan=self.net.info.nchan)
+        info["axes"] = list(notes)
+        info["constant_input"] = all(x[..., c].min() == x[..., c].max() for c in range(x.shape[-1]))
+        x = preprocess.normalize(x, percentile=normalize.percentile, lowhigh=normalize.lowhigh,
+                                 tile_norm=normalize.tile_norm,
+                                 sharpen_radius=normalize.sharpen_radius, invert=normalize.invert,
+                                 copy=False)
+        # trailing all-zero channels (the zeros Cellpose appends) are re-created per tile
+        keep = x.shape[-1]
+        while keep > 1 and not x[..., keep - 1].any():
+            keep -= 1
+        return np.ascontiguousarray(x[..., :keep]) if keep < x.shape[-1] else x
+
+    def _rescale(self, diameter) -> float:
+        if diameter is None or diameter == 0:
+            return self.diam_mean / self.diam_labels
+        return self.diam_mean / _validate_positive("diameter", diameter)
+
+    def _flows_3d(self, x, *, rescale, anisotropy, resample, progress, info) -> np.ndarray:
+        shape = x.shape[:3]
+        t0 = time.perf_counter()
+        xr = rescale_volume(x, rescale=rescale, anisotropy=anisotropy,
+                                     nchan=self.net.info.nchan)
+        info["network_shape"] = tuple(int(s) for s in xr.shape[:3])
+        del x
+        yf = run_3d(self.net, xr, net_ortho=self.net_ortho, batch_size=self.batch_size,
+                    bsize=self.bsize, tile_overlap=self.tile_overlap, progress=progress)
+        del xr
+        info["seconds_network"] = time.perf_counter() - t0
+        if resample and yf.shape[:3] != shape:
+            yf = resize_flows_back(yf, shape)
+        return yf
+
+    def predict_flows(self, vol: np.ndarray, *, anisotropy: float = 1.0, diameter: float | None = None,
+                      channel_axis: int | None = None, z_axis: int | None = None, chan: int = 0,
+                      chan2: int = 0, normalize: Normalization | None = None, resample: bool = True,
+                      progress: Progress | None = None, info: dict | None = None):
+        """Run the network over YX, ZY and ZX planes (Cellpose 3.1 ``do_3D=True``).
+
+        Parameters
+        ----------
+        vol : array
+            3D volume ``(Z, Y, X)``, ``(Z, C, Y, X)`` or any order given ``channel_axis``/``z_axis``.
+        anisotropy : float
+            Z step / XY pixel size (e.g. 11.5 when Z is 11.5x coarser).
+        diameter : float, optional
+            Typical nucleus diameter in XY pixels (default: the model's training diameter).
+        resample : bool
+            Return flows on the input grid (True) or on the network grid (False).
+
+        Returns
+        -------
+        flows : (3, Z, Y, X) float32
+            Z, Y, X flows (network scale).
+        cellprob : (Z, Y, X) float32
+            Summed cell-probability logits.
+        """
+        info = {} if info is None else info
+        normalize = normalize or Normalization()
+        anisotropy = _validate_positive("anisotropy", anisotropy)
+        rescale = self._rescale(diameter)
+        info.update(rescale=rescale, anisotropy=anisotropy)
+        x = self._prepare(vol, channel_axis, z_axis, chan, chan2, normalize, info)
+        info["shape"] = tuple(int(s) for s in x.shape[:3])
+        yf = self._flows_3d(x, rescale=rescale, anisotropy=anisotropy, resample=resample,
+                            progress=progress, info=info)
+        flows = np.ascontiguousarray(np.moveaxis(yf[..., :3], -1, 0))
+        cellprob = np.ascontiguousarray(yf[..., 3])
+        return flows, cellprob
+
+    # -- stage 1 + 2 ---------------------------------------------------------------------------
+    def segment(self, vol: np.ndarray, *, anisotropy: float = 1.0, diameter: float | None = None,
+                stitch_threshold: float = 0.0, dp_smooth: float = 0.0, min_size: int = 15,
+                cellprob_threshold: float = 0.0, resample: bool = True, niter: int | None = None,
+                flow_threshold: float | None = None, max_size_fraction: float = 0.4,
+                dynamics_method: Literal["stable", "cellpose"] = "stable",
+                channel_axis: int | None = None, z_axis: int | None = None, chan: int = 0,
+                chan2: int = 0, normalize: Normalization | None = None,
+                progress: Progress | None = None) -> SegmentationResult:
+        """Segment a 3D volume: flows from the network, then masks from the flows.
+
+        With ``stitch_threshold > 0`` each YX plane is segmented in 2D (with Cellpose's flow-error
+        check, ``flow_threshold`` default 0.4) and masks are linked plane to plane by IoU;
+        otherwise flows are followed in 3D (``flow_threshold`` does not apply and is ignored
+        with a warning). ``niter`` defaults to 200, scaled by 1/rescale when ``resample``.
+        See :class:`SegmentationResult` for the outputs.
+        """
+        _validate_segment_args(stitch_threshold, dp_smooth, cellprob_threshold, niter, min_size)
+        info: dict = {"dynamics": dynamics_method}
+        t0 = time.perf_counter()
+        if stitch_threshold > 0:
+            res = self._segment_stitched(vol, diameter=diameter, stitch_threshold=stitch_threshold,
+                                         min_size=min_size, cellprob_threshold=cellprob_threshold,
+                                         resample=resample, niter=niter,
+                                         flow_threshold=0.4 if flow_threshold is None else flow_threshold,
+                                         max_size_fraction=max_size_fraction,
+                                         channel_axis=channel_axis, z_axis=z_axis, chan=chan,
+                                         chan2=chan2, normalize=normalize, progress=progress, info=info)
+        else:
+            if flow_threshold is not None:
+                logger.warning("flow_threshold applies to 2D/stitch mode only; ignored in 3D")
+            flows, cellprob = self.predict_flows(
+                vol, anisotropy=anisotropy, diameter=diameter, channel_axis=channel_axis,
+                z_axis=z_axis, chan=chan, chan2=chan2, normalize=normalize, resample=resample,
+                progress=progress, info=info)
+            if dp_smooth > 0:
+                flows = smooth_flows(flows, dp_smooth)
+            if info["constant_input"]:
+                logger.warning("the volume is constant: no nuclei to find")
+                masks = np.zeros(info["shape"], np.uint16)
+            else:
+                masks = self._masks_3d(flows, cellprob, info=info, resample=resample, niter=niter,
+                                       cellprob_threshold=cellprob_threshold, min_size=min_size,
+                                       max_size_fraction=max_size_fraction, method=dynamics_method)
+            res = SegmentationResult(masks=masks, flows=flows, cellprob=cellprob, info=info)
+        info["seconds_total"] = time.perf_counter() - t0
+        info["n_masks"] = int(res.masks.max()) if res.masks.size else 0
+        return res
+
+    def _niter(self, niter, resample: bool, rescale: float) -> int:
+        if niter:
+            return int(niter)
+        return int(200 / rescale) if resample else 200
+
+    def _masks_3d(self, flows, cellprob, *, info, resample, niter, cellprob_threshold, min_size,
+                  max_size_fraction, method) -> np.ndarray:
+        t0 = time.perf_counter()
+        n = self._niter(niter, resample, info["rescale"])
+        info["niter"] = n
+        masks = dynamics.compute_masks(flows, cellprob, niter=n, cellprob_threshold=cellprob_threshold,
+                                       min_size=-1, max_size_fraction=max_size_fraction, method=method)
+        if masks.shape != info["shape"]:
+            masks = resize_labels_3d(masks, info["shape"])
+        masks = postprocess.fill_holes_and_remove_small_masks(masks, min_size=min_size)
+        info["seconds_dynamics"] = time.perf_counter() - t0
+        return masks
+
+    def _segment_stitched(self, vol, *, diameter, stitch_threshold, min_size, cellprob_threshold,
+                          resample, niter, flow_threshold, max_size_fraction, channel_axis, z_axis,
+                          chan, chan2, normalize, progress, info) -> SegmentationResult:
+        normalize = normalize or Normalization()
+        rescale = self._rescale(diameter)
+        info.update(rescale=rescale, mode="stitch")
+        x = self._prepare(vol, channel_axis, z_axis, chan, chan2, normalize, info)
+        nz, ly, lx = x.shape[:3]
+        info["shape"] = (nz, ly, lx)
+        if info["constant_input"]:
+            logger.warning("the volume is constant: no nuclei to find")
+            zeros = np.zeros((nz, ly, lx), np.float32)
+            return SegmentationResult(masks=np.zeros((nz, ly, lx), np.uint16),
+                                      flows=np.zeros((3, nz, ly, lx), np.float32), cellprob=zeros,
+                                      info=info)
+        t0 = time.perf_counter()
+        if rescale != 1.0:
+            x = resize_linear(x, int(ly * rescale), int(lx * rescale))
+        yf = np.zeros((*x.shape[:3], 3), np.float32)
+
+        def sink(i, out):
+            yf[i] = out.transpose(1, 2, 0)
+
+        run_planes(self.net, x, batch_size=self.batch_size, bsize=self.bsize,
+                   tile_overlap=self.tile_overlap, sink=sink, progress=progress, label="YX")
+        del x
+        if resample and yf.shape[1:3] != (ly, lx):
+            yf = resize_linear(yf, ly, lx)
+        info["seconds_network"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        n = self._niter(niter, resample, rescale)
+        info["niter"] = n
+        masks = np.zeros((nz, ly, lx), np.uint32)
+        for z in range(nz):
+            dP = np.ascontiguousarray(yf[z, :, :, :2].transpose(2, 0, 1))
+            m = dynamics.compute_masks(dP, yf[z, :, :, 2], niter=n, cellprob_threshold=cellprob_threshold,
+                                       min_size=-1, max_size_fraction=max_size_fraction,
+                                       method="cellpose", flow_threshold=flow_threshold)
+            if m.shape != (ly, lx):
+                m = resize_nearest(m, ly, lx)
+            masks[z] = postprocess.fill_holes_and_remove_small_masks(m, min_size=-1)
+        from nucseg_rt import stitch
+
+        masks = stitch.stitch3d(masks, stitch_threshold)
+        masks = postprocess.fill_holes_and_remove_small_masks(masks, min_size=min_size)
+        info["seconds_dynamics"] = time.perf_counter() - t0
+        flows = np.zeros((3, *yf.shape[:3]), np.float32)
+        flows[1:] = np.moveaxis(yf[..., :2], -1, 0)
+        return SegmentationResult(masks=masks, flows=flows, cellprob=np.ascontiguousarray(yf[..., 2]),
+                                  info=info)

@@ -1,0 +1,409 @@
+"""Input handling, normalization and resampling against Cellpose 3.1 / OpenCV as reference."""
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from nucseg_rt import preprocess as P
+from nucseg_rt.errors import InvalidInputError
+
+T = pytest.importorskip("cellpose.transforms")
+
+SHAPE = (23, 97, 131)
+
+
+def _vol(shape=SHAPE, seed=0, dtype=np.uint16, scale=1000):
+    rng = np.random.default_rng(seed)
+    blobs = rng.random(shape) * scale
+    return blobs.astype(dtype)
+
+
+def _rel(a, b):
+    return float(np.abs(a.astype(np.float64) - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def _cp_rescale(x, rescale, anisotropy):
+    """Cellpose 3.1 CellposeModel._run_net, do_3D branch, before run_3D."""
+    Lz, Ly, Lx = x.shape[:-1]
+    if rescale != 1.0:
+        x = T.resize_image(x, Ly=int(Ly * rescale), Lx=int(Lx * rescale))
+    return T.resize_image(x.transpose(1, 0, 2, 3), Ly=int(Lz * anisotropy * rescale),
+                          Lx=int(Lx * rescale)).transpose(1, 0, 2, 3)
+
+
+def _cp_flows_back(yf, shape, rescale):
+    """Cellpose 3.1 CellposeModel._run_net, do_3D branch with resample=True."""
+    Lz, Ly, Lx = shape
+    if rescale != 1.0:
+        yf = T.resize_image(yf, Ly=Ly, Lx=Lx)
+    if Lz != yf.shape[0]:
+        yf = T.resize_image(yf.transpose(1, 0, 2, 3), Ly=Lz, Lx=Lx).transpose(1, 0, 2, 3)
+    return yf
+
+
+def _cp_labels_back(mask, shape):
+    """Cellpose 3.1 dynamics.resize_and_compute_masks, 3D resize branch."""
+    Lz, Ly, Lx = shape
+    if mask.shape[1] != Ly:
+        mask = T.resize_image(mask, Ly=Ly, Lx=Lx, no_channels=True, interpolation=cv2.INTER_NEAREST)
+    if mask.shape[0] != Lz:
+        mask = T.resize_image(mask.transpose(1, 0, 2), Ly=Lz, Lx=Lx, no_channels=True,
+                              interpolation=cv2.INTER_NEAREST).transpose(1, 0, 2)
+    return mask
+
+
+# --- input handling -------------------------------------------------------------------------
+
+
+def test_zyx_gray_equals_cellpose_convert_image():
+    vol = _vol()
+    x, lines = P.to_zyxc(vol)
+    assert x.dtype == np.float32 and x.shape == SHAPE + (2,)
+    np.testing.assert_array_equal(x, T.convert_image(vol, None, do_3D=True, nchan=2))
+    assert "treating axis 0 (size 23) as Z (first non-channel axis; pass z_axis to override)" in lines
+    assert any("no channel axis" in line for line in lines)
+
+
+@pytest.mark.parametrize("chan, chan2, channels", [(0, 0, [0, 0]), (2, 1, [2, 1]), (1, 0, [1, 0]),
+                                                   (1, 2, None)])
+def test_zcyx_channel_choice_equals_cellpose(chan, chan2, channels):
+    vol = np.random.default_rng(1).random((23, 2, 97, 131)) * 50.0
+    x, lines = P.to_zyxc(vol, chan=chan, chan2=chan2)
+    ref = T.convert_image(vol, channels, do_3D=True, nchan=2)
+    np.testing.assert_allclose(x, ref, rtol=1e-6, atol=0)
+    assert "treating axis 1 (size 2) as channels (smallest axis; pass channel_axis to override)" \
+        in lines
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2, 3), (3, 0, 1, 2), (1, 2, 3, 0), (1, 0, 3, 2)])  # Y before X
+def test_any_axis_order_with_axes_given(perm):
+    base = np.random.default_rng(2).random((23, 97, 131, 3)).astype(np.float32)
+    ref, _ = P.to_zyxc(base, chan=3, chan2=1)
+    moved = np.transpose(base, np.argsort(perm))  # axis i of base lands at position perm[i]
+    z_axis, c_axis = perm[0], perm[3] - moved.ndim  # negative channel_axis is allowed
+    x, lines = P.to_zyxc(moved, channel_axis=c_axis, z_axis=z_axis, chan=3, chan2=1)
+    np.testing.assert_array_equal(x, ref)
+    assert f"using axis {perm[0]} (size 23) as Z (z_axis)" in lines
+
+
+def test_singletons_squeezed_and_thin_stack_needs_z_axis():
+    vol = _vol()
+    x, lines = P.to_zyxc(vol[None, :, None])
+    np.testing.assert_array_equal(x, P.to_zyxc(vol)[0])
+    assert any(line.startswith("squeezing singleton axes 0 and 2") for line in lines)
+    thin = _vol((3, 97, 131))
+    with pytest.raises(InvalidInputError, match=r"axis 0 \(size 3\) looks like channels.*z_axis=0"):
+        P.to_zyxc(thin)
+    x, _ = P.to_zyxc(thin, z_axis=0)
+    assert x.shape == (3, 97, 131, 2)
+    one = P.to_zyxc(vol[:1], z_axis=0)[0]  # an explicitly named singleton Z is kept
+    assert one.shape == (1, 97, 131, 2)
+
+
+def test_guesses_are_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="nucseg_rt"):
+        _, lines = P.to_zyxc(np.zeros((23, 2, 97, 131), np.uint8))
+    assert [r.getMessage() for r in caplog.records if r.name == "nucseg_rt"] == lines
+
+
+@pytest.mark.parametrize("vol, kwargs, match", [
+    (np.zeros((97, 131)), {}, "2D images are not supported in 3D mode"),
+    (np.zeros((1, 97, 131)), {}, "2D images are not supported in 3D mode"),
+    (np.zeros((2, 97, 131)), {"channel_axis": 0}, "leaves a 2D image"),
+    (np.zeros((2, 3, 23, 97, 131)), {}, "5 non-singleton axes"),
+    (np.zeros((23, 9, 97, 131)), {}, "ambiguous: 4 non-singleton axes but none of size <= 4"),
+    (np.zeros((3, 3, 97, 131)), {}, r"ambiguous: axes 0 and 1 all have size 3"),
+    (np.zeros((23, 2, 97, 131)), {"channel_axis": 4}, r"`channel_axis`=4 is out of range"),
+    (np.zeros((23, 2, 97, 131)), {"z_axis": -5}, r"`z_axis`=-5 is out of range"),
+    (np.zeros((23, 2, 97, 131)), {"z_axis": 1.0}, "`z_axis` must be an integer"),
+    (np.zeros((23, 2, 97, 131)), {"channel_axis": 1, "z_axis": -3}, "are the same axis"),
+    (np.zeros((23, 0, 131)), {}, "zero-size axis"),
+    (np.zeros((23, 2, 97, 131)), {"chan": 3}, r"`chan`=3 selects channel 3 but the volume has 2"),
+    (np.zeros((23, 2, 97, 131)), {"chan": 1, "chan2": 4}, r"`chan2`=4 selects channel 4"),
+    (np.zeros((23, 2, 97, 131)), {"chan": -1}, r"`chan` must be an integer >= 0"),
+    (np.zeros((23, 2, 97, 131)), {"chan": 1, "chan2": 2, "nchan": 1}, "model takes nchan=1"),
+    (np.zeros((23, 2, 97, 131)), {"nchan": 0}, r"`nchan` must be an integer >= 1"),
+    (np.zeros((23, 97, 131), complex), {}, "real numeric dtype"),
+    (np.full((23, 97, 131), "a"), {}, "real numeric dtype"),
+])
+def test_bad_input_raises(vol, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        P.to_zyxc(vol, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])
+def test_non_finite_values_raise(bad):
+    vol = np.ones((23, 97, 131))
+    vol[5, 3, 7] = bad
+    with pytest.raises(InvalidInputError, match=r"NaN or Inf values \(first in Z plane 5"):
+        P.to_zyxc(vol)
+
+
+# --- normalization --------------------------------------------------------------------------
+
+
+def _x(seed=3, two=False):
+    vol = _vol(seed=seed).astype(np.float32)
+    if two:
+        vol = np.stack([vol, _vol(seed=seed + 1)[::-1].astype(np.float32) * 0.3], axis=1)
+        return P.to_zyxc(vol, chan=1, chan2=2)[0]
+    return P.to_zyxc(vol)[0]
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    ({}, {}),
+    ({"invert": True}, {"invert": True}),
+    ({"percentile": (3.0, 97.5)}, {"percentile": (3.0, 97.5)}),
+    ({"lowhigh": (100, 900)}, {"lowhigh": (100, 900)}),
+    ({"lowhigh": [[100.0, 900.0], [0.0, 300.0]], "invert": True},
+     {"lowhigh": [[100.0, 900.0], [0.0, 300.0]], "invert": True}),
+    ({"sharpen_radius": 3.0}, {"sharpen_radius": 3.0}),
+    ({"sharpen_radius": 2.5, "invert": True}, {"sharpen_radius": 2.5, "invert": True}),
+    ({"tile_norm": 40}, {"tile_norm_blocksize": 40}),
+    ({"tile_norm": 64, "percentile": (2.0, 98.0)},
+     {"tile_norm_blocksize": 64, "percentile": (2.0, 98.0)}),
+    ({"norm3D": False}, {"norm3D": False}),
+    ({"norm3D": False, "invert": True}, {"norm3D": False, "invert": True}),
+])
+@pytest.mark.parametrize("two", [False, True])
+def test_normalize_equals_cellpose_normalize_img(ours, theirs, two):
+    x = _x(two=two)
+    if "sharpen_radius" in ours:
+        x = x[:7].copy()  # Cellpose's torch FFT is slow on this machine
+    x0 = x.copy()
+    got = P.normalize(x, **ours)
+    ref = T.normalize_img(x.copy(), **{"norm3D": True, **theirs})
+    np.testing.assert_array_equal(x, x0)
+    assert not np.shares_memory(got, x)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
+
+
+def test_normalize99_downsampled_large_volume():
+    shape = (101, 460, 250)  # 11.6M voxels > 224**3: percentiles from a [::2, ::2, ::1] subsample
+    vol = np.random.default_rng(4).gamma(2.0, 100.0, shape).astype(np.float32)
+    ref = T.normalize99(vol, copy=True, downsample=True)
+    full = T.normalize99(vol, copy=True, downsample=False)
+    got = P.normalize(vol[..., None], copy=False)[..., 0]  # in place: vol is overwritten
+    np.testing.assert_array_equal(got, ref)
+    assert not np.array_equal(got, full)  # the subsample path was actually taken
+
+
+def test_tile_norm_with_flat_tiles_equals_normalize99_tile():
+    x = _x(seed=5, two=True)
+    x[:, :50, :60, 0] = 7.0  # flat tiles get their nearest neighbour's bounds
+    x[:, :, :, 1] = 0.0
+    x[3, 10:20, 10:20, 1] = 5.0  # a sparse channel: mostly flat tiles
+    ref = T.normalize99_tile(x.copy(), blocksize=32, lower=1.0, upper=99.0, norm3D=True)
+    np.testing.assert_allclose(P.normalize(x, tile_norm=32), ref, rtol=0, atol=2e-5)
+
+
+def test_sharpen_equals_smooth_sharpen_img():
+    x = _x(seed=6, two=True)[:5].copy()
+    ref = T.smooth_sharpen_img(x.copy(), sharpen_radius=4.0, smooth_radius=0)
+    got = x.copy()
+    P._sharpen(got, 4.0, [0, 1])
+    assert _rel(got, ref) < 1e-5
+
+
+def test_constant_volume_gives_zeros():
+    x, _ = P.to_zyxc(np.full(SHAPE, 500, np.uint16))
+    for kwargs in ({}, {"invert": True}, {"tile_norm": 40}, {"sharpen_radius": 3.0, "invert": True},
+                   {"norm3D": False, "invert": True}, {"tile_norm": 40, "norm3D": False}):
+        out = P.normalize(x, **kwargs)
+        assert np.isfinite(out).all() and not out.any(), kwargs
+
+
+def test_constant_plane_zeroed_per_plane_only():
+    x = _x()
+    x[4] = 123.0
+    out = P.normalize(x, norm3D=False)
+    assert not out[4].any() and out[5, ..., 0].any()
+    ref = T.normalize_img(x.copy(), norm3D=True)
+    np.testing.assert_array_equal(P.normalize(x), ref)  # whole-volume: plane is just data
+
+
+def test_near_constant_channel_matches_cellpose():
+    x = _x()
+    x[..., 0] = 10.0
+    x[0, 0, 0, 0] = 10.0005  # range below 1e-3: Cellpose zeros it (and invert then gives 1)
+    for inv in (False, True):
+        np.testing.assert_array_equal(P.normalize(x, invert=inv),
+                                      T.normalize_img(x.copy(), invert=inv))
+
+
+def test_invert_applies_with_tile_norm():
+    x = _x(two=True)
+    ref = T.normalize_img(x.copy(), tile_norm_blocksize=40)  # Cellpose skips invert here
+    np.testing.assert_allclose(P.normalize(x, tile_norm=40, invert=True), 1 - ref, atol=2e-5)
+
+
+def test_normalize_in_place_when_asked():
+    x = _x()
+    assert P.normalize(x, copy=False) is x
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"percentile": (50, 10)}, r"0 <= low < high <= 100, got \(50, 10\)"),
+    ({"percentile": (-1, 99)}, "0 <= low < high <= 100"),
+    ({"percentile": 5}, "two numbers"),
+    ({"lowhigh": (1, 2, 3)}, r"shape \(2,\) or \(nchan, 2\) = \(2, 2\), got shape \(3,\)"),
+    ({"lowhigh": (5, 5)}, "low != high"),
+    ({"lowhigh": (0, 1), "tile_norm": 10}, "cannot be combined"),
+    ({"tile_norm": -1}, r"`tile_norm` must be an integer >= 0, got -1"),
+    ({"sharpen_radius": -2.0}, r"`sharpen_radius` must be a finite number >= 0, got -2.0"),
+])
+def test_normalize_bad_parameters(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        P.normalize(_x(), **kwargs)
+
+
+def test_normalize_bad_arrays():
+    with pytest.raises(InvalidInputError, match=r"\(Z, Y, X, C\) array, got shape \(23, 97, 131\)"):
+        P.normalize(np.ones(SHAPE, np.float32))
+    x = _x()
+    x[2, 3, 4, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN or Inf"):
+        P.normalize(x)
+
+
+def test_tile_norm_per_plane_sparse_sample_is_finite():
+    sparse = np.zeros((4, 97, 131, 1), np.float32)
+    sparse[1, 5:9, 5:9] = 1.0
+    sparse[2, 40:60, 70:90] = np.arange(400, dtype=np.float32).reshape(20, 20, 1)
+    out = P.normalize(sparse, tile_norm=32, norm3D=False)
+    assert np.isfinite(out).all() and not out[0].any() and out[2].max() > 0.5
+    # what Cellpose intends: its per-plane maps, built with x99 from x99 (its code uses x01)
+    ref = sparse.copy()
+    x01, x99 = P._tile_bounds(ref, 32, 1.0, 99.0)
+    for axis in (0, 1):
+        x01 = P._gaussian_filter1d(x01, 1.0, axis)
+        x99 = P._gaussian_filter1d(x99, 1.0, axis)
+    for z in range(4):
+        lo = cv2.resize(x01[z], (131, 97), interpolation=cv2.INTER_LINEAR)[..., None]
+        hi = cv2.resize(x99[z], (131, 97), interpolation=cv2.INTER_LINEAR)[..., None]
+        ref[z] = (ref[z] - lo) / (hi - lo)
+    ref[[0, 3]] = 0  # constant planes
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_gaussian_filter1d_equals_scipy():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    arr = np.random.default_rng(11).random((3, 5, 2, 2)).astype(np.float32)
+    for axis in range(3):
+        for sigma in (1.0, 2.5):
+            np.testing.assert_array_equal(P._gaussian_filter1d(arr, sigma, axis),
+                                          ndimage.gaussian_filter1d(arr, sigma, axis=axis))
+
+
+# --- resizing -------------------------------------------------------------------------------
+
+SIZES = [(97, 131, 224, 315), (97, 131, 41, 53), (23, 131, 57, 131), (224, 224, 97, 131),
+         (1, 9, 5, 7), (9, 1, 4, 1), (5, 7, 5, 7)]
+
+
+@pytest.mark.parametrize("nc", [None, 1, 2, 3, 4, 5])
+@pytest.mark.parametrize("h, w, H, W", SIZES)
+def test_resize_linear_equals_cv2(h, w, H, W, nc):
+    rng = np.random.default_rng(h * w + H)
+    img = rng.standard_normal((h, w) if nc is None else (h, w, nc)).astype(np.float32) * 100
+    ref = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR).reshape(
+        (H, W) if nc is None else (H, W, nc))
+    got = P.resize_linear(img, H, W)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    assert _rel(got, ref) < 1e-5
+
+
+def test_resize_linear_stacks_equal_cellpose_resize_image():
+    x = _x(two=True)
+    assert _rel(P.resize_linear(x, 150, 77), T.resize_image(x, Ly=150, Lx=77)) < 1e-5
+    stack = x[..., 0].copy()
+    got = P.resize_linear(stack, 60, 200, channels_last=False)
+    assert got.shape == (23, 60, 200)
+    assert _rel(got, T.resize_image(stack, Ly=60, Lx=200, no_channels=True)) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+@pytest.mark.parametrize("h, w, H, W", SIZES + [(7, 7, 3, 3), (100, 100, 300, 300)])
+def test_resize_nearest_equals_cv2(h, w, H, W, dtype):
+    lab = np.random.default_rng(h + w).integers(0, 60000, (h, w)).astype(dtype)
+    ref = cv2.resize(lab, (W, H), interpolation=cv2.INTER_NEAREST).reshape(H, W)
+    got = P.resize_nearest(lab, H, W)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_resize_nearest_labels_exact_beyond_float32():
+    lab = np.random.default_rng(7).integers(2**24, 2**32 - 1, (23, 97, 131), dtype=np.uint32)
+    got = P.resize_nearest(lab, 150, 77)
+    yi = np.minimum(np.floor(np.arange(150) * (1 / (150 / 97))).astype(int), 96)
+    xi = np.minimum(np.floor(np.arange(77) * (1 / (77 / 131))).astype(int), 130)
+    np.testing.assert_array_equal(got, lab[:, yi][:, :, xi])
+    small = lab % 60000
+    np.testing.assert_array_equal(P.resize_nearest(small, 150, 77), T.resize_image(
+        small, 150, 77, no_channels=True, interpolation=cv2.INTER_NEAREST))
+
+
+@pytest.mark.parametrize("rescale, anisotropy", [(17 / 25, 1.0), (1.0, 2.5), (17 / 25, 2.5),
+                                                 (1.3, 0.5), (1.0, 1.01)])
+def test_rescale_and_resize_back_equal_cellpose_run_net(rescale, anisotropy):
+    x = P.normalize(_x(two=True))
+    x0 = x.copy()
+    got = P.rescale_volume(x, rescale=rescale, anisotropy=anisotropy)
+    ref = _cp_rescale(x, rescale, anisotropy)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    yf = np.random.default_rng(8).standard_normal(got.shape[:3] + (4,)).astype(np.float32)
+    back = P.resize_flows_back(yf, SHAPE)
+    ref_back = _cp_flows_back(yf, SHAPE, rescale)
+    assert back.shape == SHAPE + (4,)
+    np.testing.assert_allclose(back, ref_back, rtol=1e-5, atol=1e-5)
+    lab = np.random.default_rng(9).integers(0, 500, got.shape[:3]).astype(np.uint16)
+    np.testing.assert_array_equal(P.resize_labels_3d(lab, SHAPE), _cp_labels_back(lab, SHAPE))
+    np.testing.assert_array_equal(x, x0)
+
+
+def test_rescale_with_dropped_zero_channel_matches_two_channel_run():
+    x = P.normalize(_x())
+    two = P.rescale_volume(x, rescale=0.6, anisotropy=2.5)
+    one = P.rescale_volume(np.ascontiguousarray(x[..., :1]), rescale=0.6, anisotropy=2.5, nchan=2)
+    np.testing.assert_array_equal(one[..., 0], two[..., 0])
+
+
+def test_3d_helpers_no_op_returns_input():
+    x = P.normalize(_x())
+    assert P.rescale_volume(x, rescale=1.0, anisotropy=None) is x
+    assert P.resize_flows_back(x, SHAPE) is x
+    lab = np.zeros(SHAPE, np.uint32)
+    assert P.resize_labels_3d(lab, SHAPE) is lab
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x: P.rescale_volume(x, rescale=0.0, anisotropy=1.0), r"`rescale` must be a finite number > 0, got 0.0"),
+    (lambda x: P.rescale_volume(x, rescale=float("nan"), anisotropy=1.0), "`rescale` must be a finite"),
+    (lambda x: P.rescale_volume(x, rescale=1.0, anisotropy=-2.0), r"`anisotropy` must be .* got -2.0"),
+    (lambda x: P.rescale_volume(x, rescale=1.0, anisotropy=0.01), "anisotropy too low"),
+    (lambda x: P.rescale_volume(x, rescale=0.005, anisotropy=1.0), "diameter too large"),
+    (lambda x: P.rescale_volume(x[0], rescale=0.5, anisotropy=1.0), r"\(Z, Y, X, C\) array"),
+    (lambda x: P.resize_flows_back(x, (23, 97)), "three sizes"),
+    (lambda x: P.resize_flows_back(x, (23, 0, 5)), r"`shape_zyx` must be an integer >= 1, got 0"),
+    (lambda x: P.resize_linear(x, 0, 5), r"`Ly` must be an integer >= 1, got 0"),
+    (lambda x: P.resize_nearest(x[..., 0], 5, 5), "`labels` must have an integer dtype"),
+    (lambda x: P.resize_labels_3d(np.zeros((3, 4), np.uint16), SHAPE), r"\(Z, Y, X\) array"),
+])
+def test_resize_bad_input_raises(call, match):
+    with pytest.raises(InvalidInputError, match=match):
+        call(_x())
+
+
+def test_resize_inputs_unchanged():
+    x = _x(two=True)
+    lab = np.random.default_rng(10).integers(0, 9, SHAPE).astype(np.uint16)
+    x0, lab0 = x.copy(), lab.copy()
+    P.resize_linear(x, 50, 60)
+    P.resize_nearest(lab, 50, 60)
+    P.resize_labels_3d(lab, (30, 50, 60))
+    P.resize_flows_back(x, (30, 50, 60))
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(lab, lab0)
