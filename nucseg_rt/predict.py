@@ -185,27 +185,27 @@ def run_planes(net: OnnxNet, planes: np.ndarray, *, batch_size: int = 8, bsize: 
 def run_3d(net: OnnxNet, x: np.ndarray, *, net_ortho: OnnxNet | None = None, batch_size: int = 8,
            bsize: int = 224, tile_overlap: float = 0.1,
            progress: Progress | None = None) -> np.ndarray:
-    """Network outputs over YX, ZY and ZX planes of ``x (Z, Y, X, C)``, combined.
+    """Network outputs over YX, ZX and ZY planes of ``x (Z, Y, X, C)``, combined.
 
     Returns
     -------
-    yf : (Z, Y, X, 4) float32
+    yf : (4, Z, Y, X) float32
         Z flow, Y flow, X flow (each the sum of two views) and cell probability (sum of three).
+        Channel-first, so ``yf[:3]`` and ``yf[3]`` are views, not copies.
     """
     if x.ndim != 4:
         raise InvalidInputError(f"`x` must be (Z, Y, X, C), got shape {x.shape}")
-    yf = np.zeros((*x.shape[:3], 4), np.float32)
+    yf = np.zeros((4, *x.shape[:3]), np.float32)
     for name, (perm, comps) in ORIENTATIONS.items():
         planes = x.transpose(perm)
         logger.info("running %s: %d planes of size (%d, %d)", name, *planes.shape[:3])
-        target = yf.transpose(perm)
+        target = yf.transpose(0, 1 + perm[0], 1 + perm[1], 1 + perm[2])
         a, b = comps
 
         def sink(i: int, out: np.ndarray, target=target, a=a, b=b) -> None:
-            t = target[i]
-            t[..., a] += out[0]
-            t[..., b] += out[1]
-            t[..., 3] += out[2]
+            target[a, i] += out[0]
+            target[b, i] += out[1]
+            target[3, i] += out[2]
 
         run_planes(net if name == "YX" or net_ortho is None else net_ortho, planes,
                    batch_size=batch_size, bsize=bsize, tile_overlap=tile_overlap, sink=sink,

@@ -75,6 +75,14 @@ class SegmentationResult:
     info: dict = field(default_factory=dict)
 
 
+def _resize_channels_back(yf: np.ndarray, shape: tuple) -> np.ndarray:
+    """Resize ``(K, Z', Y', X')`` to ``(K, *shape)`` one channel at a time (bounded extra memory)."""
+    out = np.empty((yf.shape[0], *shape), np.float32)
+    for c in range(yf.shape[0]):
+        out[c] = resize_flows_back(yf[c][..., np.newaxis], shape)[..., 0]
+    return out
+
+
 def _validate_positive(name: str, value) -> float:
     try:
         v = float(value)
@@ -184,8 +192,8 @@ class Segmenter:
                     bsize=self.bsize, tile_overlap=self.tile_overlap, progress=progress)
         del xr
         info["seconds_network"] = time.perf_counter() - t0
-        if resample and yf.shape[:3] != shape:
-            yf = resize_flows_back(yf, shape)
+        if resample and yf.shape[1:] != shape:
+            yf = _resize_channels_back(yf, shape)
         return yf
 
     def predict_flows(self, vol: np.ndarray, *, anisotropy: float = 1.0, diameter: float | None = None,
@@ -221,9 +229,7 @@ class Segmenter:
         info["shape"] = tuple(int(s) for s in x.shape[:3])
         yf = self._flows_3d(x, rescale=rescale, anisotropy=anisotropy, resample=resample,
                             progress=progress, info=info)
-        flows = np.ascontiguousarray(np.moveaxis(yf[..., :3], -1, 0))
-        cellprob = np.ascontiguousarray(yf[..., 3])
-        return flows, cellprob
+        return yf[:3], yf[3]
 
     # -- stage 1 + 2 ---------------------------------------------------------------------------
     def segment(self, vol: np.ndarray, *, anisotropy: float = 1.0, diameter: float | None = None,

@@ -31,7 +31,7 @@ def test_run_3d_equals_cellpose(models, use_ortho):
     ort_ortho = load_net(path.with_name("tiny.ortho.onnx"), ["CPUExecutionProvider"]) if use_ortho else None
     x = _vol((23, 97, 131, 2))
     ref, _ = core.run_3D(net, x.copy(), batch_size=8, net_ortho=ortho if use_ortho else None)
-    got = run_3d(ort_net, x[..., :1], net_ortho=ort_ortho, batch_size=8)
+    got = np.moveaxis(run_3d(ort_net, x[..., :1], net_ortho=ort_ortho, batch_size=8), 0, -1)
     assert got.shape == ref.shape == (23, 97, 131, 4)
     assert np.abs(got - ref).max() < 1e-3
 
