@@ -6,7 +6,8 @@ import sys
 RUNTIME_MODULES = ["nucseg_rt", "nucseg_rt.segment", "nucseg_rt.predict", "nucseg_rt.dynamics",
                    "nucseg_rt.preprocess", "nucseg_rt.axes", "nucseg_rt.resample", "nucseg_rt.tiling",
                    "nucseg_rt.postprocess", "nucseg_rt.stitch", "nucseg_rt.metrics", "nucseg_rt.io",
-                   "nucseg_rt.registry", "nucseg_rt.cli", "nucseg_rt.label_flows", "nucseg_rt.filters"]
+                   "nucseg_rt.registry", "nucseg_rt.cli", "nucseg_rt.label_flows", "nucseg_rt.filters",
+                   "nucseg_rt.batch", "nucseg_rt.modelfile"]
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

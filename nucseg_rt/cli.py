@@ -1,0 +1,523 @@
+"""The ``nucseg-rt`` command line: segment volumes, manage models, convert Cellpose models.
+
+Each command parses its options, calls the library (:mod:`nucseg_rt.batch`,
+:mod:`nucseg_rt.registry`, :class:`nucseg_rt.Segmenter`) and prints. Heavy modules are
+imported inside the commands, so ``--help`` is instant. Errors raised on purpose by
+nucseg-rt (and OS errors such as a full disk) end as one line on stderr and a non-zero
+exit code; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, List, Optional  # noqa: UP035 (typer on 3.10)
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+app = typer.Typer(
+    name="nucseg-rt", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_show_locals=False, context_settings={"help_option_names": ["-h", "--help"]},
+    help="Cellpose-3-compatible 3D nuclei segmentation on ONNX Runtime, without PyTorch.")
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    int8 = "int8"
+    fp16 = "fp16"
+
+
+class Dynamics(str, Enum):
+    stable = "stable"
+    cellpose = "cellpose"
+
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+
+
+# --- error reporting and output -------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if not isinstance(exc, MemoryError) else f"not enough memory ({text})"
+
+
+def _report(exc: BaseException, debug: bool, source: Path | None = None,
+            internal: bool = False) -> None:
+    """Print ``error: [source: ]message`` on stderr (the traceback first with ``debug``)."""
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    message = _one_line(exc)
+    if internal:
+        message = (f"internal error ({type(exc).__name__}: {message}); "
+                   f"please report it with the traceback above")
+    if source is not None and not message.startswith(str(source)):
+        message = f"{source}: {message}"
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _reporting(debug: bool):
+    """Turn nucseg-rt and OS errors into one stderr line and exit code 1."""
+    from nucseg_rt.errors import NucsegError
+
+    try:
+        yield
+    except (NucsegError, OSError, MemoryError) as exc:
+        _report(exc, debug)
+        raise typer.Exit(1) from None
+
+
+def _stderr_console(quiet: bool = False) -> Console:
+    """A rich console on stderr, also receiving the ``nucseg_rt`` log (INFO unless quiet)."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    console = Console(stderr=True, highlight=False)
+    log = logging.getLogger("nucseg_rt")
+    for handler in [h for h in log.handlers if getattr(h, "_nucseg_cli", False)]:
+        log.removeHandler(handler)
+    handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
+    handler._nucseg_cli = True
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+    return console
+
+
+def _stdout_console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# --- segment -------------------------------------------------------------------------------
+
+
+def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: int,
+                      threads: int | None) -> None:
+    """Checks on the command line's numbers, before any file is read or model loaded."""
+    from nucseg_rt.errors import InvalidInputError
+
+    if not anisotropy > 0:
+        raise InvalidInputError(f"`--anisotropy` must be > 0, got {anisotropy}")
+    if diameter is not None and not diameter > 0:
+        raise InvalidInputError(f"`--diameter` must be > 0, got {diameter}")
+    if batch_size < 1:
+        raise InvalidInputError(f"`--batch-size` must be >= 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise InvalidInputError(f"`--threads` must be >= 1, got {threads}")
+
+
+def _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_flows):
+    from nucseg_rt import batch
+    from nucseg_rt.errors import InvalidInputError
+
+    inputs = list(paths or [])
+    if folder is not None:
+        inputs += batch.find_images(folder, img_filter=img_filter,
+                                    look_one_level_down=look_one_level_down)
+    if not inputs:
+        raise InvalidInputError("no input: give TIFF files or --dir FOLDER")
+    jobs = batch.plan_jobs(inputs, out_dir=out_dir, save_flows=save_flows)
+    folders = {out_dir} if out_dir is not None else {j.masks.parent for j in jobs
+                                                     if j.source.exists()}
+    for out_folder in folders:
+        try:
+            batch.check_writable(out_folder)
+        except InvalidInputError as exc:
+            hint = "" if out_dir is not None else "; write elsewhere with --out-dir"
+            raise InvalidInputError(f"{exc}{hint}") from exc
+    return jobs
+
+
+def _load_segmenter(model, ortho, device, precision, threads, batch_size):
+    from nucseg_rt import Segmenter
+
+    if threads is not None:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return Segmenter(model, ortho=ortho, device=device, precision=precision, threads=threads,
+                     batch_size=batch_size)
+
+
+@app.command(no_args_is_help=True)
+def segment(
+    paths: Annotated[Optional[List[Path]], typer.Argument(
+        help="TIFF volumes (Z,Y,X or with channels).", show_default=False)] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name or .onnx file.",
+                                       rich_help_panel="Model")] = "nuclei_3d",
+    ortho: Annotated[Optional[str], typer.Option(
+        help="Model for ZY/ZX planes (name or .onnx); default the model's own partner.",
+        rich_help_panel="Model")] = None,
+    precision: Annotated[Precision, typer.Option(rich_help_panel="Model")] = Precision.fp32,
+    anisotropy: Annotated[float, typer.Option(
+        help="Z step / XY pixel size, e.g. 4 for 2 um planes of 0.5 um pixels.",
+        rich_help_panel="Algorithm")] = 1.0,
+    diameter: Annotated[Optional[float], typer.Option(
+        help="Typical nucleus diameter in XY pixels (default: the model's training diameter).",
+        rich_help_panel="Algorithm", show_default=False)] = None,
+    stitch_threshold: Annotated[float, typer.Option(
+        help="> 0: segment YX planes in 2D and link masks with IoU above this.",
+        rich_help_panel="Algorithm")] = 0.0,
+    dp_smooth: Annotated[float, typer.Option(
+        help="Gaussian sigma for smoothing the flows before dynamics (0 = off).",
+        rich_help_panel="Algorithm")] = 0.0,
+    min_size: Annotated[int, typer.Option(help="Remove masks smaller than this many voxels.",
+                                          rich_help_panel="Algorithm")] = 15,
+    cellprob_threshold: Annotated[float, typer.Option(
+        help="Lower to find more and larger nuclei.", rich_help_panel="Algorithm")] = 0.0,
+    flow_threshold: Annotated[Optional[float], typer.Option(
+        help="Flow-error check in 2D/stitch mode (default: 0.4); does not apply in 3D.",
+        rich_help_panel="Algorithm", show_default=False)] = None,
+    niter: Annotated[Optional[int], typer.Option(
+        help="Dynamics iterations (default: 200, scaled with the diameter).",
+        rich_help_panel="Algorithm", show_default=False)] = None,
+    no_resample: Annotated[bool, typer.Option(
+        "--no-resample", help="Run dynamics on the network grid (faster, coarser).",
+        rich_help_panel="Algorithm")] = False,
+    dynamics: Annotated[Dynamics, typer.Option(
+        help="'stable' (default) or 'cellpose' (exactly Cellpose 3.1).",
+        rich_help_panel="Algorithm")] = Dynamics.stable,
+    folder: Annotated[Optional[Path], typer.Option(
+        "--dir", help="Segment every TIFF in this folder.", rich_help_panel="Input")] = None,
+    img_filter: Annotated[str, typer.Option(
+        help="With --dir: only files whose name (without extension) ends with this.",
+        rich_help_panel="Input")] = "",
+    look_one_level_down: Annotated[bool, typer.Option(
+        "--look-one-level-down", help="With --dir: also its sub-folders.",
+        rich_help_panel="Input")] = False,
+    channel_axis: Annotated[Optional[int], typer.Option(
+        help="Axis holding channels, 0-based (default: from the file, else guessed).",
+        rich_help_panel="Input", show_default=False)] = None,
+    z_axis: Annotated[Optional[int], typer.Option(
+        help="Axis holding Z, 0-based (default: from the file, else the first).",
+        rich_help_panel="Input", show_default=False)] = None,
+    chan: Annotated[int, typer.Option(help="Channel to segment: 0 gray, 1 red, 2 green, 3 blue.",
+                                      rich_help_panel="Input")] = 0,
+    chan2: Annotated[int, typer.Option(help="Optional second channel: 0 none, 1-3.",
+                                       rich_help_panel="Input")] = 0,
+    invert: Annotated[bool, typer.Option("--invert", help="Invert the image (dark nuclei).",
+                                         rich_help_panel="Input")] = False,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        help="Folder for the outputs (default: next to each input).", show_default=False,
+        rich_help_panel="Output")] = None,
+    save_flows: Annotated[bool, typer.Option(
+        "--save-flows", help="Also write <stem>_flows.npz (flows, cellprob).",
+        rich_help_panel="Output")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace existing outputs (default: skip files already done).",
+        rich_help_panel="Output")] = False,
+    device: Annotated[Device, typer.Option(rich_help_panel="Hardware")] = Device.auto,
+    batch_size: Annotated[int, typer.Option(help="224x224 tiles per network call.",
+                                            rich_help_panel="Hardware")] = 8,
+    threads: Annotated[Optional[int], typer.Option(
+        help="CPU threads for the network and dynamics (default: all cores).",
+        rich_help_panel="Hardware", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Segment nuclei in 3D volumes; writes <stem>_masks.tif (and <stem>_flows.npz)."""
+    console = _stderr_console(quiet)
+    with _reporting(debug):
+        _validate_numbers(anisotropy=anisotropy, diameter=diameter, batch_size=batch_size,
+                          threads=threads)
+        jobs = _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_flows)
+        from nucseg_rt import batch
+
+        segmenter = None
+        if any(batch.pending_outputs(job, overwrite=overwrite) for job in jobs):
+            segmenter = _load_segmenter(model, ortho, device.value, precision.value, threads,
+                                        batch_size)
+        from nucseg_rt.segment import Normalization
+
+        options = dict(anisotropy=anisotropy, diameter=diameter, stitch_threshold=stitch_threshold,
+                       dp_smooth=dp_smooth, min_size=min_size, niter=niter,
+                       cellprob_threshold=cellprob_threshold, flow_threshold=flow_threshold,
+                       resample=not no_resample, dynamics_method=dynamics.value, chan=chan,
+                       chan2=chan2, normalize=Normalization(invert=True) if invert else None)
+    rows = _run_jobs(jobs, segmenter, options, console, channel_axis=channel_axis, z_axis=z_axis,
+                     overwrite=overwrite, debug=debug)
+    _print_summary(rows)
+    raise typer.Exit(1 if any(row[-1].startswith("failed") for row in rows) else 0)
+
+
+def _run_jobs(jobs, segmenter, options, console, *, channel_axis, z_axis, overwrite, debug):
+    """Segment each job under a progress display; return summary rows."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
+    from nucseg_rt import batch
+    from nucseg_rt.errors import NucsegError
+
+    rows = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        files = bar.add_task("files", total=len(jobs))
+        for job in jobs:
+            planes = bar.add_task(f"  {job.source.name}", total=None)
+
+            def progress(stage: str, done: int, total: int, task=planes, name=job.source.name):
+                bar.update(task, description=f"  {name} {stage}", completed=done, total=total)
+
+            try:
+                res = batch.segment_file(segmenter, job, options=options, overwrite=overwrite,
+                                         channel_axis=channel_axis, z_axis=z_axis,
+                                         progress=progress)
+                rows.append(_row(job.source, res))
+            except (NucsegError, OSError, MemoryError) as exc:
+                _report(exc, debug, source=job.source)
+                rows.append(_row(job.source, failure=_one_line(exc)))
+            except Exception as exc:  # a bug: report it, keep going with the other files
+                _report(exc, True, source=job.source, internal=True)
+                rows.append(_row(job.source, failure="internal error"))
+            bar.remove_task(planes)
+            bar.advance(files)
+    return rows
+
+
+def _row(source: Path, result=None, failure: str | None = None) -> tuple[str, ...]:
+    """Summary row: file, shape, nuclei found, seconds, status."""
+    if failure is not None:
+        return (str(source), "-", "-", "-", f"failed: {failure}")
+    if result.status == "skipped":
+        return (str(source), "-", "-", "-", "skipped (outputs exist)")
+    return (str(source), "x".join(map(str, result.shape)), str(result.n_nuclei),
+            f"{result.seconds:.1f}", "done")
+
+
+def _print_summary(rows) -> None:
+    from rich.table import Table
+
+    table = Table(title="nucseg-rt segment")
+    for column in ("file", "shape", "nuclei found", "seconds", "status"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    _stdout_console().print(table)
+    counts = {key: sum(row[-1].startswith(key) for row in rows)
+              for key in ("done", "skipped", "failed")}
+    print(", ".join(f"{n} {key}" for key, n in counts.items()))
+
+
+# --- model registry ----------------------------------------------------------------------------
+
+
+def _describe(metadata: dict, key: str) -> str:
+    return metadata.get(key, "") or "-"
+
+
+@app.command("add-model")
+def add_model(
+    file: Annotated[Path, typer.Argument(help="ONNX model, or Cellpose 3 model file "
+                                              "(converted; needs the export extra).")],
+    name: Annotated[Optional[str], typer.Option(
+        help="Registry name (default: the file name).", show_default=False)] = None,
+    ortho: Annotated[Optional[Path], typer.Option(help="Model for ZY/ZX planes.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a model of that name.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Validate a model and copy it into the registry (with its sha256)."""
+    _stderr_console()
+    with _reporting(debug):
+        from nucseg_rt import registry
+
+        rec = registry.add_model(file, name=name, ortho=ortho, force=force)
+    has_ortho = "yes" if rec.files.ortho_path else "no"
+    print(f"added {rec.name!r} (diam_mean {_describe(rec.metadata, 'diam_mean')}, "
+          f"nchan {_describe(rec.metadata, 'nchan')}, ortho {has_ortho}) -> {rec.files.path}")
+
+
+@app.command("models")
+def models(debug: DebugOpt = False) -> None:
+    """List registered models (the bundled default is marked)."""
+    from rich.table import Table
+
+    with _reporting(debug):
+        from nucseg_rt import registry
+
+        records = registry.list_models()
+        home = registry.registry_home()
+    table = Table(title="nucseg-rt models")
+    for column in ("name", "diam_mean", "nchan", "ortho", "size", "precisions", "source"):
+        table.add_column(column, overflow="fold")
+    for rec in records:
+        label = f"{rec.name} (default)" if rec.name == registry.BUNDLED_DEFAULT else rec.name
+        table.add_row(label, _describe(rec.metadata, "diam_mean"), _describe(rec.metadata, "nchan"),
+                      "yes" if rec.files.ortho_path else "no", f"{rec.size / 1e6:.1f} MB",
+                      ", ".join(["fp32", *rec.variants]), "bundled" if rec.bundled else rec.source)
+    console = _stdout_console()
+    console.print(table)
+    if not records:
+        console.print("no models: add one with `nucseg-rt add-model FILE --name NAME`")
+    console.print(f"registry: {home}")
+
+
+@app.command("remove-model")
+def remove_model(name: Annotated[str, typer.Argument(help="Registered model name.")],
+                 debug: DebugOpt = False) -> None:
+    """Remove a model from the registry and delete its files."""
+    with _reporting(debug):
+        from nucseg_rt import registry
+
+        rec = registry.remove_model(name)
+    print(f"removed {rec.name!r}")
+
+
+@app.command("model-info")
+def model_info(spec: Annotated[str, typer.Argument(help="Registered name or .onnx file.",
+                                                   metavar="NAME")],
+               debug: DebugOpt = False) -> None:
+    """Show a model's files, hashes, integrity and metadata."""
+    with _reporting(debug):
+        from nucseg_rt import modelfile, registry
+        from nucseg_rt.errors import ModelNotFoundError
+
+        try:
+            rec = registry.model_info(spec)
+        except ModelNotFoundError:
+            if not Path(spec).is_file():
+                raise
+            metadata, _ = modelfile.inspect_model(spec)
+            fields = {"file": spec, "sha256": modelfile.sha256_file(spec)}
+        else:
+            metadata = rec.metadata
+            fields = {"name": rec.name, "bundled": str(rec.bundled), "source": rec.source,
+                      "added": rec.added, "precisions": ", ".join(["fp32", *rec.variants]),
+                      "file": str(rec.files.path), "sha256": rec.files.sha256,
+                      "ortho file": str(rec.files.ortho_path or "-"),
+                      "integrity": _integrity(rec)}
+    console = _stdout_console()
+    fields.update((f"metadata {key}", value) for key, value in sorted(metadata.items()))
+    for key, value in fields.items():
+        console.print(f"{key:>24}: {value}", markup=False)
+
+
+def _integrity(rec) -> str:
+    from nucseg_rt import registry
+    from nucseg_rt.errors import ModelIntegrityError, ModelNotFoundError
+
+    try:
+        registry.verify_model(rec)
+    except (ModelIntegrityError, ModelNotFoundError) as exc:
+        return f"FAILED, loading will be refused: {_one_line(exc)}"
+    return "ok"
+
+
+# --- environment, conversion, training ------------------------------------------------------------
+
+
+@app.command("info")
+def info(debug: DebugOpt = False) -> None:
+    """Versions, execution providers, registry location, numba threading layer."""
+    from importlib import metadata
+
+    with _reporting(debug):
+        import onnxruntime
+
+        from nucseg_rt import registry
+
+        rows = [("python", sys.version.split()[0])]
+        for dist in ("nucseg-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "numba",
+                     "tifffile", "typer", "rich", "torch"):
+            try:
+                rows.append((dist, metadata.version(dist)))
+            except metadata.PackageNotFoundError:
+                if dist not in ("onnxruntime", "onnxruntime-gpu"):
+                    rows.append((dist, "not installed"))
+        rows.append(("onnxruntime providers", ", ".join(onnxruntime.get_available_providers())))
+        home = registry.registry_home()
+        rows.append(("registry", f"{home}" + ("" if home.exists() else " (not created yet)")))
+        rows.append(("models", ", ".join(r.name for r in registry.list_models()) or "none"))
+        rows.append(("numba threading layer", _numba_threading()))
+    for key, value in rows:
+        print(f"{key:>22}: {value}")
+
+
+def _numba_threading() -> str:
+    import numba
+
+    @numba.njit(parallel=True, cache=False)
+    def probe(n):
+        total = 0
+        for i in numba.prange(n):
+            total += i
+        return total
+
+    probe(8)
+    return f"{numba.threading_layer()} ({numba.get_num_threads()} threads)"
+
+
+@app.command("export-cellpose")
+def export_cellpose(
+    file: Annotated[Path, typer.Argument(help="Cellpose 3 model file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.")],
+    ortho: Annotated[Optional[Path], typer.Option(
+        help="Cellpose 3 model for ZY/ZX planes.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert a Cellpose 3 model to ONNX (needs the export extra: PyTorch)."""
+    _stderr_console()
+    with _reporting(debug):
+        from nucseg_rt import modelfile
+        from nucseg_rt.errors import InvalidInputError
+
+        modelfile.existing_model_file(file)
+        if out.exists() and not force:
+            raise InvalidInputError(f"{out} already exists; use --force to replace it")
+        report = modelfile.convert_cellpose(file, out, ortho=ortho)
+    diff = getattr(report, "max_abs_diff", None)
+    checked = f" (max |onnxruntime - torch| = {diff:.2e})" if diff is not None else ""
+    print(f"wrote {out}{checked}")
+
+
+@app.command("train", context_settings={"allow_extra_args": True,
+                                        "ignore_unknown_options": True})
+def train(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """Train a Cellpose-compatible network (needs the export extra); arguments are passed on.
+
+    Run `nucseg-rt train -- --help` for the trainer's options.
+    """
+    with _reporting(debug):
+        from nucseg_rt.modelfile import import_export_module
+
+        trainer = import_export_module("train", purpose="training")
+        code = trainer.main(list(ctx.args))
+    raise typer.Exit(int(code or 0))
+
+
+@app.command("quantize")
+def quantize(name: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
+    """Add an int8 variant of a registered model (not available yet)."""
+    print(f"error: `nucseg-rt quantize` is not implemented in this version; {name!r} can be run "
+          f"with --precision fp32", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    try:
+        app(args=argv, prog_name="nucseg-rt")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

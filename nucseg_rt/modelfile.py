@@ -1,0 +1,219 @@
+"""Model files: what an ONNX segmentation model must look like, and converting Cellpose files.
+
+Used by the registry on the way in (``validate_onnx_model``) and on every load
+(``inspect_model``, a static check without running the model).
+
+A usable model has one float32 input (B, nchan, H, W) with nchan 1 or 2, outputs named
+``flows`` (B, 2, H, W) and ``cellprob`` (B, 1, H, W), and ``metadata_props`` with at least
+``diam_mean`` (see the exporter, ``nucseg_rt_export.onnx_export``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+from nucseg_rt.errors import (MissingDependencyError, ModelFormatError, ModelIntegrityError,
+                              ModelNotFoundError)
+
+__all__ = ["existing_model_file", "sha256_file", "is_torch_file", "read_metadata", "inspect_model",
+           "validate_onnx_model", "ortho_partner", "convert_cellpose", "import_export_module",
+           "SUPPORTED_NCHAN", "EXPORT_HINT"]
+
+SUPPORTED_NCHAN = (1, 2)
+EXPORT_HINT = "pip install 'nucseg-rt[export]'"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_torch_file(path: str | os.PathLike) -> bool:
+    """True if the file looks like a PyTorch save (zip archive or pickle), by content."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
+def _load_proto(path: Path):
+    """Parse an ONNX file (weights included, external data not loaded)."""
+    path = existing_model_file(path)
+    if is_torch_file(path):
+        raise ModelFormatError(
+            f"{path} is a PyTorch/Cellpose model file, not ONNX; convert it with "
+            f"`nucseg-rt export-cellpose` or register it with `nucseg-rt add-model`")
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and others
+        raise ModelFormatError(f"{path} is not a readable ONNX model ({exc})") from exc
+    if proto.ir_version <= 0 or not proto.graph.node or not proto.graph.output:
+        raise ModelFormatError(f"{path} is not an ONNX model (no graph found)")
+    return proto
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict of strings.
+
+    Raises ModelNotFoundError if the file is missing, ModelFormatError if it is not a
+    readable ONNX model (corrupt, truncated, a PyTorch file, any other file).
+    """
+    return {p.key: p.value for p in _load_proto(Path(path)).metadata_props}
+
+
+def _check_signature(proto, metadata: dict[str, str], path: Path) -> int:
+    """Check inputs/outputs/metadata without running the model; return nchan."""
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    outputs = [o.name for o in proto.graph.output]
+    if len(inputs) != 1:
+        raise ModelFormatError(f"{path}: model must have one input, found {len(inputs)}")
+    tensor = inputs[0].type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    if tensor.elem_type != 1 or len(dims) != 4:
+        raise ModelFormatError(f"{path}: model input must be float32 (B, nchan, H, W), "
+                               f"found elem_type {tensor.elem_type} with {len(dims)} dims")
+    if "flows" not in outputs or "cellprob" not in outputs:
+        raise ModelFormatError(
+            f"{path}: model outputs must include 'flows' and 'cellprob', found {outputs}")
+    meta_nchan = _metadata_number(metadata, "nchan", int, path)
+    nchan = dims[1] if dims[1] is not None else meta_nchan
+    if dims[1] is not None and meta_nchan is not None and dims[1] != meta_nchan:
+        raise ModelFormatError(
+            f"{path}: model input has {dims[1]} channels but its metadata says nchan={meta_nchan}")
+    if nchan is None:
+        raise ModelFormatError(f"{path}: cannot tell the number of input channels (dynamic "
+                               f"channel dimension and no 'nchan' metadata)")
+    if nchan not in SUPPORTED_NCHAN:
+        raise ModelFormatError(
+            f"{path}: model input has {nchan} channels; nucseg-rt runs models with 1 or 2 "
+            f"input channels (Cellpose 3 models have 2)")
+    diam_mean = _metadata_number(metadata, "diam_mean", float, path)
+    if diam_mean is None or not diam_mean > 0:
+        raise ModelFormatError(
+            f"{path}: model metadata needs 'diam_mean' > 0, found {metadata.get('diam_mean')!r} "
+            f"(models converted by `nucseg-rt export-cellpose` carry it)")
+    return nchan
+
+
+def _metadata_number(metadata: dict[str, str], key: str, kind: type, path: Path):
+    """``metadata[key]`` as ``kind`` (int or float); None if absent or empty."""
+    if key not in metadata or metadata[key] == "":
+        return None
+    try:
+        value = float(metadata[key])
+    except ValueError:
+        value = None
+    if value is None or (kind is int and not value.is_integer()):
+        what = "a whole number" if kind is int else "a number"
+        raise ModelFormatError(
+            f"{path}: model metadata {key!r} must be {what}, found {metadata[key]!r}")
+    return kind(value)
+
+
+def validate_onnx_model(path: str | os.PathLike) -> int:
+    """Check that a file is a usable segmentation model; return its number of input channels.
+
+    Loads it in onnxruntime (CPU), runs a (1, nchan, 64, 64) zero input and checks the
+    outputs ``flows`` (1, 2, 64, 64) and ``cellprob`` (1, 1, 64, 64).
+
+    Raises
+    ------
+    ModelNotFoundError
+        The file does not exist.
+    ModelFormatError
+        Not ONNX, corrupt, or wrong inputs/outputs/metadata; the message says what was found.
+    """
+    path = Path(path)
+    _, nchan = inspect_model(path)
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = 1, 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        input_name = session.get_inputs()[0].name
+        zeros = np.zeros((1, nchan, 64, 64), np.float32)
+        flows, cellprob = session.run(["flows", "cellprob"], {input_name: zeros})
+    except Exception as exc:  # onnxruntime raises its own exception types
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFormatError(f"{path}: onnxruntime cannot run the model ({message})") from exc
+    if flows.shape != (1, 2, 64, 64) or cellprob.shape != (1, 1, 64, 64):
+        raise ModelFormatError(
+            f"{path}: for a (1, {nchan}, 64, 64) input the model must return flows (1, 2, 64, 64) "
+            f"and cellprob (1, 1, 64, 64), found {flows.shape} and {cellprob.shape}")
+    return nchan
+
+
+def existing_model_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; ModelNotFoundError unless it is an existing file."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelNotFoundError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelNotFoundError(f"model path is not a file: {path}")
+    return path
+
+
+def inspect_model(path: str | os.PathLike) -> tuple[dict[str, str], int]:
+    """(metadata, nchan) of an ONNX model, checked statically (inputs, outputs, metadata).
+
+    Cheaper than ``validate_onnx_model``: the model is parsed, not run.
+    """
+    path = Path(path)
+    proto = _load_proto(path)
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    return metadata, _check_signature(proto, metadata, path)
+
+
+def ortho_partner(path: Path, metadata: dict[str, str]) -> Path | None:
+    """The ortho partner named in ``metadata["ortho_file"]`` next to ``path``, or None.
+
+    Raises ModelIntegrityError if it exists but does not match ``metadata["ortho_sha256"]``.
+    """
+    name = metadata.get("ortho_file", "")
+    if not name or Path(name).name != name or name in (".", ".."):
+        return None
+    partner = path.parent / name
+    if not partner.is_file():
+        return None
+    expected = metadata.get("ortho_sha256", "")
+    if expected and sha256_file(partner) != expected:
+        raise ModelIntegrityError(
+            f"{partner} does not match the ortho_sha256 recorded in {path.name}; "
+            f"refusing to pair them")
+    return partner
+
+
+def convert_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
+                     ortho: str | os.PathLike | None = None):
+    """Convert a Cellpose 3 model file to ONNX (needs the ``export`` extra: PyTorch).
+
+    Calls ``nucseg_rt_export.onnx_export.export_cellpose`` and returns its report; with
+    ``ortho`` the ortho network is written beside ``out`` and named in its metadata.
+    """
+    export = import_export_module("onnx_export", purpose="converting a Cellpose model")
+    return export.export_cellpose(src, out, ortho=ortho)
+
+
+def import_export_module(submodule: str, *, purpose: str) -> ModuleType:
+    """Import ``nucseg_rt_export.<submodule>``; a missing PyTorch becomes MissingDependencyError."""
+    try:
+        return importlib.import_module(f"nucseg_rt_export.{submodule}")
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("torch", "onnxscript"):
+            raise MissingDependencyError(
+                f"{purpose} needs PyTorch, which is not installed: {EXPORT_HINT}") from exc
+        raise
+
+

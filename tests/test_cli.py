@@ -1,0 +1,300 @@
+"""The nucseg-rt command line, run as a real subprocess: help, registry commands, info, export.
+
+Segmentation runs (which need the whole pipeline) are in test_cli_segment.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+COMMANDS = ["segment", "add-model", "models", "remove-model", "model-info", "info",
+            "export-cellpose", "train", "quantize"]
+NO_TORCH = "import sys; sys.modules['torch'] = None; "
+
+
+def run_cli(*args, prelude: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m nucseg_rt.cli ARGS`` (after ``prelude`` code, e.g. hiding torch)."""
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    code = f"{prelude}import sys; from nucseg_rt.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", code] if prelude else [sys.executable, "-m", "nucseg_rt.cli"]
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, pattern: str, code: int = 1) -> str:
+    """Exit ``code``, no traceback, exactly one ``error:`` line on stderr, matching ``pattern``."""
+    import re
+
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert re.search(pattern, errors[0]), errors[0]
+    return errors[0]
+
+
+# --- help ----------------------------------------------------------------------------------------
+
+
+def test_top_level_help_lists_every_command():
+    proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    for command in COMMANDS:
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help(command):
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout and command in proc.stdout
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys\nfrom nucseg_rt.cli import main\n"
+            "code = main(['segment', '--help'])\n"
+            "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx', 'numba', 'tifffile', 'torch')"
+            " if m in sys.modules]\nprint('HEAVY', heavy, code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY [] 0", proc.stdout + proc.stderr
+
+
+def test_console_script_installed():
+    script = Path(sys.executable).with_name("nucseg-rt")
+    if not script.exists():
+        pytest.skip("console script not installed next to this interpreter")
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "segment" in proc.stdout
+
+
+# --- registry commands -------------------------------------------------------------------------------
+
+
+def test_registry_roundtrip(tiny_onnx_pair, _isolated_registry):
+    proc = run_cli("add-model", tiny_onnx_pair, "--name", "lab_nuclei")
+    assert proc.returncode == 0, proc.stderr
+    assert "added 'lab_nuclei' (diam_mean 30.0, nchan 2, ortho yes)" in proc.stdout
+
+    proc = run_cli("models")
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if "lab_nuclei" in line)
+    for cell in ("30.0", "2", "yes", "fp32", str(tiny_onnx_pair)):
+        assert cell in row
+    assert f"registry: {_isolated_registry}" in proc.stdout
+
+    proc = run_cli("model-info", "lab_nuclei")
+    assert proc.returncode == 0, proc.stderr
+    assert "integrity: ok" in proc.stdout and "metadata diam_mean: 30.0" in proc.stdout
+
+    proc = run_cli("remove-model", "lab_nuclei")
+    assert proc.returncode == 0 and "removed 'lab_nuclei'" in proc.stdout
+    assert "lab_nuclei" not in run_cli("models").stdout
+
+
+def test_model_info_of_a_file(tiny_onnx_model):
+    proc = run_cli("model-info", tiny_onnx_model)
+    assert proc.returncode == 0, proc.stderr
+    assert "metadata nchan: 2" in proc.stdout and "sha256:" in proc.stdout
+
+
+def test_model_info_reports_tampering(tiny_onnx_model, _isolated_registry):
+    assert run_cli("add-model", tiny_onnx_model, "--name", "m").returncode == 0
+    stored = next((_isolated_registry / "models").glob("m.*.onnx"))
+    stored.write_bytes(stored.read_bytes() + b"\x00")
+    proc = run_cli("model-info", "m")
+    assert proc.returncode == 0 and "integrity: FAILED, loading will be refused" in proc.stdout
+
+
+def test_add_model_refuses_duplicate_without_force(tiny_onnx_model):
+    assert run_cli("add-model", tiny_onnx_model, "--name", "m").returncode == 0
+    assert_one_error_line(run_cli("add-model", tiny_onnx_model, "--name", "m"),
+                          "already registered; use --force")
+    assert run_cli("add-model", tiny_onnx_model, "--name", "m", "--force").returncode == 0
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", "nuclei_3d"])
+def test_add_model_bad_name(tiny_onnx_model, name):
+    assert_one_error_line(run_cli("add-model", tiny_onnx_model, "--name", name), "`name`")
+
+
+def test_add_model_non_onnx(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("not a model at all\n" * 20)
+    assert_one_error_line(run_cli("add-model", path), "not (a readable|an) ONNX model")
+
+
+def test_add_model_truncated_onnx(tmp_path, tiny_onnx_model):
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(tiny_onnx_model.read_bytes()[:1200])
+    assert_one_error_line(run_cli("add-model", path), "ONNX")
+
+
+def test_add_model_wrong_channels(tmp_path, tiny_onnx_factory):
+    path = tiny_onnx_factory(tmp_path / "three.onnx", nchan=3)
+    assert_one_error_line(run_cli("add-model", path), "model input has 3 channels")
+
+
+def test_add_model_missing_file(tmp_path):
+    assert_one_error_line(run_cli("add-model", tmp_path / "none.onnx"), "model file not found")
+
+
+def test_add_cellpose_model_without_torch(tmp_path):
+    path = tmp_path / "cellpose_model"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    proc = run_cli("add-model", path, prelude=NO_TORCH)
+    assert_one_error_line(proc, r"needs PyTorch.*pip install 'nucseg-rt\[export\]'")
+
+
+def test_remove_unknown_model_lists_names(tiny_onnx_model):
+    assert run_cli("add-model", tiny_onnx_model, "--name", "kept").returncode == 0
+    assert_one_error_line(run_cli("remove-model", "gone"), "unknown model name 'gone'; available: kept")
+
+
+def test_remove_bundled_model_refused():
+    assert_one_error_line(run_cli("remove-model", "nuclei_3d"), "bundled model and cannot be removed")
+
+
+def test_debug_shows_traceback():
+    proc = run_cli("remove-model", "gone", "--debug")
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown model name")
+
+
+# --- info, quantize, export, train -----------------------------------------------------------------
+
+
+def test_info(_isolated_registry):
+    proc = run_cli("info")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("nucseg-rt", "onnxruntime providers", "CPUExecutionProvider",
+                 f"registry: {_isolated_registry}", "numba threading layer", "numpy"):
+        assert text in proc.stdout
+
+
+def test_quantize_not_yet():
+    proc = run_cli("quantize", "nuclei_3d")
+    assert_one_error_line(proc, "not implemented", code=2)
+
+
+def test_export_cellpose_without_torch(tmp_path):
+    src = tmp_path / "cp_model"
+    src.write_bytes(b"PK\x03\x04 pretend zip")
+    proc = run_cli("export-cellpose", src, "-o", tmp_path / "out.onnx", prelude=NO_TORCH)
+    assert_one_error_line(proc, r"pip install 'nucseg-rt\[export\]'")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_export_cellpose_refuses_existing_output(tmp_path):
+    src = tmp_path / "cp_model"
+    src.write_bytes(b"PK\x03\x04")
+    out = tmp_path / "out.onnx"
+    out.write_bytes(b"keep me")
+    assert_one_error_line(run_cli("export-cellpose", src, "-o", out), "already exists; use --force")
+    assert out.read_bytes() == b"keep me"
+
+
+@pytest.mark.slow
+def test_export_cellpose_then_segment_ready(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("cellpose")
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from modelfactory import make_cellpose_net
+    finally:
+        sys.path.pop(0)
+    src = tmp_path / "cp_main"
+    make_cellpose_net(seed=5).save_model(str(src))
+    out = tmp_path / "exported.onnx"
+    proc = run_cli("export-cellpose", src, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stdout and "max |onnxruntime - torch|" in proc.stdout
+    assert run_cli("add-model", out).returncode == 0
+
+
+def test_train_without_torch():
+    assert_one_error_line(run_cli("train", "--epochs", "1", prelude=NO_TORCH),
+                          r"training needs PyTorch.*pip install 'nucseg-rt\[export\]'")
+
+
+def test_train_passes_arguments_through():
+    pytest.importorskip("torch")
+    proc = run_cli("train", "--", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--epochs" in proc.stdout  # the trainer's own argparse help
+
+
+# --- segment errors caught before any model is loaded ---------------------------------------------
+
+
+@pytest.fixture
+def small_tif(tmp_path):
+    path = tmp_path / "vol.tif"
+    tifffile.imwrite(path, np.zeros((4, 16, 16), np.uint16), photometric="minisblack")
+    return path
+
+
+@pytest.mark.parametrize("option, value", [("--anisotropy", "0"), ("--anisotropy", "-2"),
+                                           ("--diameter", "0"), ("--diameter", "-5")])
+def test_segment_nonpositive_numbers(small_tif, option, value):
+    proc = run_cli("segment", small_tif, option, value)
+    assert_one_error_line(proc, f"`{option}` must be > 0, got {float(value)}")
+
+
+def test_segment_without_input():
+    assert_one_error_line(run_cli("segment", "--model", "x"), "no input")
+
+
+def test_segment_dir_missing(tmp_path):
+    assert_one_error_line(run_cli("segment", "--dir", tmp_path / "nope"), "is not a folder")
+
+
+def test_segment_dir_without_images(tmp_path):
+    (tmp_path / "readme.txt").write_text("no images here")
+    assert_one_error_line(run_cli("segment", "--dir", tmp_path), "no TIFF images")
+
+
+def test_segment_unwritable_out_dir(small_tif, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    proc = run_cli("segment", small_tif, "--out-dir", blocker / "sub")
+    assert_one_error_line(proc, "output folder .* is not writable")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root can write into read-only folders")
+def test_segment_read_only_out_dir(small_tif, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        assert_one_error_line(run_cli("segment", small_tif, "--out-dir", folder), "not writable")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_segment_refuses_to_overwrite_an_input(small_tif):
+    masks_named_input = small_tif.with_name("vol_masks.tif")
+    masks_named_input.write_bytes(small_tif.read_bytes())
+    before = masks_named_input.read_bytes()
+    proc = run_cli("segment", small_tif, masks_named_input)
+    assert_one_error_line(proc, "is also an input; refusing to overwrite it")
+    assert masks_named_input.read_bytes() == before
+
+
+def test_segment_refuses_two_inputs_with_one_output(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        tifffile.imwrite(tmp_path / sub / "vol.tif", np.zeros((3, 8, 8), np.uint8),
+                         photometric="minisblack")
+    proc = run_cli("segment", tmp_path / "a" / "vol.tif", tmp_path / "b" / "vol.tif",
+                   "--out-dir", tmp_path / "out")
+    assert_one_error_line(proc, "would both write")

@@ -1,0 +1,255 @@
+"""``nucseg-rt segment`` end to end (subprocess) with a tiny ONNX model: outputs, resume, bad input.
+
+The tiny model (tests/conftest.py) makes flows that point to the centres of bright blobs, so
+well separated Gaussian blobs come out as one nucleus each.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tifffile
+
+from test_cli import assert_one_error_line, run_cli
+
+CENTERS = [(6, 16, 18), (12, 40, 20), (10, 20, 52), (14, 46, 54)]
+
+
+def blob_volume(shape=(20, 64, 72), centers=CENTERS, sigma=5.0, seed=0) -> np.ndarray:
+    """uint16 (Z, Y, X) volume of Gaussian blobs plus noise."""
+    grid = np.indices(shape, dtype=np.float32)
+    vol = np.zeros(shape, np.float32)
+    for c in centers:
+        d2 = sum((g - ci) ** 2 for g, ci in zip(grid, c))
+        vol += np.exp(-d2 / (2 * sigma**2))
+    noise = np.random.default_rng(seed).normal(0, 0.01, shape)
+    return ((vol + noise).clip(0) * 1000).astype(np.uint16)
+
+
+def write_calibrated(path, vol):
+    tifffile.imwrite(path, vol, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"spacing": 0.5, "unit": "um", "axes": "ZYX"})
+    return path
+
+
+def summary_row(stdout: str, name: str) -> str:
+    return next(line for line in stdout.splitlines() if name in line and "│" in line)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from conftest import make_tiny_onnx
+
+    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture
+def good(tmp_path):
+    return write_calibrated(tmp_path / "good.tif", blob_volume())
+
+
+# --- happy path, resume ------------------------------------------------------------------------------
+
+
+def test_segment_writes_masks_and_flows(tmp_path, good, model):
+    second = write_calibrated(tmp_path / "second.tif", blob_volume(seed=1))
+    before = good.read_bytes()
+    out = tmp_path / "out"
+    proc = run_cli("segment", good, second, "--model", model, "--diameter", "30",
+                   "--out-dir", out, "--save-flows")
+    assert proc.returncode == 0, proc.stderr
+    assert good.read_bytes() == before
+    row = summary_row(proc.stdout, "good.tif")
+    assert "20x64x72" in row and "done" in row
+    assert re.search(r"│\s*4\s*│", row), row  # four blobs, four nuclei
+    assert "2 done, 0 skipped, 0 failed" in proc.stdout
+
+    with tifffile.TiffFile(out / "good_masks.tif") as tif:
+        masks = tif.asarray()
+        assert tif.is_imagej and tif.imagej_metadata["spacing"] == 0.5
+        assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+    assert masks.shape == (20, 64, 72) and masks.dtype == np.uint16
+    assert sorted(np.unique(masks)) == [0, 1, 2, 3, 4]
+    assert len({masks[c] for c in CENTERS}) == 4  # each blob centre in its own nucleus
+    with np.load(out / "good_flows.npz") as flows:
+        assert flows["flows"].shape == (3, 20, 64, 72) and flows["cellprob"].shape == (20, 64, 72)
+    assert not list(out.glob("*.part")) and not list(out.glob(".*"))
+
+
+def test_segment_skips_done_files_and_overwrites_on_request(tmp_path, good, model):
+    args = ("segment", good, "--model", model, "--diameter", "30")
+    assert run_cli(*args).returncode == 0
+    masks = tmp_path / "good_masks.tif"  # default: next to the input
+    stamp = masks.stat().st_mtime_ns
+    proc = run_cli(*args)
+    assert proc.returncode == 0 and "skipped (outputs exist)" in summary_row(proc.stdout, "good.tif")
+    assert masks.stat().st_mtime_ns == stamp
+    proc = run_cli(*args, "--save-flows")  # only the missing output is written
+    assert proc.returncode == 0 and "done" in summary_row(proc.stdout, "good.tif")
+    assert masks.stat().st_mtime_ns == stamp and (tmp_path / "good_flows.npz").is_file()
+    proc = run_cli(*args, "--overwrite")
+    assert proc.returncode == 0 and "done" in summary_row(proc.stdout, "good.tif")
+    assert masks.stat().st_mtime_ns != stamp
+
+
+def test_segment_dir_filter_and_subfolders(tmp_path, model):
+    vol = blob_volume(shape=(8, 40, 40), centers=[(4, 20, 20)])
+    (tmp_path / "sub").mkdir()
+    write_calibrated(tmp_path / "a_nuc.tif", vol)
+    write_calibrated(tmp_path / "sub" / "b_nuc.tif", vol)
+    write_calibrated(tmp_path / "c_other.tif", vol)
+    write_calibrated(tmp_path / "old_nuc_masks.tif", vol)  # an output, never an input
+    (tmp_path / "._a_nuc.tif").write_bytes(b"\x00\x05\x16\x07")  # macOS metadata file
+    proc = run_cli("segment", "--dir", tmp_path, "--img-filter", "_nuc", "--look-one-level-down",
+                   "--model", model, "--out-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_nuc_masks.tif",
+                                                                     "b_nuc_masks.tif"]
+
+
+# --- bad input files: one batch, one line per bad file ------------------------------------------------
+
+
+def _bad_files(folder):
+    files = {"missing": folder / "missing.tif", "not_tiff": folder / "not_tiff.tif"}
+    files["not_tiff"].write_text("this is not an image")
+    full = write_calibrated(folder / "full.tif", blob_volume(shape=(8, 32, 32)))
+    files["truncated"] = folder / "truncated.tif"
+    files["truncated"].write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    full.unlink()
+    files["image_2d"] = folder / "image_2d.tif"
+    tifffile.imwrite(files["image_2d"], blob_volume(shape=(1, 32, 32))[0])
+    files["array_5d"] = folder / "array_5d.tif"
+    tifffile.imwrite(files["array_5d"], np.ones((2, 3, 5, 16, 16), np.uint16))
+    files["zero_size"] = folder / "zero_size.tif"
+    with pytest.warns(UserWarning):
+        tifffile.imwrite(files["zero_size"], np.zeros((0, 16, 16), np.uint16))
+    nan = blob_volume(shape=(6, 32, 32)).astype(np.float32)
+    nan[2, 5, 5] = np.nan
+    files["nan"] = folder / "nan.tif"
+    tifffile.imwrite(files["nan"], nan, photometric="minisblack")
+    inf = blob_volume(shape=(6, 32, 32)).astype(np.float32)
+    inf[3, 7, 7] = np.inf
+    files["inf"] = folder / "inf.tif"
+    tifffile.imwrite(files["inf"], inf, photometric="minisblack")
+    return files
+
+
+BAD = {"missing": "does not exist", "not_tiff": "not a TIFF file",
+       "truncated": "truncated or damaged", "image_2d": "2D", "array_5d": "axes|dimensions",
+       "zero_size": "zero-size", "nan": "NaN", "inf": "Inf"}
+
+
+@pytest.fixture(scope="module")
+def bad_batch(tmp_path_factory, model):
+    folder = tmp_path_factory.mktemp("bad")
+    files = _bad_files(folder)
+    zeros = folder / "all_zero.tif"
+    tifffile.imwrite(zeros, np.zeros((6, 32, 32), np.uint16), photometric="minisblack")
+    good = write_calibrated(folder / "good.tif", blob_volume())
+    inputs = [*files.values(), zeros, good]
+    before = {p: p.read_bytes() for p in inputs if p.exists()}
+    proc = run_cli("segment", *inputs, "--model", model, "--out-dir", folder / "out")
+    return proc, files, folder, before
+
+
+def test_bad_batch_exit_code_and_good_files(bad_batch):
+    proc, _, folder, before = bad_batch
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"2 done, 0 skipped, {len(BAD)} failed" in proc.stdout
+    assert "done" in summary_row(proc.stdout, "good.tif")
+    assert all(p.read_bytes() == data for p, data in before.items())  # inputs untouched
+    produced = sorted(p.name for p in (folder / "out").iterdir())
+    assert produced == ["all_zero_masks.tif", "good_masks.tif"]
+
+
+def test_all_zero_volume_gives_empty_labels(bad_batch):
+    proc, _, folder, _ = bad_batch
+    masks = tifffile.imread(folder / "out" / "all_zero_masks.tif")
+    assert masks.shape == (6, 32, 32) and not masks.any()
+    assert re.search(r"│\s*0\s*│", summary_row(proc.stdout, "all_zero.tif"))
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_input_file(bad_batch, kind):
+    proc, files, _, _ = bad_batch
+    lines = [line for line in proc.stderr.splitlines()
+             if line.startswith(f"error: {files[kind]}: ")]
+    assert len(lines) == 1, proc.stderr
+    assert re.search(BAD[kind], lines[0]), lines[0]
+    assert "failed" in summary_row(proc.stdout, files[kind].name)
+
+
+def test_axis_out_of_range(good, model):
+    proc = run_cli("segment", good, "--model", model, "--channel-axis", "7")
+    assert_one_error_line(proc, r"good\.tif: .*channel_axis.*7")
+
+
+def test_time_axis_refused(tmp_path, model):
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, np.ones((3, 4, 16, 16), np.uint16), imagej=True,
+                     metadata={"axes": "TZYX"})
+    assert_one_error_line(run_cli("segment", path, "--model", model), "time axis")
+
+
+# --- bad models and settings ------------------------------------------------------------------------
+
+
+def test_unknown_model_name(good, tiny_onnx_model):
+    assert run_cli("add-model", tiny_onnx_model, "--name", "lab").returncode == 0
+    proc = run_cli("segment", good, "--model", "nope")
+    assert_one_error_line(proc, "unknown model name 'nope'; available: lab")
+    assert not good.with_name("good_masks.tif").exists()
+
+
+def test_corrupt_model_file(good, tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    assert_one_error_line(run_cli("segment", good, "--model", bad), "ONNX")
+
+
+def test_wrong_channel_model(good, tmp_path, tiny_onnx_factory):
+    model = tiny_onnx_factory(tmp_path / "three.onnx", nchan=3)
+    assert_one_error_line(run_cli("segment", good, "--model", model), "3 channels")
+
+
+def test_tampered_registered_model(good, tiny_onnx_model, _isolated_registry):
+    assert run_cli("add-model", tiny_onnx_model, "--name", "lab").returncode == 0
+    stored = next((_isolated_registry / "models").glob("lab.*.onnx"))
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\x01")
+    proc = run_cli("segment", good, "--model", "lab")
+    assert_one_error_line(proc, "changed since it was registered.*refusing to load it")
+
+
+def test_int8_without_variant(good, tiny_onnx_model):
+    assert run_cli("add-model", tiny_onnx_model, "--name", "lab").returncode == 0
+    proc = run_cli("segment", good, "--model", "lab", "--precision", "int8")
+    assert_one_error_line(proc, "no int8 variant.*nucseg-rt quantize lab")
+
+
+def test_cuda_unavailable(good, model):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("CUDA is available here")
+    assert_one_error_line(run_cli("segment", good, "--model", model, "--device", "cuda"), "cuda")
+
+
+DISK_FULL = """import errno, tifffile
+def _full(fh, *args, **kwargs):
+    fh.write(b"II*\\x00" + bytes(4096))
+    raise OSError(errno.ENOSPC, "No space left on device")
+tifffile.imwrite = _full
+"""
+
+
+def test_disk_full_during_write(tmp_path, good, model):
+    before = good.read_bytes()
+    out = tmp_path / "out"
+    proc = run_cli("segment", good, "--model", model, "--out-dir", out, prelude=DISK_FULL)
+    assert_one_error_line(proc, r"good\.tif: .*No space left on device")
+    assert list(out.iterdir()) == []  # no result, no temporary file
+    assert good.read_bytes() == before
