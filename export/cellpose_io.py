@@ -7,7 +7,6 @@ a model file can hold tensors, never code.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from nucseg_rt.errors import InvalidInputError, ModelFormatError, ModelNotFoundError
+from nucseg_rt.modelfile import sha256_file as file_sha256
 from nucseg_rt_export.unet import CPnet, nbase_from_state_dict
 
 logger = logging.getLogger("nucseg_rt")
@@ -52,15 +52,6 @@ class LoadedModel:
     diam_labels: float
     source: Path
     sha256: str
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_state_dict(path: Path) -> dict:
