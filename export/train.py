@@ -1,0 +1,320 @@
+"""Train a Cellpose-3-compatible 2D network on synthetic (or cached) nuclei planes.
+
+Cellpose's recipe: 2D planes (YX, ZY, ZX of isotropically resampled volumes), target flows from
+labels by heat diffusion, loss ``MSE(y[:, :2], 5 * flows) / 2 + BCEWithLogits(y[:, 2], labels > 0)``.
+Schedule: AdamW, linear warm-up over ``--warmup-steps`` then cosine decay to
+``lr * --min-lr-frac`` at the last planned step (``--epochs * --steps-per-epoch``).
+
+Outputs in ``--out``: ``<name>`` (pure Cellpose state dict, last epoch), ``<name>.trainstate``
+(optimizer, scheduler, epoch, RNG state, history: what ``--resume`` needs),
+``checkpoints/<name>_epoch_NNN`` and ``cache/{train,val}.npz`` (generated planes, reused on resume).
+
+Run ``python -m nucseg_rt_export.train --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+from nucseg_rt_export.train_data import (PlaneSet, augment_batch, load_or_make_cache, load_pairs,
+                                         synthetic_planes)
+from nucseg_rt_export.unet import CPnet, nbase_from_state_dict
+
+__all__ = ["main", "cellpose_loss", "build_parser"]
+
+
+def cellpose_loss(y: torch.Tensor, flows: torch.Tensor, cellprob: torch.Tensor) -> torch.Tensor:
+    """Cellpose 3 ``_loss_fn_seg``: ``MSE(y[:, :2], 5 * flows) / 2 + BCE(y[:, 2], cellprob)``."""
+    return F.mse_loss(y[:, :2], 5.0 * flows) / 2.0 + F.binary_cross_entropy_with_logits(y[:, 2], cellprob)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nucseg-rt train", description=__doc__.split("\n\n")[0])
+    a = p.add_argument
+    a("--out", type=Path, required=True, help="output directory")
+    a("--name", default="nuclei_3d", help="model file name")
+    a("--nbase", default=None, help="network widths nchan,c1,..,c4 (default 2,16,32,64,128, or the pretrained's)")
+    a("--pretrained", type=Path, default=None, help="Cellpose model file to fine-tune from")
+    a("--resume", action="store_true", help="continue from <out>/<name> + .trainstate")
+    a("--epochs", type=int, default=20)
+    a("--steps-per-epoch", type=int, default=250)
+    a("--batch-size", type=int, default=8)
+    a("--crop", type=int, default=128, help="crop size (multiple of 16)")
+    a("--lr", type=float, default=2e-3)
+    a("--weight-decay", type=float, default=1e-4)
+    a("--warmup-steps", type=int, default=200)
+    a("--min-lr-frac", type=float, default=0.02)
+    a("--diam-mean", type=float, default=30.0)
+    a("--diam-labels", type=float, default=None,
+      help="value stored as diam_labels (default --diam-mean: synthetic 3D diameters centre on it)")
+    a("--dir", type=Path, default=None, help="train on 2D X.tif/X_masks.tif pairs here instead of synthetic data")
+    a("--test-dir", type=Path, default=None, help="validation pairs (default: every 10th pair of --dir)")
+    a("--mask-filter", default="_masks")
+    a("--n-volumes", type=int, default=30, help="synthetic training volumes")
+    a("--n-val-volumes", type=int, default=4)
+    a("--volume-shape", default="96,160,160", help="isotropic synthetic volume Z,Y,X")
+    a("--yx-step", type=int, default=4)
+    a("--ortho-step", type=int, default=8)
+    a("--min-masks", type=int, default=1)
+    a("--n-val", type=int, default=48, help="validation planes")
+    a("--seed", type=int, default=0)
+    a("--threads", type=int, default=2)
+    a("--max-minutes", type=float, default=None, help="stop after the epoch that would exceed this")
+    return p
+
+
+def _ints(s: str) -> list[int]:
+    return [int(v) for v in s.split(",")]
+
+
+def _folder_data(args, console) -> tuple[PlaneSet, PlaneSet]:
+    pairs = load_pairs(args.dir, mask_filter=args.mask_filter)
+    if args.test_dir is not None:
+        vpairs = load_pairs(args.test_dir, mask_filter=args.mask_filter)
+    elif len(pairs) >= 2:
+        vpairs, pairs = pairs[::10], [p for i, p in enumerate(pairs) if i % 10]
+    else:
+        vpairs = pairs
+    keep = [p for p in pairs if np.count_nonzero(np.bincount(p[1].ravel())[1:]) >= args.min_masks]
+    console.print(f"data: {len(keep)} of {len(pairs)} pairs with >= {args.min_masks} masks in {args.dir}; "
+                  f"{len(vpairs)} validation pairs")
+    return PlaneSet.from_planes(keep), PlaneSet.from_planes(vpairs)
+
+
+def _data(args, console) -> tuple[PlaneSet, PlaneSet]:
+    if args.dir is not None:
+        return _folder_data(args, console)
+    shape = tuple(_ints(args.volume_shape))
+    common = dict(shape_iso=shape, diam_mean=args.diam_mean, yx_step=args.yx_step,
+                  ortho_step=args.ortho_step, min_masks=args.min_masks)
+
+    def prog(k, n):
+        console.print(f"  volume {k}/{n}", highlight=False)
+
+    params = dict(n=args.n_volumes, seed=args.seed, **common, shape=list(shape), v=1)
+    params.pop("shape_iso")
+    t = time.time()
+    train = load_or_make_cache(args.out / "cache" / "train.npz", params,
+                               lambda: synthetic_planes(args.n_volumes, seed=args.seed, progress=prog, **common))
+    vparams = dict(params, n=args.n_val_volumes, seed=args.seed + 7919)
+    val = load_or_make_cache(args.out / "cache" / "val.npz", vparams,
+                             lambda: synthetic_planes(args.n_val_volumes, seed=args.seed + 7919, **common))
+    console.print(f"data: {len(train)} train planes, {len(val)} val planes ({time.time() - t:.0f} s)")
+    return train, val
+
+
+def _val_tensors(val: PlaneSet, n: int, nchan: int):
+    sel = np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int)
+    h, w = val.imgs.shape[1:]
+    H, W = -(-h // 16) * 16, -(-w // 16) * 16
+    x = torch.zeros(len(sel), nchan, H, W)
+    x[:, 0, :h, :w] = torch.from_numpy(val.imgs[sel].astype(np.float32))
+    fl = torch.zeros(len(sel), 2, H, W)
+    fl[:, :, :h, :w] = torch.from_numpy(val.flows[sel].astype(np.float32))
+    lab = np.zeros((len(sel), H, W), np.int64)
+    lab[:, :h, :w] = val.labels[sel]
+    return x, fl, lab
+
+
+def _ap50(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> float:
+    """Average precision ``TP / (TP + FP + FN)`` at IoU ``thr`` (matches are unique for thr >= 0.5)."""
+    ng, npd = int(gt.max()), int(pred.max())
+    if not gt.any() and not pred.any():
+        return 1.0
+    ov = np.bincount(gt.ravel() * (npd + 1) + pred.ravel(), minlength=(ng + 1) * (npd + 1))
+    ov = ov.reshape(ng + 1, npd + 1).astype(np.float64)
+    area_g, area_p = ov.sum(1, keepdims=True), ov.sum(0, keepdims=True)
+    iou = ov / np.maximum(area_g + area_p - ov, 1)
+    tp = int((iou[1:, 1:] > thr).sum())
+    n_gt, n_pred = int((area_g[1:] > 0).sum()), int((area_p[:, 1:] > 0).sum())  # ids need not be consecutive
+    return tp / max(n_gt + n_pred - tp, 1)
+
+
+def _compute_masks_fn():
+    try:
+        from nucseg_rt.dynamics import compute_masks
+    except Exception:  # dynamics module not available yet: validation loss only
+        return None
+    return compute_masks
+
+
+@torch.no_grad()
+def _validate(net, vx, vf, vlab) -> tuple[float, float | None]:
+    net.eval()
+    losses, aps = [], []
+    cm = _compute_masks_fn()
+    for i in range(0, len(vx), 8):
+        y = net(vx[i:i + 8])[0]
+        losses.append(float(cellpose_loss(y, vf[i:i + 8], (torch.from_numpy(vlab[i:i + 8]) > 0).float())) * len(y))
+        if cm is None:
+            continue
+        for j in range(len(y)):
+            try:
+                m = cm(y[j, :2].numpy(), y[j, 2].numpy(), niter=200, cellprob_threshold=0.0, min_size=15)
+                aps.append(_ap50(vlab[i + j], np.asarray(m, np.int64)))
+            except Exception:
+                cm = None
+                aps = []
+                break
+    net.train()
+    return sum(losses) / len(vx), (float(np.mean(aps)) if aps else None)
+
+
+def _lr_lambda(warmup: int, plan: dict, steps_per_epoch: int, min_frac: float):
+    """LR factor: linear warm-up, then cosine to ``min_frac`` at ``plan["epochs"]`` (read each step)."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return 0.1 + 0.9 * step / max(warmup, 1)
+        total = plan["epochs"] * steps_per_epoch
+        t = min(1.0, (step - warmup) / max(total - warmup, 1))
+        return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * t))
+    return f
+
+
+def _make_net(args, diam_labels: float) -> CPnet:
+    if args.pretrained is None:
+        net = CPnet(_ints(args.nbase or "2,16,32,64,128"), 3, 3, diam_mean=args.diam_mean)
+    else:
+        sd = torch.load(args.pretrained, map_location="cpu", weights_only=True)
+        nb = nbase_from_state_dict(sd)
+        if args.nbase is not None and _ints(args.nbase) != nb:
+            raise SystemExit(f"--nbase {args.nbase} does not match the pretrained model's {nb}")
+        net = CPnet(nb, 3, 3)
+        net.load_state_dict(sd, strict=True)
+        # like Cellpose's --diam_mean when fine-tuning: the new model is rescaled to --diam-mean
+        net.diam_mean.data[:] = args.diam_mean
+    net.diam_labels.data[:] = diam_labels
+    return net
+
+
+def _save(net, opt, sched, state: dict, out: Path, name: str) -> None:
+    ck = out / "checkpoints"
+    ck.mkdir(parents=True, exist_ok=True)
+    sd = net.state_dict()
+    torch.save(sd, ck / f"{name}_epoch_{state['epoch']:03d}")
+    tmp = out / f"{name}.tmp"
+    torch.save(sd, tmp)
+    tmp.replace(out / name)
+    ts = dict(state, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+              torch_rng=torch.get_rng_state())
+    torch.save(ts, out / f"{name}.trainstate.tmp")
+    (out / f"{name}.trainstate.tmp").replace(out / f"{name}.trainstate")
+
+
+def _setup(args, console):
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train, val = _data(args, console)
+    console.print(f"mean 2D label diameter of the training planes: {train.diam_labels():.1f} px")
+    net = _make_net(args, args.diam_labels if args.diam_labels else args.diam_mean)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    plan = dict(epochs=args.epochs)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(args.warmup_steps, plan, args.steps_per_epoch, args.min_lr_frac))
+    state = dict(epoch=0, step=0, history=[], args=json.dumps(vars(args), default=str),
+                 np_rng=np.random.default_rng(args.seed).bit_generator.state,
+                 planned_epochs=args.epochs, epochs_arg=args.epochs)
+    if args.resume:
+        ts_path = args.out / f"{args.name}.trainstate"
+        if not ts_path.exists():
+            raise SystemExit(f"--resume: no {ts_path}")
+        net.load_state_dict(torch.load(args.out / args.name, map_location="cpu", weights_only=True))
+        ts = torch.load(ts_path, map_location="cpu", weights_only=True)
+        opt.load_state_dict(ts.pop("optimizer"))
+        sched.load_state_dict(ts.pop("scheduler"))
+        torch.set_rng_state(ts.pop("torch_rng"))
+        state.update(ts)
+        if args.epochs != state.get("epochs_arg", args.epochs):  # new --epochs: new plan
+            state["planned_epochs"] = state["epochs_arg"] = args.epochs
+        plan["epochs"] = state.get("planned_epochs", args.epochs)
+        console.print(f"resumed at epoch {state['epoch']} (step {state['step']})")
+    state["plan"] = plan
+    return train, val, net, opt, sched, state
+
+
+def _shrink_plan(args, state, t0, console) -> None:
+    """With ``--max-minutes``, end the cosine schedule at the last epoch that fits the budget."""
+    secs = [h["seconds"] for h in state["history"][-2:]]
+    if args.max_minutes is None or not secs:
+        return
+    fit = int((args.max_minutes * 60 - (time.time() - t0)) // np.mean(secs))
+    plan = state["plan"]
+    if state["epoch"] + fit < plan["epochs"]:
+        plan["epochs"] = max(state["epoch"] + fit, state["epoch"] + 1)
+        state["planned_epochs"] = plan["epochs"]
+        console.print(f"[yellow]time budget: schedule shortened to {plan['epochs']} epochs[/]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: parse ``argv`` and train; returns an exit code."""
+    args = build_parser().parse_args(argv)
+    console = Console(log_path=False, width=160)
+    t0 = time.time()
+    train, val, net, opt, sched, state = _setup(args, console)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state["np_rng"]
+    vx, vf, vlab = _val_tensors(val, args.n_val, net.nchan)
+    nparam = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    console.print(f"net nbase={net.nbase} params={nparam:,}; {args.epochs} epochs x {args.steps_per_epoch} steps"
+                  f" x batch {args.batch_size} @ {args.crop}px; diam_labels={net.diam_labels.item():.1f}")
+    net.train()
+    epoch_time = 0.0
+    while state["epoch"] < state["plan"]["epochs"]:
+        _shrink_plan(args, state, t0, console)
+        if args.max_minutes is not None and (time.time() - t0 + epoch_time) / 60 > args.max_minutes:
+            console.print(f"[yellow]time budget {args.max_minutes} min reached; stopping before epoch "
+                          f"{state['epoch'] + 1} (resume with --resume)[/]")
+            break
+        te = time.time()
+        tr_loss = _train_epoch(args, net, opt, sched, train, rng, state, console)
+        vloss, ap = _validate(net, vx, vf, vlab)
+        state["epoch"] += 1
+        state["np_rng"] = rng.bit_generator.state
+        epoch_time = time.time() - te
+        state["history"].append(dict(epoch=state["epoch"], train_loss=tr_loss, val_loss=vloss, ap50=ap,
+                                     lr=sched.get_last_lr()[0], seconds=epoch_time))
+        _save(net, opt, sched, {k: v for k, v in state.items() if k != "plan"}, args.out, args.name)
+        ap_s = "n/a" if ap is None else f"{ap:.3f}"
+        console.print(f"epoch {state['epoch']:3d}/{state['plan']['epochs']}  train {tr_loss:.4f}  val {vloss:.4f}  "
+                      f"AP50 {ap_s}  lr {sched.get_last_lr()[0]:.2e}  {epoch_time:.0f} s  "
+                      f"(total {(time.time() - t0) / 60:.1f} min)", highlight=False)
+    console.print(f"done: {args.out / args.name} after {state['epoch']} epochs")
+    return 0
+
+
+def _train_epoch(args, net, opt, sched, train, rng, state, console) -> float:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    tot = 0.0
+    with Progress(TextColumn(f"epoch {state['epoch'] + 1}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal) as prog:
+        task = prog.add_task("train", total=args.steps_per_epoch, loss=float("nan"))
+        for s in range(args.steps_per_epoch):
+            idx = rng.integers(0, len(train), args.batch_size)
+            x, fl, cp = augment_batch(train, idx, rng, crop=args.crop, nchan=net.nchan)
+            loss = cellpose_loss(net(x)[0], fl, cp)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            state["step"] += 1
+            tot += loss.item()
+            prog.update(task, advance=1, loss=tot / (s + 1))
+            if not console.is_terminal and (s + 1) % 50 == 0:
+                console.print(f"  step {s + 1}/{args.steps_per_epoch} loss {tot / (s + 1):.4f}", highlight=False)
+    return tot / args.steps_per_epoch
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,305 @@
+"""Training data for the Cellpose-style 2D network: planes from 3D volumes, cache, augmentation.
+
+One implementation of plane extraction serves both the crop maker (``crops.py``) and training
+(``train.py``): resample Z to isotropic, then take YX planes (every ``yx_step``-th) and ZY / ZX
+planes (every ``ortho_step``-th), keeping planes with at least ``min_masks`` objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.label_flows import masks_to_flows_batch
+
+__all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
+           "load_pairs", "augment_batch", "rotate_flip_flows"]
+
+
+def resample_z(vol: np.ndarray, anisotropy: float, *, order: Literal[0, 1] = 1,
+               nz_out: int | None = None, align: Literal["corners", "centers"] = "centers") -> np.ndarray:
+    """Stretch axis 0 by ``anisotropy`` (linear for images, nearest for labels).
+
+    Parameters
+    ----------
+    vol : (Z, Y, X) array
+    anisotropy : Z step / XY pixel size (> 0).
+    order : 1 linear (float32 output), 0 nearest (dtype kept).
+    nz_out : output plane count; default ``round(Z * anisotropy)``.
+    align : "centers" maps pixel centres like cv2/Cellpose resize; "corners" maps plane k
+        to output index ``k * anisotropy`` (planes sampled every ``anisotropy`` voxels).
+
+    Returns
+    -------
+    (nz_out, Y, X) array.
+    """
+    if anisotropy <= 0:
+        raise InvalidInputError(f"`anisotropy` must be > 0, got {anisotropy}")
+    nz = vol.shape[0]
+    nz_out = int(round(nz * anisotropy)) if nz_out is None else int(nz_out)
+    zo = np.arange(nz_out, dtype=np.float64)
+    src = zo / anisotropy if align == "corners" else (zo + 0.5) / anisotropy - 0.5
+    src = np.clip(src, 0, nz - 1)
+    if order == 0:
+        return vol[np.round(src).astype(int)].copy()
+    z0 = np.floor(src).astype(int)
+    z1 = np.minimum(z0 + 1, nz - 1)
+    w = (src - z0).astype(np.float32)[:, None, None]
+    return (1 - w) * vol[z0].astype(np.float32) + w * vol[z1].astype(np.float32)
+
+
+def _n_objects(lab2d: np.ndarray) -> int:
+    return int(np.count_nonzero(np.bincount(lab2d.ravel())[1:]))
+
+
+def iter_planes(img: np.ndarray, labels: np.ndarray, *, yx_step: int = 1, ortho_step: int = 1,
+                min_masks: int = 1) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
+    """Yield ``(axis, index, image_plane, label_plane)`` from isotropic volumes.
+
+    ``img`` is (Z, Y, X) or (C, Z, Y, X) (channels first); ``labels`` (Z, Y, X). Axis is
+    "YX" (plane ``img[z]``), "ZY" (``img[:, :, x]``) or "ZX" (``img[:, y, :]``). Planes with fewer
+    than ``min_masks`` distinct objects are skipped.
+    """
+    if labels.shape != img.shape[-3:]:
+        raise InvalidInputError(f"`labels` shape {labels.shape} != image shape {img.shape[-3:]}")
+    lab = labels.astype(np.int64, copy=False)
+    nz, ny, nx = lab.shape
+    specs = [("YX", nz, yx_step), ("ZX", ny, ortho_step), ("ZY", nx, ortho_step)]
+    for axis, n, step in specs:
+        if step <= 0:
+            continue
+        for i in range(0, n, step):
+            sl = {"YX": (i, slice(None), slice(None)), "ZX": (slice(None), i, slice(None)),
+                  "ZY": (slice(None), slice(None), i)}[axis]
+            lp = lab[sl]
+            if _n_objects(lp) < min_masks:
+                continue
+            yield axis, i, img[(Ellipsis, *sl)], lp
+
+
+def normalize99(x: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+    """Cellpose ``normalize99``: 0 at the ``lower``, 1 at the ``upper`` percentile (float32 copy)."""
+    x = np.asarray(x, np.float32)
+    lo, hi = np.percentile(x, [lower, upper])
+    if hi - lo > 1e-3:
+        return (x - lo) / (hi - lo)
+    return np.zeros_like(x)
+
+
+class PlaneSet:
+    """2D training planes padded to a common size, with their flows (arrays kept in memory).
+
+    Attributes
+    ----------
+    imgs : (N, H, W) float16, normalised images (zero padded)
+    labels : (N, H, W) uint16
+    flows : (N, 2, H, W) float16, unit heat-diffusion flows of ``labels``
+    shapes : (N, 2) int32, valid size of each plane
+    """
+
+    def __init__(self, imgs, labels, flows, shapes):
+        self.imgs, self.labels, self.flows, self.shapes = imgs, labels, flows, shapes
+
+    def __len__(self) -> int:
+        return len(self.imgs)
+
+    @classmethod
+    def from_planes(cls, planes: list[tuple[np.ndarray, np.ndarray]]) -> "PlaneSet":
+        if not planes:
+            raise InvalidInputError("no training planes (check `min_masks` and the data)")
+        hmax = max(p[0].shape[0] for p in planes)
+        wmax = max(p[0].shape[1] for p in planes)
+        n = len(planes)
+        imgs = np.zeros((n, hmax, wmax), np.float16)
+        labels = np.zeros((n, hmax, wmax), np.uint16)
+        shapes = np.zeros((n, 2), np.int32)
+        for i, (im, lb) in enumerate(planes):
+            h, w = im.shape
+            imgs[i, :h, :w] = normalize99(im)
+            labels[i, :h, :w] = lb
+            shapes[i] = h, w
+        flows = masks_to_flows_batch(labels).astype(np.float16)
+        return cls(imgs, labels, flows, shapes)
+
+    def save(self, path: Path) -> None:
+        np.savez(path, imgs=self.imgs, labels=self.labels, flows=self.flows, shapes=self.shapes)
+
+    @classmethod
+    def load(cls, path: Path) -> "PlaneSet":
+        with np.load(path) as d:
+            return cls(d["imgs"], d["labels"], d["flows"], d["shapes"])
+
+    def diam_labels(self) -> float:
+        """Mean over planes of Cellpose's median equivalent-circle diameter."""
+        ds = []
+        for lb in self.labels:
+            counts = np.bincount(lb.ravel())[1:]
+            counts = counts[counts > 0]
+            if counts.size:
+                ds.append(np.median(counts ** 0.5) / (np.pi ** 0.5 / 2))
+        return float(np.mean(ds)) if ds else 0.0
+
+
+def synthetic_planes(n_volumes: int, *, seed: int, shape_iso=(96, 160, 160),
+                     diam_mean: float = 30.0, diam_spread: float = 0.2,
+                     anisotropies=(1.0, 2.0, 4.0, 8.0, 11.5), yx_step: int = 4,
+                     ortho_step: int = 8, min_masks: int = 1, progress=None):
+    """Planes from seeded synthetic volumes, Z-subsampled then resampled back to isotropic.
+
+    Volume ``k`` uses seed ``seed * 100003 + k``; its mean diameter is
+    ``diam_mean * exp(N(0, diam_spread))`` and its anisotropy is drawn from ``anisotropies``.
+    Returns a list of ``(image_plane float32, label_plane)``.
+    """
+    from nucseg_rt_export.synth import make_volume
+
+    planes = []
+    for k in range(n_volumes):
+        rng = np.random.default_rng([seed, k])
+        aniso = float(rng.choice(anisotropies))
+        dm = diam_mean * math.exp(rng.normal(0, diam_spread))
+        img, _, meta = make_volume(shape_iso, density=float(rng.uniform(0.2, 0.4)), diameter_mean=dm,
+                                   anisotropy=aniso, seed=int(rng.integers(2**31)), keep_iso=True)
+        lab_iso = meta["labels_iso"]
+        nz = int(math.floor((img.shape[0] - 1) * aniso)) + 1
+        iso = resample_z(img, aniso, nz_out=nz, align="corners")
+        for _, _, ip, lp in iter_planes(iso, lab_iso[:nz], yx_step=yx_step, ortho_step=ortho_step,
+                                        min_masks=min_masks):
+            planes.append((ip, lp))
+        if progress is not None:
+            progress(k + 1, n_volumes)
+    return planes
+
+
+def label_path_for(img_path: Path, mask_filter: str = "_masks") -> Path | None:
+    """Label file of a 2D training image: ``X_masks.tif`` for ``X.tif`` or ``X_img.tif``."""
+    stems = [img_path.stem] + ([img_path.stem[:-4]] if img_path.stem.endswith("_img") else [])
+    for stem in stems:
+        for ext in (img_path.suffix, ".tif", ".tiff", ".png"):
+            cand = img_path.with_name(stem + mask_filter + ext)
+            if cand.exists():
+                return cand
+    return None
+
+
+def load_pairs(folder: Path, *, mask_filter: str = "_masks", chan: int = 0):
+    """2D (image, labels) pairs from a folder in Cellpose's layout (``X.tif`` + ``X_masks.tif``,
+    or ``X_img.tif`` + ``X_masks.tif`` as written by ``crops.py``).
+
+    Images may be (Y, X) or (C, Y, X) / (Y, X, C) with C <= 4 (channel ``chan`` is used).
+    """
+    import tifffile
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvalidInputError(f"training folder {folder} does not exist")
+    pairs = []
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() not in (".tif", ".tiff") or f.stem.endswith(mask_filter):
+            continue
+        lab_path = label_path_for(f, mask_filter)
+        if lab_path is None:
+            continue
+        img, lab = tifffile.imread(f), tifffile.imread(lab_path)
+        if img.ndim == 3:
+            img = img[chan] if img.shape[0] <= 4 else img[..., chan]
+        if img.shape != lab.shape or img.ndim != 2:
+            raise InvalidInputError(f"{f.name}: image {img.shape} and labels {lab.shape} must be 2D and match")
+        pairs.append((img.astype(np.float32), lab.astype(np.int64)))
+    if not pairs:
+        raise InvalidInputError(f"no image/label pairs (`*{mask_filter}.tif`) in {folder}")
+    return pairs
+
+
+def load_or_make_cache(path: Path, params: dict, make) -> PlaneSet:
+    """Load a PlaneSet cached at ``path`` (.npz) if its ``params`` match, else ``make()`` and save."""
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists() and json.loads(meta.read_text()) == params:
+        return PlaneSet.load(path)
+    ps = PlaneSet.from_planes(make())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ps.save(path)
+    meta.write_text(json.dumps(params))
+    return ps
+
+
+def rotate_flip_flows(img, flows, lab, k: int, flip: bool):
+    """Rotate by ``k`` x 90 degrees (``torch.rot90`` on the last two axes) then optionally flip X.
+
+    ``img`` (..., H, W), ``flows`` (2, H, W) as (dY, dX), ``lab`` (H, W); vectors are rotated
+    with the pixels so they still point to the same centres.
+    """
+    for _ in range(k % 4):
+        img, lab = torch.rot90(img, 1, (-2, -1)), torch.rot90(lab, 1, (-2, -1))
+        f = torch.rot90(flows, 1, (-2, -1))
+        flows = torch.stack([-f[1], f[0]])
+    if flip:
+        img, lab, flows = img.flip(-1), lab.flip(-1), flows.flip(-1)
+        flows = torch.stack([flows[0], -flows[1]])
+    return img, flows, lab
+
+
+def _region(arr: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
+    """``arr[..., y0:y0+size, x0:x0+size]`` with zero padding outside."""
+    out = np.zeros((*arr.shape[:-2], size, size), arr.dtype)
+    h, w = arr.shape[-2:]
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + size, h), min(x0 + size, w)
+    if ye > ys and xe > xs:
+        out[..., ys - y0:ye - y0, xs - x0:xe - x0] = arr[..., ys:ye, xs:xe]
+    return out
+
+
+def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, scale_jitter: float,
+                brightness_sd: float, faint_prob: float, gamma_range: float):
+    h, w = ps.shapes[i]
+    s = math.exp(rng.uniform(-math.log(scale_jitter), math.log(scale_jitter)))
+    src = max(8, int(math.ceil(crop / s)))
+    y0 = int(rng.integers(0, h - src + 1)) if h > src else -int(rng.integers(0, src - h + 1))
+    x0 = int(rng.integers(0, w - src + 1)) if w > src else -int(rng.integers(0, src - w + 1))
+    im = torch.from_numpy(_region(ps.imgs[i, :h, :w], y0, x0, src).astype(np.float32))
+    fl = torch.from_numpy(_region(ps.flows[i, :, :h, :w], y0, x0, src).astype(np.float32))
+    lb = torch.from_numpy(_region(ps.labels[i, :h, :w], y0, x0, src).astype(np.int64))
+    if src != crop:
+        im = F.interpolate(im[None, None], size=(crop, crop), mode="bilinear", align_corners=False)[0, 0]
+        fl = F.interpolate(fl[None], size=(crop, crop), mode="bilinear", align_corners=False)[0]
+        lb = F.interpolate(lb[None, None].float(), size=(crop, crop), mode="nearest")[0, 0].long()
+    im, fl, lb = rotate_flip_flows(im, fl, lb, int(rng.integers(4)), bool(rng.random() < 0.5))
+    nl = int(lb.max()) + 1
+    fac = np.exp(rng.normal(0, brightness_sd, nl))
+    fac[rng.random(nl) < faint_prob] *= rng.uniform(0.15, 0.4)
+    fac[0] = 1.0
+    fmap = torch.from_numpy(fac.astype(np.float32))[lb]
+    fmap = F.avg_pool2d(fmap[None, None], 5, stride=1, padding=2, count_include_pad=False)[0, 0]
+    im = im * fmap
+    g = math.exp(rng.uniform(-math.log(gamma_range), math.log(gamma_range)))
+    im = torch.where(im > 0, im.clamp(min=0) ** g, im)
+    return im, fl, lb
+
+
+def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 128,
+                  scale_jitter: float = 1.4, brightness_sd: float = 0.3, faint_prob: float = 0.1,
+                  gamma_range: float = 1.4, nchan: int = 2):
+    """Random crops with scale jitter, 90-degree rotations/flips, per-nucleus brightness, gamma.
+
+    Returns
+    -------
+    x : (B, nchan, crop, crop) float32 (channel 0 nuclei, others zero)
+    flows : (B, 2, crop, crop) float32 unit flows (dY, dX)
+    cellprob : (B, crop, crop) float32, 1 inside masks
+    """
+    xs, fs, cs = [], [], []
+    for i in idx:
+        im, fl, lb = _one_sample(ps, int(i), rng, crop, scale_jitter, brightness_sd, faint_prob, gamma_range)
+        x = torch.zeros(nchan, crop, crop)
+        x[0] = im
+        xs.append(x)
+        fs.append(fl)
+        cs.append((lb > 0).float())
+    return torch.stack(xs), torch.stack(fs), torch.stack(cs)

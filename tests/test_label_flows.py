@@ -1,0 +1,81 @@
+"""nucseg_rt.label_flows: heat-diffusion flows equal Cellpose 3.1's CPU masks_to_flows."""
+
+import numpy as np
+import pytest
+
+from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.label_flows import masks_to_flows, masks_to_flows_batch
+
+
+def _blobs(shape, n, seed):
+    rng = np.random.default_rng(seed)
+    lab = np.zeros(shape, np.int32)
+    grids = np.indices(shape)
+    for i in range(n):
+        c = [rng.uniform(0, s) for s in shape]
+        r = rng.uniform(2.5, 8, size=len(shape))
+        d = sum(((g - ci) / ri) ** 2 for g, ci, ri in zip(grids, c, r))
+        lab[d < 1] = i + 1
+    return lab
+
+
+def _cellpose_flows(lab):
+    torch = pytest.importorskip("torch")
+    dynamics = pytest.importorskip("cellpose.dynamics")
+    return dynamics.masks_to_flows(lab, device=torch.device("cpu"))
+
+
+def test_disc_flows_point_to_centre():
+    yy, xx = np.mgrid[:41, :45]
+    lab = ((yy - 20) ** 2 + (xx - 22) ** 2 <= 12 ** 2).astype(np.uint16)
+    f = masks_to_flows(lab)
+    assert f.shape == (2, 41, 45) and f.dtype == np.float32
+    assert np.all(f[:, lab == 0] == 0)
+    r = np.hypot(yy - 20, xx - 22)
+    sel = (lab > 0) & (r > 2)
+    to_c = np.stack([20 - yy, 22 - xx]) / np.maximum(r, 1e-9)
+    cos = (f * to_c).sum(0)[sel]
+    assert cos.min() > 0.9
+    np.testing.assert_allclose(np.hypot(f[0], f[1])[sel], 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_2d_equals_cellpose(seed):
+    lab = _blobs((53, 47), 14, seed)
+    lab[lab == 3] = 0  # gap in ids
+    lab[0:3, 0:3] = 5  # second component of label 5
+    np.testing.assert_allclose(masks_to_flows(lab), _cellpose_flows(lab), atol=1e-4)
+
+
+def test_3d_equals_cellpose():
+    lab = _blobs((11, 27, 30), 9, 3)
+    ours = masks_to_flows(lab.astype(np.uint16))
+    assert ours.shape == (3, 11, 27, 30) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, _cellpose_flows(lab), atol=1e-4)
+
+
+def test_batch_equals_single():
+    labs = np.stack([_blobs((33, 35), 6, s) for s in range(3)])
+    b = masks_to_flows_batch(labs)
+    for i in range(3):
+        np.testing.assert_array_equal(b[i], masks_to_flows(labs[i]))
+
+
+def test_empty_and_input_unchanged():
+    assert not masks_to_flows(np.zeros((5, 6), np.uint8)).any()
+    assert masks_to_flows(np.zeros((3, 5, 6), np.uint8)).shape == (3, 3, 5, 6)
+    lab = _blobs((20, 21), 3, 4)
+    before = lab.copy()
+    masks_to_flows(lab)
+    np.testing.assert_array_equal(lab, before)
+
+
+def test_bad_input():
+    with pytest.raises(InvalidInputError, match="`labels` must be 2D"):
+        masks_to_flows(np.zeros(5, np.int32))
+    with pytest.raises(InvalidInputError, match="integer dtype"):
+        masks_to_flows(np.zeros((4, 4), np.float32))
+    with pytest.raises(InvalidInputError, match=">= 0"):
+        masks_to_flows(-np.ones((4, 4), np.int32))
+    with pytest.raises(InvalidInputError, match="`niter` must be > 0"):
+        masks_to_flows(np.ones((4, 4), np.int32), niter=0)

@@ -1,0 +1,157 @@
+"""nucseg_rt_export.train / train_data: loss, augmentation geometry, tiny training runs."""
+
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nucseg_rt.label_flows import masks_to_flows  # noqa: E402
+from nucseg_rt_export import train as tr  # noqa: E402
+from nucseg_rt_export.train_data import (PlaneSet, augment_batch, iter_planes,  # noqa: E402
+                                         resample_z, rotate_flip_flows)
+from nucseg_rt_export.unet import CPnet  # noqa: E402
+
+NBASE = "2,8,16,32,64"
+TINY = ["--nbase", NBASE, "--steps-per-epoch", "3", "--batch-size", "2", "--crop", "64",
+        "--n-volumes", "1", "--n-val-volumes", "1", "--volume-shape", "24,64,64",
+        "--yx-step", "6", "--ortho-step", "16", "--n-val", "4", "--warmup-steps", "2", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets: one thread avoids OpenMP spin-wait stalls on a shared, busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _labels(seed, shape=(40, 44)):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    lab = np.zeros(shape, np.uint16)
+    for i in range(5):
+        cy, cx = rng.uniform(5, shape[0] - 5), rng.uniform(5, shape[1] - 5)
+        lab[((yy - cy) / rng.uniform(3, 7)) ** 2 + ((xx - cx) / rng.uniform(3, 7)) ** 2 < 1] = i + 1
+    return lab
+
+
+def test_loss_equals_cellpose():
+    cp_train = pytest.importorskip("cellpose.train")
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 3, 16, 16, generator=g)
+    lbl = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    lbl[:, 0] = lbl[:, 0] > 0
+    ref = cp_train._loss_fn_seg(lbl, y, torch.device("cpu"))
+    ours = tr.cellpose_loss(y, torch.from_numpy(lbl[:, 1:]), torch.from_numpy(lbl[:, 0]))
+    assert abs(float(ref) - float(ours)) < 1e-5
+
+
+@pytest.mark.parametrize("k,flip", [(1, False), (2, False), (3, True), (0, True)])
+def test_rotate_flip_keeps_flows_consistent(k, flip):
+    lab = _labels(1)
+    fl = torch.from_numpy(masks_to_flows(lab))
+    im = torch.from_numpy(lab.astype(np.float32))
+    _, fr, lr = rotate_flip_flows(im, fl, torch.from_numpy(lab.astype(np.int64)), k, flip)
+    np.testing.assert_allclose(fr.numpy(), masks_to_flows(lr.numpy()), atol=1e-5)
+
+
+def test_iter_planes_and_resample():
+    lab = np.zeros((6, 10, 12), np.uint16)
+    lab[2:4, 3:6, 3:6] = 1
+    img = lab.astype(np.float32)
+    planes = list(iter_planes(img, lab, yx_step=1, ortho_step=1, min_masks=1))
+    axes = [p[0] for p in planes]
+    assert axes.count("YX") == 2 and axes.count("ZX") == 3 and axes.count("ZY") == 3
+    assert planes[0][2].shape == (10, 12) and [p for p in planes if p[0] == "ZY"][0][2].shape == (6, 10)
+    assert resample_z(img, 2.0).shape == (12, 10, 12)
+    np.testing.assert_array_equal(np.unique(resample_z(lab, 3.0, order=0)), [0, 1])
+
+
+def test_augment_batch_shapes_and_targets():
+    ps = PlaneSet.from_planes([(np.random.default_rng(i).random((40, 44)), _labels(i)) for i in range(3)])
+    x, fl, cp = augment_batch(ps, [0, 1, 2], np.random.default_rng(0), crop=32)
+    assert x.shape == (3, 2, 32, 32) and fl.shape == (3, 2, 32, 32) and cp.shape == (3, 32, 32)
+    assert not x[:, 1].any()
+    assert set(np.unique(cp.numpy())) <= {0.0, 1.0}
+    # without resizing, flows are exactly zero outside the (rotated/flipped) masks
+    x, fl, cp = augment_batch(ps, [0, 1, 2], np.random.default_rng(1), crop=32, scale_jitter=1.0)
+    assert not fl[cp[:, None].expand_as(fl) == 0].any()
+
+
+def test_few_steps_lower_loss():
+    torch.manual_seed(0)
+    ps = PlaneSet.from_planes([(_labels(i).astype(np.float32) > 0, _labels(i)) for i in range(4)])
+    x, fl, cp = augment_batch(ps, [0, 1, 2, 3], np.random.default_rng(0), crop=32)
+    net = CPnet([2, 8, 16, 32, 64])
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = tr.cellpose_loss(net(x)[0], fl, cp)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_tiny_run_checkpoint_loads_in_cellpose_and_resumes(tmp_path):
+    resnet = pytest.importorskip("cellpose.resnet_torch")
+    out = tmp_path / "run"
+    assert tr.main(["--out", str(out), "--epochs", "1", *TINY]) == 0
+    sd = torch.load(out / "nuclei_3d", weights_only=True)
+    cp = resnet.CPnet([2, 8, 16, 32, 64], 3, 3)
+    cp.load_state_dict(sd, strict=True)
+    assert float(sd["diam_mean"]) == 30.0
+    assert (out / "checkpoints" / "nuclei_3d_epoch_001").exists()
+    assert (out / "cache" / "train.npz").exists()
+    mtime = (out / "cache" / "train.npz").stat().st_mtime
+    assert tr.main(["--out", str(out), "--epochs", "2", "--resume", *TINY]) == 0
+    ts = torch.load(out / "nuclei_3d.trainstate", weights_only=False)
+    assert ts["epoch"] == 2 and [h["epoch"] for h in ts["history"]] == [1, 2]
+    assert ts["step"] == 6
+    assert (out / "cache" / "train.npz").stat().st_mtime == mtime  # cache reused
+
+
+def test_resume_without_state_fails(tmp_path):
+    with pytest.raises(SystemExit, match="no .*trainstate"):
+        tr.main(["--out", str(tmp_path), "--epochs", "1", "--resume", *TINY])
+
+
+def test_ap50_counts_present_ids_only():
+    gt = np.zeros((10, 10), np.int64)
+    gt[:4, :4] = 7  # non-consecutive ids
+    gt[6:, 6:] = 3
+    pred = np.zeros_like(gt)
+    pred[:4, :4] = 1
+    assert tr._ap50(gt, pred) == pytest.approx(0.5)
+    assert tr._ap50(gt, gt) == 1.0
+    assert tr._ap50(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+
+
+def test_train_on_folder_of_pairs(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        lab = _labels(i, (48, 52))
+        tifffile.imwrite(data / f"c{i}_img.tif", (lab > 0).astype(np.float32) * 100)
+        tifffile.imwrite(data / f"c{i}_masks.tif", lab)
+    out = tmp_path / "run"
+    assert tr.main(["--out", str(out), "--epochs", "1", "--dir", str(data), "--test-dir", str(data),
+                    "--min-masks", "1", *TINY]) == 0
+    assert (out / "nuclei_3d").exists()
+
+
+def test_finetune_from_cellpose_file(tmp_path):
+    resnet = pytest.importorskip("cellpose.resnet_torch")
+    src = resnet.CPnet([2, 8, 16, 32, 64], 3, 3, diam_mean=17.0)
+    src.save_model(str(tmp_path / "cp_nuclei"))
+    out = tmp_path / "ft"
+    assert tr.main(["--out", str(out), "--epochs", "1", "--pretrained", str(tmp_path / "cp_nuclei"), *TINY[2:]]) == 0
+    sd = torch.load(out / "nuclei_3d", weights_only=True)
+    assert float(sd["diam_mean"]) == 30.0
+    assert sd["downsample.down.res_down_0.proj.1.weight"].shape == (8, 2, 1, 1)
+    with pytest.raises(SystemExit, match="does not match"):
+        tr.main(["--out", str(out), "--pretrained", str(tmp_path / "cp_nuclei"), "--nbase", "2,16,32,64,128", *TINY[2:]])
