@@ -21,8 +21,9 @@ Two integration methods (the rest of the pipeline is Cellpose 3.1's ``get_masks_
     2D: as "cellpose" (2D steps are ~1 px, within the bound; measured: no splitting).
 
 Both are parallel over pixels (``prange``) and give the same labels for any thread count.
-Extra memory: 1 byte (mask) + 4 (histogram) + 2-4 (labels) per voxel, 16 per foreground voxel.
-Measurements: ``benchmarks/dynamics_methods.py``.
+Extra memory: mask (1 byte), end-point histogram (4) and labels (2-4) per voxel, 16 bytes per
+foreground voxel; measured peak ~8.5 bytes per voxel on 64x256x256 (Cellpose 3.1: ~46).
+Accuracy and speed of both methods: ``benchmarks/dynamics_methods.py``.
 """
 
 from __future__ import annotations
@@ -427,9 +428,8 @@ def _validate_arrays(dP, cellprob, method) -> tuple[np.ndarray, np.ndarray]:
         raise InvalidInputError(f"`dP` spatial axes must each be >= 2 for method='cellpose' in 3D "
                                 f"(Cellpose divides by size - 1), got {cellprob.shape}")
     dP = np.ascontiguousarray(dP, dtype=np.float32)
-    cellprob = np.ascontiguousarray(cellprob, dtype=np.float32)
     for name, a in (("dP", dP), ("cellprob", cellprob)):
-        if not _all_finite(a.reshape(-1)):
+        if np.issubdtype(a.dtype, np.floating) and not _all_finite(np.ascontiguousarray(a).reshape(-1)):
             raise InvalidInputError(f"`{name}` contains NaN or Inf values")
     return dP, cellprob
 
@@ -521,7 +521,12 @@ def compute_masks(dP: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
     dest = _follow(dP, active, idx, niter, method)
     labels = _masks_from_destinations(dest, idx, cellprob.shape, max_size_fraction)
     del dest, idx, active
-    if cellprob.ndim == 2 and flow_threshold and labels.max() > 0:
+    return _postprocess(labels, dP, flow_threshold, min_size)
+
+
+def _postprocess(labels, dP, flow_threshold, min_size) -> np.ndarray:
+    """2D flow-error check, then hole filling and small-mask removal (if ``min_size > 0``)."""
+    if labels.ndim == 2 and flow_threshold and labels.max() > 0:
         labels = postprocess.remove_bad_flow_masks(labels, dP, threshold=float(flow_threshold))
     if min_size > 0:
         labels = postprocess.fill_holes_and_remove_small_masks(labels, min_size=min_size)

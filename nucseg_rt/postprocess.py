@@ -2,8 +2,7 @@
 
 Reproduces Cellpose 3.1's ``utils.fill_holes_and_remove_small_masks`` (with ``fill_voids``
 hole filling), ``dynamics.remove_bad_flow_masks`` and ``fastremap.renumber`` with numpy + numba
-only. Every function returns a new
-array; the caller's labels are never modified.
+only. Every function returns a new array; the caller's labels are never modified.
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["renumber", "fill_holes_and_remove_small_masks", "flow_errors", "remove_bad_flow_masks"]
 
-#: Labels above this many times the array size are renumbered with a sort instead of a lookup table.
-_LUT_FACTOR = 4
+#: Ids above this many times the array size (+ 2^20) are renumbered with a sort, not a lookup table.
+_LUT_FACTOR = 1
 
 
 def _validate_labels(labels, name: str = "labels") -> np.ndarray:
@@ -189,6 +188,25 @@ def _remove_small(lab: np.ndarray, min_size: int) -> np.ndarray:
 # (3D) / 4-connected (2D) flood fill from the box border cannot reach)
 # --------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
+def _flood(buf, stack, top, dz, dy, dx):
+    """Mark with 2 every 0 of ``buf`` (dz, dy, dx) 6-connected to the ``top`` voxels on ``stack``."""
+    while top > 0:
+        top -= 1
+        i = stack[top]
+        z, y, x = i // (dy * dx), (i // dx) % dy, i % dx
+        for d in range(6):
+            zz = z + (d == 1) - (d == 0)
+            yy = y + (d == 3) - (d == 2)
+            xx = x + (d == 5) - (d == 4)
+            if 0 <= zz < dz and 0 <= yy < dy and 0 <= xx < dx:
+                j = (zz * dy + yy) * dx + xx
+                if buf[j] == 0:
+                    buf[j] = 2
+                    stack[top] = j
+                    top += 1
+
+
+@njit(cache=True, nogil=True)
 def _fill_one(src, dst, k, box, is2d, write):
     """Holes of label ``k`` in ``src`` within ``box``; written as ``k`` into ``dst`` if ``write``.
 
@@ -211,33 +229,7 @@ def _fill_one(src, dst, k, box, is2d, write):
                     buf[i] = 2
                     stack[top] = i
                     top += 1
-    while top > 0:
-        top -= 1
-        i = stack[top]
-        z = i // (dy * dx)
-        y = (i // dx) % dy
-        x = i % dx
-        for d in range(6):
-            zz, yy, xx = z, y, x
-            if d == 0:
-                zz -= 1
-            elif d == 1:
-                zz += 1
-            elif d == 2:
-                yy -= 1
-            elif d == 3:
-                yy += 1
-            elif d == 4:
-                xx -= 1
-            else:
-                xx += 1
-            if zz < 0 or zz >= dz or yy < 0 or yy >= dy or xx < 0 or xx >= dx:
-                continue
-            j = (zz * dy + yy) * dx + xx
-            if buf[j] == 0:
-                buf[j] = 2
-                stack[top] = j
-                top += 1
+    _flood(buf, stack, top, dz, dy, dx)
     nhole = 0
     foreign = False
     for i in range(nb):

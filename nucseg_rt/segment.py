@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from nucseg_rt import axes, dynamics, postprocess, preprocess
+from nucseg_rt import axes, dynamics, postprocess, preprocess, stitch
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.filters import smooth_flows
 from nucseg_rt.resample import (rescale_volume, resize_flows_back, resize_labels_3d, resize_linear,
@@ -339,8 +339,6 @@ class Segmenter:
             if m.shape != (ly, lx):
                 m = resize_nearest(m, ly, lx)
             masks[z] = postprocess.fill_holes_and_remove_small_masks(m, min_size=-1)
-        from nucseg_rt import stitch
-
         masks = stitch.stitch3d(masks, stitch_threshold)
         masks = postprocess.fill_holes_and_remove_small_masks(masks, min_size=min_size)
         info["seconds_dynamics"] = time.perf_counter() - t0

@@ -18,13 +18,11 @@ cp_dynamics = pytest.importorskip("cellpose.dynamics")
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # the reference's per-step torch ops slow down badly when its threads compete for 2 cores
-    n = torch.get_num_threads()
+def _ref(fn, *args, **kwargs):
+    """Call the torch reference on one thread. numba's OpenMP layer sets the calling thread's
+    OpenMP thread count, which torch then uses for every tiny op: 20x slower on 2 busy cores."""
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    return fn(*args, **kwargs)
 
 
 def _ap(true, pred, th=0.5):
@@ -57,7 +55,7 @@ def img2d():
 @pytest.mark.parametrize("which", ["vol3d", "vol3d_odd"])
 def test_cellpose_method_matches_cellpose_3d(which, request):
     lab, dP, cellprob = request.getfixturevalue(which)
-    ref = cp_dynamics.compute_masks(dP, cellprob, do_3D=True, min_size=15)
+    ref = _ref(cp_dynamics.compute_masks, dP, cellprob, do_3D=True, min_size=15)
     ours = compute_masks(dP, cellprob, method="cellpose", min_size=15)
     assert ours.dtype == np.uint16 and ours.shape == lab.shape
     assert _ap(ref, ours) >= 0.98
@@ -71,7 +69,7 @@ def test_cellpose_3d_steps_equal_torch_grid_sample(vol3d):
     idx = np.flatnonzero(active)
     dest = np.empty(idx.size, np.int64)
     dynamics._follow_cellpose_3d(dP, active, idx, 200, dest)
-    p = cp_dynamics.steps_interp(dP * active / 5.0, np.nonzero(active), 200).int().numpy()
+    p = _ref(cp_dynamics.steps_interp, dP * active / 5.0, np.nonzero(active), 200).int().numpy()
     ref = np.ravel_multi_index(tuple(p), active.shape)
     assert np.mean(dest != ref) <= 1e-3
 
@@ -79,7 +77,7 @@ def test_cellpose_3d_steps_equal_torch_grid_sample(vol3d):
 @pytest.mark.parametrize("flow_threshold", [0.0, 0.4])
 def test_cellpose_method_matches_cellpose_2d(img2d, flow_threshold):
     lab, dP, cellprob = img2d
-    ref = cp_dynamics.compute_masks(dP, cellprob, min_size=15, flow_threshold=flow_threshold)
+    ref = _ref(cp_dynamics.compute_masks, dP, cellprob, min_size=15, flow_threshold=flow_threshold)
     ours = compute_masks(dP, cellprob, method="cellpose", min_size=15, flow_threshold=flow_threshold)
     assert _ap(ref, ours) >= 0.98
     assert _ap(lab, ours) >= 0.98  # and recovers the true labels
@@ -90,7 +88,7 @@ def test_flow_threshold_removes_masks_with_wrong_flows(img2d):
     bad = dP.copy()
     bad[:, lab == 7] *= -1  # flows of one nucleus point outwards
     kept = compute_masks(bad, cellprob, method="cellpose", flow_threshold=0.4)
-    ref = cp_dynamics.compute_masks(bad, cellprob, min_size=15, flow_threshold=0.4)
+    ref = _ref(cp_dynamics.compute_masks, bad, cellprob, min_size=15, flow_threshold=0.4)
     assert _ap(ref, kept) >= 0.98
     assert set(np.unique(kept)) == set(range(kept.max() + 1))  # renumbered 1..N
 
@@ -104,7 +102,7 @@ def test_2d_stable_is_cellpose(img2d):
 
 def test_min_size_off_matches_cellpose_without_postprocessing(vol3d):
     _, dP, cellprob = vol3d
-    ref = cp_dynamics.compute_masks(dP, cellprob, do_3D=True)  # Cellpose's default min_size=-1
+    ref = _ref(cp_dynamics.compute_masks, dP, cellprob, do_3D=True)  # Cellpose's default min_size=-1
     ours = compute_masks(dP, cellprob, method="cellpose", min_size=-1)
     assert _ap(ref, ours) >= 0.98
 
