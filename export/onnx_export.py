@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from nucseg_rt.errors import ModelFormatError
+from nucseg_rt.io import atomic_write
 from nucseg_rt_export.cellpose_io import LoadedModel, file_sha256, load_cellpose_model
 
 logger = logging.getLogger("nucseg_rt")
@@ -123,14 +123,8 @@ def _verify(net: nn.Module, model_bytes: bytes, nchan: int, atol: float) -> floa
 
 def _write_atomic(model: onnx.ModelProto, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(out) as fh:
+        fh.write(model.SerializeToString())
 
 
 def _export_one(m: LoadedModel, out: Path, *, role: str, opset: int, atol: float,
