@@ -107,6 +107,8 @@ def run_cellpose(case, cp_file, nbase, out_npy):
 
     m._run_net = timed("network", m._run_net)
     m._compute_masks = timed("dynamics", m._compute_masks)
+    # numba (used by the synthetic generator) can leave OpenMP at one thread; give torch the machine
+    torch.set_num_threads(os.cpu_count() or 1)
     t = time.perf_counter()
     masks = m.eval(img, channels=[0, 0], z_axis=0, do_3D=True, anisotropy=aniso, diameter=30.0)[0]
     total = time.perf_counter() - t
@@ -162,7 +164,8 @@ def main(argv=None):
     ap.add_argument("--weights", choices=["bundled", "cp3-random"], default="bundled")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
-    ap.add_argument("--dynamics", default="cellpose", choices=["cellpose", "stable"])
+    ap.add_argument("--dynamics", default="stable", choices=["cellpose", "stable"],
+                    help="nucseg-rt's dynamics method (stable is the default; cellpose = identical masks)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "tests"))

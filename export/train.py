@@ -3,7 +3,14 @@
 Cellpose's recipe: 2D planes (YX, ZY, ZX of isotropically resampled volumes), target flows from
 labels by heat diffusion, loss ``MSE(y[:, :2], 5 * flows) / 2 + BCEWithLogits(y[:, 2], labels > 0)``.
 Schedule: AdamW, linear warm-up over ``--warmup-steps`` then cosine decay to
-``lr * --min-lr-frac`` at the last planned step (``--epochs * --steps-per-epoch``).
+``lr * --min-lr-frac`` at the last planned step (``--epochs * --steps-per-epoch``). With
+``--max-minutes`` the planned end becomes ``min(--epochs, epochs that fit the budget)``, re-estimated
+after every epoch from the last two epoch durations (so the LR is annealed when time runs out),
+and training stops cleanly before an epoch that would exceed the budget.
+
+Data: seeded synthetic volumes (``synth.make_volume``; diameters spread around ``--diam-mean``,
+anisotropy drawn from 1, 2, 4, 8, 11.5, Z resampled back to isotropic), or 2D ``X.tif`` /
+``X_masks.tif`` pairs from ``--dir`` (e.g. written by ``crops.py``).
 
 Outputs in ``--out``: ``<name>`` (pure Cellpose state dict, last epoch), ``<name>.trainstate``
 (optimizer, scheduler, epoch, RNG state, history: what ``--resume`` needs),
@@ -242,17 +249,20 @@ def _setup(args, console):
     return train, val, net, opt, sched, state
 
 
-def _shrink_plan(args, state, t0, console) -> None:
-    """With ``--max-minutes``, end the cosine schedule at the last epoch that fits the budget."""
+def _fit_plan(args, state, t0, console) -> None:
+    """With ``--max-minutes``, end the cosine schedule at ``min(--epochs, last epoch that fits)``.
+
+    The fit uses the mean duration of the last two epochs, so the plan follows the machine's load.
+    """
     secs = [h["seconds"] for h in state["history"][-2:]]
     if args.max_minutes is None or not secs:
         return
     fit = int((args.max_minutes * 60 - (time.time() - t0)) // np.mean(secs))
     plan = state["plan"]
-    if state["epoch"] + fit < plan["epochs"]:
-        plan["epochs"] = max(state["epoch"] + fit, state["epoch"] + 1)
-        state["planned_epochs"] = plan["epochs"]
-        console.print(f"[yellow]time budget: schedule shortened to {plan['epochs']} epochs[/]")
+    target = max(min(args.epochs, state["epoch"] + fit), state["epoch"] + 1)
+    if target != plan["epochs"]:
+        plan["epochs"] = state["planned_epochs"] = target
+        console.print(f"[yellow]time budget: schedule now ends at epoch {target}[/]")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     net.train()
     epoch_time = 0.0
     while state["epoch"] < state["plan"]["epochs"]:
-        _shrink_plan(args, state, t0, console)
+        _fit_plan(args, state, t0, console)
         if args.max_minutes is not None and (time.time() - t0 + epoch_time) / 60 > args.max_minutes:
             console.print(f"[yellow]time budget {args.max_minutes} min reached; stopping before epoch "
                           f"{state['epoch'] + 1} (resume with --resume)[/]")

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.postprocess import _relabel
+from nucseg_rt.postprocess import renumber
 
 __all__ = ["average_precision"]
 
@@ -112,8 +112,8 @@ def average_precision(true: np.ndarray, pred: np.ndarray,
     for labels numbered 1..N.
     """
     true, pred, th = _validate(true, pred, thresholds)
-    t = _relabel(true.reshape(1, -1), "ascending").reshape(-1)
-    p = _relabel(pred.reshape(1, -1), "ascending").reshape(-1)
+    t = renumber(true.reshape(1, -1)).reshape(-1)  # ids 1..N: arrays indexed by label stay small
+    p = renumber(pred.reshape(1, -1)).reshape(-1)
     nt, npr = int(t.max(initial=0)), int(p.max(initial=0))
     cand = _candidates(t, p, nt)
     area_t, area_p, inter = _overlaps(t, p, nt, npr, cand)

@@ -52,3 +52,12 @@ def test_bad_arguments():
         make_volume(SHAPE, n_nuclei=3, density=0.2)
     with pytest.raises(InvalidInputError, match="`shape_zyx_iso`"):
         make_volume((3, 50, 50))
+
+
+def test_imports_without_torch_or_scipy():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules.update(torch=None, scipy=None, cv2=None); "
+            "import nucseg_rt.label_flows, nucseg_rt_export.synth")
+    subprocess.run([sys.executable, "-c", code], check=True)
