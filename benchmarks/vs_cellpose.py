@@ -63,8 +63,8 @@ def _network_pixels(shape_zyx, anisotropy, rescale=1.0) -> float:
     z = int(shape_zyx[0] * anisotropy * rescale)
     y, x = int(shape_zyx[1] * rescale), int(shape_zyx[2] * rescale)
     total = 0
-    for n, (h, w) in ((z, (y, x)), (y, (z, x)), (x, (z, y))):
-        g = make_grid(*w)
+    for n, hw in ((z, (y, x)), (y, (z, x)), (x, (z, y))):
+        g = make_grid(*hw)
         total += n * g.ntiles * g.tile[0] * g.tile[1]
     return float(total)
 
@@ -82,6 +82,26 @@ def run_nucseg(case, model_path, out_npy, precision, dynamics):
                 rss=_rss_mb(), rss_base=base, n=int(res.masks.max()))
 
 
+def _StylePadded(net):
+    """Cellpose's run_net hard-codes 256 style features; pad a narrower net's style (same output)."""
+    import torch
+
+    class StylePadded(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.nout, self.mkldnn = inner, inner.nout, inner.mkldnn
+
+        @property
+        def device(self):
+            return next(self.inner.parameters()).device
+
+        def forward(self, x):
+            y, style = self.inner(x)[:2]
+            return y, torch.nn.functional.pad(style, (0, 256 - style.shape[1]))
+
+    return StylePadded(net)
+
+
 def run_cellpose(case, cp_file, nbase, out_npy):
     import torch
     from cellpose import models
@@ -89,12 +109,13 @@ def run_cellpose(case, cp_file, nbase, out_npy):
 
     img, _, aniso = make_case(case)
     base = _rss_mb()
-    m = models.CellposeModel(gpu=False, pretrained_model=False)
-    m.net = CPnet(list(nbase), 3, 3, mkldnn=m.mkldnn, diam_mean=30.0)
-    m.net.load_model(str(cp_file), device=torch.device("cpu"))
-    m.net.eval()
-    m.diam_mean = float(m.net.diam_mean.item())
-    m.diam_labels = float(m.net.diam_labels.item())
+    m = models.CellposeModel(gpu=False, pretrained_model=False)  # CPU, mkldnn as Cellpose picks it
+    net = CPnet(list(nbase), 3, 3, mkldnn=m.mkldnn, diam_mean=30.0)
+    net.load_state_dict(torch.load(cp_file, weights_only=True))
+    m.net = _StylePadded(net).eval() if nbase[-1] != 256 else net.eval()
+    m.net_ortho = None
+    m.diam_mean = float(net.diam_mean.item())
+    m.diam_labels = float(net.diam_labels.item())
     times = {}
 
     def timed(name, fn):

@@ -487,19 +487,35 @@ def export_cellpose(
     print(f"wrote {out}{checked}")
 
 
-@app.command("train", context_settings={"allow_extra_args": True,
-                                        "ignore_unknown_options": True})
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _run_export_tool(ctx: typer.Context, submodule: str, purpose: str, debug: bool) -> None:
+    """Hand the remaining arguments to ``nucseg_rt_export.<submodule>.main(argv)``."""
+    with _reporting(debug):
+        from nucseg_rt.modelfile import import_export_module
+
+        tool = import_export_module(submodule, purpose=purpose)
+        code = tool.main(list(ctx.args))
+    raise typer.Exit(int(code or 0))
+
+
+@app.command("train", context_settings=_PASS_THROUGH)
 def train(ctx: typer.Context, debug: DebugOpt = False) -> None:
     """Train a Cellpose-compatible network (needs the export extra); arguments are passed on.
 
     Run `nucseg-rt train -- --help` for the trainer's options.
     """
-    with _reporting(debug):
-        from nucseg_rt.modelfile import import_export_module
+    _run_export_tool(ctx, "train", "training", debug)
 
-        trainer = import_export_module("train", purpose="training")
-        code = trainer.main(list(ctx.args))
-    raise typer.Exit(int(code or 0))
+
+@app.command("make-crops", context_settings=_PASS_THROUGH)
+def make_crops(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """Cut YX/ZY/ZX training crops from z-stacks and labels (needs the export extra).
+
+    Run `nucseg-rt make-crops -- --help` for the crop maker's options.
+    """
+    _run_export_tool(ctx, "crops", "making training crops", debug)
 
 
 @app.command("quantize")

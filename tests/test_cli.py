@@ -16,7 +16,7 @@ import pytest
 import tifffile
 
 COMMANDS = ["segment", "add-model", "models", "remove-model", "model-info", "info",
-            "export-cellpose", "train", "quantize"]
+            "export-cellpose", "train", "make-crops", "quantize"]
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 
 
@@ -230,6 +230,18 @@ def test_train_passes_arguments_through():
     proc = run_cli("train", "--", "--help")
     assert proc.returncode == 0, proc.stderr
     assert "--epochs" in proc.stdout  # the trainer's own argparse help
+
+
+def test_make_crops_passes_arguments_through(tmp_path):
+    pytest.importorskip("torch")
+    proc = run_cli("make-crops", "--", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--anisotropy" in proc.stdout and "--crop-size" in proc.stdout
+
+
+def test_make_crops_without_torch():
+    assert_one_error_line(run_cli("make-crops", "x.tif", prelude=NO_TORCH),
+                          r"making training crops needs PyTorch.*pip install 'nucseg-rt\[export\]'")
 
 
 # --- segment errors caught before any model is loaded ---------------------------------------------
