@@ -31,6 +31,11 @@ CASES = {"iso64": dict(shape_iso=(64, 256, 256), anisotropy=1.0),
 
 
 def _rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM; ru_maxrss would carry the parent's peak over exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -69,10 +74,10 @@ def _network_pixels(shape_zyx, anisotropy, rescale=1.0) -> float:
     return float(total)
 
 
-def run_nucseg(case, model_path, out_npy, precision, dynamics):
+def run_nucseg(img_npy, aniso, model_path, out_npy, precision, dynamics):
     from nucseg_rt import Segmenter
 
-    img, _, aniso = make_case(case)
+    img = np.load(img_npy)
     base = _rss_mb()
     seg = Segmenter(str(model_path), device="cpu", precision=precision)
     res = seg.segment(img, anisotropy=aniso, diameter=30.0, dynamics_method=dynamics)
@@ -102,12 +107,12 @@ def _StylePadded(net):
     return StylePadded(net)
 
 
-def run_cellpose(case, cp_file, nbase, out_npy):
+def run_cellpose(img_npy, aniso, cp_file, nbase, out_npy):
     import torch
     from cellpose import models
     from cellpose.resnet_torch import CPnet
 
-    img, _, aniso = make_case(case)
+    img = np.load(img_npy)
     base = _rss_mb()
     m = models.CellposeModel(gpu=False, pretrained_model=False)  # CPU, mkldnn as Cellpose picks it
     net = CPnet(list(nbase), 3, 3, mkldnn=m.mkldnn, diam_mean=30.0)
@@ -188,6 +193,7 @@ def main(argv=None):
     ap.add_argument("--dynamics", default="stable", choices=["cellpose", "stable"],
                     help="nucseg-rt's dynamics method (stable is the default; cellpose = identical masks)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--keep", type=Path, help="save volumes, labels and both engines' masks here")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "tests"))
     from nucseg_rt.metrics import average_precision
@@ -202,12 +208,16 @@ def main(argv=None):
         print(f"weights: {args.weights} nbase={nbase}: {gflop_px * 224 * 224:.1f} GFLOP per 224x224 tile")
         for case in args.cases:
             img, labels, aniso = make_case(case)
+            np.save(tmp / "img.npy", img)
             px = _network_pixels(img.shape, aniso)
-            ours = in_child(run_nucseg, case, onnx_path, tmp / "ours.npy", args.precision, args.dynamics)
-            ref = in_child(run_cellpose, case, cp_file, nbase, tmp / "ref.npy")
+            ours = in_child(run_nucseg, tmp / "img.npy", aniso, onnx_path, tmp / "ours.npy",
+                            args.precision, args.dynamics)
+            ref = in_child(run_cellpose, tmp / "img.npy", aniso, cp_file, nbase, tmp / "ref.npy")
             m_ours, m_ref = np.load(tmp / "ours.npy"), np.load(tmp / "ref.npy")
             agree = float(average_precision(m_ref, m_ours, thresholds=(0.5,))[0][0])
             gt = [float(average_precision(labels, m, thresholds=(0.5,))[0][0]) for m in (m_ours, m_ref)]
+            if args.keep:
+                np.savez_compressed(args.keep / f"{case}.npz", img=img, labels=labels, ours=m_ours, ref=m_ref)
             row = dict(shape=list(img.shape), anisotropy=aniso, nucseg=ours, cellpose=ref,
                        speedup={k: ref[k] / ours[k] for k in ("network", "dynamics", "total")},
                        rss_ratio=ours["rss"] / ref["rss"],
@@ -220,7 +230,7 @@ def main(argv=None):
             for k in ("network", "dynamics", "total"):
                 print(f"{k:10s} {ours[k]:10.2f} {ref[k]:10.2f} {row['speedup'][k]:7.2f}x")
             print(f"{'peak RSS':10s} {ours['rss']:8.0f}MB {ref['rss']:8.0f}MB {row['rss_ratio']:7.2f}x"
-                  f"   (after imports: {ours['rss_base']:.0f} / {ref['rss_base']:.0f} MB)")
+                  f"   (after imports and loading the volume: {ours['rss_base']:.0f} / {ref['rss_base']:.0f} MB)")
             print(f"GFLOP/s    {row['gflops']['nucseg']:10.1f} {row['gflops']['cellpose']:10.1f}")
             print(f"masks: {ours['n']} vs {ref['n']}; AP@0.5 between engines {agree:.3f}; "
                   f"vs ground truth {gt[0]:.3f} / {gt[1]:.3f}")

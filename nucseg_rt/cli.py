@@ -107,7 +107,7 @@ def _stdout_console() -> Console:
 # --- segment -------------------------------------------------------------------------------
 
 
-def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: int,
+def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: int | None,
                       threads: int | None) -> None:
     """Checks on the command line's numbers, before any file is read or model loaded."""
     from nucseg_rt.errors import InvalidInputError
@@ -116,7 +116,7 @@ def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: 
         raise InvalidInputError(f"`--anisotropy` must be > 0, got {anisotropy}")
     if diameter is not None and not diameter > 0:
         raise InvalidInputError(f"`--diameter` must be > 0, got {diameter}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InvalidInputError(f"`--batch-size` must be >= 1, got {batch_size}")
     if threads is not None and threads < 1:
         raise InvalidInputError(f"`--threads` must be >= 1, got {threads}")
@@ -223,8 +223,9 @@ def segment(
         "--overwrite", help="Replace existing outputs (default: skip files already done).",
         rich_help_panel="Output")] = False,
     device: Annotated[Device, typer.Option(rich_help_panel="Hardware")] = Device.auto,
-    batch_size: Annotated[int, typer.Option(help="224x224 tiles per network call.",
-                                            rich_help_panel="Hardware")] = 8,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="224x224 tiles per network call (default: 2 on the CPU, 8 on CUDA).",
+        rich_help_panel="Hardware")] = None,
     threads: Annotated[Optional[int], typer.Option(
         help="CPU threads for the network and dynamics (default: all cores).",
         rich_help_panel="Hardware", show_default=False)] = None,

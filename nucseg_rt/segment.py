@@ -26,6 +26,8 @@ from nucseg_rt.predict import Device, Progress, load_net, run_3d, run_planes, se
 logger = logging.getLogger("nucseg_rt")
 
 Precision = Literal["fp32", "int8", "fp16"]
+CPU_BATCH_SIZE = 2
+GPU_BATCH_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -121,19 +123,20 @@ class Segmenter:
         Model variant; fp32 is the reference.
     threads : int, optional
         onnxruntime intra-op threads (default: one per physical core).
-    batch_size : int
-        224x224 tiles per network call.
+    batch_size : int, optional
+        224x224 tiles per network call; default 2 on the CPU (measured fastest on a 2-core
+        machine, and peak memory grows ~40 MB per tile) and 8 on CUDA (Cellpose's default).
     """
 
     def __init__(self, model: str | os.PathLike = "nuclei_3d", ortho: str | os.PathLike | None = None,
                  device: Device = "auto", precision: Precision = "fp32", *,
-                 threads: int | None = None, batch_size: int = 8, tile_overlap: float = 0.1,
+                 threads: int | None = None, batch_size: int | None = None, tile_overlap: float = 0.1,
                  bsize: int = 224):
         from nucseg_rt import registry
 
         if precision not in ("fp32", "int8", "fp16"):
             raise InvalidInputError(f"`precision` must be 'fp32', 'int8' or 'fp16', got {precision!r}")
-        if int(batch_size) != batch_size or batch_size < 1:
+        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
             raise InvalidInputError(f"`batch_size` must be a whole number >= 1, got {batch_size!r}")
         if threads is not None and (int(threads) != threads or threads < 1):
             raise InvalidInputError(f"`threads` must be a whole number >= 1, got {threads!r}")
@@ -148,6 +151,8 @@ class Segmenter:
             raise InvalidInputError(
                 f"ortho model takes {self.net_ortho.info.nchan} channels, main model {self.net.info.nchan}")
         self.device = "cuda" if "CUDAExecutionProvider" in self.net.providers else "cpu"
+        if batch_size is None:  # CPU: 2 tiles per call was fastest and keeps activations small
+            batch_size = CPU_BATCH_SIZE if self.device == "cpu" else GPU_BATCH_SIZE
         self.batch_size, self.tile_overlap, self.bsize = int(batch_size), float(tile_overlap), int(bsize)
         logger.info("model %s on %s (%s)", self.model.name, self.device, ", ".join(self.net.providers))
 
