@@ -35,9 +35,11 @@ def panel(img2d: np.ndarray, lab2d: np.ndarray, zoom_rows: int = 1) -> np.ndarra
     lo, hi = np.percentile(img2d, (1, 99.5))
     g = np.clip((img2d - lo) / max(hi - lo, 1e-6), 0, 1) * 255
     rgb = np.stack([g, g, g], -1)
-    edge = np.zeros(lab2d.shape, bool)
+    edge = np.zeros(lab2d.shape, bool)  # a mask pixel with a differently labelled 4-neighbour
     edge[:-1] |= lab2d[:-1] != lab2d[1:]
+    edge[1:] |= lab2d[1:] != lab2d[:-1]
     edge[:, :-1] |= lab2d[:, :-1] != lab2d[:, 1:]
+    edge[:, 1:] |= lab2d[:, 1:] != lab2d[:, :-1]
     edge &= lab2d > 0
     rng = np.random.default_rng(0)
     colors = rng.integers(80, 256, (int(lab2d.max()) + 1, 3))
@@ -64,6 +66,7 @@ def main(argv):
     left = np.concatenate([yx, np.full((8, yx.shape[1], 3), 255.0), zx], 0)
     right = np.concatenate([zy.transpose(1, 0, 2), np.full((left.shape[0] - zy.shape[1], zy.shape[0], 3), 255.0)], 0)
     fig = np.concatenate([left, gap, right], 1)
+    fig = np.repeat(np.repeat(fig, 2, axis=0), 2, axis=1)
     out = ROOT / "docs" / "orthoview.png"
     write_png(out, fig)
     print(f"wrote {out} ({fig.shape[1]}x{fig.shape[0]}), {int(masks.max())} nuclei")
