@@ -349,14 +349,6 @@ def _to_flag(h):
         h[i] = 1 if h[i] > 2 else 0
 
 
-@njit(cache=True, nogil=True)
-def _label_counts(lab, n):
-    count = np.zeros(n + 1, np.int64)
-    for j in range(lab.size):
-        count[lab[j]] += 1
-    return count
-
-
 def _seed_map(h: np.ndarray, shape: tuple) -> int:
     """Turn histogram ``h`` in place into ``label << 1 | (count > 2)``; returns the number of seeds.
 
@@ -388,7 +380,7 @@ def _masks_from_destinations(dest, idx, shape, max_size_fraction) -> np.ndarray:
     lab = np.empty(dest.size, np.int32)
     _lookup(h, dest, lab)
     del h
-    count = _label_counts(lab, n)
+    count = postprocess.label_counts(lab, n)
     big = count > size * max_size_fraction
     big[0] = False
     if big.any():

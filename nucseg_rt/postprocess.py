@@ -161,7 +161,8 @@ def _boxes_and_counts(lab, n):
 
 
 @njit(cache=True, nogil=True)
-def _counts(flat, n):
+def label_counts(flat, n):
+    """Voxel count of every label 0..n in a flat integer label array (numba)."""
     count = np.zeros(n + 1, np.int64)
     for i in range(flat.size):
         count[flat[i]] += 1
@@ -175,7 +176,7 @@ def _remove_small(lab: np.ndarray, min_size: int) -> np.ndarray:
     if n > _LUT_FACTOR * lab.size + 2**20:
         lab = _relabel_sorted(lab, "first")
         n = int(lab.max())
-    count = _counts(lab.reshape(-1), n)
+    count = label_counts(lab.reshape(-1), n)
     keep = count >= min_size
     keep[0] = False
     if not keep[1:].all():

@@ -206,11 +206,7 @@ def test_export_cellpose_refuses_existing_output(tmp_path):
 def test_export_cellpose_then_segment_ready(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("cellpose")
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from modelfactory import make_cellpose_net
-    finally:
-        sys.path.pop(0)
+    from modelfactory import make_cellpose_net  # tests/ is on sys.path (pytest rootdir-less layout)
     src = tmp_path / "cp_main"
     make_cellpose_net(seed=5).save_model(str(src))
     out = tmp_path / "exported.onnx"

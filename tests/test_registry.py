@@ -429,11 +429,7 @@ def test_missing_torch_gives_install_hint():
 def test_add_cellpose_model_converts(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("cellpose")
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from modelfactory import make_cellpose_net
-    finally:
-        sys.path.pop(0)
+    from modelfactory import make_cellpose_net  # tests/ is on sys.path (pytest rootdir-less layout)
     src = tmp_path / "my_cellpose_model"
     make_cellpose_net(seed=3).save_model(str(src))
     ortho = tmp_path / "my_cellpose_ortho"
