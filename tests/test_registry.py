@@ -163,6 +163,11 @@ def test_validate_rejects_wrong_output_shape(tmp_path, tiny_onnx_model):
         registry.validate_onnx_model(path)
 
 
+def user_models() -> list:
+    """Names of the models a user added (the bundled one is always listed too)."""
+    return [r.name for r in registry.list_models() if not r.bundled]
+
+
 # --- add / list / info / remove ----------------------------------------------------------------------
 
 
@@ -171,7 +176,7 @@ def test_roundtrip(tiny_onnx_model, _isolated_registry):
     assert rec.files.path.is_file() and rec.files.path.parent == _isolated_registry / "models"
     assert rec.files.sha256 == modelfile.sha256_file(tiny_onnx_model)
     assert rec.metadata["diam_mean"] == "30.0" and rec.files.ortho_path is None
-    assert [r.name for r in registry.list_models()] == ["mine"]
+    assert user_models() == ["mine"]
     assert registry.model_info("mine") == rec
     index = json.loads((_isolated_registry / "index.json").read_text())
     assert index["format"] == 1 and index["models"]["mine"]["variants"] == {}
@@ -182,7 +187,7 @@ def test_roundtrip(tiny_onnx_model, _isolated_registry):
 
     removed = registry.remove_model("mine")
     assert removed.name == "mine" and not rec.files.path.exists()
-    assert registry.list_models() == []
+    assert user_models() == []
     assert list((_isolated_registry / "models").iterdir()) == []
 
 
@@ -225,7 +230,7 @@ def test_ortho_channel_mismatch(tmp_path, tiny_onnx_model, tiny_onnx_factory):
 def test_name_validation(tiny_onnx_model, name, match):
     with pytest.raises(InvalidInputError, match=match):
         registry.add_model(tiny_onnx_model, name=name)
-    assert registry.list_models() == []
+    assert user_models() == []
 
 
 def test_no_overwrite_without_force(tiny_onnx_model, tiny_onnx_pair, _isolated_registry):
@@ -249,7 +254,10 @@ def test_unknown_name_lists_available(tiny_onnx_model):
             call("gamma")
 
 
-def test_missing_bundled_model_is_explained():
+def test_missing_bundled_model_is_explained(tmp_path, monkeypatch):
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    monkeypatch.setattr(registry, "_bundled_root", lambda: empty)
     with pytest.raises(ModelNotFoundError, match="bundled model 'nuclei_3d' is not included"):
         registry.resolve_model("nuclei_3d")
 
