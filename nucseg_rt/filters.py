@@ -19,21 +19,25 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> np.ndarray:
     return w / w.sum()
 
 
-def gaussian_filter1d(arr: np.ndarray, sigma: float, axis: int) -> np.ndarray:
-    """Smooth ``arr`` along ``axis`` (reflect boundary: ``d c b a | a b c d``); returns float32."""
-    w = gaussian_kernel1d(sigma)
+def gaussian_filter1d(arr: np.ndarray, sigma: float, axis: int, *,
+                      accumulate=np.float32) -> np.ndarray:
+    """Smooth ``arr`` along ``axis`` (reflect boundary: ``d c b a | a b c d``).
+
+    Sums in ``accumulate`` (float32 keeps flow smoothing at 4 B/voxel; float64 is bit-exact with
+    scipy); returns ``arr``'s dtype for floating input, else float32.
+    """
+    w = gaussian_kernel1d(sigma).astype(accumulate)
     r = len(w) // 2
-    a = np.moveaxis(np.asarray(arr, dtype=np.float32), axis, 0)
+    out_dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
+    a = np.moveaxis(np.asarray(arr, dtype=accumulate), axis, 0)
     n = a.shape[0]
     # numpy's "symmetric" padding is scipy's "reflect"; wide kernels need repeated reflection
-    idx = np.arange(-r, n + r)
-    period = 2 * n
-    idx = np.mod(idx, period)
-    idx = np.where(idx >= n, period - 1 - idx, idx)
+    idx = np.mod(np.arange(-r, n + r), 2 * n)
+    idx = np.where(idx >= n, 2 * n - 1 - idx, idx)
     out = np.zeros_like(a)
     for k, wk in enumerate(w):
-        out += np.float32(wk) * a[idx[k:k + n]]
-    return np.moveaxis(out, 0, axis)
+        out += wk * a[idx[k:k + n]]
+    return np.moveaxis(out, 0, axis).astype(out_dtype, copy=False)
 
 
 def smooth_flows(dP: np.ndarray, sigma: float) -> np.ndarray:

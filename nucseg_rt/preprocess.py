@@ -17,6 +17,7 @@ import numpy as np
 
 from nucseg_rt.axes import to_zyxc
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.filters import gaussian_filter1d
 from nucseg_rt.resample import (
     rescale_volume,
     resize_flows_back,
@@ -298,8 +299,8 @@ def _tile_normalize(img, blocksize: int, low: float, high: float, *, norm3D: boo
     x01, x99 = _tile_bounds(img, blocksize, low, high)
     # Cellpose smooths over axes 0 (Z) and 1 (tile rows), then axis 1 again for norm3D.
     for axis in (0, 1) + ((1,) if norm3D else ()):
-        x01 = _gaussian_filter1d(x01, 1.0, axis)
-        x99 = _gaussian_filter1d(x99, 1.0, axis)
+        x01 = gaussian_filter1d(x01, 1.0, axis, accumulate=np.float64)
+        x99 = gaussian_filter1d(x99, 1.0, axis, accumulate=np.float64)
     if norm3D or nz == 1:
         lo_map = resize_linear(x01.mean(axis=0), ly, lx)
         img -= lo_map
@@ -310,22 +311,6 @@ def _tile_normalize(img, blocksize: int, low: float, high: float, *, norm3D: boo
         lo_map = resize_linear(x01[z], ly, lx)
         img[z] -= lo_map
         img[z] /= resize_linear(x99[z], ly, lx) - lo_map
-
-
-def _gaussian_filter1d(arr: np.ndarray, sigma: float, axis: int) -> np.ndarray:
-    """scipy.ndimage.gaussian_filter1d (mode 'reflect', truncate 4.0), same dtype out."""
-    radius = int(4.0 * sigma + 0.5)
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 / (sigma * sigma) * offsets**2)
-    weights /= weights.sum()
-    n = arr.shape[axis]
-    idx = np.arange(-radius, n + radius) % (2 * n)
-    idx = np.where(idx >= n, 2 * n - 1 - idx, idx)
-    ext = np.moveaxis(arr, axis, 0).astype(np.float64)[idx]
-    out = np.zeros((n,) + ext.shape[1:], np.float64)
-    for k, w in enumerate(weights):
-        out += w * ext[k:k + n]
-    return np.moveaxis(out, 0, axis).astype(arr.dtype)
 
 
 # --- sharpening (Cellpose smooth_sharpen_img with smooth_radius=0) --------------------------
