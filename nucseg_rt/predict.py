@@ -19,7 +19,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from nucseg_rt.errors import DeviceUnavailableError, InvalidInputError, ModelFormatError
-from nucseg_rt.tiling import TileGrid, blend_weights, make_grid, taper_mask
+from nucseg_rt.tiling import TileGrid, blend_weights, grid_taper, make_grid
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -110,6 +110,14 @@ class OnnxNet:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = net_info(meta)
         self.providers = self.session.get_providers()
+        self._background: dict = {}
+
+    def background(self, tile_shape: tuple) -> np.ndarray:
+        """The network's ``(3, ly, lx)`` output for an all-zero ``(nchan, ly, lx)`` tile (cached)."""
+        key = tuple(int(s) for s in tile_shape)
+        if key not in self._background:
+            self._background[key] = self(np.zeros((1, *key), np.float32))[0]
+        return self._background[key]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run ``(B, nchan, H, W)`` float32 -> ``(B, 3, H, W)`` (Y flow, X flow, cellprob)."""
@@ -131,7 +139,7 @@ def load_net(path: str | os.PathLike, providers: list, threads: int | None = Non
         return _CACHE[key]
 
 
-def _plane_tiles(plane: np.ndarray, grid: TileGrid, nchan: int, out: np.ndarray) -> None:
+def plane_tiles(plane: np.ndarray, grid: TileGrid, nchan: int, out: np.ndarray) -> None:
     """Write the tiles of one ``(H, W, C)`` plane into ``out (ntiles, nchan, ly, lx)``."""
     y0, _, x0, _ = grid.pads
     h, w = plane.shape[:2]
@@ -145,7 +153,7 @@ def _plane_tiles(plane: np.ndarray, grid: TileGrid, nchan: int, out: np.ndarray)
 def _blend(tiles_out: np.ndarray, grid: TileGrid, inv_navg: np.ndarray, h: int, w: int) -> np.ndarray:
     """Average ``(ntiles, 3, ly, lx)`` outputs into the plane; returns ``(3, h, w)``."""
     acc = np.zeros((3, *grid.shape), np.float32)
-    m = taper_mask(*grid.tile)
+    m = grid_taper(grid)
     ly, lx = grid.tile
     for k, (ys, xs) in enumerate(grid.starts):
         acc[:, ys:ys + ly, xs:xs + lx] += tiles_out[k] * m
@@ -154,28 +162,90 @@ def _blend(tiles_out: np.ndarray, grid: TileGrid, inv_navg: np.ndarray, h: int, 
     return acc[:, y0:y0 + h, x0:x0 + w]
 
 
+@dataclass(frozen=True)
+class WorkAvoidance:
+    """Ways to run the network on fewer pixels (all off = Cellpose 3.1's exact computation).
+
+    Attributes
+    ----------
+    native_yx : bool
+        With anisotropy > 1, run YX planes on the acquired planes only and interpolate their
+        outputs in Z (linearly, as the input is interpolated), instead of on interpolated planes.
+    compact_tiles : bool
+        Tile each plane with the fewest, smallest tiles that keep the overlap
+        (:func:`nucseg_rt.tiling.compact_starts`) instead of Cellpose's 224-pixel tiles.
+    background_bound : float or None
+        Tiles whose normalised intensity nowhere exceeds this bound are not run; they get
+        the network's answer for an all-zero tile (exact for all-zero tiles). None: off.
+    """
+
+    native_yx: bool = False
+    compact_tiles: bool = False
+    background_bound: float | None = None
+
+    def __post_init__(self):
+        b = self.background_bound
+        if b is not None and not (np.isfinite(b) and b >= 0):
+            raise InvalidInputError(f"`background_bound` must be >= 0 or None, got {b!r}")
+
+    @classmethod
+    def plain(cls) -> "WorkAvoidance":
+        """Everything off: the network sees exactly what Cellpose's network sees."""
+        return cls()
+
+
+class _Counter:
+    """Tiles run and tiles skipped, for reporting the work saved."""
+
+    def __init__(self):
+        self.run = self.skipped = self.pixels = 0
+
+
+def _run_tiles(net: OnnxNet, tiles: np.ndarray, batch_size: int, bound: float | None,
+               count: _Counter) -> np.ndarray:
+    """Network outputs ``(N, 3, ly, lx)`` for ``tiles (N, nchan, ly, lx)``, skipping background."""
+    if bound is None:
+        keep = np.arange(len(tiles))
+    else:
+        keep = np.flatnonzero(tiles.reshape(len(tiles), -1).max(axis=1) > bound)
+    count.run += len(keep)
+    count.skipped += len(tiles) - len(keep)
+    count.pixels += len(keep) * tiles[0, 0].size
+    if len(keep) == len(tiles):
+        return np.concatenate([net(tiles[b:b + batch_size]) for b in range(0, len(tiles), batch_size)])
+    out = np.empty((len(tiles), 3, *tiles.shape[2:]), np.float32)
+    out[:] = net.background(tiles.shape[1:])
+    for b in range(0, len(keep), batch_size):
+        idx = keep[b:b + batch_size]
+        out[idx] = net(np.ascontiguousarray(tiles[idx]))
+    return out
+
+
 def run_planes(net: OnnxNet, planes: np.ndarray, *, batch_size: int = 8, bsize: int = 224,
                tile_overlap: float = 0.1, sink: Callable[[int, np.ndarray], None],
-               progress: Progress | None = None, label: str = "") -> None:
+               progress: Progress | None = None, label: str = "",
+               avoid: WorkAvoidance | None = None, counter: _Counter | None = None) -> None:
     """Run the network over every plane of ``planes (N, H, W, C)`` (C <= nchan, zero-filled).
 
     Planes are batched as Cellpose batches them (``batch_size // ntiles`` planes per group).
     ``sink(i, out)`` receives each plane's ``(3, H, W)`` float32 output (Y flow, X flow, cellprob).
+    ``avoid`` selects compact tiling and background skipping (default: neither).
     """
+    avoid = avoid or WorkAvoidance()
+    counter = counter if counter is not None else _Counter()
     n, h, w, c = planes.shape
     nchan = net.info.nchan
     if c > nchan:
         raise InvalidInputError(f"planes have {c} channels but the model takes {nchan}")
-    grid = make_grid(h, w, bsize=bsize, tile_overlap=tile_overlap)
+    grid = make_grid(h, w, bsize=bsize, tile_overlap=tile_overlap, compact=avoid.compact_tiles)
     inv_navg = blend_weights(grid)
     per_group = max(1, batch_size // grid.ntiles)
     for g0 in range(0, n, per_group):
         idx = range(g0, min(n, g0 + per_group))
         tiles = np.empty((len(idx) * grid.ntiles, nchan, *grid.tile), np.float32)
         for j, i in enumerate(idx):
-            _plane_tiles(planes[i], grid, nchan, tiles[j * grid.ntiles:(j + 1) * grid.ntiles])
-        outs = np.concatenate([net(tiles[b:b + batch_size])
-                               for b in range(0, len(tiles), batch_size)])
+            plane_tiles(planes[i], grid, nchan, tiles[j * grid.ntiles:(j + 1) * grid.ntiles])
+        outs = _run_tiles(net, tiles, batch_size, avoid.background_bound, counter)
         for j, i in enumerate(idx):
             sink(i, _blend(outs[j * grid.ntiles:(j + 1) * grid.ntiles], grid, inv_navg, h, w))
         if progress is not None:
@@ -183,9 +253,18 @@ def run_planes(net: OnnxNet, planes: np.ndarray, *, batch_size: int = 8, bsize: 
 
 
 def run_3d(net: OnnxNet, x: np.ndarray, *, net_ortho: OnnxNet | None = None, batch_size: int = 8,
-           bsize: int = 224, tile_overlap: float = 0.1,
-           progress: Progress | None = None) -> np.ndarray:
+           bsize: int = 224, tile_overlap: float = 0.1, progress: Progress | None = None,
+           avoid: WorkAvoidance | None = None, yx_native: np.ndarray | None = None,
+           stats: dict | None = None) -> np.ndarray:
     """Network outputs over YX, ZX and ZY planes of ``x (Z, Y, X, C)``, combined.
+
+    Parameters
+    ----------
+    yx_native : (Zn, Y, X, C) float32, optional
+        The acquired planes (YX-resampled like ``x``, Z not interpolated). When given, the YX
+        pass runs on these and its outputs are linearly interpolated in Z onto ``x``'s grid.
+    stats : dict, optional
+        Filled with tiles run / skipped and network pixels per orientation.
 
     Returns
     -------
@@ -195,19 +274,49 @@ def run_3d(net: OnnxNet, x: np.ndarray, *, net_ortho: OnnxNet | None = None, bat
     """
     if x.ndim != 4:
         raise InvalidInputError(f"`x` must be (Z, Y, X, C), got shape {x.shape}")
+    if yx_native is not None and (yx_native.ndim != 4 or yx_native.shape[1:] != x.shape[1:]):
+        raise InvalidInputError(f"`yx_native` must be (Zn, {x.shape[1]}, {x.shape[2]}, "
+                                f"{x.shape[3]}), got shape {yx_native.shape}")
     yf = np.zeros((4, *x.shape[:3]), np.float32)
     for name, (perm, comps) in ORIENTATIONS.items():
-        planes = x.transpose(perm)
-        logger.info("running %s: %d planes of size (%d, %d)", name, *planes.shape[:3])
-        target = yf.transpose(0, 1 + perm[0], 1 + perm[1], 1 + perm[2])
-        a, b = comps
+        counter = _Counter()
+        common = dict(batch_size=batch_size, bsize=bsize, tile_overlap=tile_overlap,
+                      progress=progress, label=name, avoid=avoid, counter=counter)
+        if name == "YX" and yx_native is not None:
+            _yx_interpolated(net, yx_native, yf, common)
+        else:
+            planes = x.transpose(perm)
+            logger.info("running %s: %d planes of size (%d, %d)", name, *planes.shape[:3])
+            target = yf.transpose(0, 1 + perm[0], 1 + perm[1], 1 + perm[2])
+            a, b = comps
 
-        def sink(i: int, out: np.ndarray, target=target, a=a, b=b) -> None:
-            target[a, i] += out[0]
-            target[b, i] += out[1]
-            target[3, i] += out[2]
+            def sink(i: int, out: np.ndarray, target=target, a=a, b=b) -> None:
+                target[a, i] += out[0]
+                target[b, i] += out[1]
+                target[3, i] += out[2]
 
-        run_planes(net if name == "YX" or net_ortho is None else net_ortho, planes,
-                   batch_size=batch_size, bsize=bsize, tile_overlap=tile_overlap, sink=sink,
-                   progress=progress, label=name)
+            run_planes(net if name == "YX" or net_ortho is None else net_ortho, planes,
+                       sink=sink, **common)
+        if stats is not None:
+            stats[name] = {"tiles_run": counter.run, "tiles_skipped": counter.skipped,
+                           "pixels": counter.pixels}
     return yf
+
+
+def _yx_interpolated(net: OnnxNet, native: np.ndarray, yf: np.ndarray, common: dict) -> None:
+    """Add YX-pass outputs computed on ``native`` planes, linearly interpolated in Z, to ``yf``."""
+    from nucseg_rt.resample import z_interpolation
+
+    logger.info("running YX on %d acquired planes of size (%d, %d)", *native.shape[:3])
+    out = np.zeros((native.shape[0], 3, *native.shape[1:3]), np.float32)
+
+    def sink(i: int, o: np.ndarray) -> None:
+        out[i] = o
+
+    run_planes(net, native, sink=sink, **common)
+    z0, z1, w0, w1 = z_interpolation(native.shape[0], yf.shape[1])
+    for z in range(yf.shape[1]):
+        plane = out[z0[z]] * w0[z] + out[z1[z]] * w1[z]
+        yf[1, z] += plane[0]
+        yf[2, z] += plane[1]
+        yf[3, z] += plane[2]

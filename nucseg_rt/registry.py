@@ -220,12 +220,16 @@ def resolve_model(spec: str | os.PathLike, *, ortho: str | os.PathLike | None = 
     record = _lookup(spec, home)
     if record is None:
         path = existing_model_file(spec)
-        if precision != "fp32":
+        metadata, nchan = inspect_model(path)
+        file_precision = metadata.get("precision", "fp32")
+        if precision != file_precision:
+            if file_precision != "fp32":
+                raise InvalidInputError(f"{path.name} is a {file_precision} model; ask for "
+                                        f"precision {file_precision!r} to run it")
             raise InvalidInputError(
                 f"precision {precision!r} needs a registered model with a {precision} variant; "
                 f"register {path.name} with `nucseg-rt add-model`, then run "
                 f"`nucseg-rt quantize NAME`")
-        metadata, nchan = inspect_model(path)
         name, sha, bundled = path.stem, sha256_file(path), False
         ortho_path = ortho_partner(path, metadata) if ortho is None else None
     else:
@@ -435,8 +439,9 @@ def write_bundled_index(folder: str | os.PathLike | None = None) -> dict:
     """Maintainers: rewrite the bundled ``index.json`` from the ``*.onnx`` files beside it.
 
     Each main model ``NAME.onnx`` (metadata role not "ortho", no ".int8"/".fp16" suffix)
-    gets an entry with its sha256; its ortho partner comes from its metadata. Existing
-    ``variants`` are kept with their hashes refreshed. Returns the index written.
+    gets an entry with its sha256; its ortho partner comes from its metadata. Variants are
+    the files ``NAME.<precision>.onnx`` (and ``NAME.<precision>.ortho.onnx``) beside it.
+    Returns the index written.
     """
     root = Path(folder) if folder is not None else _bundled_root()
     old = _read_index(root)["models"]
@@ -447,13 +452,17 @@ def write_bundled_index(folder: str | os.PathLike | None = None) -> dict:
         if metadata.get("role") == "ortho" or stem.rsplit(".", 1)[-1] in PRECISIONS:
             continue
         partner = ortho_partner(path, metadata)
-        variants = old.get(stem, {}).get("variants", {})
+        variants = {}
+        for precision in PRECISIONS[1:]:
+            file = root / f"{stem}.{precision}.onnx"
+            if file.is_file():
+                ortho_file = root / f"{stem}.{precision}.ortho.onnx"
+                variants[precision] = _hashed(root, file.name,
+                                              ortho_file.name if ortho_file.is_file() else None)
         models[stem] = {
             **_hashed(root, path.name, partner.name if partner else None),
             "size": path.stat().st_size, "source": "bundled", "metadata": metadata,
-            "added": old.get(stem, {}).get("added", ""),
-            "variants": {p: _hashed(root, v["file"], v.get("ortho_file"))
-                         for p, v in variants.items()}}
+            "added": old.get(stem, {}).get("added", ""), "variants": variants}
     index = {"format": INDEX_FORMAT, "models": models}
     _write_index(root, index)
     return index

@@ -23,7 +23,7 @@ from numba import njit, prange
 from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["resize_linear", "resize_nearest", "rescale_volume", "resize_flows_back",
-           "resize_labels_3d"]
+           "resize_labels_3d", "z_interpolation"]
 
 
 def resize_linear(arr: np.ndarray, Ly: int, Lx: int, *, channels_last: bool = True) -> np.ndarray:
@@ -249,6 +249,14 @@ def _linear_coords(n_in: int, n_out: int, exact: bool):
     i0[high] = n_in - 1
     i1 = np.minimum(i0 + 1, n_in - 1)
     return i0, i1, (1 - frac).astype(np.float32), frac.astype(np.float32)
+
+
+def z_interpolation(n_in: int, n_out: int):
+    """Linear interpolation from ``n_in`` to ``n_out`` samples (OpenCV's half-pixel rule).
+
+    Returns ``(i0, i1, w0, w1)``: output ``k`` is ``w0[k] * a[i0[k]] + w1[k] * a[i1[k]]``.
+    """
+    return _linear_coords(_validate_size(n_in, "n_in"), _validate_size(n_out, "n_out"), True)
 
 
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:

@@ -21,13 +21,16 @@ from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.filters import smooth_flows
 from nucseg_rt.resample import (rescale_volume, resize_flows_back, resize_labels_3d, resize_linear,
                                  resize_nearest)
-from nucseg_rt.predict import Device, Progress, load_net, run_3d, run_planes, select_providers
+from nucseg_rt.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
+                               select_providers)
 
 logger = logging.getLogger("nucseg_rt")
 
 Precision = Literal["fp32", "int8", "fp16"]
 CPU_BATCH_SIZE = 2
 GPU_BATCH_SIZE = 8
+#: on by default: each kept masks at AP@0.5 >= 0.99 against the plain run (docs/benchmarks.md)
+DEFAULT_WORK_AVOIDANCE = WorkAvoidance(native_yx=True, compact_tiles=True, background_bound=0.05)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,17 @@ def _resize_channels_back(yf: np.ndarray, shape: tuple) -> np.ndarray:
     return out
 
 
+def _work_avoidance(value) -> WorkAvoidance:
+    if isinstance(value, WorkAvoidance):
+        return value
+    if value == "default":
+        return DEFAULT_WORK_AVOIDANCE
+    if value == "plain":
+        return WorkAvoidance.plain()
+    raise InvalidInputError(
+        f"`work_avoidance` must be a WorkAvoidance, 'default' or 'plain', got {value!r}")
+
+
 def _validate_positive(name: str, value) -> float:
     try:
         v = float(value)
@@ -126,16 +140,21 @@ class Segmenter:
     batch_size : int, optional
         224x224 tiles per network call; default 2 on the CPU (measured fastest on a 2-core
         machine, and peak memory grows ~40 MB per tile) and 8 on CUDA (Cellpose's default).
+    work_avoidance : WorkAvoidance, "default" or "plain"
+        Network work skipped (see :class:`nucseg_rt.predict.WorkAvoidance`); "plain" computes
+        exactly what Cellpose 3.1 computes (the parity reference).
     """
 
     def __init__(self, model: str | os.PathLike = "nuclei_3d", ortho: str | os.PathLike | None = None,
                  device: Device = "auto", precision: Precision = "fp32", *,
                  threads: int | None = None, batch_size: int | None = None, tile_overlap: float = 0.1,
-                 bsize: int = 224):
+                 bsize: int = 224,
+                 work_avoidance: WorkAvoidance | Literal["default", "plain"] = "default"):
         from nucseg_rt import registry
 
         if precision not in ("fp32", "int8", "fp16"):
             raise InvalidInputError(f"`precision` must be 'fp32', 'int8' or 'fp16', got {precision!r}")
+        self.avoid = _work_avoidance(work_avoidance)
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
             raise InvalidInputError(f"`batch_size` must be a whole number >= 1, got {batch_size!r}")
         if threads is not None and (int(threads) != threads or threads < 1):
@@ -151,6 +170,10 @@ class Segmenter:
             raise InvalidInputError(
                 f"ortho model takes {self.net_ortho.info.nchan} channels, main model {self.net.info.nchan}")
         self.device = "cuda" if "CUDAExecutionProvider" in self.net.providers else "cpu"
+        if precision == "fp16" and self.device != "cuda":
+            raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
+                                    "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'")
+        self.precision = precision
         if batch_size is None:  # CPU: 2 tiles per call was fastest and keeps activations small
             batch_size = CPU_BATCH_SIZE if self.device == "cpu" else GPU_BATCH_SIZE
         self.batch_size, self.tile_overlap, self.bsize = int(batch_size), float(tile_overlap), int(bsize)
@@ -192,10 +215,17 @@ class Segmenter:
         xr = rescale_volume(x, rescale=rescale, anisotropy=anisotropy,
                                      nchan=self.net.info.nchan)
         info["network_shape"] = tuple(int(s) for s in xr.shape[:3])
+        native = None
+        if self.avoid.native_yx and xr.shape[0] > x.shape[0]:
+            native = (resize_linear(x, *xr.shape[1:3]) if xr.shape[1:3] != x.shape[1:3]
+                      else np.ascontiguousarray(x, np.float32))
         del x
+        stats: dict = {}
         yf = run_3d(self.net, xr, net_ortho=self.net_ortho, batch_size=self.batch_size,
-                    bsize=self.bsize, tile_overlap=self.tile_overlap, progress=progress)
-        del xr
+                    bsize=self.bsize, tile_overlap=self.tile_overlap, progress=progress,
+                    avoid=self.avoid, yx_native=native, stats=stats)
+        info["tiles"] = stats
+        del xr, native
         info["seconds_network"] = time.perf_counter() - t0
         if resample and yf.shape[1:] != shape:
             yf = _resize_channels_back(yf, shape)
@@ -327,7 +357,8 @@ class Segmenter:
             yf[i] = out.transpose(1, 2, 0)
 
         run_planes(self.net, x, batch_size=self.batch_size, bsize=self.bsize,
-                   tile_overlap=self.tile_overlap, sink=sink, progress=progress, label="YX")
+                   tile_overlap=self.tile_overlap, sink=sink, progress=progress, label="YX",
+                   avoid=self.avoid)
         del x
         if resample and yf.shape[1:3] != (ly, lx):
             yf = resize_linear(yf, ly, lx)

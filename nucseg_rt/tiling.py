@@ -32,8 +32,20 @@ def tile_starts(n: int, bsize: int, tile_overlap: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def taper_mask(ly: int, lx: int, sig: float = 7.5) -> np.ndarray:
-    """Sigmoid taper weights ``(ly, lx)`` float32, ~1 inside, falling off 20 px from tile edges."""
+def taper_mask(ly: int, lx: int, sig: float = 7.5, *, own: bool = False) -> np.ndarray:
+    """Sigmoid taper weights ``(ly, lx)`` float32, ~1 inside, falling off 20 px from tile edges.
+
+    Cellpose computes the taper for a square of ``max(224, ly, lx)`` and crops it, so tiles
+    smaller than 224 are barely tapered; ``own=True`` tapers each axis at its own length.
+    """
+    if own:
+        def axis(n):
+            xm = np.abs(np.arange(n) - (n - 1) / 2)
+            return 1 / (1 + np.exp((xm - (n / 2 - 20)) / sig))
+
+        m = (axis(ly)[:, np.newaxis] * axis(lx)).astype(np.float32)
+        m.setflags(write=False)
+        return m
     bsize = max(224, max(ly, lx))
     xm = np.arange(bsize)
     xm = np.abs(xm - xm.mean())
@@ -66,27 +78,60 @@ class TileGrid:
     shape: tuple
     tile: tuple
     starts: tuple
+    compact: bool = False
 
     @property
     def ntiles(self) -> int:
         return len(self.starts)
 
 
-def make_grid(ly: int, lx: int, *, bsize: int = 224, tile_overlap: float = 0.1) -> TileGrid:
-    """Tile grid for a ``(ly, lx)`` plane, padded as Cellpose pads it."""
+def compact_starts(n: int, bsize: int, tile_overlap: float) -> tuple[np.ndarray, int]:
+    """Fewest, smallest tiles along an axis of length ``n``: ``(starts, size)``.
+
+    Cellpose always uses ``bsize`` tiles, ``ceil((1 + 2 * overlap) * n / bsize)`` of them, so a
+    272-pixel axis gets two 224-pixel tiles overlapping by 176 pixels. Here the count is the
+    smallest that covers ``n`` with tiles of at most ``bsize`` overlapping by at least
+    ``tile_overlap * bsize`` pixels, and the tiles shrink (to a multiple of 16, as the network
+    needs) to just cover ``n``: 2 tiles of 160 for 272 pixels.
+    """
+    tile_overlap = min(0.5, max(0.05, tile_overlap))
+    if n <= bsize:
+        return np.zeros(1, int), n
+    ov = int(np.ceil(tile_overlap * bsize))
+    count = int(np.ceil((n - ov) / (bsize - ov)))
+    size = min(bsize, int(16 * np.ceil((n + (count - 1) * ov) / count / 16)))
+    return np.linspace(0, n - size, count).astype(int), size
+
+
+def make_grid(ly: int, lx: int, *, bsize: int = 224, tile_overlap: float = 0.1,
+              compact: bool = False) -> TileGrid:
+    """Tile grid for a ``(ly, lx)`` plane, padded as Cellpose pads it.
+
+    ``compact=False`` places tiles exactly as Cellpose 3.1; ``compact=True`` uses
+    :func:`compact_starts` (fewer network pixels, tapered by :func:`taper_mask` at the tile's
+    own size).
+    """
     pads = pad_yx(ly, lx)
     lyp, lxp = ly + pads[0] + pads[1], lx + pads[2] + pads[3]
-    ys = tile_starts(lyp, bsize, tile_overlap)
-    xs = tile_starts(lxp, bsize, tile_overlap)
+    if compact:
+        (ys, ty), (xs, tx) = compact_starts(lyp, bsize, tile_overlap), compact_starts(
+            lxp, bsize, tile_overlap)
+    else:
+        ys, xs = tile_starts(lyp, bsize, tile_overlap), tile_starts(lxp, bsize, tile_overlap)
+        ty, tx = min(bsize, lyp), min(bsize, lxp)
     starts = tuple((int(y), int(x)) for y in ys for x in xs)
-    return TileGrid(pads=pads, shape=(lyp, lxp), tile=(min(bsize, lyp), min(bsize, lxp)),
-                    starts=starts)
+    return TileGrid(pads=pads, shape=(lyp, lxp), tile=(ty, tx), starts=starts, compact=compact)
+
+
+def grid_taper(grid: TileGrid) -> np.ndarray:
+    """The blending weights of one tile of ``grid``."""
+    return taper_mask(*grid.tile, own=True) if grid.compact else taper_mask(*grid.tile)
 
 
 def blend_weights(grid: TileGrid) -> np.ndarray:
     """``1 / sum of taper weights`` over the padded plane, for normalising accumulated tiles."""
     navg = np.zeros(grid.shape, np.float64)
-    m = taper_mask(*grid.tile)
+    m = grid_taper(grid)
     ly, lx = grid.tile
     for y, x in grid.starts:
         navg[y:y + ly, x:x + lx] += m
