@@ -74,17 +74,19 @@ def _network_pixels(shape_zyx, anisotropy, rescale=1.0) -> float:
     return float(total)
 
 
-def run_nucseg(img_npy, aniso, model_path, out_npy, precision, dynamics):
+def run_nucseg(img_npy, aniso, model_path, out_npy, precision, dynamics, work_avoidance="default"):
     from nucseg_rt import Segmenter
 
     img = np.load(img_npy)
     base = _rss_mb()
-    seg = Segmenter(str(model_path), device="cpu", precision=precision)
+    seg = Segmenter(str(model_path), device="cpu", precision=precision,
+                    work_avoidance=work_avoidance)
     res = seg.segment(img, anisotropy=aniso, diameter=30.0, dynamics_method=dynamics)
     np.save(out_npy, res.masks)
     i = res.info
+    pixels = sum(v["pixels"] for v in i["tiles"].values())
     return dict(network=i["seconds_network"], dynamics=i["seconds_dynamics"], total=i["seconds_total"],
-                rss=_rss_mb(), rss_base=base, n=int(res.masks.max()))
+                rss=_rss_mb(), rss_base=base, n=int(res.masks.max()), pixels=pixels)
 
 
 def _StylePadded(net):
@@ -185,6 +187,18 @@ def prepare_weights(kind: str, folder: Path):
     return cp_file, onnx_path, nbase
 
 
+def int8_model(kind: str, onnx_path: Path, folder: Path) -> Path:
+    """The int8 model: the bundled variant, or the export quantized here (synthetic calibration)."""
+    if kind == "bundled":
+        return REPO / "models" / "nuclei_3d.int8.onnx"
+    from nucseg_rt.quantize import quantize_int8
+
+    out = folder / "model.int8.onnx"
+    rep = quantize_int8(onnx_path, out)
+    print(f"quantized in {rep.seconds:.0f} s: flow correlation {rep.flow_correlation:.4f}")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", choices=["bundled", "cp3-random"], default="bundled")
@@ -192,6 +206,7 @@ def main(argv=None):
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--dynamics", default="stable", choices=["cellpose", "stable"],
                     help="nucseg-rt's dynamics method (stable is the default; cellpose = identical masks)")
+    ap.add_argument("--work-avoidance", default="default", choices=["default", "plain"])
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep", type=Path, help="save volumes, labels and both engines' masks here")
     args = ap.parse_args(argv)
@@ -200,29 +215,44 @@ def main(argv=None):
 
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                           f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-               "weights": args.weights, "precision": args.precision, "cases": {}}
+               "weights": args.weights, "precision": args.precision,
+               "work_avoidance": args.work_avoidance, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cp_file, onnx_path, nbase = prepare_weights(args.weights, tmp)
+        ours_path = int8_model(args.weights, onnx_path, tmp) if args.precision == "int8" else onnx_path
         gflop_px = _flops_per_pixel(nbase) / 1e9
         print(f"weights: {args.weights} nbase={nbase}: {gflop_px * 224 * 224:.1f} GFLOP per 224x224 tile")
         for case in args.cases:
             img, labels, aniso = make_case(case)
             np.save(tmp / "img.npy", img)
             px = _network_pixels(img.shape, aniso)
-            ours = in_child(run_nucseg, tmp / "img.npy", aniso, onnx_path, tmp / "ours.npy",
-                            args.precision, args.dynamics)
+            ours = in_child(run_nucseg, tmp / "img.npy", aniso, ours_path, tmp / "ours.npy",
+                            args.precision, args.dynamics, args.work_avoidance)
+            fp32 = None
+            if args.precision != "fp32":  # nucseg-rt's own fp32 masks, the accuracy reference
+                fp32 = in_child(run_nucseg, tmp / "img.npy", aniso, onnx_path, tmp / "fp32.npy",
+                                "fp32", args.dynamics, "plain")
             ref = in_child(run_cellpose, tmp / "img.npy", aniso, cp_file, nbase, tmp / "ref.npy")
             m_ours, m_ref = np.load(tmp / "ours.npy"), np.load(tmp / "ref.npy")
             agree = float(average_precision(m_ref, m_ours, thresholds=(0.5,))[0][0])
             gt = [float(average_precision(labels, m, thresholds=(0.5,))[0][0]) for m in (m_ours, m_ref)]
+            vs_fp32 = None
+            if fp32 is not None:
+                m32 = np.load(tmp / "fp32.npy")
+                vs_fp32 = dict(ap50_vs_fp32=float(average_precision(m32, m_ours, thresholds=(0.5,))[0][0]),
+                               fp32_ap50_vs_truth=float(average_precision(labels, m32, thresholds=(0.5,))[0][0]),
+                               fp32_total=fp32["total"], fp32_network=fp32["network"])
             if args.keep:
                 np.savez_compressed(args.keep / f"{case}.npz", img=img, labels=labels, ours=m_ours, ref=m_ref)
             row = dict(shape=list(img.shape), anisotropy=aniso, nucseg=ours, cellpose=ref,
                        speedup={k: ref[k] / ours[k] for k in ("network", "dynamics", "total")},
                        rss_ratio=ours["rss"] / ref["rss"],
-                       gflops={"nucseg": px * gflop_px / ours["network"],
+                       gflops={"nucseg": ours["pixels"] * gflop_px / ours["network"],
+                               "nucseg_effective": px * gflop_px / ours["network"],
                                "cellpose": px * gflop_px / ref["network"]},
+                       network_pixels={"nucseg": ours["pixels"], "cellpose": px},
+                       vs_fp32=vs_fp32,
                        ap50_between=agree, ap50_vs_truth={"nucseg": gt[0], "cellpose": gt[1]})
             results["cases"][case] = row
             print(f"\n== {case}: volume {tuple(img.shape)} anisotropy {aniso} ==")
@@ -231,7 +261,13 @@ def main(argv=None):
                 print(f"{k:10s} {ours[k]:10.2f} {ref[k]:10.2f} {row['speedup'][k]:7.2f}x")
             print(f"{'peak RSS':10s} {ours['rss']:8.0f}MB {ref['rss']:8.0f}MB {row['rss_ratio']:7.2f}x"
                   f"   (after imports and loading the volume: {ours['rss_base']:.0f} / {ref['rss_base']:.0f} MB)")
-            print(f"GFLOP/s    {row['gflops']['nucseg']:10.1f} {row['gflops']['cellpose']:10.1f}")
+            print(f"GFLOP/s    {row['gflops']['nucseg']:10.1f} {row['gflops']['cellpose']:10.1f}"
+                  f"   (nucseg-rt ran the network on {ours['pixels'] / px:.0%} of Cellpose's pixels; "
+                  f"Cellpose-equivalent {row['gflops']['nucseg_effective']:.1f} GFLOP/s)")
+            if vs_fp32:
+                print(f"{args.precision} vs nucseg-rt fp32 (plain): AP@0.5 {vs_fp32['ap50_vs_fp32']:.3f}; "
+                      f"vs truth {gt[0]:.3f} ({args.precision}) / {vs_fp32['fp32_ap50_vs_truth']:.3f} (fp32); "
+                      f"fp32 plain total {vs_fp32['fp32_total']:.2f} s")
             print(f"masks: {ours['n']} vs {ref['n']}; AP@0.5 between engines {agree:.3f}; "
                   f"vs ground truth {gt[0]:.3f} / {gt[1]:.3f}")
     if args.json:

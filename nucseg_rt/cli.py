@@ -39,6 +39,11 @@ class Precision(str, Enum):
     fp16 = "fp16"
 
 
+class WorkAvoidanceChoice(str, Enum):
+    default = "default"
+    plain = "plain"
+
+
 class Dynamics(str, Enum):
     stable = "stable"
     cellpose = "cellpose"
@@ -144,7 +149,8 @@ def _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_f
     return jobs
 
 
-def _load_segmenter(model, ortho, device, precision, threads, batch_size):
+def _load_segmenter(model, ortho, device, precision, threads, batch_size,
+                    work_avoidance="default"):
     from nucseg_rt import Segmenter
 
     if threads is not None:
@@ -152,7 +158,7 @@ def _load_segmenter(model, ortho, device, precision, threads, batch_size):
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     return Segmenter(model, ortho=ortho, device=device, precision=precision, threads=threads,
-                     batch_size=batch_size)
+                     batch_size=batch_size, work_avoidance=work_avoidance)
 
 
 @app.command(no_args_is_help=True)
@@ -164,7 +170,13 @@ def segment(
     ortho: Annotated[Optional[str], typer.Option(
         help="Model for ZY/ZX planes (name or .onnx); default the model's own partner.",
         rich_help_panel="Model")] = None,
-    precision: Annotated[Precision, typer.Option(rich_help_panel="Model")] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option(
+        help="fp32 (reference), int8 (fast on CPU; `nucseg-rt quantize NAME` makes it) or fp16 "
+             "(CUDA).", rich_help_panel="Model")] = Precision.fp32,
+    work_avoidance: Annotated[WorkAvoidanceChoice, typer.Option(
+        help="'default': skip network work that does not change the masks (YX on acquired "
+             "planes, compact tiles, background tiles); 'plain': exactly Cellpose's passes.",
+        rich_help_panel="Algorithm")] = WorkAvoidanceChoice.default,
     anisotropy: Annotated[float, typer.Option(
         help="Z step / XY pixel size, e.g. 4 for 2 um planes of 0.5 um pixels.",
         rich_help_panel="Algorithm")] = 1.0,
@@ -243,7 +255,7 @@ def segment(
         segmenter = None
         if any(batch.pending_outputs(job, overwrite=overwrite) for job in jobs):
             segmenter = _load_segmenter(model, ortho, device.value, precision.value, threads,
-                                        batch_size)
+                                        batch_size, work_avoidance.value)
         from nucseg_rt.segment import Normalization
 
         options = dict(anisotropy=anisotropy, diameter=diameter, stitch_threshold=stitch_threshold,
@@ -331,6 +343,11 @@ def add_model(
         help="Registry name (default: the file name).", show_default=False)] = None,
     ortho: Annotated[Optional[Path], typer.Option(help="Model for ZY/ZX planes.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a model of that name.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also make its int8 variant "
+                                                      "(see `nucseg-rt quantize`).")] = False,
+    calibration: Annotated[Optional[Path], typer.Option(
+        help="With --int8: folder of TIFF z-stacks to calibrate on (default: synthetic nuclei).",
+        show_default=False)] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Validate a model and copy it into the registry (with its sha256)."""
@@ -338,10 +355,14 @@ def add_model(
     with _reporting(debug):
         from nucseg_rt import registry
 
+        if calibration is not None and not int8:
+            raise typer.BadParameter("--calibration needs --int8")
         rec = registry.add_model(file, name=name, ortho=ortho, force=force)
-    has_ortho = "yes" if rec.files.ortho_path else "no"
-    print(f"added {rec.name!r} (diam_mean {_describe(rec.metadata, 'diam_mean')}, "
-          f"nchan {_describe(rec.metadata, 'nchan')}, ortho {has_ortho}) -> {rec.files.path}")
+        has_ortho = "yes" if rec.files.ortho_path else "no"
+        print(f"added {rec.name!r} (diam_mean {_describe(rec.metadata, 'diam_mean')}, "
+              f"nchan {_describe(rec.metadata, 'nchan')}, ortho {has_ortho}) -> {rec.files.path}")
+        if int8:
+            _quantize(rec.name, "int8", calibration, force=True)
 
 
 @app.command("models")
@@ -424,10 +445,30 @@ def _integrity(rec) -> str:
 
 
 @app.command("info")
-def info(debug: DebugOpt = False) -> None:
+def info(
+    probe: Annotated[bool, typer.Option(
+        "--probe", help="Time the network for each batch size and thread count (~30 s).")] = False,
+    save: Annotated[bool, typer.Option(
+        "--save", help="With --probe: use the fastest setting by default from now on.")] = False,
+    model: Annotated[str, typer.Option(help="With --probe: model to time.")] = "nuclei_3d",
+    precision: Annotated[Precision, typer.Option(
+        help="With --probe: precision to time.")] = Precision.fp32,
+    seconds: Annotated[float, typer.Option(
+        help="With --probe: seconds of timing per setting.")] = 1.5,
+    debug: DebugOpt = False,
+) -> None:
     """Versions, execution providers, registry location, numba threading layer."""
     from importlib import metadata
 
+    if probe:
+        with _reporting(debug):
+            _probe(model, precision.value, save, seconds)
+        return
+    if save:
+        with _reporting(debug):
+            from nucseg_rt.errors import InvalidInputError
+
+            raise InvalidInputError("--save needs --probe")
     with _reporting(debug):
         import onnxruntime
 
@@ -448,6 +489,21 @@ def info(debug: DebugOpt = False) -> None:
         rows.append(("numba threading layer", _numba_threading()))
     for key, value in rows:
         print(f"{key:>22}: {value}")
+
+
+def _probe(model: str, precision: str, save: bool, seconds: float) -> None:
+    from nucseg_rt.probe import run_probe, save_probe
+
+    result = run_probe(model, precision=precision, seconds=seconds)
+    print(f"{result.model} ({precision}), ms per 224x224 tile:")
+    for (b, t), ms in sorted(result.timings.items()):
+        mark = "  <- fastest" if (b, t) == result.best else ""
+        print(f"  batch {b:2d}, threads {t:2d}: {ms:7.1f}{mark}")
+    b, t = result.best
+    if save:
+        print(f"saved to {save_probe(result)}: --batch-size {b} --threads {t} are now the defaults")
+    else:
+        print(f"use --batch-size {b} --threads {t} (or run again with --save)")
 
 
 def _numba_threading() -> str:
@@ -520,11 +576,37 @@ def make_crops(ctx: typer.Context, debug: DebugOpt = False) -> None:
 
 
 @app.command("quantize")
-def quantize(name: Annotated[str, typer.Argument(help="Registered model name.")]) -> None:
-    """Add an int8 variant of a registered model (not available yet)."""
-    print(f"error: `nucseg-rt quantize` is not implemented in this version; {name!r} can be run "
-          f"with --precision fp32", file=sys.stderr)
-    raise typer.Exit(2)
+def quantize(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    calibration: Annotated[Optional[Path], typer.Option(
+        help="Folder of TIFF z-stacks like yours to calibrate on (default: synthetic nuclei).",
+        show_default=False)] = None,
+    precision: Annotated[Precision, typer.Option(
+        help="int8 (CPU) or fp16 (CUDA).")] = Precision.int8,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing variant.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Add a registered model's int8 (or fp16) variant; run it with --precision int8."""
+    _stderr_console()
+    with _reporting(debug):
+        if precision == Precision.fp32:
+            raise typer.BadParameter("--precision must be int8 or fp16 (fp32 is the model itself)")
+        _quantize(name, precision.value, calibration, force=force)
+
+
+def _quantize(name: str, precision: str, calibration, *, force: bool) -> None:
+    import logging
+
+    from nucseg_rt.quantize import quantize_registered
+
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs per tensor
+    record, reports = quantize_registered(name, precision=precision, calibration=calibration,
+                                          force=force)
+    for role, rep in zip(("model", "ortho"), reports):
+        print(f"{name} {role} -> {precision}: flow correlation with fp32 "
+              f"{rep.flow_correlation:.4f}, inside/outside agreement {rep.cellprob_agreement:.4f} "
+              f"on {rep.n_check_tiles} held-out tiles ({rep.seconds:.0f} s)")
+    print(f"added the {precision} variant of {name!r} -> {record.variants[precision].path}")
 
 
 def main(argv: list[str] | None = None) -> int:

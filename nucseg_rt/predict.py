@@ -175,8 +175,9 @@ class WorkAvoidance:
         Tile each plane with the fewest, smallest tiles that keep the overlap
         (:func:`nucseg_rt.tiling.compact_starts`) instead of Cellpose's 224-pixel tiles.
     background_bound : float or None
-        Tiles whose normalised intensity nowhere exceeds this bound are not run; they get
-        the network's answer for an all-zero tile (exact for all-zero tiles). None: off.
+        Tiles whose normalised intensity, averaged over 8x8 blocks, nowhere exceeds this bound
+        are not run; they get the network's answer for an all-zero tile (exact for all-zero
+        tiles). None: off.
     """
 
     native_yx: bool = False
@@ -201,13 +202,28 @@ class _Counter:
         self.run = self.skipped = self.pixels = 0
 
 
+def _background(tiles: np.ndarray, bound: float, block: int = 8) -> np.ndarray:
+    """Which of ``tiles (N, C, ly, lx)`` have every ``block`` x ``block`` mean <= ``bound``.
+
+    Block means, not single pixels, so camera noise in an empty region does not count as
+    content while any nucleus (tens of pixels across) does.
+    """
+    n, c, ly, lx = tiles.shape
+    by, bx = ly // block, lx // block
+    if by == 0 or bx == 0:
+        return tiles.reshape(n, -1).max(axis=1) <= bound
+    means = tiles[:, :, :by * block, :bx * block].reshape(n, c, by, block, bx, block).mean((3, 5))
+    edge = np.zeros(n, bool)
+    if by * block < ly or bx * block < lx:  # the strips left over by the blocks: pixel max
+        edge = np.maximum(tiles[:, :, by * block:, :].reshape(n, -1).max(axis=1, initial=-np.inf),
+                          tiles[:, :, :, bx * block:].reshape(n, -1).max(axis=1, initial=-np.inf)) > bound
+    return (means.reshape(n, -1).max(axis=1) <= bound) & ~edge
+
+
 def _run_tiles(net: OnnxNet, tiles: np.ndarray, batch_size: int, bound: float | None,
                count: _Counter) -> np.ndarray:
     """Network outputs ``(N, 3, ly, lx)`` for ``tiles (N, nchan, ly, lx)``, skipping background."""
-    if bound is None:
-        keep = np.arange(len(tiles))
-    else:
-        keep = np.flatnonzero(tiles.reshape(len(tiles), -1).max(axis=1) > bound)
+    keep = np.arange(len(tiles)) if bound is None else np.flatnonzero(~_background(tiles, bound))
     count.run += len(keep)
     count.skipped += len(tiles) - len(keep)
     count.pixels += len(keep) * tiles[0, 0].size

@@ -26,7 +26,8 @@ import numpy as np
 from nucseg_rt.errors import InvalidInputError, ModelFormatError
 
 __all__ = ["QuantReport", "prepare_int8_graph", "calibration_planes", "calibration_tiles",
-           "quantize_int8", "convert_fp16", "compare_outputs"]
+           "quantize_int8", "convert_fp16", "compare_outputs", "make_variant",
+           "quantize_registered"]
 
 #: flows correlation (fp32 vs int8 on held-out tiles) below which a quantized model is refused
 MIN_FLOW_CORRELATION = 0.98
@@ -141,15 +142,16 @@ def prepare_int8_graph(model):
 # --- calibration data -------------------------------------------------------------------------
 
 
-def _synthetic_volumes(seed: int) -> Iterator[tuple[np.ndarray, float]]:
+def _synthetic_volumes(seed: int) -> Iterator[tuple[np.ndarray, float, dict]]:
     from nucseg_rt.synth import make_volume
 
     for k, anisotropy in enumerate((1.0, 4.0)):
         image, _, _ = make_volume((64, 224, 224), seed=seed + k, anisotropy=anisotropy)
-        yield image, anisotropy
+        yield image, anisotropy, {}
 
 
-def _folder_volumes(folder: Path, nchan: int) -> Iterator[tuple[np.ndarray, float]]:
+def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
+    from nucseg_rt.batch import axes_arguments
     from nucseg_rt.io import read_volume
 
     files = sorted(p for p in folder.iterdir()
@@ -159,10 +161,10 @@ def _folder_volumes(folder: Path, nchan: int) -> Iterator[tuple[np.ndarray, floa
         raise InvalidInputError(f"`calibration` folder {folder} has no .tif/.tiff images")
     for path in files:
         vol, info = read_volume(path)
-        anisotropy = 1.0
-        if info.voxel_size is not None and info.voxel_size[1] > 0:
-            anisotropy = max(1.0, min(20.0, info.voxel_size[0] / info.voxel_size[1]))
-        yield vol, anisotropy
+        anisotropy, size = 1.0, info.voxel_size_zyx
+        if size is not None and size[1] > 0:
+            anisotropy = max(1.0, min(20.0, size[0] / size[1]))
+        yield vol, anisotropy, axes_arguments(info)
 
 
 def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, seed: int = 0,
@@ -192,12 +194,12 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
         folder = Path(folder)
         if not folder.is_dir():
             raise InvalidInputError(f"`calibration` must be a folder of TIFF images, got {folder}")
-        volumes = _folder_volumes(folder, nchan)
+        volumes = _folder_volumes(folder)
     else:
         volumes = _synthetic_volumes(seed)
     planes = []
-    for vol, anisotropy in volumes:
-        x, _ = axes.to_zyxc(vol, nchan=nchan)
+    for vol, anisotropy, axes_args in volumes:
+        x, _ = axes.to_zyxc(vol, nchan=nchan, **axes_args)
         x = preprocess.normalize(x)
         x = rescale_volume(x, rescale=1.0, anisotropy=anisotropy, nchan=nchan)
         for perm in ((0, 1, 2, 3), (1, 0, 2, 3), (2, 0, 1, 3)):
@@ -207,8 +209,8 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
     return planes
 
 
-def calibration_tiles(planes: list[np.ndarray], nchan: int, *, bsize: int = 224) -> np.ndarray:
-    """Cut planes into network tiles as the segmenter does; returns ``(N, nchan, h, w)``."""
+def calibration_tiles(planes: list[np.ndarray], nchan: int, *, bsize: int = 224) -> list[np.ndarray]:
+    """Cut planes into network tiles as the segmenter does: a list of ``(nchan, h, w)`` tiles."""
     from nucseg_rt.predict import plane_tiles
     from nucseg_rt.tiling import make_grid
 
@@ -218,9 +220,7 @@ def calibration_tiles(planes: list[np.ndarray], nchan: int, *, bsize: int = 224)
         out = np.zeros((grid.ntiles, nchan, *grid.tile), np.float32)
         plane_tiles(plane, grid, nchan, out)
         tiles.extend(out)
-    # tiles of one size per batch: keep the full-size ones (most planes give 224x224)
-    full = [t for t in tiles if t.shape[1:] == (bsize, bsize)]
-    return np.stack(full if full else tiles)
+    return tiles
 
 
 # --- quantization -----------------------------------------------------------------------------
@@ -238,10 +238,13 @@ def _session(path_or_bytes, threads: int | None = None):
 
 
 def compare_outputs(reference, candidate, tiles: np.ndarray) -> tuple[float, float, float]:
-    """(flow correlation, cellprob sign agreement, max |flow difference|) over ``tiles``."""
+    """(flow correlation, cellprob sign agreement, max |flow difference|) over ``tiles``.
+
+    ``reference``/``candidate`` are onnxruntime sessions; ``tiles`` a list of (nchan, h, w).
+    """
     f_ref, f_new, p_ref, p_new = [], [], [], []
-    for i in range(0, len(tiles), 2):
-        batch = {"input": tiles[i:i + 2]}
+    for tile in tiles:
+        batch = {"input": tile[np.newaxis]}
         a_flow, a_prob = reference.run(["flows", "cellprob"], batch)
         b_flow, b_prob = candidate.run(["flows", "cellprob"], batch)
         f_ref.append(a_flow.ravel()), f_new.append(b_flow.astype(np.float32).ravel())
@@ -322,7 +325,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
 
         def get_next(self):
             i = next(self._it, None)
-            return None if i is None else {"input": tiles[i:i + 1]}
+            return None if i is None else {"input": tiles[i][np.newaxis]}
 
     with tempfile.TemporaryDirectory(prefix="nucseg-quant-") as work:
         prepared, out = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"
@@ -379,6 +382,7 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
     source = onnx.load(str(src))
     half = convert_float_to_float16(onnx.ModelProto.FromString(source.SerializeToString()),
                                     keep_io_types=True, op_block_list=["Resize"])
+    _topological_sort(half.graph)  # the converter appends its input casts at the end
     onnx.checker.check_model(half)
     with tempfile.TemporaryDirectory(prefix="nucseg-fp16-") as work:
         out = Path(work) / "fp16.onnx"
@@ -400,6 +404,25 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
     return report
 
 
+def _topological_sort(graph) -> None:
+    """Reorder ``graph.node`` so every node comes after the nodes producing its inputs."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ModelFormatError("the fp16 graph has a cycle or an undefined input")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def make_variant(src: str | os.PathLike, dst: str | os.PathLike, *,
                  precision: Literal["int8", "fp16"], calibration=None,
                  overwrite: bool = False) -> QuantReport:
@@ -411,3 +434,36 @@ def make_variant(src: str | os.PathLike, dst: str | os.PathLike, *,
             raise InvalidInputError("`calibration` applies to int8 only")
         return convert_fp16(src, dst, overwrite=overwrite)
     raise InvalidInputError(f"`precision` must be 'int8' or 'fp16', got {precision!r}")
+
+
+def quantize_registered(name: str, *, precision: Literal["int8", "fp16"] = "int8",
+                        calibration: str | os.PathLike | None = None, force: bool = False,
+                        home: str | os.PathLike | None = None):
+    """Make the ``precision`` variant of registered model ``name`` (and of its ortho partner).
+
+    Returns ``(record, reports)``: the updated registry entry and one :class:`QuantReport`
+    per file (main first).
+    """
+    from nucseg_rt import registry
+    from nucseg_rt.registry import _a
+
+    record = registry.model_info(name, home=home)
+    if record.bundled:
+        have = ", ".join(sorted(record.variants)) or "none"
+        raise InvalidInputError(f"{name!r} is a bundled model and ships its variants ({have}); "
+                                f"register a copy with `nucseg-rt add-model` to make others")
+    if precision in record.variants and not force:
+        raise InvalidInputError(f"model {name!r} already has {_a(precision)} variant; use --force "
+                                f"to make it again")
+    registry.verify_model(record)
+    with tempfile.TemporaryDirectory(prefix="nucseg-variant-") as work:
+        main = Path(work) / f"{name}.{precision}.onnx"
+        reports = [make_variant(record.files.path, main, precision=precision,
+                                calibration=calibration)]
+        ortho = None
+        if record.files.ortho_path is not None:
+            ortho = Path(work) / f"{name}.{precision}.ortho.onnx"
+            reports.append(make_variant(record.files.ortho_path, ortho, precision=precision,
+                                        calibration=calibration))
+        record = registry.add_variant(name, precision, main, ortho=ortho, force=force, home=home)
+    return record, reports

@@ -45,8 +45,8 @@ from nucseg_rt.modelfile import (convert_cellpose, existing_model_file, inspect_
 
 __all__ = ["BUNDLED_DEFAULT", "PRECISIONS", "ResolvedModel", "ModelFiles", "ModelRecord",
            "registry_home", "resolve_model", "read_metadata", "validate_onnx_model",
-           "add_model", "remove_model", "list_models", "model_info", "verify_model",
-           "write_bundled_index"]
+           "add_model", "add_variant", "remove_model", "list_models", "model_info",
+           "verify_model", "write_bundled_index"]
 
 BUNDLED_DEFAULT = "nuclei_3d"
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -227,7 +227,7 @@ def resolve_model(spec: str | os.PathLike, *, ortho: str | os.PathLike | None = 
                 raise InvalidInputError(f"{path.name} is a {file_precision} model; ask for "
                                         f"precision {file_precision!r} to run it")
             raise InvalidInputError(
-                f"precision {precision!r} needs a registered model with a {precision} variant; "
+                f"precision {precision!r} needs a registered model with {_a(precision)} variant; "
                 f"register {path.name} with `nucseg-rt add-model`, then run "
                 f"`nucseg-rt quantize NAME`")
         name, sha, bundled = path.stem, sha256_file(path), False
@@ -264,8 +264,9 @@ def _precision_files(record: ModelRecord, precision: str) -> ModelFiles:
     if precision == "fp32":
         return record.files
     if precision not in record.variants:
+        flag = "" if precision == "int8" else f" --precision {precision}"
         raise InvalidInputError(f"model {record.name!r} has no {precision} variant; create it "
-                                f"with `nucseg-rt quantize {record.name}`")
+                                f"with `nucseg-rt quantize {record.name}{flag}`")
     return record.variants[precision]
 
 
@@ -304,6 +305,11 @@ def _resolve_ortho(ortho: str | os.PathLike, home) -> Path:
 
 
 # --- adding and removing ----------------------------------------------------------------------
+
+
+def _a(precision: str) -> str:
+    """'an int8' / 'a fp16': the article for a precision name."""
+    return f"an {precision}" if precision[0] in "aeiou" else f"a {precision}"
 
 
 def _validate_name(name: str, reserved) -> str:
@@ -373,6 +379,47 @@ def add_model(file: str | os.PathLike, *, name: str | None = None,
     index["models"][name] = entry
     _write_index(root, index)
     _delete_unused(root, replaced, index)
+    return _record(name, entry, root, False)
+
+
+def add_variant(name: str, precision: Literal["int8", "fp16"], file: str | os.PathLike, *,
+                ortho: str | os.PathLike | None = None, force: bool = False,
+                home: str | os.PathLike | None = None) -> ModelRecord:
+    """Register ``file`` (and its ortho partner) as the ``precision`` variant of model ``name``.
+
+    The fp32 entry must already be in the user registry; bundled models ship their variants.
+    ``force`` replaces an existing variant. Returns the updated entry.
+    """
+    if precision not in PRECISIONS[1:]:
+        raise InvalidInputError(f"`precision` must be one of {PRECISIONS[1:]}, got {precision!r}")
+    if name in _records(_bundled_root(), True):
+        raise InvalidInputError(f"{name!r} is a bundled model; its variants ship with nucseg-rt")
+    root = registry_home(home)
+    index = _read_index(root)
+    if name not in index["models"]:
+        raise ModelNotFoundError(_unknown_name(name, index["models"]))
+    entry = index["models"][name]
+    old = entry.setdefault("variants", {}).get(precision)
+    if old is not None and not force:
+        raise InvalidInputError(f"model {name!r} already has {_a(precision)} variant; use --force "
+                                f"to replace it")
+    src = existing_model_file(file)
+    nchan = validate_onnx_model(src)
+    if str(nchan) != str(entry.get("metadata", {}).get("nchan", nchan)):
+        raise ModelFormatError(f"{src} takes {nchan} channels, model {name!r} takes "
+                               f"{entry['metadata']['nchan']}")
+    variant = {"ortho_file": None, "ortho_sha256": None}
+    variant["file"], variant["sha256"], _ = _copy_in(src, root, f"{name}.{precision}")
+    if ortho is not None:
+        ortho = existing_model_file(ortho)
+        if validate_onnx_model(ortho) != nchan:
+            raise ModelFormatError(f"ortho model {ortho} and {src} differ in input channels")
+        variant["ortho_file"], variant["ortho_sha256"], _ = _copy_in(
+            ortho, root, f"{name}.{precision}.ortho")
+    entry["variants"][precision] = variant
+    _write_index(root, index)
+    if old is not None:
+        _delete_unused(root, [{"variants": {precision: old}}], index)
     return _record(name, entry, root, False)
 
 

@@ -161,8 +161,17 @@ class Segmenter:
             raise InvalidInputError(f"`threads` must be a whole number >= 1, got {threads!r}")
         if not 0.05 <= tile_overlap <= 0.5:
             raise InvalidInputError(f"`tile_overlap` must be in [0.05, 0.5], got {tile_overlap!r}")
-        self.model = registry.resolve_model(model, ortho=ortho, precision=precision)
         providers = select_providers(device)
+        if precision == "fp16" and "CUDAExecutionProvider" not in providers:
+            raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
+                                    "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'")
+        self.model = registry.resolve_model(model, ortho=ortho, precision=precision)
+        if "CUDAExecutionProvider" not in providers and (batch_size is None or threads is None):
+            from nucseg_rt.probe import load_probe  # `nucseg-rt info --probe --save` results
+
+            tuned = load_probe(precision)
+            batch_size = batch_size if batch_size is not None else tuned.get("batch_size")
+            threads = threads if threads is not None else tuned.get("threads")
         self.net = load_net(self.model.path, providers, threads)
         self.net_ortho = (load_net(self.model.ortho_path, providers, threads)
                           if self.model.ortho_path is not None else None)
@@ -170,9 +179,6 @@ class Segmenter:
             raise InvalidInputError(
                 f"ortho model takes {self.net_ortho.info.nchan} channels, main model {self.net.info.nchan}")
         self.device = "cuda" if "CUDAExecutionProvider" in self.net.providers else "cpu"
-        if precision == "fp16" and self.device != "cuda":
-            raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
-                                    "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'")
         self.precision = precision
         if batch_size is None:  # CPU: 2 tiles per call was fastest and keeps activations small
             batch_size = CPU_BATCH_SIZE if self.device == "cpu" else GPU_BATCH_SIZE

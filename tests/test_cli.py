@@ -180,9 +180,9 @@ def test_info(_isolated_registry):
         assert text in proc.stdout
 
 
-def test_quantize_not_yet():
+def test_quantize_bundled_model_is_refused():
     proc = run_cli("quantize", "nuclei_3d")
-    assert_one_error_line(proc, "not implemented", code=2)
+    assert_one_error_line(proc, "bundled model and ships its variants \\(int8\\)")
 
 
 def test_export_cellpose_without_torch(tmp_path):

@@ -347,7 +347,7 @@ def test_precision_checks(tiny_onnx_model):
     with pytest.raises(InvalidInputError, match="nucseg-rt quantize NAME"):
         registry.resolve_model(tiny_onnx_model, precision="int8")
     registry.add_model(tiny_onnx_model, name="m")
-    with pytest.raises(InvalidInputError, match="no fp16 variant.*`nucseg-rt quantize m`"):
+    with pytest.raises(InvalidInputError, match="no fp16 variant.*`nucseg-rt quantize m --precision fp16`"):
         registry.resolve_model("m", precision="fp16")
 
 

@@ -1,0 +1,155 @@
+"""int8/fp16 variants: exact graph rewrites, quantized output close to fp32, registry variants,
+and the precision switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from nucseg_rt import Segmenter, quantize, registry
+from nucseg_rt.errors import InvalidInputError, ModelNotFoundError
+from nucseg_rt.metrics import average_precision
+from nucseg_rt.synth import make_volume
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "embryo_small.tif"
+#: stated tolerance of an int8 model against its fp32 source on held-out synthetic tiles
+FLOW_CORRELATION, CELLPROB_AGREEMENT = 0.99, 0.99
+
+
+def _run(path_or_model, x):
+    import onnxruntime as ort
+
+    data = path_or_model if isinstance(path_or_model, bytes) else str(path_or_model)
+    s = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return s.run(["flows", "cellprob"], {"input": x})
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory) -> Path:
+    """A folder with one small synthetic z-stack (anisotropy 2 in its voxel size)."""
+    folder = tmp_path_factory.mktemp("calib")
+    img, _, _ = make_volume((32, 128, 128), anisotropy=2.0, seed=11)
+    tifffile.imwrite(folder / "stack.tif", img, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"spacing": 1.0, "axes": "ZYX"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def quantized_copy(tmp_path_factory, calibration_dir) -> Path:
+    """The bundled fp32 model quantized here, calibrated on ``calibration_dir``."""
+    out = tmp_path_factory.mktemp("q") / "nuclei.int8.onnx"
+    quantize.quantize_int8(MODELS / "nuclei_3d.onnx", out, calibration=calibration_dir)
+    return out
+
+
+def test_graph_rewrites_are_exact_in_fp32():
+    import onnx
+
+    model = onnx.load(str(MODELS / "nuclei_3d.onnx"))
+    prepared = quantize.prepare_int8_graph(model)
+    ops = {n.op_type for n in prepared.graph.node}
+    assert "BatchNormalization" not in ops and "Expand" in ops
+    x = np.random.default_rng(0).random((2, 2, 96, 128), dtype=np.float32)
+    for a, b in zip(_run(model.SerializeToString(), x), _run(prepared.SerializeToString(), x)):
+        np.testing.assert_allclose(b, a, atol=2e-4, rtol=1e-4)
+    assert len(model.graph.node) == len(onnx.load(str(MODELS / "nuclei_3d.onnx")).graph.node)
+
+
+def test_quantized_model_close_to_fp32(quantized_copy):
+    import onnx
+
+    model = onnx.load(str(quantized_copy))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 50 and "BatchNormalization" not in ops
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["precision"] == "int8" and meta["diam_mean"] == "30.0"
+    assert meta["calibration"] == "calib0" or meta["calibration"].startswith("calib")
+    tiles = quantize.calibration_tiles(quantize.calibration_planes(2, seed=500, per_orientation=2), 2)
+    from nucseg_rt.quantize import _session
+
+    corr, agree, _ = quantize.compare_outputs(_session(MODELS / "nuclei_3d.onnx"),
+                                              _session(quantized_copy), tiles)
+    assert corr >= FLOW_CORRELATION and agree >= CELLPROB_AGREEMENT, (corr, agree)
+
+
+def test_shipped_int8_variant_resolves_and_matches_fp32_masks():
+    resolved = registry.resolve_model("nuclei_3d", precision="int8")
+    assert resolved.path.name == "nuclei_3d.int8.onnx" and resolved.metadata["precision"] == "int8"
+    vol = tifffile.imread(EXAMPLE)
+    masks = {p: Segmenter("nuclei_3d", device="cpu", precision=p, work_avoidance="plain")
+             .segment(vol, anisotropy=4.0, diameter=30.0).masks for p in ("fp32", "int8")}
+    ap = average_precision(masks["fp32"], masks["int8"], thresholds=(0.5,))[0][0]
+    assert ap >= 0.98, ap
+
+
+def test_quantize_refuses_existing_output_and_same_path(tmp_path):
+    dst = tmp_path / "x.onnx"
+    dst.write_bytes(b"keep")
+    with pytest.raises(InvalidInputError, match="`dst`"):
+        quantize.quantize_int8(MODELS / "nuclei_3d.onnx", dst)
+    assert dst.read_bytes() == b"keep"
+    with pytest.raises(InvalidInputError, match="`dst` must differ"):
+        quantize.quantize_int8(MODELS / "nuclei_3d.onnx", MODELS / "nuclei_3d.onnx", overwrite=True)
+    with pytest.raises(InvalidInputError, match="`calibration`"):
+        quantize.quantize_int8(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx",
+                               calibration=tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidInputError, match="no .tif"):
+        quantize.quantize_int8(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx", calibration=empty)
+    assert not (tmp_path / "y.onnx").exists()
+
+
+def test_registered_model_gets_variant_and_runs(tmp_path, quantized_copy):
+    registry.add_model(MODELS / "nuclei_3d.onnx", name="mine")
+    with pytest.raises(InvalidInputError, match="nucseg-rt quantize mine"):
+        Segmenter("mine", device="cpu", precision="int8")
+    rec = registry.add_variant("mine", "int8", quantized_copy)
+    assert rec.variants["int8"].path.is_file()
+    with pytest.raises(InvalidInputError, match="already has an int8 variant"):
+        registry.add_variant("mine", "int8", quantized_copy)
+    seg = Segmenter("mine", device="cpu", precision="int8")
+    assert seg.net.path == rec.variants["int8"].path
+    vol = make_volume((24, 96, 96), seed=3)[0]
+    assert seg.segment(vol, diameter=30.0).masks.max() > 0
+    registry.remove_model("mine")
+    assert not rec.variants["int8"].path.exists()
+
+
+def test_precision_switch_errors(tiny_onnx_model):
+    with pytest.raises(InvalidInputError, match="`precision`"):
+        Segmenter("nuclei_3d", precision="int4")
+    with pytest.raises(InvalidInputError, match="nucseg-rt quantize"):
+        Segmenter(tiny_onnx_model, precision="int8")
+    with pytest.raises(InvalidInputError, match="CUDA only"):
+        Segmenter("nuclei_3d", device="cpu", precision="fp16")
+    with pytest.raises(InvalidInputError, match="is a int8 model|is an int8 model|int8 model"):
+        Segmenter(MODELS / "nuclei_3d.int8.onnx", device="cpu", precision="fp32")
+    seg = Segmenter(MODELS / "nuclei_3d.int8.onnx", device="cpu", precision="int8")
+    assert seg.precision == "int8"
+
+
+def test_quantize_registered_refuses_bundled_and_unknown():
+    with pytest.raises(InvalidInputError, match="bundled model"):
+        quantize.quantize_registered("nuclei_3d")
+    with pytest.raises(ModelNotFoundError):
+        quantize.quantize_registered("no_such_model")
+    with pytest.raises(InvalidInputError, match="`precision`"):
+        quantize.make_variant(MODELS / "nuclei_3d.onnx", "x.onnx", precision="int4")
+
+
+def test_fp16_copy_keeps_float32_io(tmp_path):
+    import onnx
+
+    out = tmp_path / "half.onnx"
+    rep = quantize.convert_fp16(MODELS / "nuclei_3d.onnx", out)
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
+    if rep.n_check_tiles:  # the CPU provider could run it: it was checked against fp32
+        assert rep.flow_correlation >= 0.99

@@ -1,0 +1,112 @@
+"""Work avoidance: compact tiles, background tiles, YX on acquired planes; exact where it must
+be, close to the plain run where it approximates, and the probe that tunes batch/threads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from nucseg_rt import Segmenter, probe
+from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.metrics import average_precision
+from nucseg_rt.predict import WorkAvoidance, _Counter, load_net, run_3d, run_planes
+from nucseg_rt.resample import z_interpolation
+from nucseg_rt.tiling import blend_weights, compact_starts, make_grid, tile_starts
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "embryo_small.tif"
+
+
+@pytest.mark.parametrize("n", [40, 224, 225, 272, 400, 528, 1040, 3000])
+def test_compact_tiles_cover_with_overlap_and_fewer_pixels(n):
+    starts, size = compact_starts(n, 224, 0.1)
+    assert size <= 224 and (size % 16 == 0 or size == n)
+    assert starts[0] == 0 and starts[-1] + size == n
+    if len(starts) > 1:
+        assert np.min(np.diff(starts)) > 0
+        assert size - np.max(np.diff(starts)) >= int(np.ceil(0.1 * 224))  # overlap kept
+    cellpose = tile_starts(n, 224, 0.1)
+    assert len(starts) * size <= len(cellpose) * min(224, n)
+
+
+def test_compact_grid_blend_weights_cover_every_pixel():
+    grid = make_grid(256, 300, compact=True)
+    w = blend_weights(grid)
+    assert np.isfinite(w).all() and (w > 0).all()
+    assert grid.ntiles * grid.tile[0] * grid.tile[1] < make_grid(256, 300).ntiles * 224 * 224
+
+
+def test_background_tiles_are_exact_on_empty_regions(tiny_onnx_model):
+    net = load_net(tiny_onnx_model, ["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    planes = np.zeros((3, 300, 260, 1), np.float32)
+    planes[1, 20:60, 30:70] = rng.random((40, 40, 1), dtype=np.float32) + 0.5  # one bright blob
+    outs = {}
+    for key, avoid in (("plain", WorkAvoidance.plain()),
+                       ("skip", WorkAvoidance(background_bound=0.05))):
+        got = np.zeros((3, 3, 300, 260), np.float32)
+        counter = _Counter()
+
+        def sink(i, out, got=got):
+            got[i] = out
+
+        run_planes(net, planes, batch_size=2, sink=sink, avoid=avoid, counter=counter)
+        outs[key] = (got, counter)
+    np.testing.assert_allclose(outs["skip"][0], outs["plain"][0], atol=1e-5)
+    assert outs["skip"][1].skipped > 0 and outs["plain"][1].skipped == 0
+    assert outs["skip"][1].run >= 1  # the tile with the blob ran
+
+
+def test_native_yx_plumbing_is_exact_without_interpolation(tiny_onnx_model):
+    net = load_net(tiny_onnx_model, ["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((6, 40, 48, 1), dtype=np.float32)
+    plain = run_3d(net, x)
+    native = run_3d(net, x, yx_native=x)
+    np.testing.assert_allclose(native, plain, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="`yx_native`"):
+        run_3d(net, x, yx_native=x[:, :20])
+
+
+def test_z_interpolation_weights():
+    i0, i1, w0, w1 = z_interpolation(5, 5)
+    assert (i0 == np.arange(5)).all() and np.allclose(w0, 1)
+    i0, i1, w0, w1 = z_interpolation(3, 12)
+    np.testing.assert_allclose(w0 + w1, 1, atol=1e-6)
+    assert i0.min() == 0 and i1.max() == 2
+
+
+def test_default_work_avoidance_keeps_masks():
+    """The default steps keep masks AP@0.5 >= 0.99 against the plain (Cellpose-equal) run."""
+    vol = tifffile.imread(EXAMPLE)
+    runs = {}
+    for key in ("plain", "default"):
+        seg = Segmenter("nuclei_3d", device="cpu", work_avoidance=key)
+        runs[key] = seg.segment(vol, anisotropy=4.0, diameter=30.0)
+    ap = average_precision(runs["plain"].masks, runs["default"].masks, thresholds=(0.5,))[0][0]
+    assert ap >= 0.99, ap
+    px = {k: sum(v["pixels"] for v in r.info["tiles"].values()) for k, r in runs.items()}
+    assert px["default"] < 0.85 * px["plain"]  # YX ran on 24 acquired planes, not 96
+
+
+def test_work_avoidance_validation():
+    with pytest.raises(InvalidInputError, match="`work_avoidance`"):
+        Segmenter("nuclei_3d", work_avoidance="fast")
+    with pytest.raises(InvalidInputError, match="`background_bound`"):
+        WorkAvoidance(background_bound=-1)
+
+
+def test_probe_times_settings_and_saved_defaults_are_used():
+    result = probe.run_probe("nuclei_3d", batch_sizes=(1, 2), threads=[1], seconds=0.01)
+    assert set(result.timings) == {(1, 1), (2, 1)} and all(v > 0 for v in result.timings.values())
+    path = probe.save_probe(result)
+    assert path.is_file()
+    b, t = result.best
+    assert probe.load_probe("fp32") == {"batch_size": b, "threads": t}
+    assert probe.load_probe("int8") == {}
+    seg = Segmenter("nuclei_3d", device="cpu")
+    assert seg.batch_size == b
+    assert Segmenter("nuclei_3d", device="cpu", batch_size=5).batch_size == 5
+    with pytest.raises(InvalidInputError, match="`batch_sizes`"):
+        probe.run_probe("nuclei_3d", batch_sizes=(0,))
