@@ -6,6 +6,7 @@ the network's GFLOP/s, and how well the two engines' masks agree (AP@0.5).
 
     python benchmarks/vs_cellpose.py                       # bundled model, both volumes
     python benchmarks/vs_cellpose.py --weights cp3-random  # Cellpose's full-width net (31 GFLOP/tile)
+    python benchmarks/vs_cellpose.py --precision int8 --repeat 2   # fast mode (issue 6)
 
 Needs the test extra (cellpose==3.1.1.2, torch). Not part of the test suite.
 """
@@ -154,6 +155,14 @@ def _child(q, fn, args):
         q.put(("error", traceback.format_exc()))
 
 
+def best_of(repeat: int, fn, *args):
+    """The run with the smallest total of ``repeat`` runs, each in its own child (timing noise
+    on a shared 2-core VM is +-30%); peak RSS is the largest seen."""
+    runs = [in_child(fn, *args) for _ in range(max(1, repeat))]
+    best = min(runs, key=lambda r: r["total"])
+    return {**best, "rss": max(r["rss"] for r in runs), "totals": [r["total"] for r in runs]}
+
+
 def in_child(fn, *args):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -207,6 +216,8 @@ def main(argv=None):
     ap.add_argument("--dynamics", default="stable", choices=["cellpose", "stable"],
                     help="nucseg-rt's dynamics method (stable is the default; cellpose = identical masks)")
     ap.add_argument("--work-avoidance", default="default", choices=["default", "plain"])
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each engine this many times and keep the fastest")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--keep", type=Path, help="save volumes, labels and both engines' masks here")
     args = ap.parse_args(argv)
@@ -227,13 +238,14 @@ def main(argv=None):
             img, labels, aniso = make_case(case)
             np.save(tmp / "img.npy", img)
             px = _network_pixels(img.shape, aniso)
-            ours = in_child(run_nucseg, tmp / "img.npy", aniso, ours_path, tmp / "ours.npy",
-                            args.precision, args.dynamics, args.work_avoidance)
+            ours = best_of(args.repeat, run_nucseg, tmp / "img.npy", aniso, ours_path,
+                           tmp / "ours.npy", args.precision, args.dynamics, args.work_avoidance)
             fp32 = None
             if args.precision != "fp32":  # nucseg-rt's own fp32 masks, the accuracy reference
                 fp32 = in_child(run_nucseg, tmp / "img.npy", aniso, onnx_path, tmp / "fp32.npy",
                                 "fp32", args.dynamics, "plain")
-            ref = in_child(run_cellpose, tmp / "img.npy", aniso, cp_file, nbase, tmp / "ref.npy")
+            ref = best_of(args.repeat, run_cellpose, tmp / "img.npy", aniso, cp_file, nbase,
+                          tmp / "ref.npy")
             m_ours, m_ref = np.load(tmp / "ours.npy"), np.load(tmp / "ref.npy")
             agree = float(average_precision(m_ref, m_ours, thresholds=(0.5,))[0][0])
             gt = [float(average_precision(labels, m, thresholds=(0.5,))[0][0]) for m in (m_ours, m_ref)]

@@ -24,6 +24,7 @@ import numpy as np
 CASES = {
     "dense1": dict(shape_iso=(64, 256, 256), anisotropy=1.0, density=0.25),
     "dense4": dict(shape_iso=(61, 256, 256), anisotropy=4.0, density=0.25),
+    "dense8": dict(shape_iso=(97, 256, 256), anisotropy=8.0, density=0.25),
     "dense11.5": dict(shape_iso=(139, 256, 256), anisotropy=11.5, density=0.25),
     "sparse1": dict(shape_iso=(64, 256, 256), anisotropy=1.0, density=0.04),
 }
@@ -37,10 +38,12 @@ def _steps():
             "native_yx": WorkAvoidance(native_yx=True),
             "compact_tiles": WorkAvoidance(compact_tiles=True),
             "background": WorkAvoidance(background_bound=d.background_bound),
-            "all (default)": d}
+            "all three": WorkAvoidance(native_yx=True, compact_tiles=True,
+                                       background_bound=d.background_bound),
+            "default": d}
 
 
-def run_case(name: str, precisions, seed: int = 0) -> dict:
+def run_case(name: str, precisions, seed: int = 0, steps=None) -> dict:
     from nucseg_rt import Segmenter
     from nucseg_rt.metrics import average_precision
     from nucseg_rt.synth import make_volume
@@ -51,6 +54,8 @@ def run_case(name: str, precisions, seed: int = 0) -> dict:
     rows, ref, plain_net = [], None, None
     for precision in precisions:
         for step, avoid in _steps().items():
+            if steps and step not in steps and step != "plain":
+                continue
             seg = Segmenter("nuclei_3d", device="cpu", precision=precision, work_avoidance=avoid)
             res = seg.segment(img, anisotropy=c["anisotropy"], diameter=30.0)
             info = res.info
@@ -75,12 +80,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    ap.add_argument("--steps", nargs="+", help="only these steps (plain always runs)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     out = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
            "date": time.strftime("%Y-%m-%d"), "cases": {}}
     for case in args.cases:
-        out["cases"][case] = run_case(case, args.precisions)
+        out["cases"][case] = run_case(case, args.precisions, steps=args.steps)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

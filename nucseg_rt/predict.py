@@ -178,16 +178,28 @@ class WorkAvoidance:
         Tiles whose normalised intensity, averaged over 8x8 blocks, nowhere exceeds this bound
         are not run; they get the network's answer for an all-zero tile (exact for all-zero
         tiles). None: off.
+    max_anisotropy : float or None
+        Above this anisotropy only ``background_bound`` applies (None: no limit).
     """
 
     native_yx: bool = False
     compact_tiles: bool = False
     background_bound: float | None = None
+    max_anisotropy: float | None = None
 
     def __post_init__(self):
         b = self.background_bound
         if b is not None and not (np.isfinite(b) and b >= 0):
             raise InvalidInputError(f"`background_bound` must be >= 0 or None, got {b!r}")
+        a = self.max_anisotropy
+        if a is not None and not (np.isfinite(a) and a >= 1):
+            raise InvalidInputError(f"`max_anisotropy` must be >= 1 or None, got {a!r}")
+
+    def at(self, anisotropy: float) -> "WorkAvoidance":
+        """The steps that apply at ``anisotropy``: above ``max_anisotropy`` only background."""
+        if self.max_anisotropy is None or anisotropy <= self.max_anisotropy:
+            return self
+        return WorkAvoidance(background_bound=self.background_bound)
 
     @classmethod
     def plain(cls) -> "WorkAvoidance":

@@ -110,3 +110,15 @@ def test_probe_times_settings_and_saved_defaults_are_used():
     assert Segmenter("nuclei_3d", device="cpu", batch_size=5).batch_size == 5
     with pytest.raises(InvalidInputError, match="`batch_sizes`"):
         probe.run_probe("nuclei_3d", batch_sizes=(0,))
+
+
+def test_default_limits_approximate_steps_by_anisotropy():
+    from nucseg_rt.segment import DEFAULT_WORK_AVOIDANCE as d
+
+    assert d.at(4.0) == d
+    high = d.at(11.5)
+    assert not high.native_yx and not high.compact_tiles
+    assert high.background_bound == d.background_bound
+    assert WorkAvoidance(native_yx=True).at(20.0).native_yx
+    with pytest.raises(InvalidInputError, match="`max_anisotropy`"):
+        WorkAvoidance(max_anisotropy=0.5)
