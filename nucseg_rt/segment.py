@@ -137,7 +137,9 @@ class Segmenter:
     device : {"auto", "cpu", "cuda"}
         ``"auto"`` uses CUDA when onnxruntime offers it, else the CPU.
     precision : {"fp32", "int8", "fp16"}
-        Model variant; fp32 is the reference.
+        Model variant; fp32 is the reference. int8 runs the registered model's quantized
+        variant (the bundled ``nuclei_3d`` ships one; ``nucseg-rt quantize NAME`` makes one);
+        fp16 is for CUDA only.
     threads : int, optional
         onnxruntime intra-op threads (default: one per physical core).
     batch_size : int, optional
@@ -245,6 +247,9 @@ class Segmenter:
                       chan2: int = 0, normalize: Normalization | None = None, resample: bool = True,
                       progress: Progress | None = None, info: dict | None = None):
         """Run the network over YX, ZY and ZX planes (Cellpose 3.1 ``do_3D=True``).
+
+        With ``work_avoidance="plain"`` the flows equal Cellpose's; the default skips work
+        (see :class:`nucseg_rt.predict.WorkAvoidance`) and gives flows that differ slightly.
 
         Parameters
         ----------
