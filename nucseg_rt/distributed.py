@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError
 
-__all__ = ["validate_scheduler", "open_client", "run_blocks", "worker_stats"]
+__all__ = ["validate_scheduler", "check_available", "open_client", "run_blocks", "worker_stats"]
 
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[^\s/:]+:\d{1,5}$")
 _SEGMENTERS: dict = {}
@@ -44,6 +44,21 @@ def validate_scheduler(scheduler: str) -> str:
         return str(scheduler)
     raise InvalidInputError(f"`scheduler` must be 'local' or an address such as "
                             f"tcp://HOST:PORT, got {scheduler!r}")
+
+
+def check_available(scheduler: str, timeout: float = 5.0) -> None:
+    """dask.distributed importable and, for an address, something listening there."""
+    import socket
+
+    _import_distributed()
+    if scheduler == "local":
+        return
+    host, port = scheduler.split("://", 1)[1].rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InvalidInputError(f"`--scheduler` {scheduler} is not reachable "
+                                f"({exc.strerror or exc})") from None
 
 
 def local_threads(workers: int) -> int:

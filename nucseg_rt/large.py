@@ -25,7 +25,7 @@ from nucseg_rt import blockwise
 from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["LargeSettings", "BlockwiseResult", "choose_mode", "segment_blockwise",
-           "volume_shape", "workdir_for"]
+           "settings_from_cli", "volume_shape", "workdir_for"]
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -97,6 +97,35 @@ class BlockwiseResult:
     reused: int
     seconds: float
     block_size: tuple[int, int, int]
+
+
+def settings_from_cli(*, block_size: str | None, max_memory: str | None,
+                      scheduler: str | None, workers: int | None,
+                      resume: bool) -> LargeSettings:
+    """:class:`LargeSettings` from command-line text, checked before any work is done
+    (errors name the option; dask installed and the scheduler reachable)."""
+    from nucseg_rt.lazyio import parse_memory
+
+    if block_size is not None:
+        try:
+            blockwise.parse_block_size(block_size)
+        except InvalidInputError as exc:
+            raise InvalidInputError(str(exc).replace("`block_size`", "`--block-size`")) from None
+    if workers is not None and scheduler != "local":
+        raise InvalidInputError("`--workers` applies to `--scheduler local` only")
+    if workers is not None and workers < 1:
+        raise InvalidInputError(f"`--workers` must be >= 1, got {workers}")
+    if scheduler is not None:
+        from nucseg_rt import distributed
+
+        try:
+            distributed.validate_scheduler(scheduler)
+        except InvalidInputError as exc:
+            raise InvalidInputError(str(exc).replace("`scheduler`", "`--scheduler`")) from None
+        distributed.check_available(scheduler)
+    memory = None if max_memory is None else parse_memory(max_memory, "--max-memory")
+    return LargeSettings(block_size=block_size, max_memory=memory, scheduler=scheduler,
+                         workers=workers, resume=resume)
 
 
 def volume_shape(source, *, channel_axis=None, z_axis=None) -> tuple[tuple[int, ...], tuple, int]:

@@ -29,7 +29,7 @@ import numpy as np
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError
 from nucseg_rt.io import VolumeInfo, _tifffile_damage_reports, _validate_voxel_size, _volume_info
 
-__all__ = ["LazyVolume", "open_volume", "is_zarr_path", "create_labels_zarr", "open_labels_zarr",
+__all__ = ["LazyVolume", "open_volume", "is_zarr_path", "create_labels_zarr", "write_labels_zarr", "open_labels_zarr",
            "write_labels_tif_streamed", "atomic_dir", "parse_memory", "physical_memory"]
 
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
@@ -324,6 +324,29 @@ def _create_array(group, name, shape, chunks, dtype):
                                   chunk_key_encoding={"name": "v2", "separator": "/"})
     return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
                                 dimension_separator="/")
+
+
+def write_labels_zarr(path: str | os.PathLike, labels: np.ndarray, voxel_size=None, *,
+                      unit: str | None = None, overwrite: bool = False,
+                      chunks=(64, 256, 256)) -> Path:
+    """Write an in-memory ``(Z, Y, X)`` label image as an OME-Zarr labels group, atomically.
+
+    Layout as :func:`create_labels_zarr`; the array keeps ``labels``' dtype.
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.unsignedinteger):
+        raise InvalidInputError(f"`labels` must be a (Z, Y, X) unsigned integer array, got "
+                                f"{labels.dtype} {labels.shape}")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"output folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise InvalidInputError(f"{path} already exists (pass overwrite=True to replace it)")
+    with atomic_dir(path) as tmp:
+        out = create_labels_zarr(tmp, labels.shape, chunks=chunks, dtype=labels.dtype,
+                                 voxel_size=voxel_size, unit=unit)
+        out[...] = labels
+    return path
 
 
 def open_labels_zarr(path: str | os.PathLike, mode: str = "r"):
