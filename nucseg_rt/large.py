@@ -206,7 +206,7 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
                       block_size=None, channel_axis: int | None = None, z_axis: int | None = None,
                       voxel_size=None, unit: str | None = None,
                       progress: Callable[[str, int, int], None] | None = None,
-                      stop_after: int | None = None) -> BlockwiseResult:
+                      client=None, stop_after: int | None = None) -> BlockwiseResult:
     """Segment ``source`` block by block and write the labels to ``out_path``.
 
     Parameters
@@ -225,6 +225,8 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
     settings : LargeSettings
     block_size : (Z, Y, X), optional
         Overrides ``settings.block_size`` / the memory budget.
+    client : distributed.Client, optional
+        Run the blocks on this client (default: per ``settings.scheduler``).
     stop_after : int, optional
         Compute only this many blocks, then raise ``KeyboardInterrupt`` (tests of resume).
 
@@ -279,7 +281,7 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
     _prepare_workdir(workdir, ctx.fingerprint(segmenter.model.sha256), settings.resume)
     todo = [i for i in range(len(plan)) if not blockwise.block_file(workdir, i).exists()]
     reused = len(plan) - len(todo)
-    _compute(ctx, todo, segmenter, settings, reused, progress, stop_after)
+    _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, client)
     zarr_out = is_zarr_path(out_path)
     chunks = tuple(min(c, 256) for c in plan.core)
     if zarr_out:
@@ -307,11 +309,11 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
                            time.perf_counter() - t0, plan.core)
 
 
-def _compute(ctx, todo, segmenter, settings, reused, progress, stop_after) -> None:
+def _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, client) -> None:
     total = reused + len(todo)
     if progress is not None:
         progress("blocks", reused, total)
-    if settings.scheduler is None:
+    if settings.scheduler is None and client is None:
         for n, index in enumerate(todo, 1):
             if stop_after is not None and n > stop_after:
                 raise KeyboardInterrupt(f"stopped after {stop_after} blocks")
@@ -325,5 +327,8 @@ def _compute(ctx, todo, segmenter, settings, reused, progress, stop_after) -> No
         if progress is not None:
             progress("blocks", reused + n, total)
 
+    if client is not None:
+        run_blocks(client, ctx, todo, progress=advance)
+        return
     with open_client(settings.scheduler, workers=settings.workers) as client:
         run_blocks(client, ctx, todo, progress=advance)
