@@ -159,54 +159,124 @@ def choose_block_size(shape_zyx, budget: int, *, anisotropy: float, rescale: flo
 
 
 def global_bounds(volume, *, percentile=(1.0, 99.0), chan: int = 0, chan2: int = 0,
-                  nchan: int = 2, slab_bytes: int = 64 * 2**20) -> np.ndarray:
+                  nchan: int = 2, slab_bytes: int = 16 * 2**20) -> np.ndarray:
     """Per network channel ``(C, 2)`` normalisation bounds, equal to a whole-volume run's.
 
-    ``nucseg_rt.preprocess.normalize`` takes the 1st/99th percentile of each channel over the
-    whole volume, or over a strided subsample (every ``Z//50``-th plane, every ``Y//224``-th
-    row and ``X//224``-th column) when the volume has more than 224**3 voxels. The same voxels
-    are gathered here slab by slab through the same channel conversion
-    (:func:`nucseg_rt.axes.to_zyxc`), so the bounds are identical; memory is that of the
-    subsample (at most about 224**3 values per channel... a few times that for odd sizes),
-    never the volume. A channel whose values are all equal gets ``(v, v + 1)`` so that it
-    normalises to 0, as a whole-volume run makes it.
+    ``nucseg_rt.preprocess.normalize`` takes the 1st/99th percentile (``np.percentile``,
+    linear interpolation, in float32) of each channel over the whole volume, or over a strided
+    subsample (every ``Z//50``-th plane, ``Y//224``-th row, ``X//224``-th column) when the
+    volume has more than 224**3 voxels. The same voxels are visited here slab by slab through
+    the same channel conversion (:func:`nucseg_rt.axes.to_zyxc`), so the bounds are identical:
 
-    Parameters
-    ----------
-    volume : LazyVolume
+    - 8/16-bit integer input whose channels are selected, not averaged: a streamed histogram
+      per channel, and the percentile computed from it exactly as ``np.percentile`` does
+      (memory: the histogram);
+    - otherwise (float input, gray mean of channels): the visited values are gathered (at most
+      about 224**3 per channel) and passed to the same function whole-volume runs use.
+
+    A channel whose values are all equal gets ``(v, v + 1)``, so it normalises to 0 as a
+    whole-volume run makes it. ``volume`` is a :class:`nucseg_rt.lazyio.LazyVolume`.
     """
-    from nucseg_rt.preprocess import _DOWNSAMPLE_SIZE, _percentile_bounds
+    from nucseg_rt.preprocess import _DOWNSAMPLE_SIZE
 
-    low, high = percentile
     zn, yn, xn = volume.shape_zyx
     steps = (1, 1, 1)
     if zn * yn * xn > _DOWNSAMPLE_SIZE:
         steps = (max(1, zn // 50), max(1, yn // 224), max(1, xn // 224))
     planes = list(range(0, zn, steps[0]))
+    dt = np.dtype(volume.dtype)
+    integral = dt.kind in "ui" and dt.itemsize <= 2 and (volume.nchan in (None, 1) or chan != 0)
+    stats = _HistogramStats(nchan, dt) if integral else _ValueStats(nchan)
     per_plane = max(1, yn * xn * max(volume.nchan or 1, nchan) * 4)
     chunk = max(1, slab_bytes // per_plane)
-    parts = []
     for start in range(0, len(planes), chunk):
         zs = planes[start:start + chunk]
         slab = np.concatenate([volume.read((slice(z, z + 1), slice(None), slice(None)))
                                for z in zs])
         x, _ = axes.to_zyxc(slab, channel_axis=volume.channel_axis, z_axis=0, chan=chan,
                             chan2=chan2, nchan=nchan)
-        parts.append(np.ascontiguousarray(x[:, ::steps[1], ::steps[2]]))
-    values = np.concatenate(parts)
-    del parts
-    bounds = np.zeros((values.shape[-1], 2), np.float64)
-    for c in range(values.shape[-1]):
-        vmin, vmax = values[..., c].min(), values[..., c].max()
-        if not (np.isfinite(vmin) and np.isfinite(vmax)):
-            raise InvalidInputError("the volume contains NaN or Inf values")
-        if vmin == vmax:
-            bounds[c] = (vmin, vmin + 1.0)
-            continue
-        # full-volume case: the same call on the same values; subsample case: the same voxels
-        lo, hi = _percentile_bounds(values[..., c], low, high)
-        bounds[c] = (lo, hi if hi - lo > 1e-3 else lo + 1e30)  # flat: ~0, as whole runs zero it
-    return bounds
+        del slab
+        stats.add(x[:, ::steps[1], ::steps[2]])
+    return stats.bounds(*percentile)
+
+
+def _finish_bounds(vmin, vmax, lo, hi) -> tuple[float, float]:
+    if not (np.isfinite(vmin) and np.isfinite(vmax)):
+        raise InvalidInputError("the volume contains NaN or Inf values")
+    if vmin == vmax:
+        return float(vmin), float(vmin) + 1.0
+    return float(lo), float(hi) if hi - lo > 1e-3 else float(lo) + 1e30  # flat: ~0, as whole runs
+
+
+class _ValueStats:
+    """Gathers the visited values of each channel (float input)."""
+
+    def __init__(self, nchan: int):
+        self.parts: list[list[np.ndarray]] = [[] for _ in range(nchan)]
+
+    def add(self, x: np.ndarray) -> None:
+        for c, part in enumerate(self.parts):
+            part.append(np.ascontiguousarray(x[..., c]).ravel())
+
+    def bounds(self, low: float, high: float) -> np.ndarray:
+        from nucseg_rt.preprocess import _percentile_bounds
+
+        out = np.zeros((len(self.parts), 2))
+        for c in range(len(self.parts)):
+            values = np.concatenate(self.parts[c])
+            self.parts[c] = []
+            vmin, vmax = values.min(), values.max()
+            lo, hi = (vmin, vmax) if vmin == vmax or not np.isfinite(vmin + vmax) \
+                else _percentile_bounds(values, low, high)
+            out[c] = _finish_bounds(vmin, vmax, lo, hi)
+        return out
+
+
+class _HistogramStats:
+    """A histogram per channel of integer-valued float32 input (8/16-bit sources)."""
+
+    def __init__(self, nchan: int, dtype: np.dtype):
+        self.offset = -int(np.iinfo(dtype).min)
+        self.hist = np.zeros((nchan, int(np.iinfo(dtype).max) + self.offset + 1), np.int64)
+
+    def add(self, x: np.ndarray) -> None:
+        for c in range(self.hist.shape[0]):
+            idx = x[..., c].astype(np.int64).ravel() + self.offset
+            self.hist[c] += np.bincount(idx, minlength=self.hist.shape[1])
+
+    def bounds(self, low: float, high: float) -> np.ndarray:
+        out = np.zeros((self.hist.shape[0], 2))
+        for c, hist in enumerate(self.hist):
+            nz = np.flatnonzero(hist)
+            vmin, vmax = nz[0] - self.offset, nz[-1] - self.offset
+            cum = np.cumsum(hist)
+            out[c] = _finish_bounds(vmin, vmax, _hist_percentile(cum, low, self.offset),
+                                    _hist_percentile(cum, high, self.offset))
+        return out
+
+
+def _hist_percentile(cum: np.ndarray, q: float, offset: int) -> np.float32:
+    """``np.percentile(values_float32, q)`` from the cumulative histogram of the values.
+
+    Same arithmetic as numpy's linear method on float32 data: ``q / float32(100)``, virtual
+    index ``(n - 1) * q`` in float32, and numpy's two-sided lerp.
+    """
+    n = int(cum[-1])
+
+    def order_stat(k: int) -> np.float32:
+        return np.float32(int(np.searchsorted(cum, k, side="right")) - offset)
+
+    qq = np.true_divide(q, np.float32(100))
+    vi = np.asarray(np.float32(n - 1) * qq)
+    k = int(np.floor(vi))
+    gamma = np.asarray(vi - k, dtype=vi.dtype)
+    a = np.asarray(order_stat(k))
+    b = np.asarray(order_stat(min(k + 1, n - 1)))
+    diff = np.subtract(b, a)
+    res = np.asanyarray(np.add(a, diff * gamma))
+    if gamma >= 0.5:
+        res = np.asanyarray(np.subtract(b, diff * (1 - gamma)), dtype=res.dtype)
+    return res[()]
 
 
 # --- one block -------------------------------------------------------------------------------
@@ -287,9 +357,15 @@ def _open_cached(ctx: BlockContext):
         return open_volume(ctx.source, channel_axis=ctx.channel_axis, z_axis=ctx.z_axis)
     key = (str(ctx.source), ctx.channel_axis, ctx.z_axis)
     if key not in _VOLUMES:
-        _VOLUMES.clear()
+        release_volumes()
         _VOLUMES[key] = open_volume(ctx.source, channel_axis=ctx.channel_axis, z_axis=ctx.z_axis)
     return _VOLUMES[key]
+
+
+def release_volumes() -> None:
+    """Close the files :func:`compute_block` keeps open in this process."""
+    while _VOLUMES:
+        _VOLUMES.popitem()[1].close()
 
 
 def compute_block(ctx: BlockContext, index: int, segmenter) -> Path:

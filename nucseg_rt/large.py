@@ -281,7 +281,10 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
     _prepare_workdir(workdir, ctx.fingerprint(segmenter.model.sha256), settings.resume)
     todo = [i for i in range(len(plan)) if not blockwise.block_file(workdir, i).exists()]
     reused = len(plan) - len(todo)
-    _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, client)
+    try:
+        _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, client)
+    finally:
+        blockwise.release_volumes()
     zarr_out = is_zarr_path(out_path)
     chunks = tuple(min(c, 256) for c in plan.core)
     if zarr_out:

@@ -63,7 +63,7 @@ def test_block_size_from_memory_budget():
 @pytest.mark.parametrize("shape", [(9, 60, 70), (60, 450, 420)])  # all voxels / strided subsample
 def test_global_bounds_equal_whole_volume_bounds(shape):
     rng = np.random.default_rng(4)
-    vol = rng.gamma(2.0, 300.0, shape).astype(np.uint16)
+    vol = rng.gamma(2.0, 300.0, shape).astype(np.uint16)  # histogram path
     x, _ = axes.to_zyxc(vol, nchan=2)
     expected = _percentile_bounds(x[..., 0], 1.0, 99.0)
     with open_volume(vol) as lazy:
@@ -190,3 +190,13 @@ def test_blockwise_rejects_tile_norm(tmp_path):
         large.segment_blockwise(data.tiff("iso"), tmp_path / "x.tif", data.segmenter(),
                                 options=dict(OPTIONS, normalize=Normalization(tile_norm=64)),
                                 settings=large.LargeSettings(), block_size=(24, 64, 64))
+
+
+def test_histogram_percentile_is_numpys():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(2, 3000))
+        values = rng.integers(0, int(rng.choice([5, 300, 65535])), n).astype(np.float32)
+        cum = np.cumsum(np.bincount(values.astype(np.int64)))
+        for q in (1.0, 99.0, float(rng.uniform(0, 100))):
+            assert blockwise._hist_percentile(cum, q, 0) == np.percentile(values, q)
