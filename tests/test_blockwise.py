@@ -60,10 +60,13 @@ def test_block_size_from_memory_budget():
 # --- global normalisation equals a whole-volume run's ---------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(9, 60, 70), (60, 450, 420)])  # all voxels / strided subsample
-def test_global_bounds_equal_whole_volume_bounds(shape):
+@pytest.mark.parametrize("shape, dtype", [((9, 60, 70), np.uint16), ((60, 450, 420), np.uint16),
+                                          ((7, 50, 61), np.int16), ((5, 40, 30), np.uint8)])
+def test_global_bounds_equal_whole_volume_bounds(shape, dtype):
+    """Histogram path; (60, 450, 420) > 224**3 voxels: the strided subsample."""
     rng = np.random.default_rng(4)
-    vol = rng.gamma(2.0, 300.0, shape).astype(np.uint16)  # histogram path
+    vol = (rng.gamma(2.0, 300.0, shape) - (500 if dtype == np.int16 else 0)).clip(
+        np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
     x, _ = axes.to_zyxc(vol, nchan=2)
     expected = _percentile_bounds(x[..., 0], 1.0, 99.0)
     with open_volume(vol) as lazy:

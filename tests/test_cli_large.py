@@ -85,3 +85,17 @@ def test_blockwise_refuses_save_flows(tmp_path):
     assert proc.returncode == 1
     assert "--save-flows is not available for blockwise" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_without_zarr_tiffs_still_segment_whole_and_blocks_ask_for_the_extra(tmp_path):
+    hide = "import sys; sys.modules['zarr'] = None; "
+    proc = run_cli("segment", data.tiff("iso"), "--diameter", "30", "--out-dir", tmp_path,
+                   prelude=hide)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "iso_masks.tif"),
+                                  data.whole_masks("iso"))
+    proc = run_cli("segment", data.tiff("iso"), "--block-size", "64", "--out-dir",
+                   tmp_path / "b", prelude=hide)
+    assert proc.returncode == 1
+    assert "pip install 'nucseg-rt[large]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
