@@ -284,7 +284,12 @@ def _hist_percentile(cum: np.ndarray, q: float, offset: int) -> np.float32:
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """How to build a :class:`nucseg_rt.Segmenter` in another process (dask workers)."""
+    """How to build a :class:`nucseg_rt.Segmenter` in another process (dask workers).
+
+    ``extra`` holds further ``Segmenter`` keywords as ``(name, value)`` pairs (picklable,
+    hashable); they are part of a run's fingerprint, ``threads`` and ``batch_size`` are not
+    (they do not change the labels).
+    """
 
     model: str
     ortho: str | None = None
@@ -292,20 +297,31 @@ class SegmenterSpec:
     precision: str = "fp32"
     threads: int | None = None
     batch_size: int | None = None
+    extra: tuple = ()
+
+    #: Segmenter attributes carried over by :meth:`from_segmenter` when present -> keyword
+    _EXTRA_ATTRIBUTES = (("avoid", "work_avoidance"),)
 
     @classmethod
     def from_segmenter(cls, seg, threads: int | None = None) -> SegmenterSpec:
+        """The spec of a loaded Segmenter: its resolved model file(s), device and settings."""
         ortho = seg.model.ortho_path
+        extra = tuple((kw, getattr(seg, attr)) for attr, kw in cls._EXTRA_ATTRIBUTES
+                      if hasattr(seg, attr))
         return cls(model=str(seg.model.path), ortho=None if ortho is None else str(ortho),
-                   device=seg.device, precision="fp32", threads=threads,
-                   batch_size=seg.batch_size)
+                   device=seg.device, precision=getattr(seg, "precision", "fp32"),
+                   threads=threads, batch_size=seg.batch_size, extra=extra)
 
     def build(self):
         from nucseg_rt import Segmenter
 
         return Segmenter(self.model, ortho=self.ortho, device=self.device,
                          precision=self.precision, threads=self.threads,
-                         batch_size=self.batch_size)
+                         batch_size=self.batch_size, **dict(self.extra))
+
+    def labels_key(self) -> str:
+        """What in this spec can change the labels (for the resume fingerprint)."""
+        return repr((self.precision, self.extra))
 
 
 @dataclass(frozen=True)
@@ -338,7 +354,8 @@ class BlockContext:
         doc = dict(version=BLOCK_FILE_VERSION, source=src, channel_axis=self.channel_axis,
                    z_axis=self.z_axis, plan=dataclasses.asdict(self.plan),
                    options={k: repr(v) for k, v in sorted(self.options.items())},
-                   normalize=repr(self.normalize), bounds=repr(self.bounds), model=model_sha256)
+                   normalize=repr(self.normalize), bounds=repr(self.bounds), model=model_sha256,
+                   segmenter=None if self.spec is None else self.spec.labels_key())
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

@@ -55,3 +55,11 @@ def test_local_threads_share_the_cores():
 
     assert nd.local_threads(1) == (os.cpu_count() or 1)
     assert nd.local_threads(64) == 1
+
+
+def test_segmenter_spec_rebuilds_the_segmenter():
+    seg = data.segmenter()
+    spec = blockwise.SegmenterSpec.from_segmenter(seg, threads=1)
+    again = spec.build()
+    assert again.model.sha256 == seg.model.sha256 and again.batch_size == seg.batch_size
+    assert hash(spec) == hash(blockwise.SegmenterSpec.from_segmenter(seg, threads=1))
