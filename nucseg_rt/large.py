@@ -234,10 +234,7 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
     -------
     BlockwiseResult
     """
-    from nucseg_rt.blockmerge import merge_blocks
-    from nucseg_rt.lazyio import (create_labels_zarr, is_zarr_path, open_volume,
-                                  write_labels_tif_streamed)
-    from nucseg_rt.postprocess import label_dtype
+    from nucseg_rt.lazyio import open_volume
     from nucseg_rt.segment import Normalization
 
     t0 = time.perf_counter()
@@ -285,31 +282,41 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
         _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, client)
     finally:
         blockwise.release_volumes()
-    zarr_out = is_zarr_path(out_path)
-    chunks = tuple(min(c, 256) for c in plan.core)
-    if zarr_out:
-        from nucseg_rt.lazyio import atomic_dir
-
-        with atomic_dir(out_path) as tmp:
-            out = create_labels_zarr(tmp, shape, chunks=chunks, voxel_size=voxel_size, unit=unit)
-            stats = merge_blocks(plan, workdir, out, iou_threshold=settings.iou_threshold,
-                                 min_size=int(options.get("min_size", 15)), progress=progress)
-    else:
-        scratch = workdir / "labels.zarr"
-        shutil.rmtree(scratch, ignore_errors=True)
-        out = create_labels_zarr(scratch, shape, chunks=chunks)
-        stats = merge_blocks(plan, workdir, out, iou_threshold=settings.iou_threshold,
-                             min_size=int(options.get("min_size", 15)), progress=progress)
-        if progress is not None:
-            progress("write TIFF", 0, 1)
-        write_labels_tif_streamed(out_path, out, voxel_size=voxel_size, unit=unit,
-                                  dtype=label_dtype(stats.n_labels))
+    stats = _merge_and_write(plan, workdir, out_path, voxel_size, unit, settings,
+                             int(options.get("min_size", 15)), progress)
     shutil.rmtree(workdir, ignore_errors=True)
     logger.info("blockwise: %d blocks (%d reused), %d nuclei (%d from candidates, %d duplicates "
                 "skipped)", len(plan), reused, stats.n_labels, stats.candidates_painted,
                 stats.duplicates)
     return BlockwiseResult(out_path, shape, stats.n_labels, len(plan), len(todo), reused,
                            time.perf_counter() - t0, plan.core)
+
+
+def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, settings,
+                     min_size: int, progress):
+    """Merge the block files into the output: an OME-Zarr labels group built under a temporary
+    name, or a scratch zarr in the work folder copied plane by plane into a TIFF."""
+    from nucseg_rt.blockmerge import merge_blocks
+    from nucseg_rt.lazyio import (atomic_dir, create_labels_zarr, is_zarr_path,
+                                  write_labels_tif_streamed)
+    from nucseg_rt.postprocess import label_dtype
+
+    chunks = tuple(min(c, 256) for c in plan.core)
+    merge = dict(iou_threshold=settings.iou_threshold, min_size=min_size, progress=progress)
+    if is_zarr_path(out_path):
+        with atomic_dir(out_path) as tmp:
+            out = create_labels_zarr(tmp, plan.shape, chunks=chunks, voxel_size=voxel_size,
+                                     unit=unit)
+            return merge_blocks(plan, workdir, out, **merge)
+    scratch = workdir / "labels.zarr"
+    shutil.rmtree(scratch, ignore_errors=True)
+    out = create_labels_zarr(scratch, plan.shape, chunks=chunks)
+    stats = merge_blocks(plan, workdir, out, **merge)
+    if progress is not None:
+        progress("write TIFF", 0, 1)
+    write_labels_tif_streamed(out_path, out, voxel_size=voxel_size, unit=unit,
+                              dtype=label_dtype(stats.n_labels))
+    return stats
 
 
 def _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, client) -> None:
