@@ -5,10 +5,13 @@ the parts that decide what is read and written, so they can be tested and reused
 
 - inputs come from explicit paths or a folder (Cellpose's ``--dir``, ``--img_filter``,
   ``--look_one_level_down``), skipping files that are outputs themselves;
-- ``<stem>_masks.tif`` / ``<stem>_flows.npz`` go next to the input or into ``out_dir``;
+- ``<stem>_masks.tif`` (or ``<stem>_masks.ome.zarr``) / ``<stem>_flows.npz`` go next to the
+  input or into ``out_dir``;
   a plan whose outputs would overwrite an input, or each other, is refused;
 - an output that exists is kept (the file is skipped when all its outputs exist) unless
-  ``overwrite``; every output is written atomically (see :mod:`nucseg_rt.io`).
+  ``overwrite``; every output is written atomically (see :mod:`nucseg_rt.io`);
+- a volume too large for the memory budget (or any volume, given a block size) is segmented
+  blockwise (:mod:`nucseg_rt.large`); zarr / OME-Zarr inputs are read lazily.
 """
 
 from __future__ import annotations
@@ -53,11 +56,12 @@ class FileResult:
     seconds: float
     status: str
     written: tuple[Path, ...] = ()
+    note: str = ""
 
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
@@ -98,14 +102,19 @@ def find_images(folder: str | os.PathLike, *, img_filter: str = "",
 
 
 def plan_jobs(paths: Iterable[str | os.PathLike], *, out_dir: str | os.PathLike | None = None,
-              save_flows: bool = False) -> list[Job]:
+              save_flows: bool = False, output_format: str = "tif") -> list[Job]:
     """One :class:`Job` per distinct input; refuses plans that would overwrite data.
+
+    ``output_format`` "tif" writes ``<stem>_masks.tif``, "zarr" ``<stem>_masks.ome.zarr``.
 
     Raises
     ------
     InvalidInputError
         An output path equals an input path, or two inputs would write the same output.
     """
+    if output_format not in ("tif", "zarr"):
+        raise InvalidInputError(f"`output_format` must be 'tif' or 'zarr', got {output_format!r}")
+    suffix = "_masks.tif" if output_format == "tif" else "_masks.ome.zarr"
     jobs, seen = [], set()
     for path in map(Path, paths):
         key = os.path.abspath(path)
@@ -115,7 +124,7 @@ def plan_jobs(paths: Iterable[str | os.PathLike], *, out_dir: str | os.PathLike 
         folder = Path(out_dir) if out_dir is not None else path.parent
         stem = _stem(path)
         flows = folder / f"{stem}_flows.npz" if save_flows else None
-        jobs.append(Job(path, folder / f"{stem}_masks.tif", flows))
+        jobs.append(Job(path, folder / f"{stem}{suffix}", flows))
     producers: dict[str, Path] = {}
     for job in jobs:
         for out in job.outputs:
@@ -168,7 +177,8 @@ def axes_arguments(info: VolumeInfo, *, channel_axis: int | None = None,
 def segment_file(segmenter, job: Job, *, options: dict | None = None,
                  channel_axis: int | None = None, z_axis: int | None = None,
                  overwrite: bool = False,
-                 progress: Callable[[str, int, int], None] | None = None) -> FileResult:
+                 progress: Callable[[str, int, int], None] | None = None,
+                 large=None) -> FileResult:
     """Read ``job.source``, segment it and write its pending outputs.
 
     Parameters
@@ -185,6 +195,10 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
         Replace existing outputs; otherwise a file whose outputs all exist is skipped.
     progress : callable, optional
         ``progress(stage, done, total)``, passed to ``Segmenter.segment``.
+    large : nucseg_rt.large.LargeSettings, optional
+        Blockwise settings. Given (the command line always gives them), a volume whose
+        estimated memory exceeds the budget, or any volume when a block size is set, is
+        segmented blockwise; None: always whole (zarr inputs are still read lazily).
 
     Returns
     -------
@@ -195,15 +209,78 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
     if not todo:
         return FileResult((), 0, 0.0, "skipped")
     t0 = time.perf_counter()
-    volume, info = read_volume(job.source)
-    axes = axes_arguments(info, channel_axis=channel_axis, z_axis=z_axis)
+    block = _blockwise_block_size(segmenter, job, options or {}, large, channel_axis, z_axis)
+    if block is not None:
+        return _segment_file_blockwise(segmenter, job, options or {}, large, block, todo,
+                                       channel_axis, z_axis, overwrite, progress, t0)
+    if _is_zarr(job.source):
+        from nucseg_rt.lazyio import open_volume
+
+        with open_volume(job.source, channel_axis=channel_axis, z_axis=z_axis) as vol:
+            volume, info = vol.read_all(), vol.info
+            axes = {"channel_axis": vol.channel_axis, "z_axis": 0}
+    else:
+        volume, info = read_volume(job.source)
+        axes = axes_arguments(info, channel_axis=channel_axis, z_axis=z_axis)
     result = segmenter.segment(volume, progress=progress, **axes, **(options or {}))
     shape = tuple(volume.shape)
     del volume
     if job.masks in todo:
-        write_labels_tif(job.masks, result.masks, info.voxel_size_zyx, unit=info.unit,
-                         overwrite=overwrite)
+        if _is_zarr(job.masks):
+            from nucseg_rt.lazyio import write_labels_zarr
+
+            write_labels_zarr(job.masks, result.masks, info.voxel_size_zyx, unit=info.unit,
+                              overwrite=overwrite)
+        else:
+            write_labels_tif(job.masks, result.masks, info.voxel_size_zyx, unit=info.unit,
+                             overwrite=overwrite)
     if job.flows is not None and job.flows in todo:
         write_flows_npz(job.flows, result.flows, result.cellprob, overwrite=overwrite)
     n_nuclei = int(result.masks.max()) if result.masks.size else 0
     return FileResult(shape, n_nuclei, time.perf_counter() - t0, "done", tuple(todo))
+
+
+def _is_zarr(path: Path) -> bool:
+    from nucseg_rt.lazyio import is_zarr_path
+
+    return is_zarr_path(path) or path.is_dir()
+
+
+def _blockwise_block_size(segmenter, job, options, large, channel_axis, z_axis):
+    """Core block size when ``job`` is to be segmented blockwise, else None.
+
+    Decided from the file's header; a header that cannot be understood sends the file down
+    the whole-volume path, which reports the problem the usual way.
+    """
+    if large is None:
+        return None
+    from nucseg_rt import large as large_mod
+
+    try:
+        _, shape_zyx, nchan = large_mod.volume_shape(job.source, channel_axis=channel_axis,
+                                                     z_axis=z_axis)
+    except InvalidInputError:
+        if _is_zarr(job.source):
+            raise
+        return None
+    if 0 in shape_zyx:
+        return None
+    return large_mod.choose_mode(shape_zyx, segmenter, options, large, nchan=nchan)
+
+
+def _segment_file_blockwise(segmenter, job, options, large, block, todo, channel_axis, z_axis,
+                            overwrite, progress, t0) -> FileResult:
+    from nucseg_rt.large import segment_blockwise
+
+    if job.flows is not None and job.flows in todo:
+        raise InvalidInputError("--save-flows is not available for blockwise runs (the flows "
+                                "of a volume this size do not fit in memory)")
+    if job.masks.exists() and not overwrite:
+        raise InvalidInputError(f"{job.masks} already exists")
+    res = segment_blockwise(job.source, job.masks, segmenter, options=options, settings=large,
+                            block_size=block, channel_axis=channel_axis, z_axis=z_axis,
+                            progress=progress)
+    note = (f" (blockwise {'x'.join(map(str, res.block_size))}: {res.n_blocks} blocks"
+            + (f", {res.reused} resumed" if res.reused else "") + ")")
+    return FileResult(res.shape, res.n_nuclei, time.perf_counter() - t0, "done", (job.masks,),
+                      note=note)

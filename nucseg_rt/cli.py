@@ -49,6 +49,11 @@ class Dynamics(str, Enum):
     cellpose = "cellpose"
 
 
+class OutputFormat(str, Enum):
+    tif = "tif"
+    zarr = "zarr"
+
+
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 
 
@@ -127,7 +132,8 @@ def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: 
         raise InvalidInputError(f"`--threads` must be >= 1, got {threads}")
 
 
-def _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_flows):
+def _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_flows,
+                 output_format="tif"):
     from nucseg_rt import batch
     from nucseg_rt.errors import InvalidInputError
 
@@ -137,7 +143,8 @@ def _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_f
                                     look_one_level_down=look_one_level_down)
     if not inputs:
         raise InvalidInputError("no input: give TIFF files or --dir FOLDER")
-    jobs = batch.plan_jobs(inputs, out_dir=out_dir, save_flows=save_flows)
+    jobs = batch.plan_jobs(inputs, out_dir=out_dir, save_flows=save_flows,
+                           output_format=output_format)
     folders = {out_dir} if out_dir is not None else {j.masks.parent for j in jobs
                                                      if j.source.exists()}
     for out_folder in folders:
@@ -234,6 +241,26 @@ def segment(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace existing outputs (default: skip files already done).",
         rich_help_panel="Output")] = False,
+    output_format: Annotated[OutputFormat, typer.Option(
+        help="Labels as <stem>_masks.tif or <stem>_masks.ome.zarr (OME-Zarr labels group).",
+        rich_help_panel="Output")] = OutputFormat.tif,
+    block_size: Annotated[Optional[str], typer.Option(
+        help="Segment in blocks of N (or Z,Y,X) voxels plus a halo, with seamless labels "
+             "(default: blocks only when the volume does not fit --max-memory).",
+        rich_help_panel="Large volumes", show_default=False)] = None,
+    max_memory: Annotated[Optional[str], typer.Option(
+        help="Memory budget, e.g. 4GB (default: half the physical memory; per worker on "
+             "--scheduler local).", rich_help_panel="Large volumes", show_default=False)] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        help="Compute blocks on dask: 'local' (a LocalCluster) or tcp://HOST:PORT "
+             "(needs the large extra).", rich_help_panel="Large volumes",
+        show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Worker processes for --scheduler local (default 2).",
+        rich_help_panel="Large volumes", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", help="Blockwise: reuse the blocks an interrupted run wrote.",
+        rich_help_panel="Large volumes")] = True,
     device: Annotated[Device, typer.Option(rich_help_panel="Hardware")] = Device.auto,
     batch_size: Annotated[Optional[int], typer.Option(
         help="224x224 tiles per network call (default: 2 on the CPU, 8 on CUDA).",
@@ -249,7 +276,12 @@ def segment(
     with _reporting(debug):
         _validate_numbers(anisotropy=anisotropy, diameter=diameter, batch_size=batch_size,
                           threads=threads)
-        jobs = _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_flows)
+        from nucseg_rt.large import settings_from_cli
+
+        large = settings_from_cli(block_size=block_size, max_memory=max_memory,
+                                  scheduler=scheduler, workers=workers, resume=resume)
+        jobs = _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_flows,
+                            output_format.value)
         from nucseg_rt import batch
 
         segmenter = None
@@ -264,12 +296,13 @@ def segment(
                        resample=not no_resample, dynamics_method=dynamics.value, chan=chan,
                        chan2=chan2, normalize=Normalization(invert=True) if invert else None)
     rows = _run_jobs(jobs, segmenter, options, console, channel_axis=channel_axis, z_axis=z_axis,
-                     overwrite=overwrite, debug=debug)
+                     overwrite=overwrite, debug=debug, large=large)
     _print_summary(rows)
     raise typer.Exit(1 if any(row[-1].startswith("failed") for row in rows) else 0)
 
 
-def _run_jobs(jobs, segmenter, options, console, *, channel_axis, z_axis, overwrite, debug):
+def _run_jobs(jobs, segmenter, options, console, *, channel_axis, z_axis, overwrite, debug,
+              large=None):
     """Segment each job under a progress display; return summary rows."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
@@ -291,7 +324,7 @@ def _run_jobs(jobs, segmenter, options, console, *, channel_axis, z_axis, overwr
             try:
                 res = batch.segment_file(segmenter, job, options=options, overwrite=overwrite,
                                          channel_axis=channel_axis, z_axis=z_axis,
-                                         progress=progress)
+                                         progress=progress, large=large)
                 rows.append(_row(job.source, res))
             except (NucsegError, OSError, MemoryError) as exc:
                 _report(exc, debug, source=job.source)
@@ -311,7 +344,7 @@ def _row(source: Path, result=None, failure: str | None = None) -> tuple[str, ..
     if result.status == "skipped":
         return (str(source), "-", "-", "-", "skipped (outputs exist)")
     return (str(source), "x".join(map(str, result.shape)), str(result.n_nuclei),
-            f"{result.seconds:.1f}", "done")
+            f"{result.seconds:.1f}", f"done{result.note}")
 
 
 def _print_summary(rows) -> None:

@@ -1,0 +1,138 @@
+"""Run the blocks of a blockwise segmentation as dask tasks (``dask.distributed``).
+
+A task is :func:`nucseg_rt.blockwise.compute_block` on one block: it writes the same block file
+an in-process run writes, and the merge is the same code over the same files, so a dask run
+gives the in-process result label for label. Each worker process builds its
+:class:`nucseg_rt.Segmenter` (loads the ONNX model) once and reuses it for all its blocks.
+
+``scheduler="local"`` starts a ``LocalCluster`` of worker processes (one thread each, the
+machine's cores shared between them for onnxruntime and numba); ``"tcp://HOST:PORT"`` connects
+to a running cluster, e.g. one started on SLURM or LSF with dask-jobqueue. Workers read the
+input path themselves, so it must be on a file system they share.
+
+Needs ``dask`` and ``distributed`` (``pip install 'nucseg-rt[large]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable, Iterator
+
+from nucseg_rt.errors import InvalidInputError, MissingDependencyError
+
+__all__ = ["validate_scheduler", "check_available", "open_client", "run_blocks", "worker_stats"]
+
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[^\s/:]+:\d{1,5}$")
+_SEGMENTERS: dict = {}
+_BUILDS = {"segmenters": 0, "blocks": 0}
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"--scheduler needs dask.distributed: pip install 'nucseg-rt[large]' ({exc})") from exc
+    return distributed
+
+
+def validate_scheduler(scheduler: str) -> str:
+    """``"local"`` or a scheduler address ``tcp://HOST:PORT``; anything else is an error."""
+    if scheduler == "local" or _ADDRESS.match(str(scheduler)):
+        return str(scheduler)
+    raise InvalidInputError(f"`scheduler` must be 'local' or an address such as "
+                            f"tcp://HOST:PORT, got {scheduler!r}")
+
+
+def check_available(scheduler: str, timeout: float = 5.0) -> None:
+    """dask.distributed importable and, for an address, something listening there."""
+    import socket
+
+    _import_distributed()
+    if scheduler == "local":
+        return
+    host, port = scheduler.split("://", 1)[1].rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InvalidInputError(f"`--scheduler` {scheduler} is not reachable "
+                                f"({exc.strerror or exc})") from None
+
+
+def local_threads(workers: int) -> int:
+    """onnxruntime / numba threads per local worker: the machine's cores shared out."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+@contextlib.contextmanager
+def open_client(scheduler: str, *, workers: int | None = None,
+                timeout: float = 10.0) -> Iterator[object]:
+    """A ``distributed.Client`` on a new LocalCluster (``"local"``) or an existing scheduler."""
+    scheduler = validate_scheduler(scheduler)
+    if workers is not None and (int(workers) != workers or workers < 1):
+        raise InvalidInputError(f"`workers` must be a whole number >= 1, got {workers!r}")
+    distributed = _import_distributed()
+    if scheduler == "local":
+        with distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1,
+                                      processes=True, dashboard_address=None) as cluster, \
+                distributed.Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = distributed.Client(scheduler, timeout=f"{timeout}s")
+    except (OSError, TimeoutError) as exc:
+        raise InvalidInputError(f"`scheduler` {scheduler} is not reachable "
+                                f"({type(exc).__name__}: {exc})") from exc
+    with client:
+        yield client
+
+
+def _segmenter(spec):
+    """This process's Segmenter for ``spec``, built (model loaded) once."""
+    if spec not in _SEGMENTERS:
+        if spec.threads is not None:
+            import numba
+
+            numba.set_num_threads(min(spec.threads, numba.config.NUMBA_NUM_THREADS))
+        _SEGMENTERS[spec] = spec.build()
+        _BUILDS["segmenters"] += 1
+    return _SEGMENTERS[spec]
+
+
+def _task(ctx, index: int) -> tuple[int, int]:
+    """Dask task: compute one block file; returns (block index, worker pid)."""
+    from nucseg_rt.blockwise import compute_block
+
+    compute_block(ctx, index, _segmenter(ctx.spec))
+    _BUILDS["blocks"] += 1
+    return index, os.getpid()
+
+
+def worker_stats() -> dict:
+    """In a worker: how many Segmenters were built and blocks computed (for tests)."""
+    return {"pid": os.getpid(), **_BUILDS}
+
+
+def run_blocks(client, ctx, todo: list[int], *,
+               progress: Callable[[int], None] | None = None) -> dict[int, int]:
+    """Compute blocks ``todo`` on the cluster; ``progress(n_done)`` as futures complete.
+
+    Returns ``{block index: worker pid}``. A failed task raises its error here.
+    """
+    distributed = _import_distributed()
+    if ctx.spec is None or not isinstance(ctx.source, (str, os.PathLike)):
+        raise InvalidInputError("dask runs need a file input and a SegmenterSpec")
+    tag = f"nucseg-{abs(hash((str(ctx.workdir), str(ctx.source)))) % 10**8}"
+    futures = [client.submit(_task, ctx, i, key=f"{tag}-{i}", pure=False) for i in todo]
+    done: dict[int, int] = {}
+    try:
+        for n, fut in enumerate(distributed.as_completed(futures), 1):
+            index, pid = fut.result()
+            done[index] = pid
+            if progress is not None:
+                progress(n)
+    finally:
+        client.cancel(futures)
+    return done

@@ -1,0 +1,414 @@
+"""Volumes larger than memory: read blocks of TIFF / OME-TIFF / zarr / OME-Zarr lazily, write labels
+to OME-Zarr or TIFF without holding them whole.
+
+- :func:`open_volume` opens a TIFF (through tifffile's zarr store: one page or tile is decoded at
+  a time, with ordinary file reads, so nothing is memory-mapped and resident memory stays
+  bounded), a zarr array, or an OME-Zarr image (its full-resolution level ``0``). The result,
+  a :class:`LazyVolume`, knows which axes are Z, Y, X (and channels) and returns blocks as
+  ``(Z, Y, X)`` or ``(Z, C, Y, X)`` numpy arrays.
+- :func:`create_labels_zarr` makes an OME-Zarr (NGFF 0.4, zarr format 2) labels group
+  ``<path>/labels/masks/0`` that blocks are painted into; :func:`write_labels_tif_streamed`
+  copies such an array into a TIFF plane by plane. Both write under a temporary name and rename
+  on success, like :mod:`nucseg_rt.io`.
+
+Needs ``zarr`` (``pip install 'nucseg-rt[large]'``), imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from nucseg_rt.errors import InvalidInputError, MissingDependencyError
+from nucseg_rt.io import VolumeInfo, _tifffile_damage_reports, _validate_voxel_size, _volume_info
+
+__all__ = ["LazyVolume", "open_volume", "is_zarr_path", "create_labels_zarr", "write_labels_zarr", "open_labels_zarr",
+           "write_labels_tif_streamed", "atomic_dir", "parse_memory", "physical_memory"]
+
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+LABELS_PATH = "labels/masks"
+_HINT = "pip install 'nucseg-rt[large]'"
+
+
+def import_zarr():
+    """The ``zarr`` module, or :class:`MissingDependencyError` with the install hint."""
+    try:
+        import zarr
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"reading and writing volumes blockwise needs zarr: {_HINT}") from exc
+    return zarr
+
+
+def is_zarr_path(path: str | os.PathLike) -> bool:
+    """True for a ``.zarr`` / ``.ome.zarr`` name (file or folder)."""
+    return str(path).rstrip("/\\").lower().endswith(ZARR_SUFFIXES)
+
+
+class LazyVolume:
+    """A volume read block by block; axes resolved once.
+
+    Attributes
+    ----------
+    shape_zyx : (int, int, int)
+        Size of the Z, Y and X axes.
+    nchan : int or None
+        Number of channels, None for a single-channel (Z, Y, X) volume.
+    dtype : numpy.dtype
+        Pixel type.
+    info : VolumeInfo
+        Voxel size, axis letters and dtype (as :func:`nucseg_rt.io.read_volume` gives them).
+    """
+
+    def __init__(self, array, info: VolumeInfo, *, channel_axis: int | None = None,
+                 z_axis: int | None = None, closer=None):
+        self._array, self.info, self._closer = array, info, closer
+        self.dtype = np.dtype(array.dtype)
+        self._index, self._order = _resolve_axes(tuple(array.shape), info.axes, channel_axis, z_axis)
+        zyx = [array.shape[self._order[i]] for i in range(3)]
+        self.shape_zyx = tuple(int(s) for s in zyx)
+        self.nchan = None if len(self._order) == 3 else int(array.shape[self._order[3]])
+
+    @property
+    def channel_axis(self) -> int | None:
+        """Channel axis of the arrays :meth:`read` returns (1 or None)."""
+        return None if self.nchan is None else 1
+
+    def read(self, zyx_slices: tuple[slice, slice, slice]) -> np.ndarray:
+        """The block ``zyx_slices`` as a new ``(Z, Y, X)`` or ``(Z, C, Y, X)`` array."""
+        index = list(self._index)
+        for k, sl in enumerate(zyx_slices):
+            index[self._order[k]] = sl
+        block = np.asarray(self._array[tuple(index)])
+        kept = [i for i, ix in enumerate(index) if isinstance(ix, slice)]  # axes left in block
+        pos = {ax: kept.index(ax) for ax in self._order}
+        perm = [pos[self._order[0]]] + ([pos[self._order[3]]] if self.nchan else []) \
+            + [pos[self._order[1]], pos[self._order[2]]]
+        return np.ascontiguousarray(np.transpose(block, perm))
+
+    def read_all(self) -> np.ndarray:
+        return self.read((slice(None),) * 3)
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+            self._closer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _resolve_axes(shape, axes_letters, channel_axis, z_axis):
+    """(index template, (z, y, x[, c]) raw axis numbers) for a raw array of ``shape``."""
+    ndim = len(shape)
+    for name, ax in (("channel_axis", channel_axis), ("z_axis", z_axis)):
+        if ax is not None and not -ndim <= ax < ndim:
+            raise InvalidInputError(f"`{name}` {ax} is out of range for an array with {ndim} axes")
+    channel_axis = None if channel_axis is None else channel_axis % ndim
+    z_axis = None if z_axis is None else z_axis % ndim
+    if axes_letters is not None and len(axes_letters) == ndim:
+        if "T" in axes_letters and shape[axes_letters.index("T")] > 1:
+            raise InvalidInputError(f"image has a time axis (axes {axes_letters}); segment one "
+                                    f"time point at a time")
+        if channel_axis is None and z_axis is None:
+            channel_axis = next((axes_letters.index(a) for a in "CS" if a in axes_letters
+                                 and shape[axes_letters.index(a)] > 1), None)
+            z_axis = axes_letters.index("Z") if "Z" in axes_letters else None
+    named = {a for a in (channel_axis, z_axis) if a is not None}
+    keep = [i for i in range(ndim) if shape[i] > 1 or i in named]
+    if channel_axis is None and len(keep) == 4:
+        small = min(keep, key=lambda i: shape[i])
+        if shape[small] > 4 or sum(shape[i] == shape[small] for i in keep) > 1:
+            raise InvalidInputError(f"cannot tell the channel axis of shape {shape}: "
+                                    f"give `channel_axis` (--channel-axis)")
+        channel_axis = small
+    spatial = [i for i in keep if i != channel_axis]
+    if len(spatial) != 3:
+        raise InvalidInputError(f"need a 3D volume (Z, Y, X, optionally channels), got shape {shape}")
+    if z_axis is None:
+        z_axis = spatial[0]
+    if z_axis not in spatial:
+        raise InvalidInputError(f"`z_axis` {z_axis} cannot also be the channel axis")
+    y_axis, x_axis = [i for i in spatial if i != z_axis]
+    order = (z_axis, y_axis, x_axis) + (() if channel_axis is None else (channel_axis,))
+    index = [slice(None) if i in order else 0 for i in range(ndim)]
+    return tuple(index), order
+
+
+def open_volume(source, *, channel_axis: int | None = None,
+                z_axis: int | None = None) -> LazyVolume:
+    """Open a volume for block reads without loading it.
+
+    Parameters
+    ----------
+    source : path-like or array
+        A TIFF / OME-TIFF file, a ``.zarr`` array or group, an ``.ome.zarr`` image, or an
+        in-memory array (used as is).
+    channel_axis, z_axis : int, optional
+        Axes of the stored array; default from its metadata (ImageJ/OME/NGFF axes), else Z is
+        the first axis and a 4th axis of size <= 4 holds channels.
+
+    Returns
+    -------
+    LazyVolume
+        Close it (or use ``with``) to release the file.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        arr = np.asarray(source)
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise InvalidInputError(f"`vol` must be real numeric, got dtype {arr.dtype}")
+        return LazyVolume(arr, VolumeInfo(None, None, arr.dtype), channel_axis=channel_axis,
+                          z_axis=z_axis)
+    path = Path(source)
+    if not path.exists():
+        raise InvalidInputError(f"{path}: file does not exist")
+    if is_zarr_path(path) or (path.is_dir() and any(
+            (path / name).exists() for name in (".zarray", ".zgroup", "zarr.json"))):
+        array, info = _open_zarr(path)
+        return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: not a file")
+    return _open_tiff(path, channel_axis, z_axis)
+
+
+def _open_tiff(path: Path, channel_axis, z_axis) -> LazyVolume:
+    zarr = import_zarr()
+    import tifffile
+
+    try:
+        with _tifffile_damage_reports() as damage:
+            tif = tifffile.TiffFile(path)
+            series = tif.series[0]
+            info = _volume_info(tif, series, series.dtype)
+            store = series.aszarr()
+            array = zarr.open(store, mode="r")
+    except Exception as exc:  # tifffile raises many types on bad files
+        raise InvalidInputError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
+    if damage:
+        tif.close()
+        raise InvalidInputError(f"{path}: TIFF file is truncated or damaged ({damage[0]})")
+    if 0 in array.shape:
+        tif.close()
+        raise InvalidInputError(f"{path}: image has a zero-size axis, shape {array.shape}")
+
+    def closer():
+        store.close()
+        tif.close()
+
+    return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis, closer=closer)
+
+
+def _open_zarr(path: Path):
+    """The full-resolution array of a zarr array / group / OME-Zarr image, and its info."""
+    zarr = import_zarr()
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise InvalidInputError(f"{path}: cannot open as zarr ({type(exc).__name__}: {exc})") from exc
+    axes, voxel, unit = None, None, None
+    if not hasattr(node, "shape"):  # a group: OME-Zarr multiscales, else its only array
+        attrs = dict(node.attrs)
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if multiscales:
+            ms = multiscales[0]
+            level = ms["datasets"][0]
+            node_path = level["path"]
+            axes, voxel, unit = _ngff_axes(ms, level)
+        else:
+            names = sorted(name for name, _ in node.arrays())
+            if len(names) != 1:
+                raise InvalidInputError(f"{path}: a zarr group without OME-Zarr `multiscales` "
+                                        f"must hold exactly one array, found {names}")
+            node_path = names[0]
+        node = node[node_path]
+    if 0 in node.shape:
+        raise InvalidInputError(f"{path}: image has a zero-size axis, shape {node.shape}")
+    return node, VolumeInfo(voxel, axes, np.dtype(node.dtype), unit)
+
+
+def _ngff_axes(ms: dict, level: dict):
+    """Axis letters, (Z, Y, X) voxel size and unit from NGFF multiscales metadata."""
+    names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+    letters = "".join(n.upper()[:1] for n in names) or None
+    scale = next((t["scale"] for t in level.get("coordinateTransformations", [])
+                  if t.get("type") == "scale"), None)
+    voxel, unit = None, None
+    if letters and scale and all(a in letters for a in "ZYX"):
+        voxel = tuple(float(scale[letters.index(a)]) for a in "ZYX")
+        unit = next((a.get("unit") for a in ms["axes"] if isinstance(a, dict)
+                     and a.get("name", "").upper() == "X"), None)
+        unit = {"micrometer": "um"}.get(unit, unit)
+    return letters, voxel, unit
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary folder next to ``path``, renamed to ``path`` on success only."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _ngff_unit(unit: str | None) -> str | None:
+    return {"um": "micrometer", "µm": "micrometer", "nm": "nanometer",
+            "mm": "millimeter"}.get(unit or "", None)
+
+
+def create_labels_zarr(path: str | os.PathLike, shape_zyx, *, chunks, dtype=np.uint32,
+                       voxel_size=None, unit: str | None = None):
+    """Create an OME-Zarr labels group (NGFF 0.4, zarr format 2) and return its level-0 array.
+
+    Layout: ``path/.zattrs`` lists ``labels: ["masks"]`` under ``path/labels``;
+    ``path/labels/masks`` carries ``multiscales`` (axes z, y, x; one level ``0`` with the voxel
+    size as its scale) and ``image-label``; ``path/labels/masks/0`` is the ``(Z, Y, X)`` array,
+    filled with 0.
+
+    Parameters
+    ----------
+    path : path-like
+        A new folder (e.g. ``stem_masks.ome.zarr``).
+    shape_zyx, chunks : 3 ints
+    voxel_size : 3 floats, optional
+        Physical (Z, Y, X) voxel size, in ``unit``.
+    """
+    zarr = import_zarr()
+    voxel_size = _validate_voxel_size(voxel_size) or (1.0, 1.0, 1.0)
+    root = _open_group(zarr, path)
+    labels = root.require_group("labels")
+    labels.attrs.update({"labels": ["masks"]})
+    group = labels.require_group("masks")
+    ngff_unit = _ngff_unit(unit)
+    axes = [dict(name=a, type="space", **({"unit": ngff_unit} if ngff_unit else {}))
+            for a in "zyx"]
+    group.attrs.update({
+        "multiscales": [{"version": "0.4", "name": "masks", "axes": axes,
+                         "datasets": [{"path": "0", "coordinateTransformations": [
+                             {"type": "scale", "scale": list(voxel_size)}]}]}],
+        "image-label": {"version": "0.4", "source": {"image": "../../"}},
+    })
+    shape = tuple(int(s) for s in shape_zyx)
+    chunks = tuple(int(min(c, s)) for c, s in zip(chunks, shape))
+    return _create_array(group, "0", shape, chunks, np.dtype(dtype))
+
+
+def _open_group(zarr, path):
+    try:
+        return zarr.open_group(str(path), mode="w", zarr_format=2)
+    except TypeError:  # zarr 2
+        return zarr.open_group(str(path), mode="w")
+
+
+def _create_array(group, name, shape, chunks, dtype):
+    if hasattr(group, "create_array"):  # zarr 3
+        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                                  chunk_key_encoding={"name": "v2", "separator": "/"})
+    return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                                dimension_separator="/")
+
+
+def write_labels_zarr(path: str | os.PathLike, labels: np.ndarray, voxel_size=None, *,
+                      unit: str | None = None, overwrite: bool = False,
+                      chunks=(64, 256, 256)) -> Path:
+    """Write an in-memory ``(Z, Y, X)`` label image as an OME-Zarr labels group, atomically.
+
+    Layout as :func:`create_labels_zarr`; the array keeps ``labels``' dtype.
+    """
+    path = Path(path)
+    labels = np.asarray(labels)
+    if labels.ndim != 3 or not np.issubdtype(labels.dtype, np.unsignedinteger):
+        raise InvalidInputError(f"`labels` must be a (Z, Y, X) unsigned integer array, got "
+                                f"{labels.dtype} {labels.shape}")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"output folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise InvalidInputError(f"{path} already exists (pass overwrite=True to replace it)")
+    with atomic_dir(path) as tmp:
+        out = create_labels_zarr(tmp, labels.shape, chunks=chunks, dtype=labels.dtype,
+                                 voxel_size=voxel_size, unit=unit)
+        out[...] = labels
+    return path
+
+
+def open_labels_zarr(path: str | os.PathLike, mode: str = "r"):
+    """The ``(Z, Y, X)`` label array of an OME-Zarr written by :func:`create_labels_zarr`."""
+    zarr = import_zarr()
+    return zarr.open_group(str(path), mode=mode)[f"{LABELS_PATH}/0"]
+
+
+def write_labels_tif_streamed(path: str | os.PathLike, labels, *, voxel_size=None,
+                              unit: str | None = None, dtype=None) -> Path:
+    """Write a ``(Z, Y, X)`` label array (zarr or numpy) to a TIFF one plane at a time, atomically.
+
+    ImageJ hyperstack for uint8/uint16 ``dtype``, tifffile TIFF for uint32, with the calibration
+    :func:`nucseg_rt.io.write_labels_tif` writes. ``dtype`` defaults to the array's.
+    """
+    import tifffile
+
+    from nucseg_rt.io import _tiff_calibration, atomic_write
+
+    path = Path(path)
+    dtype = np.dtype(dtype or labels.dtype)
+    voxel_size = _validate_voxel_size(voxel_size)
+    kwargs = _tiff_calibration(np.empty((1, 1, 1), dtype), voxel_size, unit)
+
+    def planes():
+        for z in range(labels.shape[0]):
+            yield np.asarray(labels[z]).astype(dtype, copy=False)
+
+    with atomic_write(path) as fh:
+        tifffile.imwrite(fh, data=planes(), shape=tuple(labels.shape), dtype=dtype,
+                         compression="zlib", **kwargs)
+    return path
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9,
+          "T": 1e12, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_memory(text: str | int | float, name: str = "max_memory") -> int:
+    """Bytes in ``"4GB"``, ``"512 MiB"``, ``"2e9"`` or a number."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if not match or match.group(2).upper() not in _UNITS:
+            raise InvalidInputError(f"`{name}` must be a size such as '4GB' or '512MiB', got {text!r}")
+        value, unit = float(match.group(1)), match.group(2).upper()
+    nbytes = int(value * _UNITS[unit])
+    if nbytes <= 0:
+        raise InvalidInputError(f"`{name}` must be > 0, got {text!r}")
+    return nbytes
+
+
+def physical_memory() -> int:
+    """Total physical memory in bytes (``/proc/meminfo`` or ``os.sysconf``; 8 GB if unknown)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return 8 * 10**9

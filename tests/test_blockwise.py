@@ -1,0 +1,205 @@
+"""Blockwise segmentation: the plan, global normalisation, mask ownership, the merge, and
+blockwise vs whole-volume labels with the bundled model (several block sizes, seams, determinism,
+resume)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("zarr")
+
+import _blockdata as data  # noqa: E402
+from nucseg_rt import axes, blockwise, large  # noqa: E402
+from nucseg_rt.blockmerge import merge_blocks  # noqa: E402
+from nucseg_rt.errors import InvalidInputError  # noqa: E402
+from nucseg_rt.lazyio import open_volume  # noqa: E402
+from nucseg_rt.metrics import average_precision  # noqa: E402
+from nucseg_rt.preprocess import _percentile_bounds  # noqa: E402
+
+OPTIONS = dict(diameter=30.0)
+
+
+# --- plan ---------------------------------------------------------------------------------------
+
+
+def test_plan_tiles_the_volume_once():
+    plan = blockwise.plan_blocks((23, 101, 77), "10,40,32", diameter=30, anisotropy=2)
+    assert plan.grid == (3, 3, 3) and plan.halo == (19, 38, 38)
+    seen = np.zeros(plan.shape, int)
+    for i in range(len(plan)):
+        seen[tuple(slice(a, b) for a, b in plan.core_box(i))] += 1
+        read = plan.read_box(i)
+        assert all(0 <= a <= c0 and c1 <= b <= s for (a, b), (c0, c1), s
+                   in zip(read, plan.core_box(i), plan.shape))
+    assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("value, expected", [("48", (48, 48, 48)), ("16,64,80", (16, 64, 80)),
+                                             (32, (32, 32, 32)), ((8, 9, 10), (8, 9, 10))])
+def test_parse_block_size(value, expected):
+    assert blockwise.parse_block_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "1.5", "4,4", "8,8,8,8", "7"])
+def test_parse_block_size_bad(value):
+    with pytest.raises(InvalidInputError, match="block_size"):
+        blockwise.parse_block_size(value)
+
+
+def test_block_size_from_memory_budget():
+    kw = dict(anisotropy=1.0, rescale=1.0, halo=(38, 38, 38))
+    assert blockwise.choose_block_size((64, 256, 256), 2 * 10**9, **kw) is None  # fits whole
+    block = blockwise.choose_block_size((400, 2000, 2000), 2 * 10**9, **kw)
+    read = [min(s, b + 2 * h) for s, b, h in zip((400, 2000, 2000), block, kw["halo"])]
+    assert blockwise.estimate_bytes(read, anisotropy=1, rescale=1) <= 2 * 10**9 - blockwise.BASE_BYTES
+    assert block[1] >= 64 and block[1] % 16 == 0
+
+
+# --- global normalisation equals a whole-volume run's ---------------------------------------------
+
+
+@pytest.mark.parametrize("shape, dtype", [((9, 60, 70), np.uint16), ((60, 450, 420), np.uint16),
+                                          ((7, 50, 61), np.int16), ((5, 40, 30), np.uint8)])
+def test_global_bounds_equal_whole_volume_bounds(shape, dtype):
+    """Histogram path; (60, 450, 420) > 224**3 voxels: the strided subsample."""
+    rng = np.random.default_rng(4)
+    vol = (rng.gamma(2.0, 300.0, shape) - (500 if dtype == np.int16 else 0)).clip(
+        np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+    x, _ = axes.to_zyxc(vol, nchan=2)
+    expected = _percentile_bounds(x[..., 0], 1.0, 99.0)
+    with open_volume(vol) as lazy:
+        bounds = blockwise.global_bounds(lazy, nchan=2, slab_bytes=2**20)
+    assert tuple(bounds[0]) == tuple(float(v) for v in expected)
+    assert tuple(bounds[1]) == (0.0, 1.0)  # the zero channel stays zero
+
+
+def test_global_bounds_two_channels_float():
+    rng = np.random.default_rng(5)
+    vol = rng.normal(10, 3, (6, 2, 40, 50)).astype(np.float32)
+    x, _ = axes.to_zyxc(vol, channel_axis=1, chan=2, chan2=1, nchan=2)
+    with open_volume(vol, channel_axis=1) as lazy:
+        bounds = blockwise.global_bounds(lazy, chan=2, chan2=1, nchan=2)
+    for c in range(2):
+        assert tuple(bounds[c]) == tuple(float(v) for v in _percentile_bounds(x[..., c], 1, 99))
+
+
+# --- ownership and merge -------------------------------------------------------------------------
+
+
+def test_select_masks_owned_and_candidates():
+    masks = np.zeros((10, 40, 40), np.uint16)
+    masks[2:6, 4:10, 4:10] = 3     # centre (3.5, 6.5, 6.5) + offset 20 in X -> x 26.5: owned
+    masks[2:6, 4:10, 22:30] = 5    # centre x 25.5 + 20 = 45.5: outside core, within margin
+    masks[2:6, 4:10, 34:40] = 9    # touches the block's inner face at x = 39: not a candidate
+    read_box, core_box = ((0, 10), (0, 40), (20, 60)), ((0, 10), (0, 40), (20, 40))
+    offset, labels, owned = blockwise.select_masks(masks, read_box, core_box, (10, 40, 100),
+                                                   (4, 16, 16))
+    assert list(owned) == [True, False]
+    assert tuple(offset) == (2, 4, 24) and labels.shape == (4, 6, 26)
+    assert set(np.unique(labels)) == {0, 1, 2}
+
+
+def _write_block(workdir, index, offset, labels, owned):
+    np.savez_compressed(blockwise.block_file(workdir, index), offset=np.array(offset),
+                        labels=labels, owned=np.array(owned), core=np.zeros((3, 2), int))
+
+
+def test_merge_paints_a_nucleus_seen_by_two_blocks_once(tmp_path):
+    plan = blockwise.BlockPlan((8, 20, 40), (8, 20, 20), (0, 0, 10))
+    a = np.zeros((4, 10, 12), np.uint16)
+    a[:, :, :] = 1                         # nucleus at x 14..25, owned by block 0
+    b = np.zeros((4, 10, 12), np.uint16)
+    b[:, :, 1:] = 1                        # the same nucleus one voxel narrower, owned by block 1
+    b2 = np.zeros((4, 10, 4), np.uint16)
+    b2[:] = 1                              # a nucleus only block 1 saw, as a candidate
+    _write_block(tmp_path, 0, (2, 5, 14), a, [True])
+    np.savez_compressed(blockwise.block_file(tmp_path, 1), offset=np.array((2, 5, 14)),
+                        labels=np.concatenate([b, b2 * 2], axis=2)[:, :, :16],
+                        owned=np.array([True, False]), core=np.zeros((3, 2), int))
+    out = np.zeros(plan.shape, np.uint32)
+    stats = merge_blocks(plan, tmp_path, out, min_size=1)
+    assert stats.n_labels == 2 and stats.duplicates == 1 and stats.candidates_painted == 1
+    assert set(np.unique(out)) == {0, 1, 2}
+    assert (out[2:6, 5:15, 14:26] == 1).all() and (out[2:6, 5:15, 26:30] == 2).all()
+
+
+# --- blockwise vs whole volume ---------------------------------------------------------------------
+
+
+def _blockwise(folder, case, block, name="masks.tif", **kw):
+    img, aniso = data.volume(case)
+    res = large.segment_blockwise(data.tiff(case), folder / name, data.segmenter(),
+                                  options=dict(OPTIONS, anisotropy=aniso),
+                                  settings=large.LargeSettings(),
+                                  block_size=blockwise.parse_block_size(block), **kw)
+    return res, tifffile.imread(res.path)
+
+
+@pytest.mark.parametrize("case, block", [("iso", "64"), ("iso", "48"), ("iso", "12,64,64"),
+                                         ("aniso2", "64")])
+def test_blockwise_matches_whole_volume(case, block):
+    whole = data.whole_masks(case)
+    res, masks = data.blockwise_masks(case, block)
+    assert res.n_blocks > 1 and masks.shape == whole.shape
+    assert int(masks.max()) == res.n_nuclei == len(np.unique(masks)) - 1  # consecutive ids
+    ap = average_precision(whole, masks)[0]
+    assert ap[0] >= 0.98, (ap, res)
+    assert data.split_nuclei(whole, masks) == []
+    assert not res.path.with_name(res.path.name + ".blocks").exists()
+
+
+def test_blockwise_is_deterministic(tmp_path):
+    _, first = data.blockwise_masks("iso", "48")
+    _, again = _blockwise(tmp_path, "iso", "48")
+    np.testing.assert_array_equal(first, again)
+
+
+def test_resume_computes_only_the_missing_blocks(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _blockwise(tmp_path, "iso", "64", name="r.tif", stop_after=2)
+    workdir = tmp_path / "r.tif.blocks"
+    assert len(list(workdir.glob("block_*.npz"))) == 2 and not (tmp_path / "r.tif").exists()
+    res, resumed = _blockwise(tmp_path, "iso", "64", name="r.tif")
+    assert (res.reused, res.computed) == (2, res.n_blocks - 2)
+    np.testing.assert_array_equal(resumed, data.blockwise_masks("iso", "64")[1])
+
+
+def test_changed_settings_do_not_reuse_blocks(tmp_path):
+    plan = blockwise.plan_blocks((24, 128, 128), 64, diameter=30, anisotropy=1)
+    ctx = blockwise.BlockContext(source=str(data.tiff("iso")), channel_axis=None, z_axis=None,
+                                 plan=plan, options={"min_size": 15}, normalize=None,
+                                 bounds=((0.0, 1.0),), workdir=str(tmp_path / "w"))
+    changed = blockwise.BlockContext(**{**ctx.__dict__, "options": {"min_size": 16}})
+    assert ctx.fingerprint("abc") == ctx.fingerprint("abc") != changed.fingerprint("abc")
+    assert ctx.fingerprint("abc") != ctx.fingerprint("abd")  # another model
+    workdir = tmp_path / "w"
+    large._prepare_workdir(workdir, ctx.fingerprint("abc"), resume=True)
+    (workdir / "block_000000.npz").write_bytes(b"x")
+    large._prepare_workdir(workdir, ctx.fingerprint("abc"), resume=True)
+    assert (workdir / "block_000000.npz").exists()          # same run: kept
+    large._prepare_workdir(workdir, changed.fingerprint("abc"), resume=True)
+    assert not (workdir / "block_000000.npz").exists()      # other settings: dropped
+    (workdir / "block_000000.npz").write_bytes(b"x")
+    large._prepare_workdir(workdir, changed.fingerprint("abc"), resume=False)
+    assert not (workdir / "block_000000.npz").exists()      # --no-resume: dropped
+
+
+def test_blockwise_rejects_tile_norm(tmp_path):
+    from nucseg_rt.segment import Normalization
+
+    with pytest.raises(InvalidInputError, match="tile_norm"):
+        large.segment_blockwise(data.tiff("iso"), tmp_path / "x.tif", data.segmenter(),
+                                options=dict(OPTIONS, normalize=Normalization(tile_norm=64)),
+                                settings=large.LargeSettings(), block_size=(24, 64, 64))
+
+
+def test_histogram_percentile_is_numpys():
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(2, 3000))
+        values = rng.integers(0, int(rng.choice([5, 300, 65535])), n).astype(np.float32)
+        cum = np.cumsum(np.bincount(values.astype(np.int64)))
+        for q in (1.0, 99.0, float(rng.uniform(0, 100))):
+            assert blockwise._hist_percentile(cum, q, 0) == np.percentile(values, q)

@@ -1,0 +1,101 @@
+"""``nucseg-rt segment`` on large-volume options, as a real subprocess: blockwise TIFF and OME-Zarr
+output, automatic blocks from --max-memory, zarr input, and one clear error line for bad options."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+zarr = pytest.importorskip("zarr")
+
+import _blockdata as data  # noqa: E402
+from test_cli import assert_one_error_line, run_cli  # noqa: E402
+from test_cli_segment import summary_row  # noqa: E402
+
+from nucseg_rt.lazyio import open_labels_zarr  # noqa: E402
+
+
+def test_block_size_writes_the_blockwise_labels(tmp_path):
+    _, expected = data.blockwise_masks("iso", "64")
+    proc = run_cli("segment", data.tiff("iso"), "--diameter", "30", "--block-size", "64",
+                   "--out-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    row = summary_row(proc.stdout, "iso.tif")
+    assert "blockwise 24x64x64: 4 blocks" in row and "24x128x128" in row
+    with tifffile.TiffFile(tmp_path / "iso_masks.tif") as tif:
+        assert tif.is_imagej and tif.imagej_metadata["spacing"] == 0.5
+        np.testing.assert_array_equal(tif.asarray(), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iso_masks.tif"]  # no work folder left
+
+
+def test_max_memory_picks_blocks_and_zarr_output(tmp_path):
+    # 300 MB of libraries + ~27 MB for the volume: blocks of 24x48x48 fit
+    proc = run_cli("segment", data.tiff("iso"), "--diameter", "30", "--max-memory", "326MB",
+                   "--output-format", "zarr", "--out-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "blockwise" in summary_row(proc.stdout, "iso.tif")
+    out = tmp_path / "iso_masks.ome.zarr"
+    meta = json.loads((out / "labels" / "masks" / ".zattrs").read_text())
+    assert meta["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == \
+        [0.5, 0.5, 0.5]
+    np.testing.assert_array_equal(open_labels_zarr(out)[:], data.blockwise_masks("iso", "48")[1])
+
+
+def test_zarr_input_segmented_whole(tmp_path):
+    img, _ = data.volume("iso")
+    src = zarr.create_array(str(tmp_path / "vol.zarr"), shape=img.shape, chunks=(8, 64, 64),
+                            dtype=img.dtype)
+    src[...] = img
+    proc = run_cli("segment", tmp_path / "vol.zarr", "--diameter", "30", "--out-dir",
+                   tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "vol_masks.tif"),
+                                  data.whole_masks("iso"))
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--block-size", "0"], r"--block-size.*got '0'"),
+    (["--block-size", "big"], r"--block-size.*got 'big'"),
+    (["--block-size", "8,8"], r"--block-size"),
+    (["--max-memory", "lots"], r"--max-memory.*'lots'"),
+    (["--scheduler", "cluster"], r"--scheduler.*'cluster'"),
+    (["--scheduler", "tcp://127.0.0.1:9"], r"tcp://127.0.0.1:9 is not reachable"),
+    (["--workers", "2"], r"--workers.*--scheduler local"),
+    (["--scheduler", "local", "--workers", "0"], r"--workers.*>= 1"),
+])
+def test_bad_large_options(tmp_path, args, pattern):
+    proc = run_cli("segment", data.tiff("iso"), "--out-dir", tmp_path / "out", *args)
+    assert_one_error_line(proc, pattern)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_scheduler_without_dask(tmp_path):
+    proc = run_cli("segment", data.tiff("iso"), "--scheduler", "local", "--out-dir", tmp_path,
+                   prelude="import sys; sys.modules['distributed'] = None; ")
+    assert_one_error_line(proc, r"pip install 'nucseg-rt\[large\]'")
+    assert not list(tmp_path.iterdir())
+
+
+def test_blockwise_refuses_save_flows(tmp_path):
+    proc = run_cli("segment", data.tiff("iso"), "--block-size", "64", "--save-flows",
+                   "--out-dir", tmp_path)
+    assert proc.returncode == 1
+    assert "--save-flows is not available for blockwise" in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_without_zarr_tiffs_still_segment_whole_and_blocks_ask_for_the_extra(tmp_path):
+    hide = "import sys; sys.modules['zarr'] = None; "
+    proc = run_cli("segment", data.tiff("iso"), "--diameter", "30", "--out-dir", tmp_path,
+                   prelude=hide)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "iso_masks.tif"),
+                                  data.whole_masks("iso"))
+    proc = run_cli("segment", data.tiff("iso"), "--block-size", "64", "--out-dir",
+                   tmp_path / "b", prelude=hide)
+    assert proc.returncode == 1
+    assert "pip install 'nucseg-rt[large]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())

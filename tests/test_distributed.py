@@ -1,0 +1,65 @@
+"""Blocks as dask tasks: a LocalCluster of worker processes gives the in-process blockwise labels,
+each worker loads the model once; bad scheduler addresses are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+distributed = pytest.importorskip("distributed")
+
+import _blockdata as data  # noqa: E402
+from nucseg_rt import blockwise, large  # noqa: E402
+from nucseg_rt import distributed as nd  # noqa: E402
+from nucseg_rt.errors import InvalidInputError  # noqa: E402
+from nucseg_rt.lazyio import open_labels_zarr  # noqa: E402
+
+
+def test_local_cluster_equals_in_process(tmp_path):
+    _, aniso = data.volume("iso")
+    block = "48"
+    expected_res, expected = data.blockwise_masks("iso", block)
+    seen = []
+    with nd.open_client("local", workers=2) as client:
+        settings = large.LargeSettings(scheduler="local", workers=2)
+        res = large.segment_blockwise(
+            data.tiff("iso"), tmp_path / "d.ome.zarr", data.segmenter(),
+            options=dict(diameter=30.0, anisotropy=aniso), settings=settings,
+            block_size=blockwise.parse_block_size(block), client=client,
+            progress=lambda stage, done, total: seen.append((stage, done, total)))
+        stats = client.run(nd.worker_stats)
+    np.testing.assert_array_equal(open_labels_zarr(res.path)[:], expected)
+    assert res.n_nuclei == expected_res.n_nuclei and res.computed == expected_res.n_blocks
+    assert len(stats) == 2
+    assert all(s["segmenters"] <= 1 for s in stats.values())  # the model loaded once per worker
+    assert sum(s["blocks"] for s in stats.values()) == res.n_blocks
+    blocks = [done for stage, done, _ in seen if stage == "blocks"]
+    assert blocks[-1] == res.n_blocks and blocks == sorted(blocks)  # progress from the futures
+
+
+@pytest.mark.parametrize("address", ["tcp://", "http://host:8786", "tcp://host", "cluster",
+                                     "tcp://host:port"])
+def test_bad_scheduler_address(address):
+    with pytest.raises(InvalidInputError, match="scheduler"):
+        nd.validate_scheduler(address)
+
+
+def test_unreachable_scheduler():
+    with pytest.raises(InvalidInputError, match="not reachable"):
+        nd.check_available("tcp://127.0.0.1:9", timeout=2)
+
+
+def test_local_threads_share_the_cores():
+    import os
+
+    assert nd.local_threads(1) == (os.cpu_count() or 1)
+    assert nd.local_threads(64) == 1
+
+
+def test_segmenter_spec_rebuilds_the_segmenter():
+    seg = data.segmenter()
+    spec = blockwise.SegmenterSpec.from_segmenter(seg, threads=1)
+    again = spec.build()
+    assert again.model.sha256 == seg.model.sha256 and again.batch_size == seg.batch_size
+    assert hash(spec) == hash(blockwise.SegmenterSpec.from_segmenter(seg, threads=1))
