@@ -178,7 +178,7 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
                  channel_axis: int | None = None, z_axis: int | None = None,
                  overwrite: bool = False,
                  progress: Callable[[str, int, int], None] | None = None,
-                 large=None) -> FileResult:
+                 large=None, client=None) -> FileResult:
     """Read ``job.source``, segment it and write its pending outputs.
 
     Parameters
@@ -199,6 +199,9 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
         Blockwise settings. Given (the command line always gives them), a volume whose
         estimated memory exceeds the budget, or any volume when a block size is set, is
         segmented blockwise; None: always whole (zarr inputs are still read lazily).
+    client : distributed.Client or nucseg_rt.distributed.LazyClient, optional
+        For blockwise runs with a scheduler: compute the blocks on this client (one cluster
+        for a batch of files) instead of opening one for this file.
 
     Returns
     -------
@@ -212,7 +215,7 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
     block = _blockwise_block_size(segmenter, job, options or {}, large, channel_axis, z_axis)
     if block is not None:
         return _segment_file_blockwise(segmenter, job, options or {}, large, block, todo,
-                                       channel_axis, z_axis, overwrite, progress, t0)
+                                       channel_axis, z_axis, overwrite, progress, t0, client)
     if _is_zarr(job.source):
         from nucseg_rt.lazyio import open_volume
 
@@ -269,7 +272,7 @@ def _blockwise_block_size(segmenter, job, options, large, channel_axis, z_axis):
 
 
 def _segment_file_blockwise(segmenter, job, options, large, block, todo, channel_axis, z_axis,
-                            overwrite, progress, t0) -> FileResult:
+                            overwrite, progress, t0, client=None) -> FileResult:
     from nucseg_rt.large import segment_blockwise
 
     if job.flows is not None and job.flows in todo:
@@ -277,9 +280,14 @@ def _segment_file_blockwise(segmenter, job, options, large, block, todo, channel
                                 "of a volume this size do not fit in memory)")
     if job.masks.exists() and not overwrite:
         raise InvalidInputError(f"{job.masks} already exists")
+    if client is not None:
+        from nucseg_rt.distributed import LazyClient
+
+        if isinstance(client, LazyClient):
+            client = client.get()
     res = segment_blockwise(job.source, job.masks, segmenter, options=options, settings=large,
                             block_size=block, channel_axis=channel_axis, z_axis=z_axis,
-                            progress=progress)
+                            progress=progress, client=client)
     note = (f" (blockwise {'x'.join(map(str, res.block_size))}: {res.n_blocks} blocks"
             + (f", {res.reused} resumed" if res.reused else "") + ")")
     return FileResult(res.shape, res.n_nuclei, time.perf_counter() - t0, "done", (job.masks,),

@@ -313,7 +313,14 @@ def _run_jobs(jobs, segmenter, options, console, *, channel_axis, z_axis, overwr
     rows = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
+    with contextlib.ExitStack() as stack:
+        client = None
+        if large is not None and large.scheduler is not None:
+            from nucseg_rt.distributed import LazyClient
+
+            # one cluster for the batch, started when the first file needs it
+            client = stack.enter_context(LazyClient(large.scheduler, workers=large.workers))
+        bar = stack.enter_context(Progress(*columns, console=console, transient=False))
         files = bar.add_task("files", total=len(jobs))
         for job in jobs:
             planes = bar.add_task(f"  {job.source.name}", total=None)
@@ -324,7 +331,7 @@ def _run_jobs(jobs, segmenter, options, console, *, channel_axis, z_axis, overwr
             try:
                 res = batch.segment_file(segmenter, job, options=options, overwrite=overwrite,
                                          channel_axis=channel_axis, z_axis=z_axis,
-                                         progress=progress, large=large)
+                                         progress=progress, large=large, client=client)
                 rows.append(_row(job.source, res))
             except (NucsegError, OSError, MemoryError) as exc:
                 _report(exc, debug, source=job.source)

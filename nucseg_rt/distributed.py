@@ -16,15 +16,18 @@ Needs ``dask`` and ``distributed`` (``pip install 'nucseg-rt[large]'``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
 
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError
 
-__all__ = ["validate_scheduler", "check_available", "open_client", "run_blocks", "worker_stats"]
+__all__ = ["validate_scheduler", "check_available", "open_client", "LazyClient", "run_blocks",
+           "worker_stats"]
 
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[^\s/:]+:\d{1,5}$")
+logger = logging.getLogger("nucseg_rt")
 _SEGMENTERS: dict = {}
 _BUILDS = {"segmenters": 0, "blocks": 0}
 
@@ -78,6 +81,8 @@ def open_client(scheduler: str, *, workers: int | None = None,
         with distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1,
                                       processes=True, dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:
+            logger.info("dask: started a LocalCluster of %d workers at %s", workers or 2,
+                        cluster.scheduler_address)
             yield client
         return
     try:
@@ -85,8 +90,44 @@ def open_client(scheduler: str, *, workers: int | None = None,
     except (OSError, TimeoutError) as exc:
         raise InvalidInputError(f"`scheduler` {scheduler} is not reachable "
                                 f"({type(exc).__name__}: {exc})") from exc
+    logger.info("dask: connected to %s (%d workers)", scheduler,
+                len(client.nthreads()))
     with client:
         yield client
+
+
+class LazyClient:
+    """One client for a batch of files, opened on first use and closed by :meth:`close`.
+
+    ``--scheduler local`` then starts one LocalCluster for the whole batch (its workers keep
+    the loaded model between files) instead of one per file.
+    """
+
+    def __init__(self, scheduler: str, *, workers: int | None = None):
+        self.scheduler = validate_scheduler(scheduler)
+        self.workers = workers
+        self._stack = contextlib.ExitStack()
+        self._client = None
+
+    def get(self):
+        if self._client is None:
+            self._client = self._stack.enter_context(open_client(self.scheduler,
+                                                                 workers=self.workers))
+        return self._client
+
+    @property
+    def opened(self) -> bool:
+        return self._client is not None
+
+    def close(self) -> None:
+        self._client = None
+        self._stack.close()
+
+    def __enter__(self) -> "LazyClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _segmenter(spec):

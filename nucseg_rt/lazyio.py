@@ -35,6 +35,7 @@ __all__ = ["LazyVolume", "open_volume", "is_zarr_path", "create_labels_zarr", "w
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 LABELS_PATH = "labels/masks"
 _HINT = "pip install 'nucseg-rt[large]'"
+ZARR_MAJOR = 3
 
 
 def import_zarr():
@@ -44,6 +45,12 @@ def import_zarr():
     except ImportError as exc:
         raise MissingDependencyError(
             f"reading and writing volumes blockwise needs zarr: {_HINT}") from exc
+    major = str(getattr(zarr, "__version__", "0")).split(".")[0]
+    if not major.isdigit() or int(major) < ZARR_MAJOR:
+        # tifffile reads TIFFs lazily only through zarr 3 stores
+        raise MissingDependencyError(
+            f"reading and writing volumes blockwise needs zarr >= {ZARR_MAJOR} (Python >= 3.11), "
+            f"found zarr {zarr.__version__}: {_HINT}")
     return zarr
 
 
@@ -312,18 +319,12 @@ def create_labels_zarr(path: str | os.PathLike, shape_zyx, *, chunks, dtype=np.u
 
 
 def _open_group(zarr, path):
-    try:
-        return zarr.open_group(str(path), mode="w", zarr_format=2)
-    except TypeError:  # zarr 2
-        return zarr.open_group(str(path), mode="w")
+    return zarr.open_group(str(path), mode="w", zarr_format=2)
 
 
 def _create_array(group, name, shape, chunks, dtype):
-    if hasattr(group, "create_array"):  # zarr 3
-        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
-                                  chunk_key_encoding={"name": "v2", "separator": "/"})
-    return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
-                                dimension_separator="/")
+    return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                              chunk_key_encoding={"name": "v2", "separator": "/"})
 
 
 def write_labels_zarr(path: str | os.PathLike, labels: np.ndarray, voxel_size=None, *,

@@ -99,3 +99,24 @@ def test_without_zarr_tiffs_still_segment_whole_and_blocks_ask_for_the_extra(tmp
     assert proc.returncode == 1
     assert "pip install 'nucseg-rt[large]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+
+
+def test_scheduler_local_runs_a_batch_on_one_cluster(tmp_path):
+    pytest.importorskip("distributed")
+    import shutil
+
+    _, expected = data.blockwise_masks("iso", "64")
+    for name in ("a.tif", "c.tif"):
+        shutil.copy(data.tiff("iso"), tmp_path / name)
+    (tmp_path / "b.tif").write_bytes(b"not a tiff")
+    proc = run_cli("segment", tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "c.tif",
+                   "--diameter", "30", "--block-size", "64", "--scheduler", "local",
+                   "--workers", "2", "--out-dir", tmp_path / "out")
+    assert proc.returncode == 1  # b.tif failed, the others were done
+    assert "failed" in summary_row(proc.stdout, "b.tif")
+    assert proc.stderr.count("started a LocalCluster of 2 workers") == 1, proc.stderr
+    for stem in ("a", "c"):
+        assert "blockwise 24x64x64: 4 blocks" in summary_row(proc.stdout, f"{stem}.tif")
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / f"{stem}_masks.tif"),
+                                      expected)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_masks.tif", "c_masks.tif"]

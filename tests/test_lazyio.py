@@ -142,3 +142,14 @@ def test_parse_memory_bad(text):
 
 def test_physical_memory_is_plausible():
     assert 2**28 < lazyio.physical_memory() < 2**50
+
+
+def test_zarr_2_is_refused_with_the_reason(monkeypatch):
+    import zarr
+
+    from nucseg_rt.errors import MissingDependencyError
+    from nucseg_rt.lazyio import import_zarr
+
+    monkeypatch.setattr(zarr, "__version__", "2.18.7")
+    with pytest.raises(MissingDependencyError, match=r"zarr >= 3 .*found zarr 2\.18\.7"):
+        import_zarr()
