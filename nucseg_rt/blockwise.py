@@ -300,7 +300,8 @@ class SegmenterSpec:
     extra: tuple = ()
 
     #: Segmenter attributes carried over by :meth:`from_segmenter` when present -> keyword
-    _EXTRA_ATTRIBUTES = (("avoid", "work_avoidance"),)
+    _EXTRA_ATTRIBUTES = (("avoid", "work_avoidance"), ("bsize", "bsize"),
+                         ("tile_overlap", "tile_overlap"))
 
     @classmethod
     def from_segmenter(cls, seg, threads: int | None = None) -> SegmenterSpec:

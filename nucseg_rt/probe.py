@@ -3,6 +3,9 @@
 ``nucseg-rt info --probe`` times the model on 224x224 tiles for each batch size and thread
 count; ``--save`` writes the fastest setting to ``probe.json`` in the registry folder, where
 :class:`nucseg_rt.Segmenter` reads it when ``batch_size``/``threads`` are not given.
+At the fastest setting it also times the network per pixel on other tile sizes. Those are
+reported, not saved: a tile size other than Cellpose's 224 changes the flows slightly, so it
+is chosen explicitly (``segment --tile-size``).
 Defaults without a probe: 2 tiles per call on the CPU (fastest measured on a 2-core EPYC), 8
 on CUDA, onnxruntime's thread choice (one per physical core).
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +25,26 @@ from nucseg_rt.errors import InvalidInputError
 __all__ = ["ProbeResult", "run_probe", "save_probe", "load_probe"]
 
 PROBE_FILE = "probe.json"
+#: tile edges timed per pixel (224 is Cellpose's)
+TILE_SIZES = (160, 224, 320, 448)
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """Milliseconds per 224x224 tile for each (batch size, threads) tried."""
+    """Milliseconds per 224x224 tile for each (batch size, threads) tried, and milliseconds
+    per megapixel for each tile size at the fastest of those settings."""
     model: str
     precision: str
     timings: dict  # {(batch_size, threads): ms per tile}
+    tile_timings: dict = field(default_factory=dict)  # {tile size: ms per megapixel}
 
     @property
     def best(self) -> tuple[int, int]:
         return min(self.timings, key=self.timings.get)
+
+    @property
+    def best_tile(self) -> int | None:
+        return min(self.tile_timings, key=self.tile_timings.get) if self.tile_timings else None
 
 
 def _thread_choices() -> list[int]:
@@ -43,8 +54,12 @@ def _thread_choices() -> list[int]:
 
 def run_probe(model: str = "nuclei_3d", *, precision: str = "fp32",
               batch_sizes: tuple[int, ...] = (1, 2, 4, 8), threads: list[int] | None = None,
-              seconds: float = 1.5) -> ProbeResult:
-    """Time the model's network on random tiles (about ``seconds`` per setting)."""
+              seconds: float = 1.5, tile_sizes: tuple[int, ...] = TILE_SIZES) -> ProbeResult:
+    """Time the model's network on random tiles (about ``seconds`` per setting).
+
+    Each (batch size, threads) on 224x224 tiles; then, with the fastest threads, each of
+    ``tile_sizes`` with about as many pixels per call as the fastest batch of 224 tiles.
+    """
     from nucseg_rt.predict import OnnxNet
     from nucseg_rt.registry import resolve_model
 
@@ -52,20 +67,33 @@ def run_probe(model: str = "nuclei_3d", *, precision: str = "fp32",
         raise InvalidInputError(f"`batch_sizes` must be whole numbers >= 1, got {batch_sizes!r}")
     if seconds <= 0:
         raise InvalidInputError(f"`seconds` must be > 0, got {seconds!r}")
+    if any(int(t) != t or not 64 <= t <= 1024 or int(t) % 16 for t in tile_sizes):
+        raise InvalidInputError(f"`tile_sizes` must be multiples of 16 from 64 to 1024, "
+                                f"got {tile_sizes!r}")
     resolved = resolve_model(model, precision=precision)
-    timings = {}
+    timings, nets = {}, {}
     rng = np.random.default_rng(0)
     for t in threads or _thread_choices():
-        net = OnnxNet(resolved.path, ["CPUExecutionProvider"], threads=t)
+        nets[t] = net = OnnxNet(resolved.path, ["CPUExecutionProvider"], threads=t)
         for b in batch_sizes:
-            x = rng.random((b, net.info.nchan, 224, 224), dtype=np.float32)
-            net(x)
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds or n < 2:
-                net(x)
-                n += 1
-            timings[(int(b), int(t))] = (time.perf_counter() - t0) / (n * b) * 1e3
-    return ProbeResult(resolved.name, precision, timings)
+            timings[(int(b), int(t))] = _ms_per_call(net, rng, b, 224, seconds) / b
+    best_b, best_t = min(timings, key=timings.get)
+    tile_timings = {}
+    for size in tile_sizes:
+        b = max(1, round(best_b * 224 ** 2 / size ** 2))
+        tile_timings[int(size)] = _ms_per_call(nets[best_t], rng, b, size, seconds) / (
+            b * size * size) * 1e6
+    return ProbeResult(resolved.name, precision, timings, tile_timings)
+
+
+def _ms_per_call(net, rng, batch: int, size: int, seconds: float) -> float:
+    x = rng.random((batch, net.info.nchan, size, size), dtype=np.float32)
+    net(x)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 2:
+        net(x)
+        n += 1
+    return (time.perf_counter() - t0) / n * 1e3
 
 
 def save_probe(result: ProbeResult, home: str | os.PathLike | None = None) -> Path:

@@ -145,6 +145,13 @@ class Segmenter:
     batch_size : int, optional
         224x224 tiles per network call; default 2 on the CPU (measured fastest on a 2-core
         machine, and peak memory grows ~40 MB per tile) and 8 on CUDA (Cellpose's default).
+    tile_overlap : float
+        Overlap of neighbouring tiles as a fraction of the tile (Cellpose's 0.1).
+    bsize : int
+        Tile edge in pixels, a multiple of 16 in [64, 1024]; 224 is Cellpose's and the parity
+        reference. Other sizes change the flows slightly (each tile's style vector and the
+        blending); on a 2-core CPU the network's cost per pixel hardly depends on it, but tiles
+        that hold a whole plane avoid computing overlaps (measured in docs/benchmarks.md).
     work_avoidance : WorkAvoidance, "default" or "plain"
         Network work skipped (see :class:`nucseg_rt.predict.WorkAvoidance`); "plain" computes
         exactly what Cellpose 3.1 computes (the parity reference).
@@ -164,6 +171,10 @@ class Segmenter:
             raise InvalidInputError(f"`batch_size` must be a whole number >= 1, got {batch_size!r}")
         if threads is not None and (int(threads) != threads or threads < 1):
             raise InvalidInputError(f"`threads` must be a whole number >= 1, got {threads!r}")
+        if isinstance(bsize, bool) or int(bsize) != bsize or not (64 <= bsize <= 1024) \
+                or int(bsize) % 16:
+            raise InvalidInputError(f"`bsize` (tile size) must be a multiple of 16 from 64 to 1024, "
+                                    f"got {bsize!r}")
         if not 0.05 <= tile_overlap <= 0.5:
             raise InvalidInputError(f"`tile_overlap` must be in [0.05, 0.5], got {tile_overlap!r}")
         providers = select_providers(device)

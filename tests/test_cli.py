@@ -257,6 +257,25 @@ def test_segment_nonpositive_numbers(small_tif, option, value):
     assert_one_error_line(proc, f"`{option}` must be > 0, got {float(value)}")
 
 
+@pytest.mark.parametrize("value", ["0", "100", "48", "2048"])
+def test_segment_bad_tile_size(small_tif, value):
+    proc = run_cli("segment", small_tif, "--tile-size", value)
+    assert_one_error_line(proc, f"`--tile-size` must be a multiple of 16 from 64 to 1024, "
+                                f"got {value}")
+
+
+def test_segment_tile_size_reaches_the_network(tmp_path):
+    from nucseg_rt import Segmenter
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "embryo_small.tif"
+    proc = run_cli("segment", example, "--anisotropy", "4", "--diameter", "30",
+                   "--tile-size", "320", "--out-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    expected = Segmenter("nuclei_3d", device="cpu", bsize=320).segment(
+        tifffile.imread(example), anisotropy=4.0, diameter=30.0).masks
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "embryo_small_masks.tif"), expected)
+
+
 def test_segment_without_input():
     assert_one_error_line(run_cli("segment", "--model", "x"), "no input")
 

@@ -82,6 +82,7 @@ def test_info_probe_saves_defaults():
     proc = run_cli("info", "--probe", "--seconds", "0.01", "--save")
     assert proc.returncode == 0, proc.stderr
     assert "fastest" in proc.stdout and "saved to" in proc.stdout
+    assert "ms per megapixel by tile size" in proc.stdout and "tile  320:" in proc.stdout
     saved = json.loads((Path(os.environ["NUCSEG_RT_HOME"]) / "probe.json").read_text())
     assert saved["fp32"]["batch_size"] >= 1 and saved["fp32"]["threads"] >= 1
     assert_one_error_line(run_cli("info", "--save"), "--save needs --probe")

@@ -63,3 +63,8 @@ def test_segmenter_spec_rebuilds_the_segmenter():
     again = spec.build()
     assert again.model.sha256 == seg.model.sha256 and again.batch_size == seg.batch_size
     assert hash(spec) == hash(blockwise.SegmenterSpec.from_segmenter(seg, threads=1))
+    from nucseg_rt import Segmenter
+
+    tiled = blockwise.SegmenterSpec.from_segmenter(Segmenter("nuclei_3d", device="cpu", bsize=320))
+    assert tiled.build().bsize == 320  # workers tile as the Segmenter they were made from
+    assert tiled.labels_key() != spec.labels_key()  # and a resume with other tiles starts over

@@ -3,6 +3,7 @@ be, close to the plain run where it approximates, and the probe that tunes batch
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,23 @@ def test_default_work_avoidance_keeps_masks():
     assert px["default"] < 0.85 * px["plain"]  # YX ran on 24 acquired planes, not 96
 
 
+def test_other_tile_sizes_keep_masks():
+    """320-pixel tiles (Cellpose's are 224) give the masks of 224 tiles, on no more pixels."""
+    vol = tifffile.imread(EXAMPLE)
+    runs = {bs: Segmenter("nuclei_3d", device="cpu", bsize=bs).segment(
+        vol, anisotropy=4.0, diameter=30.0) for bs in (224, 320)}
+    ap = average_precision(runs[224].masks, runs[320].masks, thresholds=(0.5,))[0][0]
+    assert ap >= 0.98, ap
+    px = {k: sum(v["pixels"] for v in r.info["tiles"].values()) for k, r in runs.items()}
+    assert px[320] <= px[224]
+
+
+@pytest.mark.parametrize("bsize", [0, 100, 48, 2048, 224.5, True])
+def test_tile_size_validation(bsize):
+    with pytest.raises(InvalidInputError, match="`bsize`"):
+        Segmenter("nuclei_3d", device="cpu", bsize=bsize)
+
+
 def test_work_avoidance_validation():
     with pytest.raises(InvalidInputError, match="`work_avoidance`"):
         Segmenter("nuclei_3d", work_avoidance="fast")
@@ -98,8 +116,11 @@ def test_work_avoidance_validation():
 
 
 def test_probe_times_settings_and_saved_defaults_are_used():
-    result = probe.run_probe("nuclei_3d", batch_sizes=(1, 2), threads=[1], seconds=0.01)
+    result = probe.run_probe("nuclei_3d", batch_sizes=(1, 2), threads=[1], seconds=0.01,
+                             tile_sizes=(160, 224))
     assert set(result.timings) == {(1, 1), (2, 1)} and all(v > 0 for v in result.timings.values())
+    assert set(result.tile_timings) == {160, 224} and result.best_tile in (160, 224)
+    assert all(v > 0 for v in result.tile_timings.values())
     path = probe.save_probe(result)
     assert path.is_file()
     b, t = result.best
@@ -110,6 +131,9 @@ def test_probe_times_settings_and_saved_defaults_are_used():
     assert Segmenter("nuclei_3d", device="cpu", batch_size=5).batch_size == 5
     with pytest.raises(InvalidInputError, match="`batch_sizes`"):
         probe.run_probe("nuclei_3d", batch_sizes=(0,))
+    with pytest.raises(InvalidInputError, match="`tile_sizes`"):
+        probe.run_probe("nuclei_3d", tile_sizes=(200,))
+    assert "tile_size" not in json.loads(path.read_text())["fp32"]  # tile sizes are not saved
 
 
 def test_default_limits_approximate_steps_by_anisotropy():
