@@ -118,7 +118,8 @@ def _stdout_console() -> Console:
 
 
 def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: int | None,
-                      threads: int | None, tile_size: int | None = None) -> None:
+                      threads: int | None, tile_size: int | None = None,
+                      streams: int | None = None) -> None:
     """Checks on the command line's numbers, before any file is read or model loaded."""
     from nucseg_rt.errors import InvalidInputError
 
@@ -130,6 +131,8 @@ def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: 
         raise InvalidInputError(f"`--batch-size` must be >= 1, got {batch_size}")
     if threads is not None and threads < 1:
         raise InvalidInputError(f"`--threads` must be >= 1, got {threads}")
+    if streams is not None and not 1 <= streams <= 64:
+        raise InvalidInputError(f"`--streams` must be from 1 to 64, got {streams}")
     if tile_size is not None and not (64 <= tile_size <= 1024 and tile_size % 16 == 0):
         raise InvalidInputError(f"`--tile-size` must be a multiple of 16 from 64 to 1024, "
                                 f"got {tile_size}")
@@ -160,15 +163,16 @@ def _gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, save_f
 
 
 def _load_segmenter(model, ortho, device, precision, threads, batch_size,
-                    work_avoidance="default", tile_size=None):
+                    work_avoidance="default", tile_size=None, streams=None):
     from nucseg_rt import Segmenter
 
     if threads is not None:
         import numba
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        # dynamics: the cores all the streams use
+        numba.set_num_threads(min(threads * (streams or 1), numba.config.NUMBA_NUM_THREADS))
     return Segmenter(model, ortho=ortho, device=device, precision=precision, threads=threads,
-                     batch_size=batch_size, work_avoidance=work_avoidance,
+                     batch_size=batch_size, work_avoidance=work_avoidance, streams=streams,
                      **({} if tile_size is None else {"bsize": tile_size}))
 
 
@@ -274,7 +278,11 @@ def segment(
              "Cellpose's; other sizes change the flows slightly, see `nucseg-rt info --probe`).",
         rich_help_panel="Hardware", show_default=False)] = None,
     threads: Annotated[Optional[int], typer.Option(
-        help="CPU threads for the network and dynamics (default: all cores).",
+        help="CPU threads for the network (per stream) and dynamics (default: all cores).",
+        rich_help_panel="Hardware", show_default=False)] = None,
+    streams: Annotated[Optional[int], typer.Option(
+        help="Network sessions running planes side by side, the cores shared out between them "
+             "(default 1, or the probe's choice: `nucseg-rt info --probe --save`).",
         rich_help_panel="Hardware", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     debug: DebugOpt = False,
@@ -283,7 +291,7 @@ def segment(
     console = _stderr_console(quiet)
     with _reporting(debug):
         _validate_numbers(anisotropy=anisotropy, diameter=diameter, batch_size=batch_size,
-                          threads=threads, tile_size=tile_size)
+                          threads=threads, tile_size=tile_size, streams=streams)
         from nucseg_rt.large import settings_from_cli
 
         large = settings_from_cli(block_size=block_size, max_memory=max_memory,
@@ -295,7 +303,7 @@ def segment(
         segmenter = None
         if any(batch.pending_outputs(job, overwrite=overwrite) for job in jobs):
             segmenter = _load_segmenter(model, ortho, device.value, precision.value, threads,
-                                        batch_size, work_avoidance.value, tile_size)
+                                        batch_size, work_avoidance.value, tile_size, streams)
         from nucseg_rt.segment import Normalization
 
         options = dict(anisotropy=anisotropy, diameter=diameter, stitch_threshold=stitch_threshold,
@@ -546,11 +554,17 @@ def _probe(model: str, precision: str, save: bool, seconds: float) -> None:
     result = run_probe(model, precision=precision, seconds=seconds)
     print(f"{result.model} ({precision}), ms per 224x224 tile:")
     for (b, t), ms in sorted(result.timings.items()):
-        mark = "  <- fastest" if (b, t) == result.best else ""
+        mark = "  <- fastest single stream" if (b, t) == result.best else ""
         print(f"  batch {b:2d}, threads {t:2d}: {ms:7.1f}{mark}")
-    b, t = result.best
+    b1, t1 = result.best
+    best = result.best_setting
+    for (n, tn), ms in sorted(result.stream_timings.items()):
+        mark = "  <- fastest" if (n, tn) == (best["streams"], best["threads"]) else ""
+        print(f"  batch {b1:2d}, {n} streams of {tn} thread{'s' if tn > 1 else ''}: "
+              f"{ms:7.1f}{mark}")
+    b, t, n = best["batch_size"], best["threads"], best["streams"]
     if result.tile_timings:
-        print(f"ms per megapixel by tile size (threads {t}):")
+        print(f"ms per megapixel by tile size (one stream, threads {t1}):")
         for size, ms in sorted(result.tile_timings.items()):
             print(f"  tile {size:4d}: {ms:7.0f}")
         ref, size = result.tile_timings.get(224), result.best_tile
@@ -559,10 +573,11 @@ def _probe(model: str, precision: str, save: bool, seconds: float) -> None:
                   f"here: try --tile-size {size} (flows then differ slightly from Cellpose's)")
         else:
             print("tile size: 224 (Cellpose's) is within 10% of the fastest per pixel here")
+    flags = f"--batch-size {b} --threads {t} --streams {n}"
     if save:
-        print(f"saved to {save_probe(result)}: --batch-size {b} --threads {t} are now the defaults")
+        print(f"saved to {save_probe(result)}: {flags} are now the defaults")
     else:
-        print(f"use --batch-size {b} --threads {t} (or run again with --save)")
+        print(f"use {flags} (or run again with --save)")
 
 
 def _numba_threading() -> str:

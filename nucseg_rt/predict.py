@@ -129,10 +129,12 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_net(path: str | os.PathLike, providers: list, threads: int | None = None) -> OnnxNet:
-    """A cached :class:`OnnxNet` (one session per file, providers and thread count)."""
+def load_net(path: str | os.PathLike, providers: list, threads: int | None = None,
+             replica: int = 0) -> OnnxNet:
+    """A cached :class:`OnnxNet` (one session per file, providers, thread count and
+    ``replica``: streams running side by side each get a session of their own)."""
     p = Path(path).resolve()
-    key = (str(p), p.stat().st_mtime_ns, repr(providers), threads)
+    key = (str(p), p.stat().st_mtime_ns, repr(providers), threads, int(replica))
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = OnnxNet(p, providers, threads)
@@ -249,38 +251,90 @@ def _run_tiles(net: OnnxNet, tiles: np.ndarray, batch_size: int, bound: float | 
     return out
 
 
-def run_planes(net: OnnxNet, planes: np.ndarray, *, batch_size: int = 8, bsize: int = 224,
-               tile_overlap: float = 0.1, sink: Callable[[int, np.ndarray], None],
-               progress: Progress | None = None, label: str = "",
-               avoid: WorkAvoidance | None = None, counter: _Counter | None = None) -> None:
+def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_size: int = 8,
+               bsize: int = 224, tile_overlap: float = 0.1,
+               sink: Callable[[int, np.ndarray], None], progress: Progress | None = None,
+               label: str = "", avoid: WorkAvoidance | None = None,
+               counter: _Counter | None = None) -> None:
     """Run the network over every plane of ``planes (N, H, W, C)`` (C <= nchan, zero-filled).
 
     Planes are batched as Cellpose batches them (``batch_size // ntiles`` planes per group).
-    ``sink(i, out)`` receives each plane's ``(3, H, W)`` float32 output (Y flow, X flow, cellprob).
+    ``sink(i, out)`` receives each plane's ``(3, H, W)`` float32 output (Y flow, X flow, cellprob);
+    each plane once, so sinks writing plane ``i`` only need no lock.
     ``avoid`` selects compact tiling and background skipping (default: neither).
+    ``net`` may be a sequence of sessions of the same model (streams): groups of planes then run
+    side by side, one stream each, in threads (onnxruntime releases the GIL); the outputs are the
+    same, only the order in which ``sink`` is called changes.
     """
+    nets = [net] if isinstance(net, OnnxNet) else list(net)
+    if not nets:
+        raise InvalidInputError("`net` must be a network or a non-empty sequence of them")
     avoid = avoid or WorkAvoidance()
     counter = counter if counter is not None else _Counter()
     n, h, w, c = planes.shape
-    nchan = net.info.nchan
+    nchan = nets[0].info.nchan
     if c > nchan:
         raise InvalidInputError(f"planes have {c} channels but the model takes {nchan}")
     grid = make_grid(h, w, bsize=bsize, tile_overlap=tile_overlap, compact=avoid.compact_tiles)
     inv_navg = blend_weights(grid)
     per_group = max(1, batch_size // grid.ntiles)
-    for g0 in range(0, n, per_group):
-        idx = range(g0, min(n, g0 + per_group))
+    groups = [range(g0, min(n, g0 + per_group)) for g0 in range(0, n, per_group)]
+
+    def run_group(one: OnnxNet, idx: range, count: _Counter) -> None:
         tiles = np.empty((len(idx) * grid.ntiles, nchan, *grid.tile), np.float32)
         for j, i in enumerate(idx):
             plane_tiles(planes[i], grid, nchan, tiles[j * grid.ntiles:(j + 1) * grid.ntiles])
-        outs = _run_tiles(net, tiles, batch_size, avoid.background_bound, counter)
+        outs = _run_tiles(one, tiles, batch_size, avoid.background_bound, count)
         for j, i in enumerate(idx):
             sink(i, _blend(outs[j * grid.ntiles:(j + 1) * grid.ntiles], grid, inv_navg, h, w))
-        if progress is not None:
-            progress(label, idx[-1] + 1, n)
+
+    if len(nets) == 1 or len(groups) == 1:
+        for idx in groups:
+            run_group(nets[0], idx, counter)
+            if progress is not None:
+                progress(label, idx[-1] + 1, n)
+        return
+    _run_groups_streamed(nets, groups, run_group, counter, progress, label, n)
 
 
-def run_3d(net: OnnxNet, x: np.ndarray, *, net_ortho: OnnxNet | None = None, batch_size: int = 8,
+def _run_groups_streamed(nets, groups, run_group, counter: _Counter, progress, label: str,
+                         n: int) -> None:
+    """``run_group(net, idx, counter)`` for every group, ``len(nets)`` at a time in threads."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for one in nets:
+        free.put(one)
+    lock = threading.Lock()
+    done = [0]
+
+    def task(idx: range) -> None:
+        one, count = free.get(), _Counter()
+        try:
+            run_group(one, idx, count)
+        finally:
+            free.put(one)
+        with lock:
+            counter.run += count.run
+            counter.skipped += count.skipped
+            counter.pixels += count.pixels
+            done[0] += len(idx)
+            if progress is not None:
+                progress(label, done[0], n)
+
+    with ThreadPoolExecutor(len(nets), thread_name_prefix="nucseg-stream") as pool:
+        futures = [pool.submit(task, idx) for idx in groups]
+        try:
+            for fut in futures:
+                fut.result()  # the first error, raised here
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
+           net_ortho: OnnxNet | Sequence[OnnxNet] | None = None, batch_size: int = 8,
            bsize: int = 224, tile_overlap: float = 0.1, progress: Progress | None = None,
            avoid: WorkAvoidance | None = None, yx_native: np.ndarray | None = None,
            stats: dict | None = None) -> np.ndarray:
@@ -331,7 +385,8 @@ def run_3d(net: OnnxNet, x: np.ndarray, *, net_ortho: OnnxNet | None = None, bat
     return yf
 
 
-def _yx_interpolated(net: OnnxNet, native: np.ndarray, yf: np.ndarray, common: dict) -> None:
+def _yx_interpolated(net: OnnxNet | Sequence[OnnxNet], native: np.ndarray, yf: np.ndarray,
+                     common: dict) -> None:
     """Add YX-pass outputs computed on ``native`` planes, linearly interpolated in Z, to ``yf``."""
     from nucseg_rt.resample import z_interpolation
 

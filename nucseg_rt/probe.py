@@ -1,8 +1,9 @@
-"""A short CPU probe that picks the network's batch size and thread count for this machine.
+"""A short CPU probe that picks the network's batch size, threads and streams for this machine.
 
 ``nucseg-rt info --probe`` times the model on 224x224 tiles for each batch size and thread
-count; ``--save`` writes the fastest setting to ``probe.json`` in the registry folder, where
-:class:`nucseg_rt.Segmenter` reads it when ``batch_size``/``threads`` are not given.
+count, and with the cores shared out between streams (sessions running side by side);
+``--save`` writes the fastest setting to ``probe.json`` in the registry folder, where
+:class:`nucseg_rt.Segmenter` reads it when ``batch_size``/``threads``/``streams`` are not given.
 At the fastest setting it also times the network per pixel on other tile sizes. Those are
 reported, not saved: a tile size other than Cellpose's 224 changes the flows slightly, so it
 is chosen explicitly (``segment --tile-size``).
@@ -35,12 +36,25 @@ class ProbeResult:
     per megapixel for each tile size at the fastest of those settings."""
     model: str
     precision: str
-    timings: dict  # {(batch_size, threads): ms per tile}
+    timings: dict  # {(batch_size, threads): ms per tile}, one stream
     tile_timings: dict = field(default_factory=dict)  # {tile size: ms per megapixel}
+    stream_timings: dict = field(default_factory=dict)  # {(streams, threads each): ms per tile}
 
     @property
     def best(self) -> tuple[int, int]:
+        """(batch size, threads) of the fastest single-stream setting."""
         return min(self.timings, key=self.timings.get)
+
+    @property
+    def best_setting(self) -> dict:
+        """The fastest setting: ``{"batch_size", "threads", "streams", "ms_per_tile"}``."""
+        b, t = self.best
+        setting = {"batch_size": b, "threads": t, "streams": 1, "ms_per_tile": self.timings[(b, t)]}
+        if self.stream_timings:
+            (n, tn), ms = min(self.stream_timings.items(), key=lambda kv: kv[1])
+            if ms < setting["ms_per_tile"]:
+                setting.update(threads=tn, streams=n, ms_per_tile=ms)
+        return setting
 
     @property
     def best_tile(self) -> int | None:
@@ -57,8 +71,9 @@ def run_probe(model: str = "nuclei_3d", *, precision: str = "fp32",
               seconds: float = 1.5, tile_sizes: tuple[int, ...] = TILE_SIZES) -> ProbeResult:
     """Time the model's network on random tiles (about ``seconds`` per setting).
 
-    Each (batch size, threads) on 224x224 tiles; then, with the fastest threads, each of
-    ``tile_sizes`` with about as many pixels per call as the fastest batch of 224 tiles.
+    Each (batch size, threads) on 224x224 tiles; with the fastest batch size, the cores shared
+    out between 2 (or more) streams running side by side; then, with the fastest threads, each
+    of ``tile_sizes`` with about as many pixels per call as the fastest batch of 224 tiles.
     """
     from nucseg_rt.predict import OnnxNet
     from nucseg_rt.registry import resolve_model
@@ -78,12 +93,40 @@ def run_probe(model: str = "nuclei_3d", *, precision: str = "fp32",
         for b in batch_sizes:
             timings[(int(b), int(t))] = _ms_per_call(net, rng, b, 224, seconds) / b
     best_b, best_t = min(timings, key=timings.get)
+    stream_timings = {}
+    cores = os.cpu_count() or 1
+    for n in sorted({2, cores} - {1}) if cores >= 2 else ():
+        per = max(1, cores // n)
+        replicas = [OnnxNet(resolved.path, ["CPUExecutionProvider"], threads=per)
+                    for _ in range(n)]
+        stream_timings[(n, per)] = _ms_per_tile_streams(replicas, rng, best_b, seconds)
     tile_timings = {}
     for size in tile_sizes:
         b = max(1, round(best_b * 224 ** 2 / size ** 2))
         tile_timings[int(size)] = _ms_per_call(nets[best_t], rng, b, size, seconds) / (
             b * size * size) * 1e6
-    return ProbeResult(resolved.name, precision, timings, tile_timings)
+    return ProbeResult(resolved.name, precision, timings, tile_timings, stream_timings)
+
+
+def _ms_per_tile_streams(nets, rng, batch: int, seconds: float) -> float:
+    """Milliseconds per 224x224 tile with every net running batches at once, in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = rng.random((batch, nets[0].info.nchan, 224, 224), dtype=np.float32)
+    for net in nets:
+        net(x)
+
+    def loop(net) -> int:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds or n < 2:
+            net(x)
+            n += 1
+        return n
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(len(nets)) as pool:
+        calls = sum(pool.map(loop, nets))
+    return (time.perf_counter() - t0) / (calls * batch) * 1e3
 
 
 def _ms_per_call(net, rng, batch: int, size: int, seconds: float) -> float:
@@ -105,9 +148,10 @@ def save_probe(result: ProbeResult, home: str | os.PathLike | None = None) -> Pa
     root.mkdir(parents=True, exist_ok=True)
     path = root / PROBE_FILE
     data = _read(path)
-    b, t = result.best
-    data[result.precision] = {"batch_size": b, "threads": t, "model": result.model,
-                              "ms_per_tile": round(result.timings[(b, t)], 2),
+    best = result.best_setting
+    data[result.precision] = {"batch_size": best["batch_size"], "threads": best["threads"],
+                              "streams": best["streams"], "model": result.model,
+                              "ms_per_tile": round(best["ms_per_tile"], 2),
                               "date": time.strftime("%Y-%m-%d")}
     with atomic_write(path) as fh:
         fh.write((json.dumps(data, indent=2) + "\n").encode())
@@ -123,9 +167,13 @@ def _read(path: Path) -> dict:
 
 
 def load_probe(precision: str, home: str | os.PathLike | None = None) -> dict:
-    """The saved ``{"batch_size", "threads"}`` for ``precision``, or {} if never probed."""
+    """The saved ``{"batch_size", "threads", "streams"}`` for ``precision``, or {} if never
+    probed (files saved before streams were probed give ``streams`` 1)."""
     from nucseg_rt.registry import registry_home
 
     entry = _read(registry_home(home) / PROBE_FILE).get(precision, {})
-    ok = all(isinstance(entry.get(k), int) and entry[k] >= 1 for k in ("batch_size", "threads"))
-    return {"batch_size": entry["batch_size"], "threads": entry["threads"]} if ok else {}
+    entry = {"streams": 1, **entry} if isinstance(entry, dict) else {}
+    keys = ("batch_size", "threads", "streams")
+    ok = all(isinstance(entry.get(k), int) and not isinstance(entry[k], bool) and entry[k] >= 1
+             for k in keys)
+    return {k: entry[k] for k in keys} if ok else {}

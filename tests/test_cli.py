@@ -264,6 +264,12 @@ def test_segment_bad_tile_size(small_tif, value):
                                 f"got {value}")
 
 
+@pytest.mark.parametrize("value", ["0", "65"])
+def test_segment_bad_streams(small_tif, value):
+    assert_one_error_line(run_cli("segment", small_tif, "--streams", value),
+                          f"`--streams` must be from 1 to 64, got {value}")
+
+
 def test_segment_tile_size_reaches_the_network(tmp_path):
     from nucseg_rt import Segmenter
 

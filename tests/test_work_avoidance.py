@@ -70,6 +70,54 @@ def test_native_yx_plumbing_is_exact_without_interpolation(tiny_onnx_model):
         run_3d(net, x, yx_native=x[:, :20])
 
 
+def test_streams_give_the_same_outputs(tiny_onnx_model):
+    nets = [load_net(tiny_onnx_model, ["CPUExecutionProvider"], threads=1, replica=k)
+            for k in range(3)]
+    assert len({id(n) for n in nets}) == 3  # a session per stream
+    x = np.random.default_rng(2).random((7, 300, 40, 1), dtype=np.float32)
+    x[2] = 0  # a background plane: skipped tiles are counted in every stream
+    avoid = WorkAvoidance(compact_tiles=True, background_bound=0.05)
+    one = run_3d(nets[0], x, batch_size=2, avoid=avoid, stats=(s1 := {}))
+    seen = []
+    many = run_3d(nets, x, batch_size=2, avoid=avoid, stats=(s3 := {}),
+                  progress=lambda label, done, total: seen.append((label, done, total)))
+    np.testing.assert_array_equal(many, one)
+    assert s3 == s1 and s1["YX"]["tiles_skipped"] > 0
+    for label, total in (("YX", 7), ("ZX", 300), ("ZY", 40)):
+        done = [d for lab, d, t in seen if lab == label]
+        assert done == sorted(done) and done[-1] == total
+
+
+def test_an_error_in_a_stream_is_raised(tiny_onnx_model):
+    nets = [load_net(tiny_onnx_model, ["CPUExecutionProvider"], threads=1, replica=k)
+            for k in range(2)]
+
+    def sink(i, out):
+        if i == 3:
+            raise MemoryError("plane 3")
+
+    with pytest.raises(MemoryError, match="plane 3"):
+        run_planes(nets, np.ones((6, 32, 32, 1), np.float32), batch_size=1, sink=sink)
+
+
+def test_segmenter_streams(tmp_path):
+    import os
+
+    from nucseg_rt.synth import make_volume
+
+    img, _, _ = make_volume((12, 96, 96), anisotropy=2.0, seed=4, diameter_mean=30.0)
+    runs = {k: Segmenter("nuclei_3d", device="cpu", streams=k).segment(
+        img, anisotropy=2.0, diameter=30.0) for k in (1, 2)}
+    np.testing.assert_array_equal(runs[2].flows, runs[1].flows)
+    np.testing.assert_array_equal(runs[2].masks, runs[1].masks)
+    seg = Segmenter("nuclei_3d", device="cpu")
+    assert seg.streams == min(2, os.cpu_count() or 1) and len(seg.nets) == seg.streams
+    assert Segmenter("nuclei_3d", device="cpu", threads=1).streams == 1
+    for bad in (0, 65, 1.5, True):
+        with pytest.raises(InvalidInputError, match="`streams`"):
+            Segmenter("nuclei_3d", device="cpu", streams=bad)
+
+
 def test_z_interpolation_weights():
     i0, i1, w0, w1 = z_interpolation(5, 5)
     assert (i0 == np.arange(5)).all() and np.allclose(w0, 1)
@@ -121,13 +169,17 @@ def test_probe_times_settings_and_saved_defaults_are_used():
     assert set(result.timings) == {(1, 1), (2, 1)} and all(v > 0 for v in result.timings.values())
     assert set(result.tile_timings) == {160, 224} and result.best_tile in (160, 224)
     assert all(v > 0 for v in result.tile_timings.values())
+    assert all(v > 0 for v in result.stream_timings.values())
     path = probe.save_probe(result)
     assert path.is_file()
-    b, t = result.best
-    assert probe.load_probe("fp32") == {"batch_size": b, "threads": t}
+    best = result.best_setting
+    assert best["ms_per_tile"] == min([*result.timings.values(), *result.stream_timings.values()])
+    saved = {k: best[k] for k in ("batch_size", "threads", "streams")}
+    assert probe.load_probe("fp32") == saved
     assert probe.load_probe("int8") == {}
     seg = Segmenter("nuclei_3d", device="cpu")
-    assert seg.batch_size == b
+    assert (seg.batch_size, seg.threads, seg.streams) == (saved["batch_size"], saved["threads"],
+                                                          saved["streams"])
     assert Segmenter("nuclei_3d", device="cpu", batch_size=5).batch_size == 5
     with pytest.raises(InvalidInputError, match="`batch_sizes`"):
         probe.run_probe("nuclei_3d", batch_sizes=(0,))
