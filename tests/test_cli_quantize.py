@@ -85,4 +85,9 @@ def test_info_probe_saves_defaults():
     assert "ms per megapixel by tile size" in proc.stdout and "tile  320:" in proc.stdout
     saved = json.loads((Path(os.environ["NUCSEG_RT_HOME"]) / "probe.json").read_text())
     assert saved["fp32"]["batch_size"] >= 1 and saved["fp32"]["threads"] >= 1
+    assert saved["fp32"]["streams"] >= 1
+    if (os.cpu_count() or 1) >= 2:
+        assert "2 streams of" in proc.stdout
+    b, t, n = (saved["fp32"][k] for k in ("batch_size", "threads", "streams"))
+    assert f"--batch-size {b} --threads {t} --streams {n} are now the defaults" in proc.stdout
     assert_one_error_line(run_cli("info", "--save"), "--save needs --probe")
