@@ -282,7 +282,8 @@ def segment(
         rich_help_panel="Hardware", show_default=False)] = None,
     streams: Annotated[Optional[int], typer.Option(
         help="Network sessions running planes side by side, the cores shared out between them "
-             "(default 1, or the probe's choice: `nucseg-rt info --probe --save`).",
+             "(default: the probe's choice, `nucseg-rt info --probe --save`; else 2 on the CPU, "
+             "1 with --threads or on CUDA).",
         rich_help_panel="Hardware", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     debug: DebugOpt = False,
