@@ -133,7 +133,9 @@ def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: 
         raise InvalidInputError(f"`--threads` must be >= 1, got {threads}")
     if streams is not None and not 1 <= streams <= 64:
         raise InvalidInputError(f"`--streams` must be from 1 to 64, got {streams}")
-    if tile_size is not None and not (64 <= tile_size <= 1024 and tile_size % 16 == 0):
+    from nucseg_rt.tiling import is_tile_size
+
+    if tile_size is not None and not is_tile_size(tile_size):
         raise InvalidInputError(f"`--tile-size` must be a multiple of 16 from 64 to 1024, "
                                 f"got {tile_size}")
 

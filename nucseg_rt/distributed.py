@@ -115,10 +115,6 @@ class LazyClient:
                                                                  workers=self.workers))
         return self._client
 
-    @property
-    def opened(self) -> bool:
-        return self._client is not None
-
     def close(self) -> None:
         self._client = None
         self._stack.close()

@@ -215,6 +215,11 @@ class _Counter:
     def __init__(self):
         self.run = self.skipped = self.pixels = 0
 
+    def add(self, other: "_Counter") -> None:
+        self.run += other.run
+        self.skipped += other.skipped
+        self.pixels += other.pixels
+
 
 def _background(tiles: np.ndarray, bound: float, block: int = 8) -> np.ndarray:
     """Which of ``tiles (N, C, ly, lx)`` have every ``block`` x ``block`` mean <= ``bound``.
@@ -316,9 +321,7 @@ def _run_groups_streamed(nets, groups, run_group, counter: _Counter, progress, l
         finally:
             free.put(one)
         with lock:
-            counter.run += count.run
-            counter.skipped += count.skipped
-            counter.pixels += count.pixels
+            counter.add(count)
             done[0] += len(idx)
             if progress is not None:
                 progress(label, done[0], n)

@@ -82,7 +82,9 @@ def run_probe(model: str = "nuclei_3d", *, precision: str = "fp32",
         raise InvalidInputError(f"`batch_sizes` must be whole numbers >= 1, got {batch_sizes!r}")
     if seconds <= 0:
         raise InvalidInputError(f"`seconds` must be > 0, got {seconds!r}")
-    if any(int(t) != t or not 64 <= t <= 1024 or int(t) % 16 for t in tile_sizes):
+    from nucseg_rt.tiling import is_tile_size
+
+    if not all(is_tile_size(t) for t in tile_sizes):
         raise InvalidInputError(f"`tile_sizes` must be multiples of 16 from 64 to 1024, "
                                 f"got {tile_sizes!r}")
     resolved = resolve_model(model, precision=precision)
@@ -115,28 +117,27 @@ def _ms_per_tile_streams(nets, rng, batch: int, seconds: float) -> float:
     x = rng.random((batch, nets[0].info.nchan, 224, 224), dtype=np.float32)
     for net in nets:
         net(x)
-
-    def loop(net) -> int:
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds or n < 2:
-            net(x)
-            n += 1
-        return n
-
     t0 = time.perf_counter()
     with ThreadPoolExecutor(len(nets)) as pool:
-        calls = sum(pool.map(loop, nets))
+        calls = sum(pool.map(lambda net: _calls_for(net, x, seconds), nets))
     return (time.perf_counter() - t0) / (calls * batch) * 1e3
 
 
 def _ms_per_call(net, rng, batch: int, size: int, seconds: float) -> float:
     x = rng.random((batch, net.info.nchan, size, size), dtype=np.float32)
     net(x)
+    t0 = time.perf_counter()
+    n = _calls_for(net, x, seconds)
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def _calls_for(net, x: np.ndarray, seconds: float) -> int:
+    """Run ``net(x)`` for about ``seconds`` (at least twice); returns the number of calls."""
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or n < 2:
         net(x)
         n += 1
-    return (time.perf_counter() - t0) / n * 1e3
+    return n
 
 
 def save_probe(result: ProbeResult, home: str | os.PathLike | None = None) -> Path:

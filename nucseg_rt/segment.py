@@ -23,6 +23,7 @@ from nucseg_rt.resample import (rescale_volume, resize_flows_back, resize_labels
                                  resize_nearest)
 from nucseg_rt.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
                                select_providers)
+from nucseg_rt.tiling import is_tile_size
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -183,18 +184,18 @@ class Segmenter:
         if streams is not None and (isinstance(streams, bool) or int(streams) != streams
                                     or not 1 <= streams <= 64):
             raise InvalidInputError(f"`streams` must be a whole number from 1 to 64, got {streams!r}")
-        if isinstance(bsize, bool) or int(bsize) != bsize or not (64 <= bsize <= 1024) \
-                or int(bsize) % 16:
+        if not is_tile_size(bsize):
             raise InvalidInputError(f"`bsize` (tile size) must be a multiple of 16 from 64 to 1024, "
                                     f"got {bsize!r}")
         if not 0.05 <= tile_overlap <= 0.5:
             raise InvalidInputError(f"`tile_overlap` must be in [0.05, 0.5], got {tile_overlap!r}")
         providers = select_providers(device)
-        if precision == "fp16" and "CUDAExecutionProvider" not in providers:
+        on_cpu = "CUDAExecutionProvider" not in providers
+        if precision == "fp16" and on_cpu:
             raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
                                     "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'")
         self.model = registry.resolve_model(model, ortho=ortho, precision=precision)
-        if "CUDAExecutionProvider" not in providers and None in (batch_size, threads, streams):
+        if on_cpu and None in (batch_size, threads, streams):
             from nucseg_rt.probe import load_probe  # `nucseg-rt info --probe --save` results
 
             tuned = load_probe(precision)
@@ -204,8 +205,8 @@ class Segmenter:
             if threads is None and (streams or 1) == tuned.get("streams", 1):
                 threads = tuned.get("threads")
         if streams is None:  # CPU: two streams were faster than one on both 2-core CPUs measured
-            cpu = "CUDAExecutionProvider" not in providers
-            streams = min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1) if cpu and threads is None else 1
+            streams = (min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1) if on_cpu and threads is None
+                       else 1)
         streams = int(streams)
         if threads is None and streams > 1:
             threads = max(1, (os.cpu_count() or 1) // streams)

@@ -14,6 +14,17 @@ from functools import lru_cache
 import numpy as np
 
 
+#: tile edges the runtime accepts: multiples of 16 (the network halves a tile 4 times)
+TILE_SIZE_RANGE = (64, 1024)
+
+
+def is_tile_size(value) -> bool:
+    """Whether ``value`` is an accepted tile edge: a whole multiple of 16 in ``TILE_SIZE_RANGE``."""
+    lo, hi = TILE_SIZE_RANGE
+    return (not isinstance(value, bool) and int(value) == value and lo <= value <= hi
+            and int(value) % 16 == 0)
+
+
 def pad_yx(ly: int, lx: int, div: int = 16, extra: int = 1) -> tuple[int, int, int, int]:
     """Padding ``(y_before, y_after, x_before, x_after)`` of a plane (Cellpose ``get_pad_yx``)."""
     def one(n: int) -> tuple[int, int]:
