@@ -8,9 +8,19 @@ Schedule: AdamW, linear warm-up over ``--warmup-steps`` then cosine decay to
 after every epoch from the last two epoch durations (so the LR is annealed when time runs out),
 and training stops cleanly before an epoch that would exceed the budget.
 
-Data: seeded synthetic volumes (``synth.make_volume``; diameters spread around ``--diam-mean``,
-anisotropy drawn from 1, 2, 4, 8, 11.5, Z resampled back to isotropic), or 2D ``X.tif`` /
-``X_masks.tif`` pairs from ``--dir`` (e.g. written by ``crops.py``).
+Data, mixed per sample (``--real-weight``):
+
+- seeded synthetic volumes (``synth.make_volume``; diameters spread around ``--synth-diam``,
+  anisotropy drawn from ``--anisotropies``, Z resampled back to isotropic), planes of the
+  orientations ``--synth-axes``; they alone give true ZY/ZX geometry of coarse-Z stacks;
+- real 2D images with instance labels from pinned registry packages (``real_data``,
+  ``--real-sources``), of which a fraction ``--real-ortho-prob`` is made to look like a ZY/ZX
+  plane of a coarse-Z stack (``train_data.coarse_axis``), so that ortho views see real texture;
+- or, with ``--dir``, 2D ``X.tif`` / ``X_masks.tif`` pairs instead of the synthetic planes.
+
+Every plane is zoomed so that its nuclei are ``--diam-mean`` px across (x jitter), or with
+``--wide-prob`` to a size drawn from ``--wide-scale`` (px), so the network also segments nuclei far
+from its scale (what the automatic diameter's first pass needs).
 
 Outputs in ``--out``: ``<name>`` (pure Cellpose state dict, last epoch), ``<name>.trainstate``
 (optimizer, scheduler, epoch, RNG state, history: what ``--resume`` needs),
@@ -73,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ortho-step", type=int, default=8)
     a("--min-masks", type=int, default=1)
     a("--n-val", type=int, default=48, help="validation planes")
+    a("--synth-diam", type=float, default=None, help="mean 3D diameter of synthetic nuclei (default --diam-mean)")
+    a("--anisotropies", default="1,2,4,6,8,11.5", help="Z steps drawn for synthetic volumes")
+    a("--synth-axes", default="YX,ZY,ZX", help="orientations of the synthetic training planes")
+    a("--real-sources", default="", help="real 2D sources (real_data.SOURCES), comma separated; '' for none")
+    a("--real-cache", type=Path, default=None, help="folder for the source packages (default <out>/packages)")
+    a("--real-weight", type=float, default=0.6, help="fraction of each batch drawn from real images")
+    a("--real-ortho-prob", type=float, default=0.35, help="fraction of real crops given a coarse axis")
+    a("--ortho-steps", default="1.5,12", help="range of the coarse axis step, px at the network's scale")
+    a("--wide-scale", default="8,80", help="nucleus size range (px) of the wide scale augmentation")
+    a("--wide-prob", type=float, default=0.2, help="fraction of crops zoomed to --wide-scale")
     a("--seed", type=int, default=0)
     a("--threads", type=int, default=2)
     a("--max-minutes", type=float, default=None, help="stop after the epoch that would exceed this")
@@ -81,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _ints(s: str) -> list[int]:
     return [int(v) for v in s.split(",")]
+
+
+def _floats(s: str) -> list[float]:
+    return [float(v) for v in s.split(",")]
+
+
+def _real_data(args, console) -> PlaneSet | None:
+    from nucseg_rt_export.real_data import HELDOUT_SOURCES, load_source
+
+    names = [n for n in args.real_sources.split(",") if n]
+    if not names:
+        return None
+    held = sorted(set(names) & set(HELDOUT_SOURCES))
+    if held:
+        raise SystemExit(f"--real-sources: {', '.join(held)} is held out for evaluation, not for training")
+    cache = args.real_cache or args.out / "packages"
+    planes = []
+    for name in names:
+        imgs = load_source(name, cache)
+        n = sum(int(np.count_nonzero(np.bincount(r.labels.ravel())[1:])) for r in imgs)
+        console.print(f"real: {name}: {len(imgs)} images, {n} nuclei")
+        planes += [(r.image, r.labels) for r in imgs]
+    return PlaneSet.from_planes(planes)
 
 
 def _folder_data(args, console) -> tuple[PlaneSet, PlaneSet]:
@@ -101,13 +144,14 @@ def _data(args, console) -> tuple[PlaneSet, PlaneSet]:
     if args.dir is not None:
         return _folder_data(args, console)
     shape = tuple(_ints(args.volume_shape))
-    common = dict(shape_iso=shape, diam_mean=args.diam_mean, yx_step=args.yx_step,
-                  ortho_step=args.ortho_step, min_masks=args.min_masks)
+    common = dict(shape_iso=shape, diam_mean=args.synth_diam or args.diam_mean, yx_step=args.yx_step,
+                  ortho_step=args.ortho_step, min_masks=args.min_masks,
+                  anisotropies=tuple(_floats(args.anisotropies)), axes=tuple(args.synth_axes.split(",")))
 
     def prog(k, n):
         console.print(f"  volume {k}/{n}", highlight=False)
 
-    params = dict(n=args.n_volumes, seed=args.seed, **common, shape=list(shape), v=1)
+    params = dict(n=args.n_volumes, seed=args.seed, **common, shape=list(shape), v=2)
     params.pop("shape_iso")
     t = time.time()
     train = load_or_make_cache(args.out / "cache" / "train.npz", params,
@@ -222,6 +266,7 @@ def _setup(args, console):
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     train, val = _data(args, console)
+    real = _real_data(args, console)
     console.print(f"mean 2D label diameter of the training planes: {train.diam_labels():.1f} px")
     net = _make_net(args, args.diam_labels if args.diam_labels else args.diam_mean)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -246,7 +291,7 @@ def _setup(args, console):
         plan["epochs"] = state.get("planned_epochs", args.epochs)
         console.print(f"resumed at epoch {state['epoch']} (step {state['step']})")
     state["plan"] = plan
-    return train, val, net, opt, sched, state
+    return (train, real), val, net, opt, sched, state
 
 
 def _fit_plan(args, state, t0, console) -> None:
@@ -302,6 +347,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _batch(args, sets, rng: np.random.Generator, nchan: int):
+    """One batch: each sample from the real set with probability ``--real-weight``, else synthetic."""
+    synth, real = sets
+    n_real = int((rng.random(args.batch_size) < args.real_weight).sum()) if real is not None else 0
+    common = dict(crop=args.crop, nchan=nchan, diam_mean=args.diam_mean, wide=tuple(_floats(args.wide_scale)),
+                  wide_prob=args.wide_prob, ortho_steps=tuple(_floats(args.ortho_steps)))
+    parts = []
+    if n_real:
+        parts.append(augment_batch(real, rng.integers(0, len(real), n_real), rng,
+                                   ortho_prob=args.real_ortho_prob, **common))
+    if args.batch_size - n_real:
+        parts.append(augment_batch(synth, rng.integers(0, len(synth), args.batch_size - n_real), rng, **common))
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
 def _train_epoch(args, net, opt, sched, train, rng, state, console) -> float:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -311,8 +371,7 @@ def _train_epoch(args, net, opt, sched, train, rng, state, console) -> float:
                   disable=not console.is_terminal) as prog:
         task = prog.add_task("train", total=args.steps_per_epoch, loss=float("nan"))
         for s in range(args.steps_per_epoch):
-            idx = rng.integers(0, len(train), args.batch_size)
-            x, fl, cp = augment_batch(train, idx, rng, crop=args.crop, nchan=net.nchan)
+            x, fl, cp = _batch(args, train, rng, net.nchan)
             loss = cellpose_loss(net(x)[0], fl, cp)
             opt.zero_grad(set_to_none=True)
             loss.backward()

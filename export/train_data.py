@@ -20,7 +20,7 @@ from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
-           "load_pairs", "augment_batch", "rotate_flip_flows"]
+           "load_pairs", "augment_batch", "rotate_flip_flows", "label_diameter", "coarse_axis"]
 
 
 def resample_z(vol: np.ndarray, anisotropy: float, *, order: Literal[0, 1] = 1,
@@ -102,16 +102,23 @@ class PlaneSet:
     labels : (N, H, W) uint16
     flows : (N, 2, H, W) float16, unit heat-diffusion flows of ``labels``
     shapes : (N, 2) int32, valid size of each plane
+    diams : (N,) float32, typical nucleus diameter of each plane in px (what ``diam_mean``
+        scaling refers to): given per plane (the 3D diameter of a synthetic volume), or the
+        median equivalent-circle diameter of the plane's labels
     """
 
-    def __init__(self, imgs, labels, flows, shapes):
+    def __init__(self, imgs, labels, flows, shapes, diams=None):
         self.imgs, self.labels, self.flows, self.shapes = imgs, labels, flows, shapes
+        if diams is None:
+            diams = np.array([label_diameter(lb[:h, :w]) for lb, (h, w) in zip(labels, shapes)], np.float32)
+        self.diams = np.asarray(diams, np.float32)
 
     def __len__(self) -> int:
         return len(self.imgs)
 
     @classmethod
-    def from_planes(cls, planes: list[tuple[np.ndarray, np.ndarray]]) -> "PlaneSet":
+    def from_planes(cls, planes: list[tuple]) -> "PlaneSet":
+        """From ``(image, labels)`` or ``(image, labels, diameter)`` tuples (2D, any sizes)."""
         if not planes:
             raise InvalidInputError("no training planes (check `min_masks` and the data)")
         hmax = max(p[0].shape[0] for p in planes)
@@ -120,42 +127,50 @@ class PlaneSet:
         imgs = np.zeros((n, hmax, wmax), np.float16)
         labels = np.zeros((n, hmax, wmax), np.uint16)
         shapes = np.zeros((n, 2), np.int32)
-        for i, (im, lb) in enumerate(planes):
+        diams = np.zeros(n, np.float32)
+        for i, p in enumerate(planes):
+            im, lb = p[0], p[1]
             h, w = im.shape
             imgs[i, :h, :w] = normalize99(im)
             labels[i, :h, :w] = lb
             shapes[i] = h, w
+            diams[i] = p[2] if len(p) > 2 else label_diameter(lb)
         flows = masks_to_flows_batch(labels).astype(np.float16)
-        return cls(imgs, labels, flows, shapes)
+        return cls(imgs, labels, flows, shapes, diams)
 
     def save(self, path: Path) -> None:
-        np.savez(path, imgs=self.imgs, labels=self.labels, flows=self.flows, shapes=self.shapes)
+        np.savez(path, imgs=self.imgs, labels=self.labels, flows=self.flows, shapes=self.shapes,
+                 diams=self.diams)
 
     @classmethod
     def load(cls, path: Path) -> "PlaneSet":
         with np.load(path) as d:
-            return cls(d["imgs"], d["labels"], d["flows"], d["shapes"])
+            return cls(d["imgs"], d["labels"], d["flows"], d["shapes"], d["diams"] if "diams" in d else None)
 
     def diam_labels(self) -> float:
         """Mean over planes of Cellpose's median equivalent-circle diameter."""
-        ds = []
-        for lb in self.labels:
-            counts = np.bincount(lb.ravel())[1:]
-            counts = counts[counts > 0]
-            if counts.size:
-                ds.append(np.median(counts ** 0.5) / (np.pi ** 0.5 / 2))
+        ds = [label_diameter(lb) for lb in self.labels]
+        ds = [d for d in ds if d > 0]
         return float(np.mean(ds)) if ds else 0.0
+
+
+def label_diameter(lab2d: np.ndarray) -> float:
+    """Cellpose's ``diameters``: median equivalent-circle diameter of a plane's objects (0 if none)."""
+    counts = np.bincount(np.asarray(lab2d, np.int64).ravel())[1:]
+    counts = counts[counts > 0]
+    return float(np.median(counts ** 0.5) / (np.pi ** 0.5 / 2)) if counts.size else 0.0
 
 
 def synthetic_planes(n_volumes: int, *, seed: int, shape_iso=(96, 160, 160),
                      diam_mean: float = 30.0, diam_spread: float = 0.2,
                      anisotropies=(1.0, 2.0, 4.0, 8.0, 11.5), yx_step: int = 4,
-                     ortho_step: int = 8, min_masks: int = 1, progress=None):
+                     ortho_step: int = 8, min_masks: int = 1, axes=("YX", "ZY", "ZX"), progress=None):
     """Planes from seeded synthetic volumes, Z-subsampled then resampled back to isotropic.
 
-    Volume ``k`` uses seed ``seed * 100003 + k``; its mean diameter is
+    Only planes of the orientations in ``axes`` are kept. Volume ``k`` uses seed ``[seed, k]``; its mean diameter is
     ``diam_mean * exp(N(0, diam_spread))`` and its anisotropy is drawn from ``anisotropies``.
-    Returns a list of ``(image_plane float32, label_plane)``.
+    Returns a list of ``(image_plane float32, label_plane, diameter)``, ``diameter`` being the
+    volume's mean 3D nucleus diameter (what a user passes as ``--diameter``).
     """
     from nucseg_rt_export.synth import make_volume
 
@@ -169,9 +184,10 @@ def synthetic_planes(n_volumes: int, *, seed: int, shape_iso=(96, 160, 160),
         lab_iso = meta["labels_iso"]
         nz = int(math.floor((img.shape[0] - 1) * aniso)) + 1
         iso = resample_z(img, aniso, nz_out=nz, align="corners")
-        for _, _, ip, lp in iter_planes(iso, lab_iso[:nz], yx_step=yx_step, ortho_step=ortho_step,
-                                        min_masks=min_masks):
-            planes.append((ip, lp))
+        for axis, _, ip, lp in iter_planes(iso, lab_iso[:nz], yx_step=yx_step, ortho_step=ortho_step,
+                                           min_masks=min_masks):
+            if axis in axes:
+                planes.append((ip, lp, dm))
         if progress is not None:
             progress(k + 1, n_volumes)
     return planes
@@ -256,10 +272,49 @@ def _region(arr: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
     return out
 
 
-def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, scale_jitter: float,
-                brightness_sd: float, faint_prob: float, gamma_range: float):
+def coarse_axis(im: torch.Tensor, step: float, sigma: float, phase: float) -> torch.Tensor:
+    """What a coarse Z axis does to an (H, W) image, along its rows (axis 0).
+
+    Blur with a Gaussian of ``sigma`` px (the axial PSF), sample rows every ``step`` px from
+    ``phase`` (the Z planes), then interpolate linearly back to every row with the ends held, as
+    the runtime resamples Z to isotropic. The labels stay as they are: they are the true
+    cross-sections that a ZY/ZX plane of a real anisotropic volume shows.
+    """
+    h = im.shape[0]
+    if sigma > 0:
+        r = max(1, int(math.ceil(3 * sigma)))
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+        k = (k / k.sum()).view(1, 1, -1, 1)
+        im = F.conv2d(F.pad(im[None, None], (0, 0, r, r), mode="replicate"), k)[0, 0]
+    pos = torch.arange(phase, h - 1e-6, step, dtype=torch.float64)
+    if len(pos) < 2:
+        return im
+    i0 = pos.floor().long().clamp(max=h - 1)
+    i1 = (i0 + 1).clamp(max=h - 1)
+    f = (pos - i0).float()[:, None]
+    samples = (1 - f) * im[i0] + f * im[i1]
+    u = ((torch.arange(h, dtype=torch.float64) - phase) / step).clamp(0, len(pos) - 1)
+    j0 = u.floor().long().clamp(max=len(pos) - 1)
+    j1 = (j0 + 1).clamp(max=len(pos) - 1)
+    g = (u - j0).float()[:, None]
+    return (1 - g) * samples[j0] + g * samples[j1]
+
+
+def _scale(ps: PlaneSet, i: int, rng: np.random.Generator, diam_mean: float | None, scale_jitter: float,
+           wide: tuple[float, float] | None, wide_prob: float) -> float:
+    """Zoom factor of one sample: nuclei to ``diam_mean`` x jitter, or (``wide_prob``) to a size
+    drawn log-uniformly from ``wide``; without ``diam_mean``, jitter around the stored scale."""
+    d = float(ps.diams[i])
+    if diam_mean is None or d <= 0:
+        return math.exp(rng.uniform(-math.log(scale_jitter), math.log(scale_jitter)))
+    if wide is not None and rng.random() < wide_prob:
+        return math.exp(rng.uniform(math.log(wide[0]), math.log(wide[1]))) / d
+    return diam_mean / d * math.exp(rng.uniform(-math.log(scale_jitter), math.log(scale_jitter)))
+
+
+def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, aug: dict):
     h, w = ps.shapes[i]
-    s = math.exp(rng.uniform(-math.log(scale_jitter), math.log(scale_jitter)))
+    s = _scale(ps, i, rng, aug["diam_mean"], aug["scale_jitter"], aug["wide"], aug["wide_prob"])
     src = max(8, int(math.ceil(crop / s)))
     y0 = int(rng.integers(0, h - src + 1)) if h > src else -int(rng.integers(0, src - h + 1))
     x0 = int(rng.integers(0, w - src + 1)) if w > src else -int(rng.integers(0, src - w + 1))
@@ -270,23 +325,35 @@ def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, scale
         im = F.interpolate(im[None, None], size=(crop, crop), mode="bilinear", align_corners=False)[0, 0]
         fl = F.interpolate(fl[None], size=(crop, crop), mode="bilinear", align_corners=False)[0]
         lb = F.interpolate(lb[None, None].float(), size=(crop, crop), mode="nearest")[0, 0].long()
+    if aug["ortho_prob"] > 0 and rng.random() < aug["ortho_prob"]:
+        lo, hi = aug["ortho_steps"]
+        step = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        im = coarse_axis(im, step, step * rng.uniform(0.2, 0.5), rng.uniform(0, step))
     im, fl, lb = rotate_flip_flows(im, fl, lb, int(rng.integers(4)), bool(rng.random() < 0.5))
     nl = int(lb.max()) + 1
-    fac = np.exp(rng.normal(0, brightness_sd, nl))
-    fac[rng.random(nl) < faint_prob] *= rng.uniform(0.15, 0.4)
+    fac = np.exp(rng.normal(0, aug["brightness_sd"], nl))
+    fac[rng.random(nl) < aug["faint_prob"]] *= rng.uniform(0.15, 0.4)
     fac[0] = 1.0
     fmap = torch.from_numpy(fac.astype(np.float32))[lb]
     fmap = F.avg_pool2d(fmap[None, None], 5, stride=1, padding=2, count_include_pad=False)[0, 0]
     im = im * fmap
-    g = math.exp(rng.uniform(-math.log(gamma_range), math.log(gamma_range)))
+    g = math.exp(rng.uniform(-math.log(aug["gamma_range"]), math.log(aug["gamma_range"])))
     im = torch.where(im > 0, im.clamp(min=0) ** g, im)
     return im, fl, lb
 
 
 def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 128,
                   scale_jitter: float = 1.4, brightness_sd: float = 0.3, faint_prob: float = 0.1,
-                  gamma_range: float = 1.4, nchan: int = 2):
+                  gamma_range: float = 1.4, nchan: int = 2, diam_mean: float | None = None,
+                  wide: tuple[float, float] | None = None, wide_prob: float = 0.0,
+                  ortho_prob: float = 0.0, ortho_steps: tuple[float, float] = (1.5, 12.0)):
     """Random crops with scale jitter, 90-degree rotations/flips, per-nucleus brightness, gamma.
+
+    With ``diam_mean``, each plane is zoomed so that its nuclei (``ps.diams``) are ``diam_mean``
+    px across (times the jitter), or with probability ``wide_prob`` a size drawn log-uniformly
+    from ``wide`` (px). With probability ``ortho_prob`` a crop is made to look like a ZY/ZX plane
+    of a coarse-Z stack (``coarse_axis``, Z step drawn log-uniformly from ``ortho_steps`` px at
+    the network's scale) before its random rotation.
 
     Returns
     -------
@@ -294,9 +361,12 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
     flows : (B, 2, crop, crop) float32 unit flows (dY, dX)
     cellprob : (B, crop, crop) float32, 1 inside masks
     """
+    aug = dict(scale_jitter=scale_jitter, brightness_sd=brightness_sd, faint_prob=faint_prob,
+               gamma_range=gamma_range, diam_mean=diam_mean, wide=wide, wide_prob=wide_prob,
+               ortho_prob=ortho_prob, ortho_steps=ortho_steps)
     xs, fs, cs = [], [], []
     for i in idx:
-        im, fl, lb = _one_sample(ps, int(i), rng, crop, scale_jitter, brightness_sd, faint_prob, gamma_range)
+        im, fl, lb = _one_sample(ps, int(i), rng, crop, aug)
         x = torch.zeros(nchan, crop, crop)
         x[0] = im
         xs.append(x)
