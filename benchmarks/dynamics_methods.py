@@ -3,7 +3,7 @@
 For synthetic label volumes it makes Cellpose's own flows (``masks_to_flows`` x 5, cellprob
 +10 / -10) and variants with Gaussian noise and smoothing, plus flows read from files (e.g. the
 network's), then runs Cellpose 3.1's ``dynamics.compute_masks(do_3D=True)`` and
-``nucseg_rt.dynamics.compute_masks`` with both methods one after the other on the same input.
+``nucseg_rt.masks.dynamics.compute_masks`` with both methods one after the other on the same input.
 It prints a markdown table: AP@0.5 / AP@0.75 against the true labels, AP@0.5 of the cellpose
 method against Cellpose, seconds per run and the speed-up over Cellpose; and, first, the
 diagnosis of issue 7 (step length, pixels oscillating at the end, what more steps or half
@@ -69,7 +69,7 @@ def _run_all(dP, cellprob, threads):
     import torch
     from cellpose import dynamics as cp_dynamics
 
-    from nucseg_rt.dynamics import compute_masks
+    from nucseg_rt.masks.dynamics import compute_masks
 
     torch.set_num_threads(threads)
     res = {"Cellpose": _timed(cp_dynamics.compute_masks, dP, cellprob, do_3D=True, min_size=15,
@@ -80,7 +80,7 @@ def _run_all(dP, cellprob, threads):
 
 
 def _row(name, flows, labels, res):
-    from nucseg_rt.metrics import average_precision
+    from nucseg_rt.eval.metrics import average_precision
 
     def ap(masks):
         return "- / -" if labels is None else "{:.3f} / {:.3f}".format(*average_precision(labels, masks, [0.5, 0.75])[0])
@@ -104,8 +104,8 @@ def diagnose(labels, dP, cellprob, threads):
     import torch
     from cellpose import dynamics as cp_dynamics
 
-    from nucseg_rt import dynamics
-    from nucseg_rt.metrics import average_precision
+    from nucseg_rt.masks import dynamics
+    from nucseg_rt.eval.metrics import average_precision
 
     active = cellprob > 0
     idx = np.flatnonzero(active)
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     import torch
     from cellpose import dynamics as cp_dynamics
 
-    from nucseg_rt.dynamics import compute_masks
+    from nucseg_rt.masks.dynamics import compute_masks
 
     numba.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)

@@ -34,7 +34,7 @@ def matched_true_labels(labels, masks, thr=0.5) -> set:
 
 def evaluate(model: str, anisotropies, n_volumes: int, shape_iso, methods, diameter: float) -> dict:
     from nucseg_rt import Segmenter
-    from nucseg_rt.metrics import average_precision
+    from nucseg_rt.eval.metrics import average_precision
     from nucseg_rt_export.synth import make_volume
 
     seg = Segmenter(model, device="cpu")
@@ -48,8 +48,8 @@ def evaluate(model: str, anisotropies, n_volumes: int, shape_iso, methods, diame
             flows, cellprob = seg.predict_flows(img, anisotropy=a, diameter=diameter)
             tnet = time.perf_counter() - t0
             for m in methods:
-                from nucseg_rt.dynamics import compute_masks
-                from nucseg_rt.postprocess import fill_holes_and_remove_small_masks
+                from nucseg_rt.masks.dynamics import compute_masks
+                from nucseg_rt.masks.postprocess import fill_holes_and_remove_small_masks
 
                 t0 = time.perf_counter()
                 masks = compute_masks(flows, cellprob, niter=int(200 * diameter / seg.diam_mean),

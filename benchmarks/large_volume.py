@@ -54,7 +54,7 @@ def make_tiff(shape_iso, seed, path: Path, npy: Path | None = None) -> dict:
 def run_blockwise(src, out, block, scheduler=None, workers=None) -> dict:
     """nucseg-rt blockwise on ``src`` (lazy TIFF) -> ``out``; seconds, peak RSS, nuclei."""
     from nucseg_rt import Segmenter
-    from nucseg_rt.large import LargeSettings, segment_blockwise
+    from nucseg_rt.blockwise.run import LargeSettings, segment_blockwise
 
     base = _rss_mb()
     seg = Segmenter("nuclei_3d", device="cpu")
@@ -66,7 +66,7 @@ def run_blockwise(src, out, block, scheduler=None, workers=None) -> dict:
                                 block_size=block)
         seconds = time.perf_counter() - t
     else:
-        from nucseg_rt.distributed import open_client
+        from nucseg_rt.blockwise.dask import open_client
 
         with open_client(scheduler, workers=workers) as client:
             t = time.perf_counter()
@@ -100,8 +100,8 @@ def main(argv=None):
     ap.add_argument("--no-dask", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    from nucseg_rt.blockwise import parse_block_size
-    from nucseg_rt.metrics import average_precision
+    from nucseg_rt.blockwise.blocks import parse_block_size
+    from nucseg_rt.eval.metrics import average_precision
 
     block = parse_block_size(args.block)
     res = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "

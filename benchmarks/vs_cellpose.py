@@ -64,7 +64,7 @@ def _flops_per_pixel(nbase) -> float:
 
 def _network_pixels(shape_zyx, anisotropy, rescale=1.0) -> float:
     """Pixels the network sees over the three orientations (padded tiles, as Cellpose tiles)."""
-    from nucseg_rt.tiling import make_grid
+    from nucseg_rt.network.tiling import make_grid
 
     z = int(shape_zyx[0] * anisotropy * rescale)
     y, x = int(shape_zyx[1] * rescale), int(shape_zyx[2] * rescale)
@@ -200,7 +200,7 @@ def int8_model(kind: str, onnx_path: Path, folder: Path) -> Path:
     """The int8 model: the bundled variant, or the export quantized here (synthetic calibration)."""
     if kind == "bundled":
         return REPO / "models" / "nuclei_3d.int8.onnx"
-    from nucseg_rt.quantize import quantize_int8
+    from nucseg_rt.models.quantize import quantize_int8
 
     out = folder / "model.int8.onnx"
     rep = quantize_int8(onnx_path, out)
@@ -222,7 +222,7 @@ def main(argv=None):
     ap.add_argument("--keep", type=Path, help="save volumes, labels and both engines' masks here")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "tests"))
-    from nucseg_rt.metrics import average_precision
+    from nucseg_rt.eval.metrics import average_precision
 
     results = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                           f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),

@@ -31,7 +31,7 @@ CASES = {
 
 
 def _steps():
-    from nucseg_rt.predict import WorkAvoidance
+    from nucseg_rt.network.predict import WorkAvoidance
     from nucseg_rt.segment import DEFAULT_WORK_AVOIDANCE as d
 
     return {"plain": WorkAvoidance.plain(),
@@ -45,8 +45,8 @@ def _steps():
 
 def run_case(name: str, precisions, seed: int = 0, steps=None, repeat: int = 1) -> dict:
     from nucseg_rt import Segmenter
-    from nucseg_rt.metrics import average_precision
-    from nucseg_rt.synth import make_volume
+    from nucseg_rt.eval.metrics import average_precision
+    from nucseg_rt.eval.synth import make_volume
 
     c = CASES[name]
     img, labels, _ = make_volume(c["shape_iso"], anisotropy=c["anisotropy"], density=c["density"],

@@ -192,7 +192,7 @@ def _ap50(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> float:
 
 def _compute_masks_fn():
     try:
-        from nucseg_rt.dynamics import compute_masks
+        from nucseg_rt.masks.dynamics import compute_masks
     except Exception:  # dynamics module not available yet: validation loss only
         return None
     return compute_masks

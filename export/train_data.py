@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.label_flows import masks_to_flows_batch
+from nucseg_rt.masks.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
            "load_pairs", "augment_batch", "rotate_flip_flows", "label_diameter", "coarse_axis"]

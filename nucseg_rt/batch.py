@@ -9,9 +9,9 @@ the parts that decide what is read and written, so they can be tested and reused
   input or into ``out_dir``;
   a plan whose outputs would overwrite an input, or each other, is refused;
 - an output that exists is kept (the file is skipped when all its outputs exist) unless
-  ``overwrite``; every output is written atomically (see :mod:`nucseg_rt.io`);
+  ``overwrite``; every output is written atomically (see :mod:`nucseg_rt.io.tiff`);
 - a volume too large for the memory budget (or any volume, given a block size) is segmented
-  blockwise (:mod:`nucseg_rt.large`); zarr / OME-Zarr inputs are read lazily.
+  blockwise (:mod:`nucseg_rt.blockwise.run`); zarr / OME-Zarr inputs are read lazily.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.io import VolumeInfo, read_volume, write_flows_npz, write_labels_tif
+from nucseg_rt.io.tiff import VolumeInfo, read_volume, write_flows_npz, write_labels_tif
 
 __all__ = ["Job", "FileResult", "find_images", "plan_jobs", "pending_outputs",
            "check_writable", "axes_arguments", "segment_file"]
@@ -195,11 +195,11 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
         Replace existing outputs; otherwise a file whose outputs all exist is skipped.
     progress : callable, optional
         ``progress(stage, done, total)``, passed to ``Segmenter.segment``.
-    large : nucseg_rt.large.LargeSettings, optional
+    large : nucseg_rt.blockwise.run.LargeSettings, optional
         Blockwise settings. Given (the command line always gives them), a volume whose
         estimated memory exceeds the budget, or any volume when a block size is set, is
         segmented blockwise; None: always whole (zarr inputs are still read lazily).
-    client : distributed.Client or nucseg_rt.distributed.LazyClient, optional
+    client : distributed.Client or nucseg_rt.blockwise.dask.LazyClient, optional
         For blockwise runs with a scheduler: compute the blocks on this client (one cluster
         for a batch of files) instead of opening one for this file.
 
@@ -217,7 +217,7 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
         return _segment_file_blockwise(segmenter, job, options or {}, large, block, todo,
                                        channel_axis, z_axis, overwrite, progress, t0, client)
     if _is_zarr(job.source):
-        from nucseg_rt.lazyio import open_volume
+        from nucseg_rt.io.lazy import open_volume
 
         with open_volume(job.source, channel_axis=channel_axis, z_axis=z_axis) as vol:
             volume, info = vol.read_all(), vol.info
@@ -230,7 +230,7 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
     del volume
     if job.masks in todo:
         if _is_zarr(job.masks):
-            from nucseg_rt.lazyio import write_labels_zarr
+            from nucseg_rt.io.lazy import write_labels_zarr
 
             write_labels_zarr(job.masks, result.masks, info.voxel_size_zyx, unit=info.unit,
                               overwrite=overwrite)
@@ -244,7 +244,7 @@ def segment_file(segmenter, job: Job, *, options: dict | None = None,
 
 
 def _is_zarr(path: Path) -> bool:
-    from nucseg_rt.lazyio import is_zarr_path
+    from nucseg_rt.io.lazy import is_zarr_path
 
     return is_zarr_path(path) or path.is_dir()
 
@@ -257,7 +257,7 @@ def _blockwise_block_size(segmenter, job, options, large, channel_axis, z_axis):
     """
     if large is None:
         return None
-    from nucseg_rt import large as large_mod
+    from nucseg_rt.blockwise import run as large_mod
 
     try:
         _, shape_zyx, nchan = large_mod.volume_shape(job.source, channel_axis=channel_axis,
@@ -273,7 +273,7 @@ def _blockwise_block_size(segmenter, job, options, large, channel_axis, z_axis):
 
 def _segment_file_blockwise(segmenter, job, options, large, block, todo, channel_axis, z_axis,
                             overwrite, progress, t0, client=None) -> FileResult:
-    from nucseg_rt.large import segment_blockwise
+    from nucseg_rt.blockwise.run import segment_blockwise
 
     if job.flows is not None and job.flows in todo:
         raise InvalidInputError("--save-flows is not available for blockwise runs (the flows "
@@ -281,7 +281,7 @@ def _segment_file_blockwise(segmenter, job, options, large, block, todo, channel
     if job.masks.exists() and not overwrite:
         raise InvalidInputError(f"{job.masks} already exists")
     if client is not None:
-        from nucseg_rt.distributed import LazyClient
+        from nucseg_rt.blockwise.dask import LazyClient
 
         if isinstance(client, LazyClient):
             client = client.get()

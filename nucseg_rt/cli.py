@@ -1,7 +1,7 @@
 """The ``nucseg-rt`` command line: segment volumes, manage models, convert Cellpose models.
 
 Each command parses its options, calls the library (:mod:`nucseg_rt.batch`,
-:mod:`nucseg_rt.registry`, :class:`nucseg_rt.Segmenter`) and prints. Heavy modules are
+:mod:`nucseg_rt.models.registry`, :class:`nucseg_rt.Segmenter`) and prints. Heavy modules are
 imported inside the commands, so ``--help`` is instant. Errors raised on purpose by
 nucseg-rt (and OS errors such as a full disk) end as one line on stderr and a non-zero
 exit code; ``--debug`` adds the traceback.
@@ -133,7 +133,7 @@ def _validate_numbers(*, anisotropy: float, diameter: float | None, batch_size: 
         raise InvalidInputError(f"`--threads` must be >= 1, got {threads}")
     if streams is not None and not 1 <= streams <= 64:
         raise InvalidInputError(f"`--streams` must be from 1 to 64, got {streams}")
-    from nucseg_rt.tiling import is_tile_size
+    from nucseg_rt.network.tiling import is_tile_size
 
     if tile_size is not None and not is_tile_size(tile_size):
         raise InvalidInputError(f"`--tile-size` must be a multiple of 16 from 64 to 1024, "
@@ -295,7 +295,7 @@ def segment(
     with _reporting(debug):
         _validate_numbers(anisotropy=anisotropy, diameter=diameter, batch_size=batch_size,
                           threads=threads, tile_size=tile_size, streams=streams)
-        from nucseg_rt.large import settings_from_cli
+        from nucseg_rt.blockwise.run import settings_from_cli
 
         large = settings_from_cli(block_size=block_size, max_memory=max_memory,
                                   scheduler=scheduler, workers=workers, resume=resume)
@@ -335,7 +335,7 @@ def _run_jobs(jobs, segmenter, options, console, *, channel_axis, z_axis, overwr
     with contextlib.ExitStack() as stack:
         client = None
         if large is not None and large.scheduler is not None:
-            from nucseg_rt.distributed import LazyClient
+            from nucseg_rt.blockwise.dask import LazyClient
 
             # one cluster for the batch, started when the first file needs it
             client = stack.enter_context(LazyClient(large.scheduler, workers=large.workers))
@@ -412,7 +412,7 @@ def add_model(
     """Validate a model and copy it into the registry (with its sha256)."""
     _stderr_console()
     with _reporting(debug):
-        from nucseg_rt import registry
+        from nucseg_rt.models import registry
 
         if calibration is not None and not int8:
             raise typer.BadParameter("--calibration needs --int8")
@@ -430,7 +430,7 @@ def models(debug: DebugOpt = False) -> None:
     from rich.table import Table
 
     with _reporting(debug):
-        from nucseg_rt import registry
+        from nucseg_rt.models import registry
 
         records = registry.list_models()
         home = registry.registry_home()
@@ -454,7 +454,7 @@ def remove_model(name: Annotated[str, typer.Argument(help="Registered model name
                  debug: DebugOpt = False) -> None:
     """Remove a model from the registry and delete its files."""
     with _reporting(debug):
-        from nucseg_rt import registry
+        from nucseg_rt.models import registry
 
         rec = registry.remove_model(name)
     print(f"removed {rec.name!r}")
@@ -466,7 +466,8 @@ def model_info(spec: Annotated[str, typer.Argument(help="Registered name or .onn
                debug: DebugOpt = False) -> None:
     """Show a model's files, hashes, integrity and metadata."""
     with _reporting(debug):
-        from nucseg_rt import modelfile, registry
+        from nucseg_rt.models import modelfile
+        from nucseg_rt.models import registry
         from nucseg_rt.errors import ModelNotFoundError
 
         try:
@@ -490,7 +491,7 @@ def model_info(spec: Annotated[str, typer.Argument(help="Registered name or .onn
 
 
 def _integrity(rec) -> str:
-    from nucseg_rt import registry
+    from nucseg_rt.models import registry
     from nucseg_rt.errors import ModelIntegrityError, ModelNotFoundError
 
     try:
@@ -532,7 +533,7 @@ def info(
     with _reporting(debug):
         import onnxruntime
 
-        from nucseg_rt import registry
+        from nucseg_rt.models import registry
 
         rows = [("python", sys.version.split()[0])]
         for dist in ("nucseg-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "numba",
@@ -552,7 +553,7 @@ def info(
 
 
 def _probe(model: str, precision: str, save: bool, seconds: float) -> None:
-    from nucseg_rt.probe import run_probe, save_probe
+    from nucseg_rt.models.probe import run_probe, save_probe
 
     result = run_probe(model, precision=precision, seconds=seconds)
     print(f"{result.model} ({precision}), ms per 224x224 tile:")
@@ -609,7 +610,7 @@ def export_cellpose(
     """Convert a Cellpose 3 model to ONNX (needs the export extra: PyTorch)."""
     _stderr_console()
     with _reporting(debug):
-        from nucseg_rt import modelfile
+        from nucseg_rt.models import modelfile
         from nucseg_rt.errors import InvalidInputError
 
         modelfile.existing_model_file(file)
@@ -627,7 +628,7 @@ _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 def _run_export_tool(ctx: typer.Context, submodule: str, purpose: str, debug: bool) -> None:
     """Hand the remaining arguments to ``nucseg_rt_export.<submodule>.main(argv)``."""
     with _reporting(debug):
-        from nucseg_rt.modelfile import import_export_module
+        from nucseg_rt.models.modelfile import import_export_module
 
         tool = import_export_module(submodule, purpose=purpose)
         code = tool.main(list(ctx.args))
@@ -674,7 +675,7 @@ def quantize(
 def _quantize(name: str, precision: str, calibration, *, force: bool) -> None:
     import logging
 
-    from nucseg_rt.quantize import quantize_registered
+    from nucseg_rt.models.quantize import quantize_registered
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs per tensor
     record, reports = quantize_registered(name, precision=precision, calibration=calibration,

@@ -16,14 +16,18 @@ from typing import Literal
 
 import numpy as np
 
-from nucseg_rt import axes, dynamics, postprocess, preprocess, stitch
+from nucseg_rt.prep import axes
+from nucseg_rt.masks import dynamics
+from nucseg_rt.masks import postprocess
+from nucseg_rt.prep import normalize as preprocess
+from nucseg_rt.masks import stitch
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.filters import smooth_flows
-from nucseg_rt.resample import (rescale_volume, resize_flows_back, resize_labels_3d, resize_linear,
+from nucseg_rt.prep.filters import smooth_flows
+from nucseg_rt.prep.resample import (rescale_volume, resize_flows_back, resize_labels_3d, resize_linear,
                                  resize_nearest)
-from nucseg_rt.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
+from nucseg_rt.network.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
                                select_providers)
-from nucseg_rt.tiling import is_tile_size
+from nucseg_rt.network.tiling import is_tile_size
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -162,7 +166,7 @@ class Segmenter:
         blending); on a 2-core CPU the network's cost per pixel hardly depends on it, but tiles
         that hold a whole plane avoid computing overlaps (measured in docs/benchmarks.md).
     work_avoidance : WorkAvoidance, "default" or "plain"
-        Network work skipped (see :class:`nucseg_rt.predict.WorkAvoidance`); "plain" computes
+        Network work skipped (see :class:`nucseg_rt.network.predict.WorkAvoidance`); "plain" computes
         exactly what Cellpose 3.1 computes (the parity reference).
     """
 
@@ -172,7 +176,7 @@ class Segmenter:
                  streams: int | None = None, tile_overlap: float = 0.1,
                  bsize: int = 224,
                  work_avoidance: WorkAvoidance | Literal["default", "plain"] = "default"):
-        from nucseg_rt import registry
+        from nucseg_rt.models import registry
 
         if precision not in ("fp32", "int8", "fp16"):
             raise InvalidInputError(f"`precision` must be 'fp32', 'int8' or 'fp16', got {precision!r}")
@@ -196,7 +200,7 @@ class Segmenter:
                                     "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'")
         self.model = registry.resolve_model(model, ortho=ortho, precision=precision)
         if on_cpu and None in (batch_size, threads, streams):
-            from nucseg_rt.probe import load_probe  # `nucseg-rt info --probe --save` results
+            from nucseg_rt.models.probe import load_probe  # `nucseg-rt info --probe --save` results
 
             tuned = load_probe(precision)
             if streams is None and threads is None:  # the probe's threads go with its streams
@@ -299,7 +303,7 @@ class Segmenter:
         """Run the network over YX, ZY and ZX planes (Cellpose 3.1 ``do_3D=True``).
 
         With ``work_avoidance="plain"`` the flows equal Cellpose's; the default skips work
-        (see :class:`nucseg_rt.predict.WorkAvoidance`) and gives flows that differ slightly.
+        (see :class:`nucseg_rt.network.predict.WorkAvoidance`) and gives flows that differ slightly.
 
         Parameters
         ----------

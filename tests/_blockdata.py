@@ -57,7 +57,8 @@ def whole_masks(case: str = "iso") -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def blockwise_masks(case: str, block: str):
     """(BlockwiseResult, labels) of the in-process blockwise run of ``case`` with ``block``."""
-    from nucseg_rt import blockwise, large
+    from nucseg_rt.blockwise import blocks as blockwise
+    from nucseg_rt.blockwise import run as large
 
     _, aniso = volume(case)
     out = _TMP / f"{case}_{block.replace(',', 'x')}_masks.tif"

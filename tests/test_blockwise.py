@@ -11,12 +11,14 @@ import tifffile
 pytest.importorskip("zarr")
 
 import _blockdata as data  # noqa: E402
-from nucseg_rt import axes, blockwise, large  # noqa: E402
-from nucseg_rt.blockmerge import merge_blocks  # noqa: E402
+from nucseg_rt.prep import axes
+from nucseg_rt.blockwise import blocks as blockwise
+from nucseg_rt.blockwise import run as large  # noqa: E402
+from nucseg_rt.blockwise.merge import merge_blocks  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
-from nucseg_rt.lazyio import open_volume  # noqa: E402
-from nucseg_rt.metrics import average_precision  # noqa: E402
-from nucseg_rt.preprocess import _percentile_bounds  # noqa: E402
+from nucseg_rt.io.lazy import open_volume  # noqa: E402
+from nucseg_rt.eval.metrics import average_precision  # noqa: E402
+from nucseg_rt.prep.normalize import _percentile_bounds  # noqa: E402
 
 OPTIONS = dict(diameter=30.0)
 

@@ -8,7 +8,7 @@ import pytest
 from nucseg_rt.batch import (Job, axes_arguments, check_writable, find_images,
                              pending_outputs, plan_jobs)
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.io import VolumeInfo
+from nucseg_rt.io.tiff import VolumeInfo
 
 
 def _touch(path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import tifffile
 
-from nucseg_rt.synth import make_volume
+from nucseg_rt.eval.synth import make_volume
 from test_cli import assert_one_error_line, run_cli
 
 MODELS = Path(__file__).resolve().parents[1] / "models"

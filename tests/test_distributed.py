@@ -10,10 +10,11 @@ pytest.importorskip("zarr")
 distributed = pytest.importorskip("distributed")
 
 import _blockdata as data  # noqa: E402
-from nucseg_rt import blockwise, large  # noqa: E402
-from nucseg_rt import distributed as nd  # noqa: E402
+from nucseg_rt.blockwise import blocks as blockwise
+from nucseg_rt.blockwise import run as large  # noqa: E402
+from nucseg_rt.blockwise import dask as nd  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
-from nucseg_rt.lazyio import open_labels_zarr  # noqa: E402
+from nucseg_rt.io.lazy import open_labels_zarr  # noqa: E402
 
 
 def test_local_cluster_equals_in_process(tmp_path):

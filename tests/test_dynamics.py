@@ -1,4 +1,4 @@
-"""nucseg_rt.dynamics.compute_masks against Cellpose 3.1 (reference, test-only) and known labels."""
+"""nucseg_rt.masks.dynamics.compute_masks against Cellpose 3.1 (reference, test-only) and known labels."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from _dynamics_synth import ideal_flows, random_ellipsoids
-from nucseg_rt import dynamics
-from nucseg_rt.dynamics import compute_masks
+from nucseg_rt.masks import dynamics
+from nucseg_rt.masks.dynamics import compute_masks
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.metrics import average_precision
+from nucseg_rt.eval.metrics import average_precision
 
 cp_dynamics = pytest.importorskip("cellpose.dynamics")
 torch = pytest.importorskip("torch")
@@ -195,7 +195,7 @@ def test_float_niter_is_truncated(vol3d_odd):
 
 def test_flow_threshold_in_3d_warns_only_when_set(vol3d_odd, caplog):
     _, dP, cellprob = vol3d_odd
-    with caplog.at_level(logging.WARNING, logger="nucseg_rt.dynamics"):
+    with caplog.at_level(logging.WARNING, logger="nucseg_rt.masks.dynamics"):
         compute_masks(dP, cellprob)
         assert "flow_threshold" not in caplog.text
         compute_masks(dP, cellprob, flow_threshold=0.4)

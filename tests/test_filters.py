@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.filters import smooth_flows
+from nucseg_rt.prep.filters import smooth_flows
 
 ndimage = pytest.importorskip("scipy.ndimage")
 

@@ -3,11 +3,11 @@
 import subprocess
 import sys
 
-RUNTIME_MODULES = ["nucseg_rt", "nucseg_rt.segment", "nucseg_rt.predict", "nucseg_rt.dynamics",
-                   "nucseg_rt.preprocess", "nucseg_rt.axes", "nucseg_rt.resample", "nucseg_rt.tiling",
-                   "nucseg_rt.postprocess", "nucseg_rt.stitch", "nucseg_rt.metrics", "nucseg_rt.io",
-                   "nucseg_rt.registry", "nucseg_rt.cli", "nucseg_rt.label_flows", "nucseg_rt.filters",
-                   "nucseg_rt.batch", "nucseg_rt.modelfile"]
+RUNTIME_MODULES = ["nucseg_rt", "nucseg_rt.segment", "nucseg_rt.network.predict", "nucseg_rt.masks.dynamics",
+                   "nucseg_rt.prep.normalize", "nucseg_rt.prep.axes", "nucseg_rt.prep.resample", "nucseg_rt.network.tiling",
+                   "nucseg_rt.masks.postprocess", "nucseg_rt.masks.stitch", "nucseg_rt.eval.metrics", "nucseg_rt.io.tiff",
+                   "nucseg_rt.models.registry", "nucseg_rt.cli", "nucseg_rt.masks.label_flows", "nucseg_rt.prep.filters",
+                   "nucseg_rt.batch", "nucseg_rt.models.modelfile"]
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""nucseg_rt.io: reading TIFF volumes with their calibration, atomic label/flow writing."""
+"""nucseg_rt.io.tiff: reading TIFF volumes with their calibration, atomic label/flow writing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.io import atomic_write, read_volume, write_flows_npz, write_labels_tif
+from nucseg_rt.io.tiff import atomic_write, read_volume, write_flows_npz, write_labels_tif
 
 
 @pytest.fixture

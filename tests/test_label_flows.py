@@ -1,10 +1,10 @@
-"""nucseg_rt.label_flows: heat-diffusion flows equal Cellpose 3.1's CPU masks_to_flows."""
+"""nucseg_rt.masks.label_flows: heat-diffusion flows equal Cellpose 3.1's CPU masks_to_flows."""
 
 import numpy as np
 import pytest
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.label_flows import masks_to_flows, masks_to_flows_batch
+from nucseg_rt.masks.label_flows import masks_to_flows, masks_to_flows_batch
 
 
 def _blobs(shape, n, seed):

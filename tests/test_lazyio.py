@@ -11,9 +11,9 @@ import tifffile
 
 zarr = pytest.importorskip("zarr")
 
-from nucseg_rt import lazyio  # noqa: E402
+from nucseg_rt.io import lazy as lazyio  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
-from nucseg_rt.io import write_labels_tif  # noqa: E402
+from nucseg_rt.io.tiff import write_labels_tif  # noqa: E402
 
 
 def _ramp(shape, seed=0):
@@ -148,7 +148,7 @@ def test_zarr_2_is_refused_with_the_reason(monkeypatch):
     import zarr
 
     from nucseg_rt.errors import MissingDependencyError
-    from nucseg_rt.lazyio import import_zarr
+    from nucseg_rt.io.lazy import import_zarr
 
     monkeypatch.setattr(zarr, "__version__", "2.18.7")
     with pytest.raises(MissingDependencyError, match=r"zarr >= 3 .*found zarr 2\.18\.7"):

@@ -1,4 +1,4 @@
-"""nucseg_rt.metrics.average_precision equals Cellpose 3.1's metrics.average_precision."""
+"""nucseg_rt.eval.metrics.average_precision equals Cellpose 3.1's metrics.average_precision."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from _dynamics_synth import random_ellipsoids
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.metrics import average_precision
+from nucseg_rt.eval.metrics import average_precision
 
 cp_metrics = pytest.importorskip("cellpose.metrics")
 ndimage = pytest.importorskip("scipy.ndimage")
@@ -37,7 +37,7 @@ def _perturbed(true, kind, seed=0):
         pred = true.copy()
         pred[np.isin(pred, rng.choice(true.max(), 5) + 1)] = 0
         pred[(pred == 0) & (random_ellipsoids(true.shape, 10, seed=seed + 9) > 0)] = true.max() + 1
-    from nucseg_rt.postprocess import renumber
+    from nucseg_rt.masks.postprocess import renumber
 
     return renumber(pred)
 

@@ -1,4 +1,4 @@
-"""nucseg_rt.postprocess against Cellpose 3.1's utils / fastremap / flow_error (test-only)."""
+"""nucseg_rt.masks.postprocess against Cellpose 3.1's utils / fastremap / flow_error (test-only)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from _dynamics_synth import random_ellipsoids
-from nucseg_rt import postprocess
+from nucseg_rt.masks import postprocess
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.postprocess import fill_holes_and_remove_small_masks, flow_errors, remove_bad_flow_masks, renumber
+from nucseg_rt.masks.postprocess import fill_holes_and_remove_small_masks, flow_errors, remove_bad_flow_masks, renumber
 
 cp_utils = pytest.importorskip("cellpose.utils")
 fastremap = pytest.importorskip("fastremap")

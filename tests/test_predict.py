@@ -8,7 +8,7 @@ core = pytest.importorskip("cellpose.core")
 
 from modelfactory import as_cellpose_runner, exported_model  # noqa: E402
 from nucseg_rt.errors import DeviceUnavailableError, InvalidInputError  # noqa: E402
-from nucseg_rt.predict import load_net, run_3d, run_planes, select_providers  # noqa: E402
+from nucseg_rt.network.predict import load_net, run_3d, run_planes, select_providers  # noqa: E402
 
 
 @pytest.fixture(scope="module")

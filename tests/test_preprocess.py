@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from nucseg_rt import preprocess as P
+from nucseg_rt.prep import normalize as P
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.filters import gaussian_filter1d
+from nucseg_rt.prep.filters import gaussian_filter1d
 
 T = pytest.importorskip("cellpose.transforms")
 

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_rt import Segmenter, quantize, registry
+from nucseg_rt import Segmenter
+from nucseg_rt.models import quantize
+from nucseg_rt.models import registry
 from nucseg_rt.errors import InvalidInputError, ModelNotFoundError
-from nucseg_rt.metrics import average_precision
-from nucseg_rt.synth import make_volume
+from nucseg_rt.eval.metrics import average_precision
+from nucseg_rt.eval.synth import make_volume
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "embryo_small.tif"
@@ -69,7 +71,7 @@ def test_quantized_model_close_to_fp32(quantized_copy):
     assert meta["precision"] == "int8" and meta["diam_mean"] == "30.0"
     assert meta["calibration"] == "calib0" or meta["calibration"].startswith("calib")
     tiles = quantize.calibration_tiles(quantize.calibration_planes(2, seed=500, per_orientation=2), 2)
-    from nucseg_rt.quantize import _session
+    from nucseg_rt.models.quantize import _session
 
     corr, agree, _ = quantize.compare_outputs(_session(MODELS / "nuclei_3d.onnx"),
                                               _session(quantized_copy), tiles)

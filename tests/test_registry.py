@@ -1,4 +1,4 @@
-"""nucseg_rt.registry and nucseg_rt.modelfile: model files checked, registered, re-checked."""
+"""nucseg_rt.models.registry and nucseg_rt.models.modelfile: model files checked, registered, re-checked."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nucseg_rt import modelfile, registry
+from nucseg_rt.models import modelfile
+from nucseg_rt.models import registry
 from nucseg_rt.errors import (InvalidInputError, MissingDependencyError, ModelFormatError,
                               ModelIntegrityError, ModelNotFoundError)
 
@@ -402,7 +403,7 @@ def test_shipped_bundled_index_matches_files():
     """models/index.json must list every shipped model with its current sha256.
 
     After changing a file in models/, run:
-    python -c "from nucseg_rt.registry import write_bundled_index; write_bundled_index()"
+    python -c "from nucseg_rt.models.registry import write_bundled_index; write_bundled_index()"
     """
     index = json.loads((MODELS_DIR / "index.json").read_text())
     listed = set()
@@ -423,7 +424,7 @@ def test_shipped_bundled_index_matches_files():
 
 def test_missing_torch_gives_install_hint():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from nucseg_rt.modelfile import import_export_module\n"
+            "from nucseg_rt.models.modelfile import import_export_module\n"
             "from nucseg_rt.errors import MissingDependencyError\n"
             "try:\n    import_export_module('onnx_export', purpose='converting')\n"
             "except MissingDependencyError as exc:\n    print(exc)\n")

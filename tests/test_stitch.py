@@ -1,4 +1,4 @@
-"""nucseg_rt.stitch.stitch3d equals Cellpose 3.1's utils.stitch3D (test-only reference)."""
+"""nucseg_rt.masks.stitch.stitch3d equals Cellpose 3.1's utils.stitch3D (test-only reference)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from _dynamics_synth import random_ellipsoids
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.stitch import stitch3d
+from nucseg_rt.masks.stitch import stitch3d
 
 cp_utils = pytest.importorskip("cellpose.utils")
 

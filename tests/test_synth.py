@@ -59,5 +59,5 @@ def test_imports_without_torch_or_scipy():
     import sys
 
     code = ("import sys; sys.modules.update(torch=None, scipy=None, cv2=None); "
-            "import nucseg_rt.label_flows, nucseg_rt_export.synth")
+            "import nucseg_rt.masks.label_flows, nucseg_rt_export.synth")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nucseg_rt.label_flows import masks_to_flows  # noqa: E402
+from nucseg_rt.masks.label_flows import masks_to_flows  # noqa: E402
 from nucseg_rt_export import train as tr  # noqa: E402
 from nucseg_rt_export.train_data import (PlaneSet, augment_batch, iter_planes,  # noqa: E402
                                          resample_z, rotate_flip_flows)

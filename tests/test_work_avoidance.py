@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_rt import Segmenter, probe
+from nucseg_rt import Segmenter
+from nucseg_rt.models import probe
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.metrics import average_precision
-from nucseg_rt.predict import WorkAvoidance, _Counter, load_net, run_3d, run_planes
-from nucseg_rt.resample import z_interpolation
-from nucseg_rt.tiling import blend_weights, compact_starts, make_grid, tile_starts
+from nucseg_rt.eval.metrics import average_precision
+from nucseg_rt.network.predict import WorkAvoidance, _Counter, load_net, run_3d, run_planes
+from nucseg_rt.prep.resample import z_interpolation
+from nucseg_rt.network.tiling import blend_weights, compact_starts, make_grid, tile_starts
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "embryo_small.tif"
 
@@ -103,7 +104,7 @@ def test_an_error_in_a_stream_is_raised(tiny_onnx_model):
 def test_segmenter_streams(tmp_path):
     import os
 
-    from nucseg_rt.synth import make_volume
+    from nucseg_rt.eval.synth import make_volume
 
     img, _, _ = make_volume((12, 96, 96), anisotropy=2.0, seed=4, diameter_mean=30.0)
     runs = {k: Segmenter("nuclei_3d", device="cpu", streams=k).segment(

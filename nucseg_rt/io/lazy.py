@@ -9,7 +9,7 @@ to OME-Zarr or TIFF without holding them whole.
 - :func:`create_labels_zarr` makes an OME-Zarr (NGFF 0.4, zarr format 2) labels group
   ``<path>/labels/masks/0`` that blocks are painted into; :func:`write_labels_tif_streamed`
   copies such an array into a TIFF plane by plane. Both write under a temporary name and rename
-  on success, like :mod:`nucseg_rt.io`.
+  on success, like :mod:`nucseg_rt.io.tiff`.
 
 Needs ``zarr`` (``pip install 'nucseg-rt[large]'``), imported inside the functions.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError
-from nucseg_rt.io import VolumeInfo, _tifffile_damage_reports, _validate_voxel_size, _volume_info
+from nucseg_rt.io.tiff import VolumeInfo, _tifffile_damage_reports, _validate_voxel_size, _volume_info
 
 __all__ = ["LazyVolume", "open_volume", "is_zarr_path", "create_labels_zarr", "write_labels_zarr", "open_labels_zarr",
            "write_labels_tif_streamed", "atomic_dir", "parse_memory", "physical_memory"]
@@ -71,7 +71,7 @@ class LazyVolume:
     dtype : numpy.dtype
         Pixel type.
     info : VolumeInfo
-        Voxel size, axis letters and dtype (as :func:`nucseg_rt.io.read_volume` gives them).
+        Voxel size, axis letters and dtype (as :func:`nucseg_rt.io.tiff.read_volume` gives them).
     """
 
     def __init__(self, array, info: VolumeInfo, *, channel_axis: int | None = None,
@@ -361,11 +361,11 @@ def write_labels_tif_streamed(path: str | os.PathLike, labels, *, voxel_size=Non
     """Write a ``(Z, Y, X)`` label array (zarr or numpy) to a TIFF one plane at a time, atomically.
 
     ImageJ hyperstack for uint8/uint16 ``dtype``, tifffile TIFF for uint32, with the calibration
-    :func:`nucseg_rt.io.write_labels_tif` writes. ``dtype`` defaults to the array's.
+    :func:`nucseg_rt.io.tiff.write_labels_tif` writes. ``dtype`` defaults to the array's.
     """
     import tifffile
 
-    from nucseg_rt.io import _tiff_calibration, atomic_write
+    from nucseg_rt.io.tiff import _tiff_calibration, atomic_write
 
     path = Path(path)
     dtype = np.dtype(dtype or labels.dtype)

@@ -75,14 +75,14 @@ def run_probe(model: str = "nuclei_3d", *, precision: str = "fp32",
     out between 2 (or more) streams running side by side; then, with the fastest threads, each
     of ``tile_sizes`` with about as many pixels per call as the fastest batch of 224 tiles.
     """
-    from nucseg_rt.predict import OnnxNet
-    from nucseg_rt.registry import resolve_model
+    from nucseg_rt.network.predict import OnnxNet
+    from nucseg_rt.models.registry import resolve_model
 
     if not batch_sizes or any(int(b) != b or b < 1 for b in batch_sizes):
         raise InvalidInputError(f"`batch_sizes` must be whole numbers >= 1, got {batch_sizes!r}")
     if seconds <= 0:
         raise InvalidInputError(f"`seconds` must be > 0, got {seconds!r}")
-    from nucseg_rt.tiling import is_tile_size
+    from nucseg_rt.network.tiling import is_tile_size
 
     if not all(is_tile_size(t) for t in tile_sizes):
         raise InvalidInputError(f"`tile_sizes` must be multiples of 16 from 64 to 1024, "
@@ -142,8 +142,8 @@ def _calls_for(net, x: np.ndarray, seconds: float) -> int:
 
 def save_probe(result: ProbeResult, home: str | os.PathLike | None = None) -> Path:
     """Store the fastest setting for ``result.precision`` in the registry folder."""
-    from nucseg_rt.io import atomic_write
-    from nucseg_rt.registry import registry_home
+    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.models.registry import registry_home
 
     root = registry_home(home)
     root.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,7 @@ def _read(path: Path) -> dict:
 def load_probe(precision: str, home: str | os.PathLike | None = None) -> dict:
     """The saved ``{"batch_size", "threads", "streams"}`` for ``precision``, or {} if never
     probed (files saved before streams were probed give ``streams`` 1)."""
-    from nucseg_rt.registry import registry_home
+    from nucseg_rt.models.registry import registry_home
 
     entry = _read(registry_home(home) / PROBE_FILE).get(precision, {})
     entry = {"streams": 1, **entry} if isinstance(entry, dict) else {}

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.postprocess import renumber
+from nucseg_rt.masks.postprocess import renumber
 
 __all__ = ["average_precision"]
 

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.postprocess import label_dtype
+from nucseg_rt.masks.postprocess import label_dtype
 
 __all__ = ["stitch3d"]
 

@@ -19,7 +19,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from nucseg_rt.errors import DeviceUnavailableError, InvalidInputError, ModelFormatError
-from nucseg_rt.tiling import TileGrid, blend_weights, grid_taper, make_grid
+from nucseg_rt.network.tiling import TileGrid, blend_weights, grid_taper, make_grid
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -175,7 +175,7 @@ class WorkAvoidance:
         outputs in Z (linearly, as the input is interpolated), instead of on interpolated planes.
     compact_tiles : bool
         Tile each plane with the fewest, smallest tiles that keep the overlap
-        (:func:`nucseg_rt.tiling.compact_starts`) instead of Cellpose's 224-pixel tiles.
+        (:func:`nucseg_rt.network.tiling.compact_starts`) instead of Cellpose's 224-pixel tiles.
     background_bound : float or None
         Tiles whose normalised intensity, averaged over 8x8 blocks, nowhere exceeds this bound
         are not run; they get the network's answer for an all-zero tile (exact for all-zero
@@ -391,7 +391,7 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
 def _yx_interpolated(net: OnnxNet | Sequence[OnnxNet], native: np.ndarray, yf: np.ndarray,
                      common: dict) -> None:
     """Add YX-pass outputs computed on ``native`` planes, linearly interpolated in Z, to ``yf``."""
-    from nucseg_rt.resample import z_interpolation
+    from nucseg_rt.prep.resample import z_interpolation
 
     logger.info("running YX on %d acquired planes of size (%d, %d)", *native.shape[:3])
     out = np.zeros((native.shape[0], 3, *native.shape[1:3]), np.float32)

@@ -2,8 +2,8 @@
 
 :func:`choose_mode` decides from the volume's shape (read from the file's header, nothing
 loaded) and a memory budget; :func:`segment_blockwise` runs the blockwise pipeline
-(:mod:`nucseg_rt.blockwise`: global normalisation bounds, block files in a work folder,
-:mod:`nucseg_rt.blockmerge`: merge) and writes the labels to OME-Zarr or TIFF. The work folder
+(:mod:`nucseg_rt.blockwise.blocks`: global normalisation bounds, block files in a work folder,
+:mod:`nucseg_rt.blockwise.merge`: merge) and writes the labels to OME-Zarr or TIFF. The work folder
 ``<output>.blocks`` is the resume state: a re-run with the same input and settings computes
 only the blocks whose files are missing. It is removed once the output is written.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg_rt import blockwise
+from nucseg_rt.blockwise import blocks as blockwise
 from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["LargeSettings", "BlockwiseResult", "choose_mode", "segment_blockwise",
@@ -74,12 +74,12 @@ class LargeSettings:
         if not 0 < self.iou_threshold <= 1:
             raise InvalidInputError(f"`iou_threshold` must be in (0, 1], got {self.iou_threshold!r}")
         if self.scheduler is not None:
-            from nucseg_rt.distributed import validate_scheduler
+            from nucseg_rt.blockwise.dask import validate_scheduler
 
             validate_scheduler(self.scheduler)
 
     def budget(self) -> int:
-        from nucseg_rt.lazyio import physical_memory
+        from nucseg_rt.io.lazy import physical_memory
 
         total = self.max_memory or int(DEFAULT_MEMORY_FRACTION * physical_memory())
         return total // (self.workers or 2) if self.scheduler == "local" else total
@@ -104,7 +104,7 @@ def settings_from_cli(*, block_size: str | None, max_memory: str | None,
                       resume: bool) -> LargeSettings:
     """:class:`LargeSettings` from command-line text, checked before any work is done
     (errors name the option; dask installed and the scheduler reachable)."""
-    from nucseg_rt.lazyio import parse_memory
+    from nucseg_rt.io.lazy import parse_memory
 
     if block_size is not None:
         try:
@@ -116,7 +116,7 @@ def settings_from_cli(*, block_size: str | None, max_memory: str | None,
     if workers is not None and workers < 1:
         raise InvalidInputError(f"`--workers` must be >= 1, got {workers}")
     if scheduler is not None:
-        from nucseg_rt import distributed
+        from nucseg_rt.blockwise import dask as distributed
 
         try:
             distributed.validate_scheduler(scheduler)
@@ -130,7 +130,7 @@ def settings_from_cli(*, block_size: str | None, max_memory: str | None,
 
 def volume_shape(source, *, channel_axis=None, z_axis=None) -> tuple[tuple[int, ...], tuple, int]:
     """(stored shape, (Z, Y, X), channels) of a file, from its header only (no zarr for TIFF)."""
-    from nucseg_rt.lazyio import _resolve_axes, is_zarr_path, open_volume
+    from nucseg_rt.io.lazy import _resolve_axes, is_zarr_path, open_volume
 
     if is_zarr_path(source) or Path(source).is_dir():
         with open_volume(source, channel_axis=channel_axis, z_axis=z_axis) as vol:
@@ -196,7 +196,7 @@ def _prepare_workdir(workdir: Path, fingerprint: str, resume: bool) -> None:
             shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if not manifest.exists():
-        from nucseg_rt.io import atomic_write
+        from nucseg_rt.io.tiff import atomic_write
 
         with atomic_write(manifest) as fh:
             fh.write(json.dumps({"fingerprint": fingerprint}).encode())
@@ -234,7 +234,7 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
     -------
     BlockwiseResult
     """
-    from nucseg_rt.lazyio import open_volume
+    from nucseg_rt.io.lazy import open_volume
     from nucseg_rt.segment import Normalization
 
     t0 = time.perf_counter()
@@ -265,7 +265,7 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
         volume_channel_axis, volume_z_axis = channel_axis, z_axis
     threads = None
     if settings.scheduler == "local":
-        from nucseg_rt.distributed import local_threads
+        from nucseg_rt.blockwise.dask import local_threads
 
         threads = local_threads(settings.workers or 2)
     spec = blockwise.SegmenterSpec.from_segmenter(segmenter, threads=threads)
@@ -296,10 +296,10 @@ def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, sett
                      min_size: int, progress):
     """Merge the block files into the output: an OME-Zarr labels group built under a temporary
     name, or a scratch zarr in the work folder copied plane by plane into a TIFF."""
-    from nucseg_rt.blockmerge import merge_blocks
-    from nucseg_rt.lazyio import (atomic_dir, create_labels_zarr, is_zarr_path,
+    from nucseg_rt.blockwise.merge import merge_blocks
+    from nucseg_rt.io.lazy import (atomic_dir, create_labels_zarr, is_zarr_path,
                                   write_labels_tif_streamed)
-    from nucseg_rt.postprocess import label_dtype
+    from nucseg_rt.masks.postprocess import label_dtype
 
     chunks = tuple(min(c, 256) for c in plan.core)
     merge = dict(iou_threshold=settings.iou_threshold, min_size=min_size, progress=progress)
@@ -331,7 +331,7 @@ def _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, clien
             if progress is not None:
                 progress("blocks", reused + n, total)
         return
-    from nucseg_rt.distributed import open_client, run_blocks
+    from nucseg_rt.blockwise.dask import open_client, run_blocks
 
     def advance(n):
         if progress is not None:

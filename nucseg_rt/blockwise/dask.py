@@ -1,6 +1,6 @@
 """Run the blocks of a blockwise segmentation as dask tasks (``dask.distributed``).
 
-A task is :func:`nucseg_rt.blockwise.compute_block` on one block: it writes the same block file
+A task is :func:`nucseg_rt.blockwise.blocks.compute_block` on one block: it writes the same block file
 an in-process run writes, and the merge is the same code over the same files, so a dask run
 gives the in-process result label for label. Each worker process builds its
 :class:`nucseg_rt.Segmenter` (loads the ONNX model) once and reuses it for all its blocks.
@@ -140,7 +140,7 @@ def _segmenter(spec):
 
 def _task(ctx, index: int) -> tuple[int, int]:
     """Dask task: compute one block file; returns (block index, worker pid)."""
-    from nucseg_rt.blockwise import compute_block
+    from nucseg_rt.blockwise.blocks import compute_block
 
     compute_block(ctx, index, _segmenter(ctx.spec))
     _BUILDS["blocks"] += 1

@@ -349,7 +349,7 @@ def flow_errors(labels: np.ndarray, dP: np.ndarray) -> np.ndarray:
     """Mean squared difference per mask between the flows of ``labels`` and ``dP / 5`` (2D).
 
     Cellpose's ``metrics.flow_error``: the flows of the masks are recomputed with
-    :func:`nucseg_rt.label_flows.masks_to_flows` and compared with the network's.
+    :func:`nucseg_rt.masks.label_flows.masks_to_flows` and compared with the network's.
 
     Parameters
     ----------
@@ -360,7 +360,7 @@ def flow_errors(labels: np.ndarray, dP: np.ndarray) -> np.ndarray:
     -------
     errors : (N,) float64, ``errors[k - 1]`` for mask k (0 for ids absent from ``labels``)
     """
-    from nucseg_rt.label_flows import masks_to_flows
+    from nucseg_rt.masks.label_flows import masks_to_flows
 
     labels, dP = _validate_flow_pair(labels, dP)
     n = int(labels.max()) if labels.size else 0

@@ -8,7 +8,7 @@ nucleus diameter (network context, and room for flows to converge) and segmented
 ("candidates"), and writes them to its own file in a work folder (:func:`compute_block`). That
 file is the unit of work for dask and the resume mechanism: a block whose file exists is done.
 
-A sequential merge (:mod:`nucseg_rt.blockmerge`) then paints the owned masks in block order,
+A sequential merge (:mod:`nucseg_rt.blockwise.merge`) then paints the owned masks in block order,
 then the candidates, into a chunked zarr array, reconciling each mask with the labels already
 painted under it by overlap: a mask whose voxels are mostly taken (IoU >= ``iou_threshold``
 with a painted mask, or less than half of it free) is the same nucleus seen from a neighbour
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg_rt import axes
+from nucseg_rt.prep import axes
 from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["BlockPlan", "SegmenterSpec", "BlockContext", "plan_blocks", "global_bounds",
@@ -162,11 +162,11 @@ def global_bounds(volume, *, percentile=(1.0, 99.0), chan: int = 0, chan2: int =
                   nchan: int = 2, slab_bytes: int = 16 * 2**20) -> np.ndarray:
     """Per network channel ``(C, 2)`` normalisation bounds, equal to a whole-volume run's.
 
-    ``nucseg_rt.preprocess.normalize`` takes the 1st/99th percentile (``np.percentile``,
+    ``nucseg_rt.prep.normalize.normalize`` takes the 1st/99th percentile (``np.percentile``,
     linear interpolation, in float32) of each channel over the whole volume, or over a strided
     subsample (every ``Z//50``-th plane, ``Y//224``-th row, ``X//224``-th column) when the
     volume has more than 224**3 voxels. The same voxels are visited here slab by slab through
-    the same channel conversion (:func:`nucseg_rt.axes.to_zyxc`), so the bounds are identical:
+    the same channel conversion (:func:`nucseg_rt.prep.axes.to_zyxc`), so the bounds are identical:
 
     - 8/16-bit integer input whose channels are selected, not averaged: a streamed histogram
       per channel, and the percentile computed from it exactly as ``np.percentile`` does
@@ -175,9 +175,9 @@ def global_bounds(volume, *, percentile=(1.0, 99.0), chan: int = 0, chan2: int =
       about 224**3 per channel) and passed to the same function whole-volume runs use.
 
     A channel whose values are all equal gets ``(v, v + 1)``, so it normalises to 0 as a
-    whole-volume run makes it. ``volume`` is a :class:`nucseg_rt.lazyio.LazyVolume`.
+    whole-volume run makes it. ``volume`` is a :class:`nucseg_rt.io.lazy.LazyVolume`.
     """
-    from nucseg_rt.preprocess import _DOWNSAMPLE_SIZE
+    from nucseg_rt.prep.normalize import _DOWNSAMPLE_SIZE
 
     zn, yn, xn = volume.shape_zyx
     steps = (1, 1, 1)
@@ -219,7 +219,7 @@ class _ValueStats:
             part.append(np.ascontiguousarray(x[..., c]).ravel())
 
     def bounds(self, low: float, high: float) -> np.ndarray:
-        from nucseg_rt.preprocess import _percentile_bounds
+        from nucseg_rt.prep.normalize import _percentile_bounds
 
         out = np.zeros((len(self.parts), 2))
         for c in range(len(self.parts)):
@@ -369,7 +369,7 @@ _VOLUMES: dict = {}
 
 def _open_cached(ctx: BlockContext):
     """The context's volume, opened once per process."""
-    from nucseg_rt.lazyio import open_volume
+    from nucseg_rt.io.lazy import open_volume
 
     if not isinstance(ctx.source, (str, os.PathLike)):
         return open_volume(ctx.source, channel_axis=ctx.channel_axis, z_axis=ctx.z_axis)
@@ -393,7 +393,7 @@ def compute_block(ctx: BlockContext, index: int, segmenter) -> Path:
     (3,) of the crop in volume coordinates, ``labels`` (z, y, x) the crop with local ids 1..k,
     ``owned`` (k,) bool, and ``core`` (3, 2) the block's core box.
     """
-    from nucseg_rt.io import atomic_write
+    from nucseg_rt.io.tiff import atomic_write
     from nucseg_rt.segment import Normalization
 
     path = block_file(ctx.workdir, index)

@@ -4,8 +4,8 @@
 1st-99th percentile per channel over the whole volume (``normalize99`` with
 ``downsample=True``), ``lowhigh`` overrides, ``invert``, ``tile_norm``
 (``normalize99_tile``) and ``sharpen_radius`` (``smooth_sharpen_img``, here with
-``numpy.fft``). Input handling lives in ``nucseg_rt.axes``; resampling in
-``nucseg_rt.resample`` (both re-exported here).
+``numpy.fft``). Input handling lives in ``nucseg_rt.prep.axes``; resampling in
+``nucseg_rt.prep.resample`` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numbers
 
 import numpy as np
 
-from nucseg_rt.axes import to_zyxc
+from nucseg_rt.prep.axes import to_zyxc
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.filters import gaussian_filter1d
-from nucseg_rt.resample import (
+from nucseg_rt.prep.filters import gaussian_filter1d
+from nucseg_rt.prep.resample import (
     rescale_volume,
     resize_flows_back,
     resize_labels_3d,

@@ -143,7 +143,7 @@ def prepare_int8_graph(model):
 
 
 def _synthetic_volumes(seed: int) -> Iterator[tuple[np.ndarray, float, dict]]:
-    from nucseg_rt.synth import make_volume
+    from nucseg_rt.eval.synth import make_volume
 
     for k, anisotropy in enumerate((1.0, 4.0)):
         image, _, _ = make_volume((64, 224, 224), seed=seed + k, anisotropy=anisotropy)
@@ -152,7 +152,7 @@ def _synthetic_volumes(seed: int) -> Iterator[tuple[np.ndarray, float, dict]]:
 
 def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
     from nucseg_rt.batch import axes_arguments
-    from nucseg_rt.io import read_volume
+    from nucseg_rt.io.tiff import read_volume
 
     files = sorted(p for p in folder.iterdir()
                    if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith("."))
@@ -187,8 +187,9 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
     -------
     list of (H, W, C) float32 planes, resampled isotropic as the segmenter does.
     """
-    from nucseg_rt import axes, preprocess
-    from nucseg_rt.resample import rescale_volume
+    from nucseg_rt.prep import axes
+    from nucseg_rt.prep import normalize as preprocess
+    from nucseg_rt.prep.resample import rescale_volume
 
     if folder is not None:
         folder = Path(folder)
@@ -211,8 +212,8 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
 
 def calibration_tiles(planes: list[np.ndarray], nchan: int, *, bsize: int = 224) -> list[np.ndarray]:
     """Cut planes into network tiles as the segmenter does: a list of ``(nchan, h, w)`` tiles."""
-    from nucseg_rt.predict import plane_tiles
-    from nucseg_rt.tiling import make_grid
+    from nucseg_rt.network.predict import plane_tiles
+    from nucseg_rt.network.tiling import make_grid
 
     tiles = []
     for plane in planes:
@@ -310,8 +311,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
 
-    from nucseg_rt.io import atomic_write
-    from nucseg_rt.modelfile import inspect_model
+    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.models.modelfile import inspect_model
 
     src, dst = _validate_paths(src, dst, overwrite)
     t0 = time.perf_counter()
@@ -348,7 +349,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
 
 
 def _sha(path: Path) -> str:
-    from nucseg_rt.modelfile import sha256_file
+    from nucseg_rt.models.modelfile import sha256_file
 
     return sha256_file(path)
 
@@ -373,8 +374,8 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from nucseg_rt.io import atomic_write
-    from nucseg_rt.modelfile import inspect_model
+    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.models.modelfile import inspect_model
 
     src, dst = _validate_paths(src, dst, overwrite)
     t0 = time.perf_counter()
@@ -444,8 +445,8 @@ def quantize_registered(name: str, *, precision: Literal["int8", "fp16"] = "int8
     Returns ``(record, reports)``: the updated registry entry and one :class:`QuantReport`
     per file (main first).
     """
-    from nucseg_rt import registry
-    from nucseg_rt.registry import _a
+    from nucseg_rt.models import registry
+    from nucseg_rt.models.registry import _a
 
     record = registry.model_info(name, home=home)
     if record.bundled:

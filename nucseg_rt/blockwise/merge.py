@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucseg_rt.blockwise import BlockPlan, block_file
+from nucseg_rt.blockwise.blocks import BlockPlan, block_file
 
 __all__ = ["MergeStats", "merge_blocks"]
 
