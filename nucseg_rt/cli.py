@@ -307,7 +307,7 @@ def segment(
         if any(batch.pending_outputs(job, overwrite=overwrite) for job in jobs):
             segmenter = _load_segmenter(model, ortho, device.value, precision.value, threads,
                                         batch_size, work_avoidance.value, tile_size, streams)
-        from nucseg_rt.segment import Normalization
+        from nucseg_rt.params import Normalization
 
         options = dict(anisotropy=anisotropy, diameter=diameter, stitch_threshold=stitch_threshold,
                        dp_smooth=dp_smooth, min_size=min_size, niter=niter,
