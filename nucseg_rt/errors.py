@@ -31,3 +31,7 @@ class DeviceUnavailableError(NucsegError, RuntimeError):
 
 class MissingDependencyError(NucsegError, ImportError):
     """An optional dependency is needed for this operation; the message says how to install it."""
+
+
+class Cancelled(NucsegError):
+    """A call was cancelled through its ``cancel`` event; nothing was written."""
