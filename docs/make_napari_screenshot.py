@@ -28,6 +28,7 @@ def main() -> None:
 
     viewer = napari.Viewer(show=True, title="napari: nucseg-rt")
     viewer.window._qt_window.resize(1500, 950)
+    app = QApplication.instance()
     viewer.open_sample("nucseg-rt", "embryo_small")
     _, widget = viewer.window.add_plugin_dock_widget("nucseg-rt", "Segment nuclei (3D)")
     widget.precision.value = args.precision
@@ -36,7 +37,6 @@ def main() -> None:
     widget.run_finished.connect(finished.append)
     if not widget.run():
         raise SystemExit(f"the run did not start: {widget.status.value}")
-    app = QApplication.instance()
     while not finished:
         app.processEvents()
         time.sleep(0.02)
@@ -46,14 +46,29 @@ def main() -> None:
     masks.opacity = 0.45
     viewer.dims.set_current_step(0, viewer.layers["embryo_small"].data.shape[0] // 2)
     viewer.layers.selection.active = masks
+    _hide_notifications(app)  # e.g. napari's note about the Qt binding
+    _settle(app)  # the canvas takes its final size before the view is fitted to it
     viewer.reset_view()
-    for _ in range(20):
-        app.processEvents()
-        time.sleep(0.05)
+    _settle(app)
     viewer.screenshot(path=str(args.out), canvas_only=False, flash=False)
     print(f"{args.out}: {widget.status.value}")
     widget.shutdown()
     viewer.close()
+
+
+def _hide_notifications(app) -> None:
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for w in app.allWidgets():
+        if isinstance(w, NapariQtNotification):
+            w.hide()
+
+
+def _settle(app, seconds: float = 1.0) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """What the napari widget does, apart from the GUI: testable without napari, Qt or a display.
 
-The widget turns a napari Image layer into a :class:`LayerInput`, its form into
-:class:`FlowParams` (the expensive stage: the network) and :class:`MaskParams` (the cheap stage:
-masks from flows), and runs :func:`run_flows` / :func:`run_masks` in a napari thread worker.
+The widget turns a napari Image layer into a :class:`LayerInput` (with the library's
+:class:`~nucseg_rt.params.InputSpec`), its form into :class:`FlowParams` (the expensive stage: the
+network) and the library's :class:`~nucseg_rt.params.MaskParams` (the cheap stage: masks from
+flows), and runs :func:`run_flows` / :func:`run_masks` in a napari thread worker.
 The flows of the last run are kept (:class:`FlowCache`) so that a new threshold, minimum size or
 dynamics recomputes only the masks.
 """
@@ -18,13 +19,14 @@ from typing import Any, Literal
 import numpy as np
 
 from nucseg_rt.errors import Cancelled, InvalidInputError, ModelNotFoundError, NucsegError
+from nucseg_rt.models.registry import PRECISIONS
+from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
 
-__all__ = ["LayerInput", "FlowParams", "MaskParams", "FlowCache", "RunOutcome", "ProgressState",
+__all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",
            "SegmenterCache", "layer_input", "anisotropy_from_scale", "output_names",
            "model_choices", "precision_choices", "default_diameter", "run_flows", "run_masks",
            "flows_to_rgb", "describe_error", "is_cancelled", "NO_MODEL_MESSAGE"]
 
-Dynamics = Literal["stable", "cellpose"]
 #: channel choices of the widget: None = not chosen (fine for one-channel layers), 0 = gray
 #: (mean of the channels), 1..3 = that channel (Cellpose's ``channels=[chan, 0]``)
 CHANNELS = (None, 0, 1, 2, 3)
@@ -45,12 +47,11 @@ class LayerInput:
     name : str
         The layer's name (outputs are named after it, see :func:`output_names`).
     data : array-like
-        The layer's data, unchanged: (Z, Y, X), (Z, Y, X, C) for RGB, or a 4D array whose
-        channel axis is ``channel_axis``. Read into memory by the worker, not the GUI thread.
-    channel_axis, z_axis : int or None
-        Axes of ``data`` for :meth:`nucseg_rt.Segmenter.predict_flows`.
-    chan : int
-        Channel for the network: 0 = the only channel or the mean of all, 1..3 = that channel.
+        The layer's data, unchanged: (Z, Y, X), (Z, Y, X, C) for RGB (alpha dropped), or a 4D
+        array with a channel axis. Read into memory by the worker, not the GUI thread.
+    spec : InputSpec
+        Z and channel axes of ``data`` and the channel to segment (``chan`` 0 = the only channel
+        or the mean of all, 1..3 = that channel), for :meth:`nucseg_rt.Segmenter.predict_flows`.
     scale, translate : tuple of 3 float
         The layer's (Z, Y, X) scale and translate, for the output layers.
     notes : tuple of str
@@ -59,9 +60,7 @@ class LayerInput:
 
     name: str
     data: Any
-    channel_axis: int | None
-    z_axis: int
-    chan: int
+    spec: InputSpec
     scale: tuple[float, float, float]
     translate: tuple[float, float, float]
     notes: tuple[str, ...] = ()
@@ -136,7 +135,7 @@ def layer_input(name: str, data, *, rgb: bool, scale, translate,
         if channel not in (None, 0, 1):
             notes = (f"layer {name!r} has one channel; channel {channel} ignored",)
         zyx = scale[-3:], translate[-3:]
-        return LayerInput(name, data, None, 0, 0, *zyx,
+        return LayerInput(name, data, InputSpec(z_axis=0), *zyx,
                           notes=notes + _square_pixel_note(name, zyx[0]))
     else:
         caxis = _channel_axis_4d(name, shape)
@@ -149,7 +148,8 @@ def layer_input(name: str, data, *, rgb: bool, scale, translate,
         raise InvalidInputError(f"channel {channel} chosen but layer {name!r} has {nc} channels")
     zyx_scale = tuple(scale[i] for i in keep)
     zyx_translate = tuple(translate[i] for i in keep)
-    return LayerInput(name, data, caxis, zaxis, channel, zyx_scale, zyx_translate,
+    return LayerInput(name, data, InputSpec(channel_axis=caxis, z_axis=zaxis, chan=channel),
+                      zyx_scale, zyx_translate,
                       notes=_square_pixel_note(name, zyx_scale))
 
 
@@ -174,11 +174,13 @@ def output_names(image_name: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class FlowParams:
-    """What the network stage depends on; cached flows are reused only while these are equal.
+    """What the network stage depends on; cached flows serve new mask settings only while the
+    mode (3D or stitch) is the same.
 
     ``diameter``: XY pixels, ``"auto"`` (estimated by the model) or None (the model's training
-    diameter). ``stitch``: plane-by-plane flows stitched in Z (Cellpose's ``stitch_threshold``
-    mode) instead of 3D flows; ``anisotropy`` does not apply then.
+    diameter). ``stitch``: YX planes only, for masks stitched in Z (Cellpose's
+    ``stitch_threshold`` mode); ``anisotropy`` does not apply then. The mask settings are the
+    library's :class:`nucseg_rt.params.MaskParams`.
     """
 
     model: str | None
@@ -190,62 +192,16 @@ class FlowParams:
     def __post_init__(self):
         if not self.model:
             raise ModelNotFoundError(NO_MODEL_MESSAGE)
-        if self.precision not in ("fp32", "int8", "fp16"):
-            raise InvalidInputError(f"`precision` must be 'fp32', 'int8' or 'fp16', "
+        if self.precision not in PRECISIONS:
+            raise InvalidInputError(f"`precision` must be one of {', '.join(PRECISIONS)}, "
                                     f"got {self.precision!r}")
-        if not (math.isfinite(self.anisotropy) and self.anisotropy > 0):
-            raise InvalidInputError(f"`anisotropy` must be > 0, got {self.anisotropy!r}")
-        d = self.diameter
-        if d is not None and d != "auto" and not (isinstance(d, (int, float)) and math.isfinite(d)
-                                                  and d > 0):
-            raise InvalidInputError(f"`diameter` must be > 0, 'auto' or None, got {d!r}")
+        object.__setattr__(self, "anisotropy", validate_positive("anisotropy", self.anisotropy))
+        object.__setattr__(self, "diameter", validate_diameter(self.diameter))
 
-    def flow_kwargs(self, inp: LayerInput) -> dict:
+    def predict_kwargs(self, inp: LayerInput) -> dict:
         """Keywords of :meth:`nucseg_rt.Segmenter.predict_flows` for ``inp``."""
-        kw = dict(anisotropy=self.anisotropy, diameter=self.diameter,
-                  channel_axis=inp.channel_axis, z_axis=inp.z_axis, chan=inp.chan)
-        if self.stitch:
-            kw["mode"] = "stitch"
-        return kw
-
-
-@dataclass(frozen=True)
-class MaskParams:
-    """What the cheap stage depends on: masks from cached flows.
-
-    ``stitch_threshold`` > 0 selects the stitch mode (it then needs flows computed with
-    ``FlowParams(stitch=True)``); 0 = 3D flows.
-    """
-
-    cellprob_threshold: float = 0.0
-    min_size: int = 15
-    dynamics: Dynamics = "stable"
-    stitch_threshold: float = 0.0
-
-    def __post_init__(self):
-        if not math.isfinite(self.cellprob_threshold):
-            raise InvalidInputError(f"`cellprob_threshold` must be finite, "
-                                    f"got {self.cellprob_threshold!r}")
-        if int(self.min_size) != self.min_size:
-            raise InvalidInputError(f"`min_size` must be a whole number, got {self.min_size!r}")
-        if self.dynamics not in ("stable", "cellpose"):
-            raise InvalidInputError(f"`dynamics` must be 'stable' or 'cellpose', "
-                                    f"got {self.dynamics!r}")
-        if not 0 <= self.stitch_threshold < 1:
-            raise InvalidInputError(f"`stitch_threshold` must be in [0, 1), "
-                                    f"got {self.stitch_threshold!r}")
-
-    @property
-    def stitch(self) -> bool:
-        return self.stitch_threshold > 0
-
-    def mask_kwargs(self) -> dict:
-        """Keywords of :meth:`nucseg_rt.Segmenter.masks_from_flows`."""
-        kw = dict(cellprob_threshold=self.cellprob_threshold, min_size=int(self.min_size),
-                  method=self.dynamics)
-        if self.stitch:
-            kw["stitch_threshold"] = self.stitch_threshold
-        return kw
+        return dict(anisotropy=self.anisotropy, diameter=self.diameter, inputs=inp.spec,
+                    mode="stitch" if self.stitch else "3d")
 
 
 # --- models --------------------------------------------------------------------------------
@@ -373,7 +329,7 @@ class FlowCache:
 
     def accepts(self, mask_params: MaskParams) -> bool:
         """True when ``mask_params`` can be applied to these flows (same 3D/stitch mode)."""
-        return mask_params.stitch == self.flow_params.stitch
+        return mask_params.stitch == (self.flows.mode == "stitch")
 
 
 @dataclass
@@ -395,17 +351,18 @@ def run_flows(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowPara
               cancel: threading.Event | None = None) -> RunOutcome:
     """The worker body of Run: load the model, the network, then masks. Raises Cancelled."""
     if mask_params.stitch != flow_params.stitch:
-        raise InvalidInputError("`stitch_threshold` and the flow mode disagree")
+        raise InvalidInputError("`stitch_threshold` > 0 needs FlowParams(stitch=True) and 0 needs "
+                                "stitch=False")
     t0 = time.perf_counter()
     seg = segmenters.get(flow_params.model, flow_params.precision)
     t1 = time.perf_counter()
     vol = np.asarray(inp.data)
     flows = seg.predict_flows(vol, progress=progress, cancel=cancel,
-                              **flow_params.flow_kwargs(inp))
+                              **flow_params.predict_kwargs(inp))
     t2 = time.perf_counter()
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled")
-    masks = seg.masks_from_flows(flows, **mask_params.mask_kwargs())
+    masks = seg.masks_from_flows(flows, mask_params, cancel=cancel)
     t3 = time.perf_counter()
     cache = FlowCache(inp.name, seg, flow_params, flows, inp.scale, inp.translate)
     return RunOutcome(masks, cache, mask_params,
@@ -418,7 +375,7 @@ def run_masks(cache: FlowCache, mask_params: MaskParams) -> RunOutcome:
         raise InvalidInputError("the stitch threshold switches between 3D and stitched flows: "
                                 "press Run to compute them")
     t0 = time.perf_counter()
-    masks = cache.segmenter.masks_from_flows(cache.flows, **mask_params.mask_kwargs())
+    masks = cache.segmenter.masks_from_flows(cache.flows, mask_params)
     return RunOutcome(masks, cache, mask_params, {"masks": time.perf_counter() - t0})
 
 

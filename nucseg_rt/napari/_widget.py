@@ -13,6 +13,10 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
+# onnx (which nucseg-rt uses to read model metadata) holds the GIL for ~2 s while its module
+# initialises: imported here, when the widget is docked, not in the first run's worker thread,
+# where it would freeze the viewer.
+import onnx  # noqa: F401
 from magicgui.widgets import (CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar,
                               PushButton, SpinBox)
 from napari.layers import Image, Labels
@@ -23,10 +27,11 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from nucseg_rt.errors import InvalidInputError, ModelNotFoundError, NucsegError
-from nucseg_rt.napari._logic import (FlowParams, MaskParams, ProgressState, RunOutcome,
-                                     SegmenterCache, default_diameter, describe_error,
-                                     flows_to_rgb, is_cancelled, layer_input, model_choices,
-                                     output_names, precision_choices, run_flows, run_masks)
+from nucseg_rt.napari._logic import (FlowParams, ProgressState, RunOutcome, SegmenterCache,
+                                     default_diameter, describe_error, flows_to_rgb, is_cancelled,
+                                     layer_input, model_choices, output_names, precision_choices,
+                                     run_flows, run_masks)
+from nucseg_rt.params import MaskParams
 
 if TYPE_CHECKING:
     import napari
@@ -57,6 +62,7 @@ class SegmentWidget(QWidget):
         self.setWindowTitle(TITLE)
         self.viewer = napari_viewer
         self.cache = None  # FlowCache of the last run
+        self.last_outcome: RunOutcome | None = None  # of the last run or re-threshold
         self._segmenters = SegmenterCache()
         self._progress = ProgressState()
         self._cancel: threading.Event | None = None
@@ -176,7 +182,7 @@ class SegmentWidget(QWidget):
 
     def _mask_params(self) -> MaskParams:
         return MaskParams(cellprob_threshold=float(self.cellprob_threshold.value),
-                          min_size=int(self.min_size.value), dynamics=self.dynamics.value,
+                          min_size=int(self.min_size.value), method=self.dynamics.value,
                           stitch_threshold=float(self.stitch_threshold.value))
 
     def _collect(self):
@@ -235,7 +241,7 @@ class SegmentWidget(QWidget):
             self.status.value = "cancelling..."
 
     def _on_run_returned(self, outcome: RunOutcome) -> None:
-        self.cache, self._result = outcome.cache, "done"
+        self.cache, self.last_outcome, self._result = outcome.cache, outcome, "done"
         self._show_outputs(outcome, with_flows=True)
         flows, secs = outcome.cache.flows, outcome.seconds
         text = (f"{outcome.n_labels} nuclei in {outcome.cache.image!r} (network {secs['flows']:.1f}"
@@ -254,16 +260,16 @@ class SegmentWidget(QWidget):
 
     def _on_run_finished(self) -> None:
         self._worker = self._cancel = None
-        self._set_running(False)
         result, self._result = self._result, ""
+        self._set_running(False, done=result == "done")
         self.run_finished.emit(result)
         if result == "done" and self._mask_params() != self._shown_mask_params:
             self._on_mask_params_changed()  # changed while the network ran
 
-    def _set_running(self, running: bool) -> None:
+    def _set_running(self, running: bool, done: bool = False) -> None:
         self.run_button.enabled = not running
         self.cancel_button.enabled = running
-        self.progress_bar.max, self.progress_bar.value = 1, 0
+        self.progress_bar.max, self.progress_bar.value = 1, int(done)
         if running:
             self._timer.start()
         else:
@@ -307,6 +313,7 @@ class SegmentWidget(QWidget):
     def _on_masks_returned(self, outcome: RunOutcome) -> None:
         if outcome.cache is not self.cache:
             return  # a newer run replaced these flows
+        self.last_outcome = outcome
         self._show_outputs(outcome, with_flows=False)
         self.status.value = (f"{outcome.n_labels} nuclei in {outcome.cache.image!r} (masks from "
                              f"cached flows in {outcome.seconds['masks']:.2f} s)")

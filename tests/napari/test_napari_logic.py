@@ -15,9 +15,10 @@ import pytest
 from nucseg_rt.errors import Cancelled, InvalidInputError, ModelNotFoundError
 from nucseg_rt.eval.synth import make_volume
 from nucseg_rt.napari import _logic as logic
-from nucseg_rt.napari._logic import (FlowParams, MaskParams, ProgressState, SegmenterCache,
+from nucseg_rt.napari._logic import (FlowParams, ProgressState, SegmenterCache,
                                      anisotropy_from_scale, flows_to_rgb, layer_input,
                                      output_names)
+from nucseg_rt.params import InputSpec, MaskParams
 from nucseg_rt.napari._sample import embryo_small, example_path
 
 
@@ -36,12 +37,12 @@ def test_anisotropy_from_scale():
 def test_gray_3d_layer():
     data = np.zeros((5, 20, 30), np.uint16)
     inp = layer_input("stack", data, rgb=False, scale=(2.0, 0.5, 0.5), translate=(1, 2, 3))
-    assert inp.data is data and inp.channel_axis is None and inp.z_axis == 0 and inp.chan == 0
+    assert inp.data is data and inp.spec == InputSpec(z_axis=0)
     assert inp.scale == (2.0, 0.5, 0.5) and inp.translate == (1.0, 2.0, 3.0)
     assert inp.anisotropy == 4.0 and inp.notes == ()
     # a channel choice on a one-channel layer is ignored, with a note
     inp = layer_input("stack", data, rgb=False, scale=(1, 1, 1), translate=(0, 0, 0), channel=2)
-    assert inp.chan == 0 and "channel 2 ignored" in inp.notes[0]
+    assert inp.spec.chan == 0 and "channel 2 ignored" in inp.notes[0]
 
 
 def test_2d_layer_is_refused():
@@ -57,7 +58,7 @@ def test_rgb_needs_a_channel_choice():
     with pytest.raises(InvalidInputError, match="'rgb' is RGB: choose a channel under 'advanced'"):
         layer_input("rgb", data, rgb=True, scale=(3, 1, 1), translate=(0, 0, 0))
     inp = layer_input("rgb", data, rgb=True, scale=(3, 1, 1), translate=(0, 5, 0), channel=2)
-    assert (inp.channel_axis, inp.z_axis, inp.chan) == (3, 0, 2)
+    assert inp.spec == InputSpec(channel_axis=3, z_axis=0, chan=2)
     assert inp.scale == (3.0, 1.0, 1.0) and inp.translate == (0.0, 5.0, 0.0)
     rgba = np.zeros((4, 16, 16, 4), np.uint8)
     inp = layer_input("rgba", rgba, rgb=True, scale=(1, 1, 1), translate=(0, 0, 0), channel=0)
@@ -73,12 +74,12 @@ def test_4d_layers_find_their_channel_axis():
         layer_input("zc", zcyx, rgb=False, scale=(9, 1, 2, 2), translate=(0, 0, 0, 0))
     inp = layer_input("zc", zcyx, rgb=False, scale=(4, 1, 0.5, 0.5), translate=(1, 0, 2, 3),
                       channel=1)
-    assert (inp.channel_axis, inp.z_axis, inp.chan) == (1, 0, 1)
+    assert inp.spec == InputSpec(channel_axis=1, z_axis=0, chan=1)
     assert inp.scale == (4.0, 0.5, 0.5) and inp.translate == (1.0, 2.0, 3.0)
     czyx = np.zeros((3, 6, 16, 16), np.float32)
     inp = layer_input("cz", czyx, rgb=False, scale=(1, 4, 0.5, 0.5), translate=(0, 0, 0, 0),
                       channel=0)
-    assert (inp.channel_axis, inp.z_axis) == (0, 1) and inp.anisotropy == 8.0
+    assert inp.spec == InputSpec(channel_axis=0, z_axis=1, chan=0) and inp.anisotropy == 8.0
     for shape in [(3, 3, 16, 16), (10, 12, 16, 16)]:
         with pytest.raises(InvalidInputError, match="no single channel axis"):
             layer_input("t", np.zeros(shape), rgb=False, scale=(1,) * 4, translate=(0,) * 4,
@@ -110,33 +111,19 @@ def test_flow_params_validate_and_map_to_the_library():
         FlowParams(model=None)
     with pytest.raises(InvalidInputError, match="`anisotropy` must be > 0, got 0"):
         FlowParams(model="m", anisotropy=0)
-    with pytest.raises(InvalidInputError, match="`diameter` must be > 0, 'auto' or None, got -3"):
+    with pytest.raises(InvalidInputError, match="`diameter` must be > 0, got -3"):
         FlowParams(model="m", diameter=-3)
+    with pytest.raises(InvalidInputError, match="`diameter` must be a number > 0 or 'auto'"):
+        FlowParams(model="m", diameter="big")
     with pytest.raises(InvalidInputError, match="`precision` must be"):
         FlowParams(model="m", precision="fp8")
     inp = layer_input("zc", np.zeros((6, 2, 16, 16)), rgb=False, scale=(4, 1, 1, 1),
                       translate=(0,) * 4, channel=2)
-    fp = FlowParams(model="m", anisotropy=4.0, diameter="auto")
-    assert fp.flow_kwargs(inp) == dict(anisotropy=4.0, diameter="auto", channel_axis=1,
-                                       z_axis=0, chan=2)
-    assert FlowParams(model="m", stitch=True).flow_kwargs(inp)["mode"] == "stitch"
-
-
-def test_mask_params_validate_and_map_to_the_library():
-    assert MaskParams().mask_kwargs() == dict(cellprob_threshold=0.0, min_size=15,
-                                              method="stable")
-    mp = MaskParams(cellprob_threshold=-1.5, min_size=-1, dynamics="cellpose",
-                    stitch_threshold=0.3)
-    assert mp.stitch and mp.mask_kwargs() == dict(cellprob_threshold=-1.5, min_size=-1,
-                                                  method="cellpose", stitch_threshold=0.3)
-    with pytest.raises(InvalidInputError, match="`dynamics` must be 'stable' or 'cellpose'"):
-        MaskParams(dynamics="euler")
-    with pytest.raises(InvalidInputError, match=r"`stitch_threshold` must be in \[0, 1\)"):
-        MaskParams(stitch_threshold=1.0)
-    with pytest.raises(InvalidInputError, match="`min_size` must be a whole number"):
-        MaskParams(min_size=2.5)
-    with pytest.raises(InvalidInputError, match="`cellprob_threshold` must be finite"):
-        MaskParams(cellprob_threshold=float("inf"))
+    fp = FlowParams(model="m", anisotropy=4, diameter="auto")
+    assert fp.predict_kwargs(inp) == dict(anisotropy=4.0, diameter="auto", mode="3d",
+                                          inputs=InputSpec(channel_axis=1, z_axis=0, chan=2))
+    fp = FlowParams(model="m", diameter=17, stitch=True)
+    assert fp.diameter == 17.0 and fp.predict_kwargs(inp)["mode"] == "stitch"
 
 
 def test_model_choices_from_the_registry(monkeypatch):
@@ -269,6 +256,8 @@ def test_run_then_rethreshold_equals_full_runs(tiny, blobs):
     full = seg.segment(blobs, anisotropy=2.0, diameter=14.0, cellprob_threshold=1.0, min_size=40)
     np.testing.assert_array_equal(again.masks, full.masks)
     assert again.cache is out.cache and set(again.seconds) == {"masks"}
+    assert again.cache.accepts(MaskParams(cellprob_threshold=2.0))
+    assert not again.cache.accepts(MaskParams(stitch_threshold=0.5))
     with pytest.raises(InvalidInputError, match="press Run"):
         logic.run_masks(out.cache, MaskParams(stitch_threshold=0.5))
     segs.close()
@@ -286,7 +275,7 @@ def test_stitch_mode_rethreshold_equals_full_run(tiny, blobs):
         full = seg.segment(blobs, diameter=14.0, stitch_threshold=t)
         masks = logic.run_masks(out.cache, MaskParams(stitch_threshold=t)).masks
         np.testing.assert_array_equal(masks, full.masks)
-    with pytest.raises(InvalidInputError, match="flow mode disagree"):
+    with pytest.raises(InvalidInputError, match="needs FlowParams\\(stitch=True\\)"):
         logic.run_flows(segs, inp, fp, MaskParams())
     segs.close()
 
