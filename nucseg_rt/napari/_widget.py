@@ -114,6 +114,7 @@ class SegmentWidget(QWidget):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress_bar = ProgressBar(min=0, max=1, value=0, label="progress")
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
         main = Container(widgets=[self.image, self.model, self.precision, self.anisotropy,
                                   self.diameter, self.auto_diameter, self.add_cellprob,
                                   self.add_flows])
