@@ -162,6 +162,10 @@ class MaskParams:
         across planes when their IoU is above this; 0: flows are followed in 3D.
     flow_threshold : float, optional
         Stitch mode only: Cellpose's flow-error check on each 2D mask (default 0.4).
+    merge_fragments : bool
+        Merge touching masks with no cell-probability boundary between them (pieces of one
+        textured nucleus; :mod:`nucseg_rt.masks.fragments`). Applies to the "stable" dynamics
+        and to stitch mode's 2D masks; ``method="cellpose"`` stays exactly Cellpose's.
     """
 
     cellprob_threshold: float = 0.0
@@ -172,6 +176,7 @@ class MaskParams:
     dp_smooth: float = 0.0
     stitch_threshold: float = 0.0
     flow_threshold: float | None = None
+    merge_fragments: bool = False
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -198,6 +203,8 @@ class MaskParams:
             if ft < 0:
                 raise InvalidInputError(f"`flow_threshold` must be >= 0, got {self.flow_threshold!r}")
             set_(self, "flow_threshold", ft)
+        if not isinstance(self.merge_fragments, bool):
+            raise InvalidInputError(f"`merge_fragments` must be True or False, got {self.merge_fragments!r}")
 
     @property
     def stitch(self) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 
 from nucseg_rt.errors import Cancelled, InvalidInputError
 from nucseg_rt.masks import dynamics, postprocess, stitch
+from nucseg_rt.masks.fragments import merge_fragments
 from nucseg_rt.params import DEFAULT_NITER, MaskParams
 from nucseg_rt.prep.filters import smooth_flows
 from nucseg_rt.prep.resample import resize_labels_3d, resize_nearest
@@ -89,6 +90,8 @@ def _followed_3d(f: Flows, p: MaskParams, niter: int) -> np.ndarray:
     masks = dynamics.compute_masks(dP, f.cellprob, niter=niter, cellprob_threshold=p.cellprob_threshold,
                                    min_size=-1, max_size_fraction=p.max_size_fraction, method=p.method)
     del dP
+    if p.merge_fragments and p.method == "stable":
+        masks = merge_fragments(masks, f.cellprob)
     if masks.shape != tuple(f.shape):
         masks = resize_labels_3d(masks, tuple(f.shape))
     return postprocess.fill_holes_and_remove_small_masks(masks, min_size=p.min_size)
@@ -104,6 +107,8 @@ def _stitched(f: Flows, p: MaskParams, niter: int, cancel) -> np.ndarray:
         m = dynamics.compute_masks(dP, f.cellprob[z], niter=niter, cellprob_threshold=p.cellprob_threshold,
                                    min_size=-1, max_size_fraction=p.max_size_fraction,
                                    method="cellpose", flow_threshold=flow_threshold)
+        if p.merge_fragments:
+            m = merge_fragments(m, f.cellprob[z])
         if m.shape != (ly, lx):
             m = resize_nearest(m, ly, lx)
         masks[z] = postprocess.fill_holes_and_remove_small_masks(m, min_size=-1)
