@@ -3,8 +3,9 @@
 1. Pick up to ``n_planes`` YX planes spread over the brighter half of the stack, and a central
    window of each (at most ``window`` px per side at the network's scale).
 2. Run the network on them in 2D at the model's scale (rescale 1: nuclei as they are), make 2D
-   masks with Cellpose's 2D dynamics, and take the median equivalent-circle diameter of the masks
-   that do not touch the window's edge (Cellpose's definition of a diameter).
+   masks with Cellpose's 2D dynamics (pieces of one nucleus merged, :mod:`nucseg_rt.masks.fragments`),
+   and take the median equivalent-circle diameter of the masks that do not touch the window's
+   edge (Cellpose's definition of a diameter).
 3. If that puts nuclei outside ``[0.75, 1.33] x diam_mean`` at the network, run again at the
    rescale the estimate asks for (at most ``max_passes`` passes): a network is most reliable near
    its training scale.
@@ -29,9 +30,9 @@ from nucseg_rt.prep.resample import resize_linear
 
 __all__ = ["DiameterEstimate", "estimate_diameter", "CUT_CORRECTION"]
 
-#: median nucleus diameter / median YX cross-section diameter in a stack (a plane through a
-#: sphere at a uniformly random height has a median cross-section of 0.87 of its diameter, and the
-#: smallest caps are not found; measured 1.10-1.14 on synthetic stacks at anisotropy 1-11.5)
+#: median nucleus diameter / median YX cross-section diameter in a stack: a plane through a sphere
+#: at a uniformly random height has a median cross-section of 0.87 of its diameter, and the
+#: smallest caps are not found as masks; checked on synthetic stacks (benchmarks/diameter_auto.py)
 CUT_CORRECTION = 1.12
 _ACCEPT = (0.75, 1.33)
 
@@ -90,6 +91,7 @@ def _window(x: np.ndarray, planes: list[int], side: int) -> np.ndarray:
 def _cross_sections(seg, planes: np.ndarray, rescale: float, progress, cancel) -> np.ndarray:
     """Equivalent-circle diameters (input pixels) of the 2D masks not touching the edge."""
     from nucseg_rt.masks import dynamics
+    from nucseg_rt.masks.fragments import merge_fragments
     from nucseg_rt.masks.postprocess import label_counts
 
     ly, lx = planes.shape[1:3]
@@ -108,6 +110,7 @@ def _cross_sections(seg, planes: np.ndarray, rescale: float, progress, cancel) -
             raise Cancelled("cancelled")
         m = dynamics.compute_masks(o[:2], o[2], niter=200, cellprob_threshold=0.0, min_size=15,
                                    method="cellpose", flow_threshold=0.4)
+        m = merge_fragments(m, o[2])  # pieces of a nucleus would bias the sizes down
         n = int(m.max())
         if n == 0:
             continue
