@@ -208,6 +208,35 @@ def test_sharpen_equals_smooth_sharpen_img():
     assert _rel(got, ref) < 1e-5
 
 
+@pytest.mark.parametrize("smooth, sharpen", [(6.0, 8.0), (3.0, 0.0), (0.0, 4.0)])
+def test_smooth_sharpen_equals_smooth_sharpen_img(smooth, sharpen):
+    x = _x(seed=6, two=True)[:3].copy()
+    ref = T.smooth_sharpen_img(x.copy(), sharpen_radius=sharpen, smooth_radius=smooth)
+    assert _rel(P.smooth_sharpen(x, sharpen_radius=sharpen, smooth_radius=smooth), ref) < 1e-5
+
+
+def test_smooth_sharpen_is_normalizes_sharpening():
+    x = _x(seed=6, two=True)[:4].copy()
+    x0 = x.copy()
+    out = P.smooth_sharpen(x, sharpen_radius=3.0)
+    np.testing.assert_array_equal(x, x0)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_array_equal(P.normalize(out), P.normalize(x, sharpen_radius=3.0))
+    np.testing.assert_array_equal(P.smooth_sharpen(x, sharpen_radius=0.0), x)
+
+
+def test_smooth_sharpen_of_a_constant():
+    x = np.full((2, 40, 52, 1), 7.0, np.float32)
+    np.testing.assert_allclose(P.smooth_sharpen(x, sharpen_radius=0.0, smooth_radius=3.0), 7.0,
+                               rtol=1e-6)  # the smoothing kernel sums to 1
+    np.testing.assert_allclose(P.smooth_sharpen(x, sharpen_radius=5.0, smooth_radius=2.0), 0.0,
+                               atol=1e-5)  # a difference of two such kernels
+    with pytest.raises(InvalidInputError, match=r"`smooth_radius` must be a finite number >= 0"):
+        P.smooth_sharpen(x, sharpen_radius=1.0, smooth_radius=-1.0)
+    with pytest.raises(InvalidInputError, match=r"`x_zyxc` must be a non-empty \(Z, Y, X, C\)"):
+        P.smooth_sharpen(x[0], sharpen_radius=1.0)
+
+
 def test_constant_volume_gives_zeros():
     x, _ = P.to_zyxc(np.full(SHAPE, 500, np.uint16))
     for kwargs in ({}, {"invert": True}, {"tile_norm": 40}, {"sharpen_radius": 3.0, "invert": True},
