@@ -35,7 +35,7 @@ def matched_true_labels(labels, masks, thr=0.5) -> set:
 def evaluate(model: str, anisotropies, n_volumes: int, shape_iso, methods, diameter: float) -> dict:
     from nucseg_rt import Segmenter
     from nucseg_rt.eval.metrics import average_precision
-    from nucseg_rt_export.synth import make_volume
+    from nucseg_rt.eval.synth import make_volume
 
     seg = Segmenter(model, device="cpu")
     out = {}
