@@ -31,3 +31,9 @@ class DeviceUnavailableError(NucsegError, RuntimeError):
 
 class MissingDependencyError(NucsegError, ImportError):
     """An optional dependency is needed for this operation; the message says how to install it."""
+
+
+class ClosedError(NucsegError, ValueError):
+    """An object was used after ``close()`` released its resources (e.g. a closed Segmenter).
+
+    A ``ValueError`` like Python's "I/O operation on closed file"."""

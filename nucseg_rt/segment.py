@@ -21,7 +21,7 @@ from nucseg_rt.masks import dynamics
 from nucseg_rt.masks import postprocess
 from nucseg_rt.prep import normalize as preprocess
 from nucseg_rt.masks import stitch
-from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.errors import ClosedError, InvalidInputError
 from nucseg_rt.prep.filters import smooth_flows
 from nucseg_rt.prep.resample import (rescale_volume, resize_flows_back, resize_labels_3d, resize_linear,
                                  resize_nearest)
@@ -168,6 +168,9 @@ class Segmenter:
     work_avoidance : WorkAvoidance, "default" or "plain"
         Network work skipped (see :class:`nucseg_rt.network.predict.WorkAvoidance`); "plain" computes
         exactly what Cellpose 3.1 computes (the parity reference).
+
+    Use it as a context manager (``with Segmenter(...) as seg:``) or call :meth:`close` to
+    release its onnxruntime sessions when done.
     """
 
     def __init__(self, model: str | os.PathLike = "nuclei_3d", ortho: str | os.PathLike | None = None,
@@ -450,3 +453,34 @@ class Segmenter:
         flows[1:] = np.moveaxis(yf[..., :2], -1, 0)
         return SegmentationResult(masks=masks, flows=flows, cellprob=np.ascontiguousarray(yf[..., 2]),
                                   info=info)
+
+    # -- resources: the onnxruntime sessions belong to this Segmenter -------------------------
+    _closed = False
+
+    @property
+    def nets(self) -> list:
+        """The main network of each stream; raises ClosedError after :meth:`close`."""
+        if self._closed:
+            raise ClosedError("this Segmenter was closed (close() or the end of its `with` "
+                              "block); make a new Segmenter")
+        return self._nets
+
+    @nets.setter
+    def nets(self, nets) -> None:
+        self._nets = list(nets)
+
+    def close(self) -> None:
+        """Release the onnxruntime sessions of every stream (idempotent). Using the Segmenter
+        afterwards raises :class:`nucseg_rt.errors.ClosedError`."""
+        if self._closed:
+            return
+        for net in [*self._nets, *(self.nets_ortho or [])]:
+            net.close()
+        self.nets_ortho = None
+        self._closed = True
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -68,11 +68,6 @@ def test_input_not_modified(models):
     np.testing.assert_array_equal(x, before)
 
 
-def test_session_cached(models):
-    path, _, _ = models
-    assert load_net(path, ["CPUExecutionProvider"]) is load_net(path, ["CPUExecutionProvider"])
-
-
 def test_provider_selection_mocked():
     cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     cpu = ["CPUExecutionProvider"]
