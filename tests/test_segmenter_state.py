@@ -1,7 +1,11 @@
-"""State a Segmenter owns: its onnxruntime sessions (close / context manager). Tiny ONNX
-model, no torch."""
+"""State a Segmenter owns: its onnxruntime sessions (close / context manager) and the probe
+defaults it applies (logged, and off with use_probe=False). Tiny ONNX model, no torch."""
 
 from __future__ import annotations
+
+import json
+import logging
+import os
 
 import numpy as np
 import pytest
@@ -46,3 +50,41 @@ def test_close_leaves_other_segmenters_running(tiny_onnx_model):
     a.close()
     np.testing.assert_array_equal(b.segment(_vol(), diameter=30.0).masks, expected)
     b.close()
+
+
+def _save_probe(home, **entry):
+    (home / "probe.json").write_text(json.dumps({"fp32": entry}))
+
+
+def test_probe_defaults_are_applied_and_logged(tiny_onnx_model, _isolated_registry, caplog):
+    _save_probe(_isolated_registry, batch_size=3, threads=1, streams=1)
+    with caplog.at_level(logging.INFO, logger="nucseg_rt"):
+        seg = Segmenter(tiny_onnx_model, device="cpu")
+    assert (seg.batch_size, seg.threads, seg.streams) == (3, 1, 1)
+    probe_lines = [r.getMessage() for r in caplog.records if "probe.json" in r.getMessage()]
+    assert len(probe_lines) == 1
+    assert "batch_size=3, threads=1, streams=1" in probe_lines[0]
+    assert str(_isolated_registry / "probe.json") in probe_lines[0]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nucseg_rt"):
+        seg = Segmenter(tiny_onnx_model, device="cpu", streams=1, threads=1)
+    assert seg.batch_size == 3  # only the value not given comes from the probe, and is logged
+    probe_lines = [r.getMessage() for r in caplog.records if "probe.json" in r.getMessage()]
+    assert len(probe_lines) == 1 and "batch_size=3" in probe_lines[0]
+    assert "threads" not in probe_lines[0] and "streams" not in probe_lines[0]
+
+
+def test_use_probe_false_ignores_the_saved_probe(tiny_onnx_model, _isolated_registry, caplog):
+    _save_probe(_isolated_registry, batch_size=3, threads=1, streams=1)
+    with caplog.at_level(logging.INFO, logger="nucseg_rt"):
+        seg = Segmenter(tiny_onnx_model, device="cpu", use_probe=False)
+    assert seg.batch_size == 2 and seg.streams == min(2, os.cpu_count() or 1)  # built-in defaults
+    assert not any("probe.json" in r.getMessage() for r in caplog.records)
+
+
+def test_no_probe_saved_logs_nothing(tiny_onnx_model, caplog):
+    with caplog.at_level(logging.INFO, logger="nucseg_rt"):
+        seg = Segmenter(tiny_onnx_model, device="cpu")
+    assert seg.batch_size == 2
+    assert not any("probe.json" in r.getMessage() for r in caplog.records)
