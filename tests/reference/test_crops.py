@@ -1,4 +1,5 @@
-"""nucseg_rt_export.crops: 2D training pairs from z-stacks."""
+"""nucseg_rt_export.crops: 2D training pairs from z-stacks (needs torch: the crop maker shares
+plane extraction with training, export/train_data.py)."""
 
 from pathlib import Path
 
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.prep.normalize import normalize, smooth_sharpen
-from nucseg_rt_export import crops
+pytest.importorskip("torch")
+
+from nucseg_rt.errors import InvalidInputError  # noqa: E402
+from nucseg_rt.prep.normalize import normalize, smooth_sharpen  # noqa: E402
+from nucseg_rt_export import crops  # noqa: E402
 
 
 def _stack(shape=(9, 50, 61), seed=0):
