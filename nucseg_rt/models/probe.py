@@ -3,7 +3,8 @@
 ``nucseg-rt info --probe`` times the model on 224x224 tiles for each batch size and thread
 count, and with the cores shared out between streams (sessions running side by side);
 ``--save`` writes the fastest setting to ``probe.json`` in the registry folder, where
-:class:`nucseg_rt.Segmenter` reads it when ``batch_size``/``threads``/``streams`` are not given.
+:class:`nucseg_rt.Segmenter` reads it when ``batch_size``/``threads``/``streams`` are not given
+(:func:`probe_defaults` logs the values it takes; ``Segmenter(use_probe=False)`` ignores the file).
 At the fastest setting it also times the network per pixel on other tile sizes. Those are
 reported, not saved: a tile size other than Cellpose's 224 changes the flows slightly, so it
 is chosen explicitly (``segment --tile-size``).
