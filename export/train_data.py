@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.eval.metrics import label_diameter
 from nucseg_rt.masks.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
@@ -154,13 +155,6 @@ class PlaneSet:
         return float(np.mean(ds)) if ds else 0.0
 
 
-def label_diameter(lab2d: np.ndarray) -> float:
-    """Cellpose's ``diameters``: median equivalent-circle diameter of a plane's objects (0 if none)."""
-    counts = np.bincount(np.asarray(lab2d, np.int64).ravel())[1:]
-    counts = counts[counts > 0]
-    return float(np.median(counts ** 0.5) / (np.pi ** 0.5 / 2)) if counts.size else 0.0
-
-
 def synthetic_planes(n_volumes: int, *, seed: int, shape_iso=(96, 160, 160),
                      diam_mean: float = 30.0, diam_spread: float = 0.2,
                      anisotropies=(1.0, 2.0, 4.0, 8.0, 11.5), yx_step: int = 4,
@@ -236,6 +230,7 @@ def load_pairs(folder: Path, *, mask_filter: str = "_masks", chan: int = 0):
 def load_or_make_cache(path: Path, params: dict, make) -> PlaneSet:
     """Load a PlaneSet cached at ``path`` (.npz) if its ``params`` match, else ``make()`` and save."""
     meta = path.with_suffix(".json")
+    params = json.loads(json.dumps(params))  # as stored: tuples become lists
     if path.exists() and meta.exists() and json.loads(meta.read_text()) == params:
         return PlaneSet.load(path)
     ps = PlaneSet.from_planes(make())

@@ -55,6 +55,45 @@ class OutputFormat(str, Enum):
 
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
+
+# Options of both `segment` and `watch`, defined once (the defaults stay in each signature).
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registered model name or .onnx file.",
+                                       rich_help_panel="Model")]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    help="fp32 (reference), int8 (fast on CPU; `nucseg-rt quantize NAME` makes it) or fp16 "
+         "(CUDA).", rich_help_panel="Model")]
+AnisotropyOpt = Annotated[float, typer.Option(
+    help="Z step / XY pixel size, e.g. 4 for 2 um planes of 0.5 um pixels.",
+    rich_help_panel="Algorithm")]
+DiameterOpt = Annotated[Optional[float], typer.Option(
+    help="Typical nucleus diameter in XY pixels (default: the model's training diameter).",
+    rich_help_panel="Algorithm", show_default=False)]
+StitchThresholdOpt = Annotated[float, typer.Option(
+    help="> 0: segment YX planes in 2D and link masks with IoU above this.",
+    rich_help_panel="Algorithm")]
+MinSizeOpt = Annotated[int, typer.Option(help="Remove masks smaller than this many voxels.",
+                                         rich_help_panel="Algorithm")]
+CellprobThresholdOpt = Annotated[float, typer.Option(
+    help="Lower to find more and larger nuclei.", rich_help_panel="Algorithm")]
+ChannelAxisOpt = Annotated[Optional[int], typer.Option(
+    help="Axis holding channels, 0-based (default: from the file, else guessed).",
+    rich_help_panel="Input", show_default=False)]
+ZAxisOpt = Annotated[Optional[int], typer.Option(
+    help="Axis holding Z, 0-based (default: from the file, else the first).",
+    rich_help_panel="Input", show_default=False)]
+ChanOpt = Annotated[int, typer.Option(help="Channel to segment: 0 gray, 1 red, 2 green, 3 blue.",
+                                      rich_help_panel="Input")]
+SaveFlowsOpt = Annotated[bool, typer.Option(
+    "--save-flows", help="Also write <stem>_flows.npz (flows, cellprob).",
+    rich_help_panel="Output")]
+OutputFormatOpt = Annotated[OutputFormat, typer.Option(
+    help="Labels as <stem>_masks.tif or <stem>_masks.ome.zarr (OME-Zarr labels group).",
+    rich_help_panel="Output")]
+DeviceOpt = Annotated[Device, typer.Option(rich_help_panel="Hardware")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    help="CPU threads for the network (per stream) and dynamics (default: all cores).",
+    rich_help_panel="Hardware", show_default=False)]
 
 
 # --- error reporting and output -------------------------------------------------------------
@@ -182,34 +221,23 @@ def _load_segmenter(model, ortho, device, precision, threads, batch_size,
 def segment(
     paths: Annotated[Optional[List[Path]], typer.Argument(
         help="TIFF volumes (Z,Y,X or with channels).", show_default=False)] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name or .onnx file.",
-                                       rich_help_panel="Model")] = "nuclei_3d",
+    model: ModelOpt = "nuclei_3d",
     ortho: Annotated[Optional[str], typer.Option(
         help="Model for ZY/ZX planes (name or .onnx); default the model's own partner.",
         rich_help_panel="Model")] = None,
-    precision: Annotated[Precision, typer.Option(
-        help="fp32 (reference), int8 (fast on CPU; `nucseg-rt quantize NAME` makes it) or fp16 "
-             "(CUDA).", rich_help_panel="Model")] = Precision.fp32,
+    precision: PrecisionOpt = Precision.fp32,
     work_avoidance: Annotated[WorkAvoidanceChoice, typer.Option(
         help="'default': skip network work that does not change the masks (YX on acquired "
              "planes, compact tiles, background tiles); 'plain': exactly Cellpose's passes.",
         rich_help_panel="Algorithm")] = WorkAvoidanceChoice.default,
-    anisotropy: Annotated[float, typer.Option(
-        help="Z step / XY pixel size, e.g. 4 for 2 um planes of 0.5 um pixels.",
-        rich_help_panel="Algorithm")] = 1.0,
-    diameter: Annotated[Optional[float], typer.Option(
-        help="Typical nucleus diameter in XY pixels (default: the model's training diameter).",
-        rich_help_panel="Algorithm", show_default=False)] = None,
-    stitch_threshold: Annotated[float, typer.Option(
-        help="> 0: segment YX planes in 2D and link masks with IoU above this.",
-        rich_help_panel="Algorithm")] = 0.0,
+    anisotropy: AnisotropyOpt = 1.0,
+    diameter: DiameterOpt = None,
+    stitch_threshold: StitchThresholdOpt = 0.0,
     dp_smooth: Annotated[float, typer.Option(
         help="Gaussian sigma for smoothing the flows before dynamics (0 = off).",
         rich_help_panel="Algorithm")] = 0.0,
-    min_size: Annotated[int, typer.Option(help="Remove masks smaller than this many voxels.",
-                                          rich_help_panel="Algorithm")] = 15,
-    cellprob_threshold: Annotated[float, typer.Option(
-        help="Lower to find more and larger nuclei.", rich_help_panel="Algorithm")] = 0.0,
+    min_size: MinSizeOpt = 15,
+    cellprob_threshold: CellprobThresholdOpt = 0.0,
     flow_threshold: Annotated[Optional[float], typer.Option(
         help="Flow-error check in 2D/stitch mode (default: 0.4); does not apply in 3D.",
         rich_help_panel="Algorithm", show_default=False)] = None,
@@ -230,14 +258,9 @@ def segment(
     look_one_level_down: Annotated[bool, typer.Option(
         "--look-one-level-down", help="With --dir: also its sub-folders.",
         rich_help_panel="Input")] = False,
-    channel_axis: Annotated[Optional[int], typer.Option(
-        help="Axis holding channels, 0-based (default: from the file, else guessed).",
-        rich_help_panel="Input", show_default=False)] = None,
-    z_axis: Annotated[Optional[int], typer.Option(
-        help="Axis holding Z, 0-based (default: from the file, else the first).",
-        rich_help_panel="Input", show_default=False)] = None,
-    chan: Annotated[int, typer.Option(help="Channel to segment: 0 gray, 1 red, 2 green, 3 blue.",
-                                      rich_help_panel="Input")] = 0,
+    channel_axis: ChannelAxisOpt = None,
+    z_axis: ZAxisOpt = None,
+    chan: ChanOpt = 0,
     chan2: Annotated[int, typer.Option(help="Optional second channel: 0 none, 1-3.",
                                        rich_help_panel="Input")] = 0,
     invert: Annotated[bool, typer.Option("--invert", help="Invert the image (dark nuclei).",
@@ -245,15 +268,11 @@ def segment(
     out_dir: Annotated[Optional[Path], typer.Option(
         help="Folder for the outputs (default: next to each input).", show_default=False,
         rich_help_panel="Output")] = None,
-    save_flows: Annotated[bool, typer.Option(
-        "--save-flows", help="Also write <stem>_flows.npz (flows, cellprob).",
-        rich_help_panel="Output")] = False,
+    save_flows: SaveFlowsOpt = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace existing outputs (default: skip files already done).",
         rich_help_panel="Output")] = False,
-    output_format: Annotated[OutputFormat, typer.Option(
-        help="Labels as <stem>_masks.tif or <stem>_masks.ome.zarr (OME-Zarr labels group).",
-        rich_help_panel="Output")] = OutputFormat.tif,
+    output_format: OutputFormatOpt = OutputFormat.tif,
     block_size: Annotated[Optional[str], typer.Option(
         help="Segment in blocks of N (or Z,Y,X) voxels plus a halo, with seamless labels "
              "(default: blocks only when the volume does not fit --max-memory).",
@@ -271,7 +290,7 @@ def segment(
     resume: Annotated[bool, typer.Option(
         "--resume/--no-resume", help="Blockwise: reuse the blocks an interrupted run wrote.",
         rich_help_panel="Large volumes")] = True,
-    device: Annotated[Device, typer.Option(rich_help_panel="Hardware")] = Device.auto,
+    device: DeviceOpt = Device.auto,
     batch_size: Annotated[Optional[int], typer.Option(
         help="224x224 tiles per network call (default: 2 on the CPU, 8 on CUDA).",
         rich_help_panel="Hardware")] = None,
@@ -279,15 +298,13 @@ def segment(
         help="Tile edge for the network, a multiple of 16 from 64 to 1024 (default 224, "
              "Cellpose's; other sizes change the flows slightly, see `nucseg-rt info --probe`).",
         rich_help_panel="Hardware", show_default=False)] = None,
-    threads: Annotated[Optional[int], typer.Option(
-        help="CPU threads for the network (per stream) and dynamics (default: all cores).",
-        rich_help_panel="Hardware", show_default=False)] = None,
+    threads: ThreadsOpt = None,
     streams: Annotated[Optional[int], typer.Option(
         help="Network sessions running planes side by side, the cores shared out between them "
              "(default: the probe's choice, `nucseg-rt info --probe --save`; else 2 on the CPU, "
              "1 with --threads or on CUDA).",
         rich_help_panel="Hardware", show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Segment nuclei in 3D volumes; writes <stem>_masks.tif (and <stem>_flows.npz)."""
@@ -307,7 +324,7 @@ def segment(
         if any(batch.pending_outputs(job, overwrite=overwrite) for job in jobs):
             segmenter = _load_segmenter(model, ortho, device.value, precision.value, threads,
                                         batch_size, work_avoidance.value, tile_size, streams)
-        from nucseg_rt.segment import Normalization
+        from nucseg_rt.params import Normalization
 
         options = dict(anisotropy=anisotropy, diameter=diameter, stitch_threshold=stitch_threshold,
                        dp_smooth=dp_smooth, min_size=min_size, niter=niter,
@@ -385,6 +402,95 @@ def _print_summary(rows) -> None:
     counts = {key: sum(row[-1].startswith(key) for row in rows)
               for key in ("done", "skipped", "failed")}
     print(", ".join(f"{n} {key}" for key, n in counts.items()))
+
+
+# --- watch ------------------------------------------------------------------------------------
+
+
+def _service_log(quiet: bool, debug: bool) -> None:
+    """Plain, time-stamped log lines on stderr (one per event, never wrapped): the service's
+    (``nucseg_rt.watch``) and the pipeline's warnings."""
+    log = logging.getLogger("nucseg_rt")
+    for handler in [h for h in log.handlers if getattr(h, "_nucseg_cli", False)]:
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler._nucseg_cli = True
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if debug else logging.WARNING)
+    log.propagate = False
+    # the service's own lines; the pipeline's INFO details only with --debug
+    logging.getLogger("nucseg_rt.watch").setLevel(
+        logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+
+
+@app.command(no_args_is_help=True)
+def watch(
+    folder: Annotated[Path, typer.Argument(
+        help="Folder to watch for new volumes: TIFF files and OME-Zarr / zarr folders.",
+        show_default=False)],
+    out_dir: Annotated[Path, typer.Option(
+        help="Folder for the masks and one <input name>.json status record per volume.",
+        show_default=False, rich_help_panel="Output")],
+    model: ModelOpt = "nuclei_3d",
+    precision: PrecisionOpt = Precision.fp32,
+    anisotropy: AnisotropyOpt = 1.0,
+    diameter: DiameterOpt = None,
+    stitch_threshold: StitchThresholdOpt = 0.0,
+    min_size: MinSizeOpt = 15,
+    cellprob_threshold: CellprobThresholdOpt = 0.0,
+    channel_axis: ChannelAxisOpt = None,
+    z_axis: ZAxisOpt = None,
+    chan: ChanOpt = 0,
+    save_flows: SaveFlowsOpt = False,
+    output_format: OutputFormatOpt = OutputFormat.tif,
+    device: DeviceOpt = Device.auto,
+    threads: ThreadsOpt = None,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at the folder.",
+                                        rich_help_panel="Watching")] = 1.0,
+    settle: Annotated[float, typer.Option(
+        help="Seconds a volume's size and modification time must stay unchanged before it is "
+             "read.", rich_help_panel="Watching")] = 2.0,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Segment each volume written into FOLDER, once complete, until Ctrl-C or SIGTERM.
+
+    The model stays loaded; a file that cannot be segmented is recorded as failed and the
+    service goes on; a restart skips files already done. Exit code 0 after SIGTERM, 130 after
+    Ctrl-C (SIGINT); a file being segmented is abandoned and redone on the next start.
+    """
+    _service_log(quiet, debug)
+    import threading
+
+    from nucseg_rt import watch as service
+
+    stop = threading.Event()
+    try:
+        with service.stop_on_signals(stop) as received, _reporting(debug):
+            _validate_numbers(anisotropy=anisotropy, diameter=diameter, batch_size=None,
+                              threads=threads)
+            settings = service.WatchSettings(poll=poll, settle=settle, save_flows=save_flows,
+                                             output_format=output_format.value,
+                                             channel_axis=channel_axis, z_axis=z_axis)
+            service.check_folders(folder, out_dir)
+            segmenter = _load_segmenter(model, None, device.value, precision.value, threads,
+                                        None)
+            options = dict(anisotropy=anisotropy, diameter=diameter, min_size=min_size,
+                           stitch_threshold=stitch_threshold,
+                           cellprob_threshold=cellprob_threshold, chan=chan)
+            summary = service.watch_folder(folder, out_dir, segmenter, options=options,
+                                           settings=settings, stop=stop)
+    except KeyboardInterrupt:  # a second Ctrl-C: the current file's record is back to queued
+        print("interrupted", file=sys.stderr, flush=True)
+        raise typer.Exit(130) from None
+    import signal
+
+    name = signal.Signals(received[0]).name if received else "stop"
+    logging.getLogger("nucseg_rt.watch").info(
+        "stopped (%s): %d done, %d failed, %d abandoned in this run", name, summary.done,
+        summary.failed, summary.abandoned)
+    raise typer.Exit(130 if received and received[0] == signal.SIGINT else 0)
 
 
 # --- model registry ----------------------------------------------------------------------------

@@ -33,6 +33,10 @@ class MissingDependencyError(NucsegError, ImportError):
     """An optional dependency is needed for this operation; the message says how to install it."""
 
 
+class Cancelled(NucsegError):
+    """A call was cancelled through its ``cancel`` event; nothing was written."""
+
+
 class ClosedError(NucsegError, ValueError):
     """An object was used after ``close()`` released its resources (e.g. a closed Segmenter).
 

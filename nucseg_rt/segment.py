@@ -1,35 +1,35 @@
 """The public entry point: :class:`Segmenter` turns a volume into flows and 3D labels.
 
-Two stages a user can run separately: :meth:`Segmenter.predict_flows` (the network, expensive)
-and :func:`nucseg_rt.dynamics.compute_masks` (cheap, re-runnable with other thresholds).
-:meth:`Segmenter.segment` runs both with Cellpose 3.1's ``eval(do_3D=True)`` semantics, or its
-``stitch_threshold`` mode.
+Two stages a user can run separately and that together give exactly :meth:`Segmenter.segment`:
+:meth:`Segmenter.predict_flows` (the network, expensive; returns a :class:`Flows` result) and
+:meth:`Segmenter.masks_from_flows` (cheap, re-runnable with other thresholds). Both follow
+Cellpose 3.1's ``eval(do_3D=True)`` semantics, or its ``stitch_threshold`` mode.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from nucseg_rt.prep import axes
-from nucseg_rt.masks import dynamics
-from nucseg_rt.masks import postprocess
-from nucseg_rt.prep import normalize as preprocess
-from nucseg_rt.masks import stitch
-from nucseg_rt.errors import ClosedError, InvalidInputError
-from nucseg_rt.prep.filters import smooth_flows
-from nucseg_rt.prep.resample import (rescale_volume, resize_flows_back, resize_labels_3d, resize_linear,
-                                 resize_nearest)
+from nucseg_rt.errors import Cancelled, ClosedError, InvalidInputError
+from nucseg_rt.masks.assemble import masks_from_flows as _masks_from_flows
 from nucseg_rt.network.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
-                               select_providers)
+                                       select_providers)
 from nucseg_rt.network.tiling import is_tile_size
+from nucseg_rt.params import InputSpec, MaskParams, Normalization, validate_diameter, validate_positive
+from nucseg_rt.prep import axes
+from nucseg_rt.prep import normalize as preprocess
+from nucseg_rt.prep.resample import rescale_volume, resize_flows_back, resize_linear
+from nucseg_rt.results import Flows, SegmentationResult
 
 logger = logging.getLogger("nucseg_rt")
+
+__all__ = ["Segmenter", "SegmentationResult", "Flows", "Normalization", "MaskParams", "InputSpec"]
 
 Precision = Literal["fp32", "int8", "fp16"]
 CPU_BATCH_SIZE = 2
@@ -40,53 +40,6 @@ DEFAULT_CPU_STREAMS = 2
 #: acquired planes and compact tiles up to anisotropy 8 (at 11.5 they moved AP to 0.98-0.99)
 DEFAULT_WORK_AVOIDANCE = WorkAvoidance(native_yx=True, compact_tiles=True, background_bound=0.05,
                                        max_anisotropy=8.0)
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """How the image is scaled to 0..1 before the network (Cellpose ``normalize`` params).
-
-    ``percentile`` low/high; ``lowhigh`` fixed values instead of percentiles; ``tile_norm``
-    block size for tiled normalisation (0 = off); ``sharpen_radius`` high-pass radius (0 = off);
-    ``invert`` for dark nuclei.
-    """
-
-    percentile: tuple = (1.0, 99.0)
-    lowhigh: tuple | None = None
-    tile_norm: int = 0
-    sharpen_radius: float = 0.0
-    invert: bool = False
-
-    def __post_init__(self):
-        lo, hi = self.percentile
-        if not 0 <= lo < hi <= 100:
-            raise InvalidInputError(f"`percentile` must satisfy 0 <= low < high <= 100, got {self.percentile}")
-        if self.tile_norm < 0:
-            raise InvalidInputError(f"`tile_norm` must be >= 0, got {self.tile_norm}")
-        if self.sharpen_radius < 0:
-            raise InvalidInputError(f"`sharpen_radius` must be >= 0, got {self.sharpen_radius}")
-
-
-@dataclass
-class SegmentationResult:
-    """Output of :meth:`Segmenter.segment`.
-
-    Attributes
-    ----------
-    masks : (Z, Y, X) uint16 or uint32
-        Labels 1..N, 0 = background, on the input grid.
-    flows : (3, Z, Y, X) float32
-        Z, Y, X flows at network scale (x5), on the input grid (network grid if ``resample=False``).
-    cellprob : (Z, Y, X) float32
-        Cell probability logits (sum over views in 3D), same grid as ``flows``.
-    info : dict
-        Parameters actually used (rescale, niter, axes guesses) and seconds per stage.
-    """
-
-    masks: np.ndarray
-    flows: np.ndarray
-    cellprob: np.ndarray
-    info: dict = field(default_factory=dict)
 
 
 def _resize_channels_back(yf: np.ndarray, shape: tuple) -> np.ndarray:
@@ -108,27 +61,9 @@ def _work_avoidance(value) -> WorkAvoidance:
         f"`work_avoidance` must be a WorkAvoidance, 'default' or 'plain', got {value!r}")
 
 
-def _validate_positive(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"`{name}` must be a number > 0, got {value!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise InvalidInputError(f"`{name}` must be > 0, got {value!r}")
-    return v
-
-
-def _validate_segment_args(stitch_threshold, dp_smooth, cellprob_threshold, niter, min_size) -> None:
-    if not 0 <= float(stitch_threshold) < 1:
-        raise InvalidInputError(f"`stitch_threshold` must be in [0, 1), got {stitch_threshold!r}")
-    if not np.isfinite(dp_smooth) or dp_smooth < 0:
-        raise InvalidInputError(f"`dp_smooth` must be >= 0, got {dp_smooth!r}")
-    if not np.isfinite(cellprob_threshold):
-        raise InvalidInputError(f"`cellprob_threshold` must be finite, got {cellprob_threshold!r}")
-    if niter is not None and (int(niter) != niter or niter < 0):
-        raise InvalidInputError(f"`niter` must be a whole number >= 0, got {niter!r}")
-    if int(min_size) != min_size:
-        raise InvalidInputError(f"`min_size` must be a whole number, got {min_size!r}")
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
 
 
 class Segmenter:
@@ -256,55 +191,97 @@ class Segmenter:
     def diam_labels(self) -> float:
         return self.net.info.diam_labels
 
-    # -- stage 1 -------------------------------------------------------------------------------
-    def _prepare(self, vol, channel_axis, z_axis, chan, chan2, normalize: Normalization,
-                 info: dict) -> np.ndarray:
-        x, notes = axes.to_zyxc(vol, channel_axis=channel_axis, z_axis=z_axis,
-                                chan=chan, chan2=chan2, nchan=self.net.info.nchan)
+    # -- stage 1: the network -------------------------------------------------------------------
+    def _prepare(self, vol, spec: InputSpec, info: dict) -> tuple[np.ndarray, bool]:
+        """Normalised ``(Z, Y, X, C)`` float32 volume and whether the input was constant."""
+        x, notes = axes.to_zyxc(vol, channel_axis=spec.channel_axis, z_axis=spec.z_axis,
+                                chan=spec.chan, chan2=spec.chan2, nchan=self.net.info.nchan)
         info["axes"] = list(notes)
-        info["constant_input"] = all(x[..., c].min() == x[..., c].max() for c in range(x.shape[-1]))
-        x = preprocess.normalize(x, percentile=normalize.percentile, lowhigh=normalize.lowhigh,
-                                 tile_norm=normalize.tile_norm,
-                                 sharpen_radius=normalize.sharpen_radius, invert=normalize.invert,
-                                 copy=False)
+        constant = all(x[..., c].min() == x[..., c].max() for c in range(x.shape[-1]))
+        nm = spec.normalize
+        x = preprocess.normalize(x, percentile=nm.percentile, lowhigh=nm.lowhigh, tile_norm=nm.tile_norm,
+                                 sharpen_radius=nm.sharpen_radius, invert=nm.invert, copy=False)
         # trailing all-zero channels (the zeros Cellpose appends) are re-created per tile
         keep = x.shape[-1]
         while keep > 1 and not x[..., keep - 1].any():
             keep -= 1
-        return np.ascontiguousarray(x[..., :keep]) if keep < x.shape[-1] else x
+        return (np.ascontiguousarray(x[..., :keep]) if keep < x.shape[-1] else x), constant
 
-    def _rescale(self, diameter) -> float:
-        if diameter is None or diameter == 0:
-            return self.diam_mean / self.diam_labels
-        return self.diam_mean / _validate_positive("diameter", diameter)
+    def _diameter(self, diameter, x, *, anisotropy: float, constant: bool, progress, cancel,
+                  info: dict) -> float:
+        """The diameter to run at: given, the model's default, or estimated (``"auto"``)."""
+        if diameter is None:
+            info["diameter_source"] = "model default"
+            return self.diam_labels
+        if diameter != "auto":
+            info["diameter_source"] = "given"
+            return float(diameter)
+        if constant:
+            info["diameter_source"] = "model default (constant input, nothing to estimate)"
+            return self.diam_labels
+        from nucseg_rt.network.diameter import estimate_diameter
 
-    def _flows_3d(self, x, *, rescale, anisotropy, resample, progress, info) -> np.ndarray:
+        est = estimate_diameter(self, x, anisotropy=anisotropy, progress=progress, cancel=cancel)
+        info["diameter_source"] = "auto"
+        info["diameter_estimate"] = est.as_dict()
+        logger.info("estimated nucleus diameter: %.1f px (%s)", est.diameter, est.summary())
+        return est.diameter
+
+    def _run_network(self, x, *, mode, rescale, anisotropy, resample, progress, cancel, info) -> np.ndarray:
+        """``(4, Z, Y, X)``: Z, Y, X flows and cellprob (stitch mode: Z flow zero)."""
         shape = x.shape[:3]
         t0 = time.perf_counter()
-        xr = rescale_volume(x, rescale=rescale, anisotropy=anisotropy,
-                                     nchan=self.net.info.nchan)
-        info["network_shape"] = tuple(int(s) for s in xr.shape[:3])
-        native, avoid = None, self.avoid.at(anisotropy)
-        if avoid.native_yx and xr.shape[0] > x.shape[0]:
-            native = (resize_linear(x, *xr.shape[1:3]) if xr.shape[1:3] != x.shape[1:3]
-                      else np.ascontiguousarray(x, np.float32))
-        del x
-        stats: dict = {}
-        yf = run_3d(self.nets, xr, net_ortho=self.nets_ortho, batch_size=self.batch_size,
-                    bsize=self.bsize, tile_overlap=self.tile_overlap, progress=progress,
-                    avoid=avoid, yx_native=native, stats=stats)
-        info["tiles"] = stats
-        del xr, native
+        if mode == "stitch":
+            yf = self._run_yx_planes(x, rescale=rescale, progress=progress, cancel=cancel)
+            del x
+        else:
+            xr = rescale_volume(x, rescale=rescale, anisotropy=anisotropy, nchan=self.net.info.nchan)
+            info["network_shape"] = tuple(int(s) for s in xr.shape[:3])
+            native, avoid = None, self.avoid.at(anisotropy)
+            if avoid.native_yx and xr.shape[0] > x.shape[0]:
+                native = (resize_linear(x, *xr.shape[1:3]) if xr.shape[1:3] != x.shape[1:3]
+                          else np.ascontiguousarray(x, np.float32))
+            del x
+            stats: dict = {}
+            yf = run_3d(self.nets, xr, net_ortho=self.nets_ortho, batch_size=self.batch_size,
+                        bsize=self.bsize, tile_overlap=self.tile_overlap, progress=progress,
+                        avoid=avoid, yx_native=native, stats=stats, cancel=cancel)
+            info["tiles"] = stats
+            del xr, native
         info["seconds_network"] = time.perf_counter() - t0
         if resample and yf.shape[1:] != shape:
-            yf = _resize_channels_back(yf, shape)
+            if mode == "3d":
+                yf = _resize_channels_back(yf, shape)
+            else:  # planes resized in XY, the three network outputs together (as Cellpose)
+                out = np.zeros((4, *shape), np.float32)
+                out[1:] = np.moveaxis(resize_linear(np.ascontiguousarray(np.moveaxis(yf[1:], 0, -1)),
+                                                    *shape[1:]), -1, 0)
+                yf = out
         return yf
 
-    def predict_flows(self, vol: np.ndarray, *, anisotropy: float = 1.0, diameter: float | None = None,
+    def _run_yx_planes(self, x, *, rescale, progress, cancel) -> np.ndarray:
+        """Stitch mode's network pass: every YX plane in 2D, ``(4, Z, Y', X')`` (Z flow zero)."""
+        ly, lx = x.shape[1:3]
+        if rescale != 1.0:
+            x = resize_linear(x, int(ly * rescale), int(lx * rescale))
+        yf = np.zeros((4, *x.shape[:3]), np.float32)
+
+        def sink(i, out):
+            yf[1:, i] = out
+
+        run_planes(self.nets, x, batch_size=self.batch_size, bsize=self.bsize,
+                   tile_overlap=self.tile_overlap, sink=sink, progress=progress, label="YX",
+                   avoid=self.avoid, cancel=cancel)
+        return yf
+
+    def predict_flows(self, vol: np.ndarray, *, anisotropy: float = 1.0,
+                      diameter: float | Literal["auto"] | None = None,
                       channel_axis: int | None = None, z_axis: int | None = None, chan: int = 0,
                       chan2: int = 0, normalize: Normalization | None = None, resample: bool = True,
-                      progress: Progress | None = None, info: dict | None = None):
-        """Run the network over YX, ZY and ZX planes (Cellpose 3.1 ``do_3D=True``).
+                      mode: Literal["3d", "stitch"] = "3d", progress: Progress | None = None,
+                      cancel: threading.Event | None = None, inputs: InputSpec | None = None) -> Flows:
+        """Run the network: YX, ZY and ZX planes (Cellpose 3.1 ``do_3D=True``), or YX planes only
+        (``mode="stitch"``, for :meth:`masks_from_flows` with ``stitch_threshold > 0``).
 
         With ``work_avoidance="plain"`` the flows equal Cellpose's; the default skips work
         (see :class:`nucseg_rt.network.predict.WorkAvoidance`) and gives flows that differ slightly.
@@ -313,147 +290,151 @@ class Segmenter:
         ----------
         vol : array
             3D volume ``(Z, Y, X)``, ``(Z, C, Y, X)`` or any order given ``channel_axis``/``z_axis``.
+            Not modified.
         anisotropy : float
-            Z step / XY pixel size (e.g. 11.5 when Z is 11.5x coarser).
-        diameter : float, optional
-            Typical nucleus diameter in XY pixels (default: the model's training diameter).
+            Z step / XY pixel size (e.g. 11.5 when Z is 11.5x coarser); > 0.
+        diameter : float, "auto" or None
+            Typical nucleus diameter in XY pixels. None: the model's training diameter (no
+            rescaling). "auto": estimated first from a few YX planes (see
+            :func:`nucseg_rt.network.diameter.estimate_diameter`); the estimate is logged and kept
+            in ``Flows.info["diameter_estimate"]``.
+        channel_axis, z_axis : int, optional
+            Axes of ``vol`` holding channels and Z (default: guessed, and logged).
+        chan, chan2 : int
+            Channel to segment (0 gray, 1-3 red/green/blue) and optional second channel.
+        normalize : Normalization, optional
+            Intensity scaling (default: 1st-99th percentile).
         resample : bool
-            Return flows on the input grid (True) or on the network grid (False).
+            Flows on the input grid (True) or on the network grid (False).
+        mode : {"3d", "stitch"}
+            Views to run: all three, or YX planes only.
+        progress : callable, optional
+            ``progress(stage, done, total)``; stages "diameter", "YX", "ZX", "ZY".
+        cancel : threading.Event, optional
+            When set, the call raises :class:`nucseg_rt.errors.Cancelled` within one batch of
+            tiles; the Segmenter stays usable.
+        inputs : InputSpec, optional
+            The axis/channel/normalisation settings as one object (instead of the keywords).
 
         Returns
         -------
-        flows : (3, Z, Y, X) float32
-            Z, Y, X flows (network scale).
-        cellprob : (Z, Y, X) float32
-            Summed cell-probability logits.
+        Flows
+            ``flows`` (3, Z, Y, X) float32 and ``cellprob`` (Z, Y, X) float32, plus what
+            :meth:`masks_from_flows` needs; unpacks as ``flows, cellprob``.
         """
-        info = {} if info is None else info
-        normalize = normalize or Normalization()
-        anisotropy = _validate_positive("anisotropy", anisotropy)
-        rescale = self._rescale(diameter)
-        info.update(rescale=rescale, anisotropy=anisotropy)
-        x = self._prepare(vol, channel_axis, z_axis, chan, chan2, normalize, info)
-        info["shape"] = tuple(int(s) for s in x.shape[:3])
-        yf = self._flows_3d(x, rescale=rescale, anisotropy=anisotropy, resample=resample,
-                            progress=progress, info=info)
-        return yf[:3], yf[3]
+        spec = inputs or InputSpec(channel_axis=channel_axis, z_axis=z_axis, chan=chan, chan2=chan2,
+                                   normalize=normalize or Normalization())
+        anisotropy = validate_positive("anisotropy", anisotropy)
+        diameter = validate_diameter(diameter)
+        if mode not in ("3d", "stitch"):
+            raise InvalidInputError(f"`mode` must be '3d' or 'stitch', got {mode!r}")
+        _check_cancel(cancel)
+        info: dict = {}
+        x, constant = self._prepare(vol, spec, info)
+        shape = tuple(int(s) for s in x.shape[:3])
+        info["shape"] = shape
+        d = self._diameter(diameter, x, anisotropy=anisotropy, constant=constant, progress=progress,
+                           cancel=cancel, info=info)
+        rescale = self.diam_mean / d
+        info.update(rescale=rescale, anisotropy=anisotropy, diameter=d, mode=mode)
+        if constant:
+            zeros = np.zeros(shape, np.float32)
+            return Flows(np.zeros((3, *shape), np.float32), zeros, shape, rescale, anisotropy, d,
+                         resampled=True, mode=mode, constant_input=True, info=info)
+        yf = self._run_network(x, mode=mode, rescale=rescale, anisotropy=anisotropy, resample=resample,
+                               progress=progress, cancel=cancel, info=info)
+        return Flows(yf[:3], yf[3], shape, rescale, anisotropy, d, resampled=bool(resample),
+                     mode=mode, info=info)
+
+    # -- stage 2: the masks -------------------------------------------------------------------
+    def masks_from_flows(self, flows: Flows, params: MaskParams | None = None, *,
+                         cancel: threading.Event | None = None, **mask_params) -> np.ndarray:
+        """Masks from a :meth:`predict_flows` result: exactly what :meth:`segment` gives for the
+        same settings (3D and stitch mode).
+
+        Parameters
+        ----------
+        flows : Flows
+            From :meth:`predict_flows`; not modified, so it can be re-thresholded many times.
+        params : MaskParams, optional
+            The mask settings as one object; or give them as keywords (``cellprob_threshold``,
+            ``min_size``, ``max_size_fraction``, ``niter``, ``method``, ``dp_smooth``,
+            ``stitch_threshold``, ``flow_threshold``; see :class:`nucseg_rt.params.MaskParams`).
+        cancel : threading.Event, optional
+            Checked between steps; raises :class:`nucseg_rt.errors.Cancelled`.
+
+        Returns
+        -------
+        masks : (Z, Y, X) uint16 or uint32
+        """
+        if params is not None and mask_params:
+            raise InvalidInputError("give the mask settings either as `params` or as keywords, not both")
+        params = params if params is not None else MaskParams.from_kwargs(**mask_params)
+        return _masks_from_flows(flows, params, cancel=cancel)
 
     # -- stage 1 + 2 ---------------------------------------------------------------------------
-    def segment(self, vol: np.ndarray, *, anisotropy: float = 1.0, diameter: float | None = None,
+    def segment(self, vol: np.ndarray, *, anisotropy: float = 1.0,
+                diameter: float | Literal["auto"] | None = None,
                 stitch_threshold: float = 0.0, dp_smooth: float = 0.0, min_size: int = 15,
                 cellprob_threshold: float = 0.0, resample: bool = True, niter: int | None = None,
                 flow_threshold: float | None = None, max_size_fraction: float = 0.4,
                 dynamics_method: Literal["stable", "cellpose"] = "stable",
                 channel_axis: int | None = None, z_axis: int | None = None, chan: int = 0,
                 chan2: int = 0, normalize: Normalization | None = None,
-                progress: Progress | None = None) -> SegmentationResult:
-        """Segment a 3D volume: flows from the network, then masks from the flows.
+                progress: Progress | None = None, cancel: threading.Event | None = None,
+                params: MaskParams | None = None, inputs: InputSpec | None = None) -> SegmentationResult:
+        """Segment a 3D volume: :meth:`predict_flows`, then :meth:`masks_from_flows`.
 
-        With ``stitch_threshold > 0`` each YX plane is segmented in 2D (with Cellpose's flow-error
-        check, ``flow_threshold`` default 0.4) and masks are linked plane to plane by IoU;
-        otherwise flows are followed in 3D (``flow_threshold`` does not apply and is ignored
-        with a warning). ``niter`` defaults to 200, scaled by 1/rescale when ``resample``.
-        See :class:`SegmentationResult` for the outputs.
+        Parameters
+        ----------
+        vol, anisotropy, diameter, resample, channel_axis, z_axis, chan, chan2, normalize, inputs
+            As in :meth:`predict_flows`.
+        stitch_threshold : float
+            ``> 0``: each YX plane is segmented in 2D (with Cellpose's flow-error check,
+            ``flow_threshold`` default 0.4) and masks are linked plane to plane when their IoU
+            is above it; 0: flows are followed in 3D.
+        dp_smooth : float
+            Gaussian sigma smoothing the flows before the dynamics (0 = off).
+        min_size : int
+            Masks smaller than this many voxels are removed (``<= 0`` keeps all).
+        cellprob_threshold : float
+            Cell-probability logit above which a voxel is foreground; lower finds more nuclei.
+        niter : int, optional
+            Dynamics steps (default 200 at the network's scale, i.e. scaled by 1/rescale when
+            ``resample``).
+        flow_threshold : float, optional
+            Stitch mode only (ignored in 3D, with a warning).
+        max_size_fraction : float
+            Masks larger than this fraction of the volume are removed.
+        dynamics_method : {"stable", "cellpose"}
+            3D flow following; "cellpose" is exactly Cellpose 3.1.
+        progress : callable, optional
+            ``progress(stage, done, total)``: "diameter", "YX", "ZX", "ZY".
+        cancel : threading.Event, optional
+            Raises :class:`nucseg_rt.errors.Cancelled` soon after it is set.
+        params : MaskParams, optional
+            All mask settings as one object (then the mask keywords above must stay at their
+            defaults).
+
+        Returns
+        -------
+        SegmentationResult
         """
-        _validate_segment_args(stitch_threshold, dp_smooth, cellprob_threshold, niter, min_size)
-        info: dict = {"dynamics": dynamics_method}
+        if params is None:
+            params = MaskParams(cellprob_threshold=cellprob_threshold, min_size=min_size,
+                                max_size_fraction=max_size_fraction, niter=niter, method=dynamics_method,
+                                dp_smooth=dp_smooth, stitch_threshold=stitch_threshold,
+                                flow_threshold=flow_threshold)
         t0 = time.perf_counter()
-        if stitch_threshold > 0:
-            res = self._segment_stitched(vol, diameter=diameter, stitch_threshold=stitch_threshold,
-                                         min_size=min_size, cellprob_threshold=cellprob_threshold,
-                                         resample=resample, niter=niter,
-                                         flow_threshold=0.4 if flow_threshold is None else flow_threshold,
-                                         max_size_fraction=max_size_fraction,
-                                         channel_axis=channel_axis, z_axis=z_axis, chan=chan,
-                                         chan2=chan2, normalize=normalize, progress=progress, info=info)
-        else:
-            if flow_threshold is not None:
-                logger.warning("flow_threshold applies to 2D/stitch mode only; ignored in 3D")
-            flows, cellprob = self.predict_flows(
-                vol, anisotropy=anisotropy, diameter=diameter, channel_axis=channel_axis,
-                z_axis=z_axis, chan=chan, chan2=chan2, normalize=normalize, resample=resample,
-                progress=progress, info=info)
-            if dp_smooth > 0:
-                flows = smooth_flows(flows, dp_smooth)
-            if info["constant_input"]:
-                logger.warning("the volume is constant: no nuclei to find")
-                masks = np.zeros(info["shape"], np.uint16)
-            else:
-                masks = self._masks_3d(flows, cellprob, info=info, resample=resample, niter=niter,
-                                       cellprob_threshold=cellprob_threshold, min_size=min_size,
-                                       max_size_fraction=max_size_fraction, method=dynamics_method)
-            res = SegmentationResult(masks=masks, flows=flows, cellprob=cellprob, info=info)
+        flows = self.predict_flows(vol, anisotropy=anisotropy, diameter=diameter, channel_axis=channel_axis,
+                                   z_axis=z_axis, chan=chan, chan2=chan2, normalize=normalize,
+                                   resample=resample, mode="stitch" if params.stitch else "3d",
+                                   progress=progress, cancel=cancel, inputs=inputs)
+        info = dict(flows.info, dynamics=params.method)
+        masks = _masks_from_flows(flows, params, cancel=cancel, info=info)
         info["seconds_total"] = time.perf_counter() - t0
-        info["n_masks"] = int(res.masks.max()) if res.masks.size else 0
-        return res
-
-    def _niter(self, niter, resample: bool, rescale: float) -> int:
-        if niter:
-            return int(niter)
-        return int(200 / rescale) if resample else 200
-
-    def _masks_3d(self, flows, cellprob, *, info, resample, niter, cellprob_threshold, min_size,
-                  max_size_fraction, method) -> np.ndarray:
-        t0 = time.perf_counter()
-        n = self._niter(niter, resample, info["rescale"])
-        info["niter"] = n
-        masks = dynamics.compute_masks(flows, cellprob, niter=n, cellprob_threshold=cellprob_threshold,
-                                       min_size=-1, max_size_fraction=max_size_fraction, method=method)
-        if masks.shape != info["shape"]:
-            masks = resize_labels_3d(masks, info["shape"])
-        masks = postprocess.fill_holes_and_remove_small_masks(masks, min_size=min_size)
-        info["seconds_dynamics"] = time.perf_counter() - t0
-        return masks
-
-    def _segment_stitched(self, vol, *, diameter, stitch_threshold, min_size, cellprob_threshold,
-                          resample, niter, flow_threshold, max_size_fraction, channel_axis, z_axis,
-                          chan, chan2, normalize, progress, info) -> SegmentationResult:
-        normalize = normalize or Normalization()
-        rescale = self._rescale(diameter)
-        info.update(rescale=rescale, mode="stitch")
-        x = self._prepare(vol, channel_axis, z_axis, chan, chan2, normalize, info)
-        nz, ly, lx = x.shape[:3]
-        info["shape"] = (nz, ly, lx)
-        if info["constant_input"]:
-            logger.warning("the volume is constant: no nuclei to find")
-            zeros = np.zeros((nz, ly, lx), np.float32)
-            return SegmentationResult(masks=np.zeros((nz, ly, lx), np.uint16),
-                                      flows=np.zeros((3, nz, ly, lx), np.float32), cellprob=zeros,
-                                      info=info)
-        t0 = time.perf_counter()
-        if rescale != 1.0:
-            x = resize_linear(x, int(ly * rescale), int(lx * rescale))
-        yf = np.zeros((*x.shape[:3], 3), np.float32)
-
-        def sink(i, out):
-            yf[i] = out.transpose(1, 2, 0)
-
-        run_planes(self.nets, x, batch_size=self.batch_size, bsize=self.bsize,
-                   tile_overlap=self.tile_overlap, sink=sink, progress=progress, label="YX",
-                   avoid=self.avoid)
-        del x
-        if resample and yf.shape[1:3] != (ly, lx):
-            yf = resize_linear(yf, ly, lx)
-        info["seconds_network"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        n = self._niter(niter, resample, rescale)
-        info["niter"] = n
-        masks = np.zeros((nz, ly, lx), np.uint32)
-        for z in range(nz):
-            dP = np.ascontiguousarray(yf[z, :, :, :2].transpose(2, 0, 1))
-            m = dynamics.compute_masks(dP, yf[z, :, :, 2], niter=n, cellprob_threshold=cellprob_threshold,
-                                       min_size=-1, max_size_fraction=max_size_fraction,
-                                       method="cellpose", flow_threshold=flow_threshold)
-            if m.shape != (ly, lx):
-                m = resize_nearest(m, ly, lx)
-            masks[z] = postprocess.fill_holes_and_remove_small_masks(m, min_size=-1)
-        masks = stitch.stitch3d(masks, stitch_threshold)
-        masks = postprocess.fill_holes_and_remove_small_masks(masks, min_size=min_size)
-        info["seconds_dynamics"] = time.perf_counter() - t0
-        flows = np.zeros((3, *yf.shape[:3]), np.float32)
-        flows[1:] = np.moveaxis(yf[..., :2], -1, 0)
-        return SegmentationResult(masks=masks, flows=flows, cellprob=np.ascontiguousarray(yf[..., 2]),
-                                  info=info)
+        info["n_masks"] = int(masks.max()) if masks.size else 0
+        return SegmentationResult(masks=masks, flows=flows.flows, cellprob=flows.cellprob, info=info)
 
     # -- resources: the onnxruntime sessions belong to this Segmenter -------------------------
     _closed = False

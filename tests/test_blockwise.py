@@ -197,7 +197,7 @@ def test_changed_settings_do_not_reuse_blocks(tmp_path):
 
 
 def test_blockwise_rejects_tile_norm(tmp_path):
-    from nucseg_rt.segment import Normalization
+    from nucseg_rt.params import Normalization
 
     with pytest.raises(InvalidInputError, match="tile_norm"):
         large.segment_blockwise(data.tiff("iso"), tmp_path / "x.tif", data.segmenter(),

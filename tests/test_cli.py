@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-COMMANDS = ["segment", "add-model", "models", "remove-model", "model-info", "info",
+COMMANDS = ["segment", "watch", "add-model", "models", "remove-model", "model-info", "info",
             "export-cellpose", "train", "make-crops", "quantize"]
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
 

@@ -399,7 +399,7 @@ def compute_block(ctx: BlockContext, index: int, segmenter) -> Path:
     ``owned`` (k,) bool, and ``core`` (3, 2) the block's core box.
     """
     from nucseg_rt.io.tiff import atomic_write
-    from nucseg_rt.segment import Normalization
+    from nucseg_rt.params import Normalization
 
     path = block_file(ctx.workdir, index)
     box = ctx.plan.read_box(index)

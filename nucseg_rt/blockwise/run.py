@@ -233,7 +233,7 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
     BlockwiseResult
     """
     from nucseg_rt.io.lazy import open_volume
-    from nucseg_rt.segment import Normalization
+    from nucseg_rt.params import Normalization
 
     t0 = time.perf_counter()
     _validate_options(options)

@@ -15,7 +15,7 @@ from numba import njit
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.masks.postprocess import renumber
 
-__all__ = ["average_precision"]
+__all__ = ["average_precision", "split_fraction", "label_diameter"]
 
 
 @njit(cache=True, nogil=True)
@@ -131,3 +131,43 @@ def average_precision(true: np.ndarray, pred: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         ap = tp / (tp + fp + fn).astype(np.float64)
     return ap, tp, fp, fn
+
+
+def split_fraction(true: np.ndarray, pred: np.ndarray, *, min_cover: float = 0.1) -> tuple[float, int, int]:
+    """Fraction of true nuclei split into two or more predicted masks.
+
+    A true nucleus counts as split when at least two predicted masks each lie mostly inside it
+    (more than half of the predicted mask's voxels) and each cover at least ``min_cover`` of it.
+
+    Returns
+    -------
+    fraction : float
+        ``n_split / n_true`` (0 when there are no true nuclei).
+    n_split, n_true : int
+    """
+    true, pred, _ = _validate(true, pred, (0.5,))
+    t = true.ravel().astype(np.int64)
+    p = pred.ravel().astype(np.int64)
+    nt, npd = int(t.max()) if t.size else 0, int(p.max()) if p.size else 0
+    n_true = int(np.count_nonzero(np.bincount(t, minlength=nt + 1)[1:]))
+    if nt == 0 or npd == 0:
+        return 0.0, 0, n_true
+    both = (t > 0) & (p > 0)
+    pairs, inter = np.unique(t[both] * (npd + 1) + p[both], return_counts=True)
+    ti, pi = pairs // (npd + 1), pairs % (npd + 1)
+    area_t = np.bincount(t, minlength=nt + 1)
+    area_p = np.bincount(p, minlength=npd + 1)
+    inside = (inter > 0.5 * area_p[pi]) & (inter >= min_cover * area_t[ti])
+    per_true = np.bincount(ti[inside], minlength=nt + 1)
+    n_split = int((per_true >= 2).sum())
+    return n_split / max(n_true, 1), n_split, n_true
+
+
+def label_diameter(labels: np.ndarray) -> float:
+    """Cellpose's ``diameters``: median equivalent-circle diameter of the labelled objects.
+
+    ``labels`` (Y, X) integer array (0 background). Returns 0.0 when there is no object.
+    """
+    counts = np.bincount(np.asarray(labels, np.int64).ravel())[1:]
+    counts = counts[counts > 0]
+    return float(np.median(counts ** 0.5) / (np.pi ** 0.5 / 2)) if counts.size else 0.0

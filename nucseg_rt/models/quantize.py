@@ -142,11 +142,12 @@ def prepare_int8_graph(model):
 # --- calibration data -------------------------------------------------------------------------
 
 
-def _synthetic_volumes(seed: int) -> Iterator[tuple[np.ndarray, float, dict]]:
+def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray, float, dict]]:
     from nucseg_rt.eval.synth import make_volume
 
     for k, anisotropy in enumerate((1.0, 4.0)):
-        image, _, _ = make_volume((64, 224, 224), seed=seed + k, anisotropy=anisotropy)
+        image, _, _ = make_volume((64, 224, 224), seed=seed + k, anisotropy=anisotropy,
+                                  diameter_mean=diameter)
         yield image, anisotropy, {}
 
 
@@ -168,7 +169,7 @@ def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
 
 
 def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, seed: int = 0,
-                       per_orientation: int = 8) -> list[np.ndarray]:
+                       per_orientation: int = 8, diameter: float = 30.0) -> list[np.ndarray]:
     """Normalised network-input planes in YX, ZX and ZY orientation.
 
     Parameters
@@ -182,6 +183,9 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
         Seed of the synthetic volumes (different seeds give held-out data).
     per_orientation : int
         Planes taken per orientation from each volume, evenly spaced.
+    diameter : float
+        Nucleus diameter of the synthetic volumes: the model's ``diam_mean``, so that nuclei
+        appear at the scale the network runs at.
 
     Returns
     -------
@@ -197,7 +201,7 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
             raise InvalidInputError(f"`calibration` must be a folder of TIFF images, got {folder}")
         volumes = _folder_volumes(folder)
     else:
-        volumes = _synthetic_volumes(seed)
+        volumes = _synthetic_volumes(seed, diameter)
     planes = []
     for vol, anisotropy, axes_args in volumes:
         x, _ = axes.to_zyxc(vol, nchan=nchan, **axes_args)
@@ -318,7 +322,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
     t0 = time.perf_counter()
     _, nchan = inspect_model(src)
     source = onnx.load(str(src))
-    tiles = calibration_tiles(calibration_planes(nchan, folder=calibration, seed=seed), nchan)
+    diam_mean = float({p.key: p.value for p in source.metadata_props}.get("diam_mean", 30.0))
+    tiles = calibration_tiles(calibration_planes(nchan, folder=calibration, seed=seed, diameter=diam_mean),
+                              nchan)
 
     class _Reader(CalibrationDataReader):
         def __init__(self):
@@ -334,8 +340,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
         quantize_static(str(prepared), str(out), _Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
-        check = calibration_tiles(calibration_planes(nchan, seed=seed + 100, per_orientation=3),
-                                  nchan)
+        check = calibration_tiles(calibration_planes(nchan, seed=seed + 100, per_orientation=3,
+                                                     diameter=diam_mean), nchan)
         corr, agree, maxdiff = compare_outputs(_session(src), _session(out), check)
         report = QuantReport("int8", len(tiles), len(check), corr, agree, maxdiff,
                              time.perf_counter() - t0)

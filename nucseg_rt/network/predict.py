@@ -1,7 +1,7 @@
 """Run the ONNX network over YX, ZY and ZX planes and combine the flows (Cellpose ``run_3D``).
 
 The expensive stage of the pipeline. Input is a normalised ``(Z, Y, X, C)`` float32 volume on
-the network grid; output is ``(Z, Y, X, 4)`` float32: Z flow, Y flow, X flow, cell probability,
+the network grid; output is ``(4, Z, Y, X)`` float32: Z flow, Y flow, X flow, cell probability,
 each flow component summed over the two plane orientations that contain it and the cell
 probability summed over all three, exactly as Cellpose 3.1 does.
 """
@@ -18,7 +18,8 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from nucseg_rt.errors import ClosedError, DeviceUnavailableError, InvalidInputError, ModelFormatError
+from nucseg_rt.errors import (Cancelled, ClosedError, DeviceUnavailableError, InvalidInputError,
+                              ModelFormatError)
 from nucseg_rt.network.tiling import TileGrid, blend_weights, grid_taper, make_grid
 
 logger = logging.getLogger("nucseg_rt")
@@ -272,7 +273,7 @@ def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_si
                bsize: int = 224, tile_overlap: float = 0.1,
                sink: Callable[[int, np.ndarray], None], progress: Progress | None = None,
                label: str = "", avoid: WorkAvoidance | None = None,
-               counter: _Counter | None = None) -> None:
+               counter: _Counter | None = None, cancel: threading.Event | None = None) -> None:
     """Run the network over every plane of ``planes (N, H, W, C)`` (C <= nchan, zero-filled).
 
     Planes are batched as Cellpose batches them (``batch_size // ntiles`` planes per group).
@@ -282,6 +283,8 @@ def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_si
     ``net`` may be a sequence of sessions of the same model (streams): groups of planes then run
     side by side, one stream each, in threads (onnxruntime releases the GIL); the outputs are the
     same, only the order in which ``sink`` is called changes.
+    ``cancel``: when set, :class:`nucseg_rt.errors.Cancelled` is raised before the next group of
+    planes (one batch of tiles), in every stream.
     """
     nets = [net] if isinstance(net, OnnxNet) else list(net)
     if not nets:
@@ -298,6 +301,8 @@ def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_si
     groups = [range(g0, min(n, g0 + per_group)) for g0 in range(0, n, per_group)]
 
     def run_group(one: OnnxNet, idx: range, count: _Counter) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled")
         tiles = np.empty((len(idx) * grid.ntiles, nchan, *grid.tile), np.float32)
         for j, i in enumerate(idx):
             plane_tiles(planes[i], grid, nchan, tiles[j * grid.ntiles:(j + 1) * grid.ntiles])
@@ -352,7 +357,7 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
            net_ortho: OnnxNet | Sequence[OnnxNet] | None = None, batch_size: int = 8,
            bsize: int = 224, tile_overlap: float = 0.1, progress: Progress | None = None,
            avoid: WorkAvoidance | None = None, yx_native: np.ndarray | None = None,
-           stats: dict | None = None) -> np.ndarray:
+           stats: dict | None = None, cancel: threading.Event | None = None) -> np.ndarray:
     """Network outputs over YX, ZX and ZY planes of ``x (Z, Y, X, C)``, combined.
 
     Parameters
@@ -362,6 +367,8 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
         pass runs on these and its outputs are linearly interpolated in Z onto ``x``'s grid.
     stats : dict, optional
         Filled with tiles run / skipped and network pixels per orientation.
+    cancel : threading.Event, optional
+        Raises :class:`nucseg_rt.errors.Cancelled` within one batch of tiles once set.
 
     Returns
     -------
@@ -378,7 +385,7 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
     for name, (perm, comps) in ORIENTATIONS.items():
         counter = _Counter()
         common = dict(batch_size=batch_size, bsize=bsize, tile_overlap=tile_overlap,
-                      progress=progress, label=name, avoid=avoid, counter=counter)
+                      progress=progress, label=name, avoid=avoid, counter=counter, cancel=cancel)
         if name == "YX" and yx_native is not None:
             _yx_interpolated(net, yx_native, yf, common)
         else:

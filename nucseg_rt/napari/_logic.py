@@ -1,0 +1,410 @@
+"""What the napari widget does, apart from the GUI: testable without napari, Qt or a display.
+
+The widget turns a napari Image layer into a :class:`LayerInput` (with the library's
+:class:`~nucseg_rt.params.InputSpec`), its form into :class:`FlowParams` (the expensive stage: the
+network) and the library's :class:`~nucseg_rt.params.MaskParams` (the cheap stage: masks from
+flows), and runs :func:`run_flows` / :func:`run_masks` in a napari thread worker.
+The flows of the last run are kept (:class:`FlowCache`) so that a new threshold, minimum size or
+dynamics recomputes only the masks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from nucseg_rt.errors import Cancelled, InvalidInputError, ModelNotFoundError, NucsegError
+from nucseg_rt.models.registry import PRECISIONS
+from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
+
+__all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",
+           "SegmenterCache", "layer_input", "anisotropy_from_scale", "output_names",
+           "model_choices", "precision_choices", "default_diameter", "run_flows", "run_masks",
+           "flows_to_rgb", "describe_error", "is_cancelled", "NO_MODEL_MESSAGE"]
+
+#: channel choices of the widget: None = not chosen (fine for one-channel layers), 0 = gray
+#: (mean of the channels), 1..3 = that channel (Cellpose's ``channels=[chan, 0]``)
+CHANNELS = (None, 0, 1, 2, 3)
+NO_MODEL_MESSAGE = ("no model to run: the registry lists none (the bundled 'nuclei_3d' is not in "
+                    "this installation); add one with `nucseg-rt add-model FILE --name NAME`")
+_SQUARE_TOLERANCE = 1e-3
+
+
+# --- the input layer -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """One napari Image layer as the Segmenter takes it.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name (outputs are named after it, see :func:`output_names`).
+    data : array-like
+        The layer's data, unchanged: (Z, Y, X), (Z, Y, X, C) for RGB (alpha dropped), or a 4D
+        array with a channel axis. Read into memory by the worker, not the GUI thread.
+    spec : InputSpec
+        Z and channel axes of ``data`` and the channel to segment (``chan`` 0 = the only channel
+        or the mean of all, 1..3 = that channel), for :meth:`nucseg_rt.Segmenter.predict_flows`.
+    scale, translate : tuple of 3 float
+        The layer's (Z, Y, X) scale and translate, for the output layers.
+    notes : tuple of str
+        Warnings for the user (e.g. a channel choice ignored, non-square pixels).
+    """
+
+    name: str
+    data: Any
+    spec: InputSpec
+    scale: tuple[float, float, float]
+    translate: tuple[float, float, float]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def anisotropy(self) -> float:
+        """Z step over X pixel size, from the layer's scale."""
+        return anisotropy_from_scale(self.scale)
+
+
+def anisotropy_from_scale(scale_zyx) -> float:
+    """``scale[z] / scale[x]`` of a (Z, Y, X) scale, e.g. (2.0, 0.5, 0.5) -> 4.0."""
+    z, _, x = (float(s) for s in scale_zyx)
+    if not (math.isfinite(z) and math.isfinite(x)) or z <= 0 or x <= 0:
+        raise InvalidInputError(f"the layer's scale must be finite and > 0 in Z and X, "
+                                f"got {tuple(scale_zyx)}")
+    return z / x
+
+
+def _square_pixel_note(name: str, scale_zyx) -> tuple[str, ...]:
+    _, y, x = (float(s) for s in scale_zyx)
+    if x > 0 and abs(y / x - 1) > _SQUARE_TOLERANCE:
+        return (f"layer {name!r} has non-square pixels (Y {y:g}, X {x:g}); nucseg-rt assumes "
+                f"square pixels and takes the anisotropy from X",)
+    return ()
+
+
+def layer_input(name: str, data, *, rgb: bool, scale, translate,
+                channel: int | None = None) -> LayerInput:
+    """Check a napari Image layer and say how to segment it.
+
+    Parameters
+    ----------
+    name : str
+        Layer name, used in messages.
+    data : array-like
+        ``layer.data`` (the first level of a multiscale layer).
+    rgb : bool
+        ``layer.rgb``: the last axis holds colour channels (not part of ``scale``).
+    scale, translate : sequence of float
+        ``layer.scale`` and ``layer.translate``, one entry per layer dimension.
+    channel : {None, 0, 1, 2, 3}
+        The widget's channel choice: None = not chosen, 0 = gray (mean), 1..3 = that channel.
+
+    Raises
+    ------
+    InvalidInputError
+        A 2D layer, more than 4 dimensions, a multi-channel or RGB layer without a channel
+        choice, a channel beyond the layer's channels, or a 4D layer with no channel-like axis.
+    """
+    if channel not in CHANNELS:
+        raise InvalidInputError(f"`channel` must be one of {CHANNELS}, got {channel!r}")
+    shape = tuple(int(s) for s in np.shape(data))
+    ndim = len(shape) - (1 if rgb else 0)
+    if ndim < 3:
+        raise InvalidInputError(f"layer {name!r} is 2D (shape {shape}): 3D segmentation needs a "
+                                f"Z stack; open a 3D volume or stack the planes")
+    if ndim > 4 or (rgb and ndim > 3):
+        raise InvalidInputError(f"layer {name!r} has {ndim} dimensions (shape {shape}); segment "
+                                f"one 3D volume at a time (e.g. pick one time point)")
+    scale, translate = tuple(map(float, scale)), tuple(map(float, translate))
+    if rgb:
+        nc = shape[-1]
+        if channel is None:
+            raise InvalidInputError(f"layer {name!r} is RGB: choose a channel under 'advanced' "
+                                    f"(gray = mean of the channels, or channel 1-3)")
+        if nc == 4:  # RGBA: the alpha channel is not image content
+            data, nc = data[..., :3], 3
+        caxis, zaxis, keep = len(shape) - 1, 0, (0, 1, 2)
+    elif ndim == 3:
+        notes = ()
+        if channel not in (None, 0, 1):
+            notes = (f"layer {name!r} has one channel; channel {channel} ignored",)
+        zyx = scale[-3:], translate[-3:]
+        return LayerInput(name, data, InputSpec(z_axis=0), *zyx,
+                          notes=notes + _square_pixel_note(name, zyx[0]))
+    else:
+        caxis = _channel_axis_4d(name, shape)
+        zaxis, nc = 1 - caxis, shape[caxis]
+        keep = (zaxis, 2, 3)
+        if channel is None:
+            raise InvalidInputError(f"layer {name!r} has {nc} channels (axis {caxis} of shape "
+                                    f"{shape}): choose a channel under 'advanced'")
+    if channel > nc:
+        raise InvalidInputError(f"channel {channel} chosen but layer {name!r} has {nc} channels")
+    zyx_scale = tuple(scale[i] for i in keep)
+    zyx_translate = tuple(translate[i] for i in keep)
+    return LayerInput(name, data, InputSpec(channel_axis=caxis, z_axis=zaxis, chan=channel),
+                      zyx_scale, zyx_translate,
+                      notes=_square_pixel_note(name, zyx_scale))
+
+
+def _channel_axis_4d(name: str, shape: tuple[int, ...]) -> int:
+    """The channel axis of a 4D (C, Z, Y, X) or (Z, C, Y, X) layer: the one of size <= 4."""
+    small = [a for a in (0, 1) if shape[a] <= 4]
+    if len(small) != 1:
+        raise InvalidInputError(
+            f"layer {name!r} has 4 dimensions (shape {shape}) and no single channel axis (size "
+            f"<= 4) among the first two; split the channels into layers (right-click > Split "
+            f"Stack) or pick one time point")
+    return small[0]
+
+
+def output_names(image_name: str) -> dict[str, str]:
+    """Names of the layers a run adds: ``{"masks": "<image> masks", "cellprob": ..., "flows": ...}``."""
+    return {kind: f"{image_name} {kind}" for kind in ("masks", "cellprob", "flows")}
+
+
+# --- the form's parameters -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """What the network stage depends on; cached flows serve new mask settings only while the
+    mode (3D or stitch) is the same.
+
+    ``diameter``: XY pixels, ``"auto"`` (estimated by the model) or None (the model's training
+    diameter). ``stitch``: YX planes only, for masks stitched in Z (Cellpose's
+    ``stitch_threshold`` mode); ``anisotropy`` does not apply then. The mask settings are the
+    library's :class:`nucseg_rt.params.MaskParams`.
+    """
+
+    model: str | None
+    precision: str = "fp32"
+    anisotropy: float = 1.0
+    diameter: float | Literal["auto"] | None = None
+    stitch: bool = False
+
+    def __post_init__(self):
+        if not self.model:
+            raise ModelNotFoundError(NO_MODEL_MESSAGE)
+        if self.precision not in PRECISIONS:
+            raise InvalidInputError(f"`precision` must be one of {', '.join(PRECISIONS)}, "
+                                    f"got {self.precision!r}")
+        object.__setattr__(self, "anisotropy", validate_positive("anisotropy", self.anisotropy))
+        object.__setattr__(self, "diameter", validate_diameter(self.diameter))
+
+    def predict_kwargs(self, inp: LayerInput) -> dict:
+        """Keywords of :meth:`nucseg_rt.Segmenter.predict_flows` for ``inp``."""
+        return dict(anisotropy=self.anisotropy, diameter=self.diameter, inputs=inp.spec,
+                    mode="stitch" if self.stitch else "3d")
+
+
+# --- models --------------------------------------------------------------------------------
+
+
+def model_choices() -> tuple[list[str], str | None, str | None]:
+    """Registered model names, the default (the bundled model if present) and an error message.
+
+    The message is None unless the registry cannot be read or lists no model.
+    """
+    from nucseg_rt.models import registry
+
+    try:
+        names = [r.name for r in registry.list_models()]
+    except NucsegError as exc:
+        return [], None, str(exc)
+    if not names:
+        return [], None, NO_MODEL_MESSAGE
+    default = registry.BUNDLED_DEFAULT if registry.BUNDLED_DEFAULT in names else names[0]
+    return names, default, None
+
+
+def precision_choices(model: str | None) -> list[str]:
+    """Precisions the model offers: fp32, then its registered variants (int8, fp16)."""
+    if not model:
+        return ["fp32"]
+    from nucseg_rt.models import registry
+
+    try:
+        variants = registry.model_info(model).variants
+    except NucsegError:
+        return ["fp32"]
+    return ["fp32"] + [p for p in ("int8", "fp16") if p in variants]
+
+
+def default_diameter(model: str | None, fallback: float = 30.0) -> float:
+    """The model's training diameter (``diam_labels`` metadata) in pixels, else ``fallback``."""
+    if not model:
+        return fallback
+    from nucseg_rt.models import registry
+
+    try:
+        return float(registry.model_info(model).metadata.get("diam_labels", fallback))
+    except (NucsegError, ValueError):
+        return fallback
+
+
+class SegmenterCache:
+    """Keeps one :class:`nucseg_rt.Segmenter` warm; another model or precision replaces it.
+
+    Owned by one widget and released by :meth:`close`. ``factory(model, precision)`` makes a
+    Segmenter (default: ``Segmenter(model, device="auto", precision=precision)``).
+    """
+
+    def __init__(self, factory=None):
+        self._factory = factory or _make_segmenter
+        self._lock = threading.Lock()
+        self._key: tuple[str, str] | None = None
+        self._seg = None
+
+    def get(self, model: str, precision: str):
+        with self._lock:
+            if self._key != (model, precision):
+                self._release()
+                self._seg = self._factory(model, precision)
+                self._key = (model, precision)
+            return self._seg
+
+    def close(self) -> None:
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
+        close = getattr(self._seg, "close", None)
+        if close is not None:
+            close()
+        self._seg, self._key = None, None
+
+
+def _make_segmenter(model: str, precision: str):
+    from nucseg_rt import Segmenter
+
+    return Segmenter(model, device="auto", precision=precision)
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+class ProgressState:
+    """The last ``progress(stage, done, total)`` call, written by the worker, read by the GUI.
+
+    Callable as the library's ``progress=`` callback; :meth:`snapshot` is safe from any thread.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._state = ("", 0, 0)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        with self._lock:
+            self._state = (str(stage), int(done), int(total))
+
+    def reset(self) -> None:
+        self("", 0, 0)
+
+    def snapshot(self) -> tuple[str, int, int]:
+        with self._lock:
+            return self._state
+
+    def text(self) -> str:
+        stage, done, total = self.snapshot()
+        return f"{stage}: {done}/{total}" if total else (stage or "starting")
+
+
+@dataclass
+class FlowCache:
+    """Flows of the last run and everything needed to recompute masks from them."""
+
+    image: str
+    segmenter: Any
+    flow_params: FlowParams
+    flows: Any
+    scale: tuple[float, float, float]
+    translate: tuple[float, float, float]
+
+    def accepts(self, mask_params: MaskParams) -> bool:
+        """True when ``mask_params`` can be applied to these flows (same 3D/stitch mode)."""
+        return mask_params.stitch == (self.flows.mode == "stitch")
+
+
+@dataclass
+class RunOutcome:
+    """What a run gives the widget: the masks, the flows to cache and the seconds taken."""
+
+    masks: np.ndarray
+    cache: FlowCache
+    mask_params: MaskParams
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def n_labels(self) -> int:
+        return int(self.masks.max()) if self.masks.size else 0
+
+
+def run_flows(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowParams,
+              mask_params: MaskParams, *, progress=None,
+              cancel: threading.Event | None = None) -> RunOutcome:
+    """The worker body of Run: load the model, the network, then masks. Raises Cancelled."""
+    if mask_params.stitch != flow_params.stitch:
+        raise InvalidInputError("`stitch_threshold` > 0 needs FlowParams(stitch=True) and 0 needs "
+                                "stitch=False")
+    t0 = time.perf_counter()
+    seg = segmenters.get(flow_params.model, flow_params.precision)
+    t1 = time.perf_counter()
+    vol = np.asarray(inp.data)
+    flows = seg.predict_flows(vol, progress=progress, cancel=cancel,
+                              **flow_params.predict_kwargs(inp))
+    t2 = time.perf_counter()
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
+    masks = seg.masks_from_flows(flows, mask_params, cancel=cancel)
+    t3 = time.perf_counter()
+    cache = FlowCache(inp.name, seg, flow_params, flows, inp.scale, inp.translate)
+    return RunOutcome(masks, cache, mask_params,
+                      {"model": t1 - t0, "flows": t2 - t1, "masks": t3 - t2})
+
+
+def run_masks(cache: FlowCache, mask_params: MaskParams) -> RunOutcome:
+    """The worker body of a re-threshold: masks from the cached flows, no network."""
+    if not cache.accepts(mask_params):
+        raise InvalidInputError("the stitch threshold switches between 3D and stitched flows: "
+                                "press Run to compute them")
+    t0 = time.perf_counter()
+    masks = cache.segmenter.masks_from_flows(cache.flows, mask_params)
+    return RunOutcome(masks, cache, mask_params, {"masks": time.perf_counter() - t0})
+
+
+# --- display and messages --------------------------------------------------------------------
+
+
+def flows_to_rgb(flows: np.ndarray) -> np.ndarray:
+    """Flows as colours: (3, Z, Y, X) Z/Y/X components -> (Z, Y, X, 3) uint8 R/G/B.
+
+    Each component maps to 128 +- 127 with the largest absolute flow at the ends, so a
+    direction has one colour and background (no flow) is mid-gray.
+    """
+    f = np.asarray(flows, dtype=np.float32)
+    if f.ndim != 4 or f.shape[0] != 3:
+        raise InvalidInputError(f"`flows` must have shape (3, Z, Y, X), got {f.shape}")
+    peak = float(np.abs(f).max()) if f.size else 0.0
+    scale = 127.0 / peak if peak > 0 else 0.0
+    rgb = np.empty((*f.shape[1:], 3), np.uint8)
+    for c in range(3):
+        rgb[..., c] = np.clip(np.rint(128.0 + scale * f[c]), 0, 255)
+    return rgb
+
+
+def is_cancelled(exc: BaseException) -> bool:
+    return isinstance(exc, Cancelled)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the viewer: the message of a nucseg-rt error, else the type and message."""
+    if isinstance(exc, NucsegError):
+        return str(exc)
+    return f"segmentation failed: {type(exc).__name__}: {exc}"

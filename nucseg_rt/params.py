@@ -1,0 +1,234 @@
+"""Typed, frozen, validated settings that travel between the layers.
+
+One object per concern, each default written once and each check run once, in ``__post_init__``:
+
+- :class:`Normalization`: how intensities are scaled before the network;
+- :class:`InputSpec`: which axes and channels of the user's array hold the nuclei;
+- :class:`MaskParams`: the mask step (flows to labels), re-runnable from cached flows.
+
+The command line, the batch runner, blockwise workers and the resume fingerprint all build on
+these instead of a loose dict of keyword arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from nucseg_rt.errors import InvalidInputError
+
+__all__ = ["Normalization", "InputSpec", "MaskParams", "DEFAULT_NITER", "validate_positive",
+           "validate_diameter"]
+
+#: Cellpose's Euler steps at the network's scale (scaled by 1 / rescale on the input grid)
+DEFAULT_NITER = 200
+
+
+def validate_positive(name: str, value) -> float:
+    """``value`` as a finite float > 0, else InvalidInputError naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"`{name}` must be a number > 0, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise InvalidInputError(f"`{name}` must be > 0, got {value!r}")
+    return v
+
+
+def validate_diameter(diameter) -> float | Literal["auto"] | None:
+    """``None`` (the model's default), ``"auto"`` or a diameter in pixels > 0."""
+    if diameter is None or (isinstance(diameter, str) and diameter == "auto"):
+        return diameter
+    if isinstance(diameter, str):
+        raise InvalidInputError(f"`diameter` must be a number > 0 or 'auto', got {diameter!r}")
+    v = validate_positive("diameter", diameter)
+    return None if v == 0 else v
+
+
+def _whole(name: str, value, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise InvalidInputError(f"`{name}` must be a whole number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise InvalidInputError(f"`{name}` must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _finite(name: str, value) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"`{name}` must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise InvalidInputError(f"`{name}` must be finite, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How the image is scaled to 0..1 before the network (Cellpose ``normalize`` params).
+
+    Parameters
+    ----------
+    percentile : (low, high)
+        Percentiles mapped to 0 and 1, ``0 <= low < high <= 100``.
+    lowhigh : (low, high), optional
+        Fixed intensities instead of percentiles.
+    tile_norm : int
+        Block size for tiled normalisation (0 = off).
+    sharpen_radius : float
+        High-pass radius (0 = off).
+    invert : bool
+        Invert the image first (dark nuclei on a bright background).
+    """
+
+    percentile: tuple = (1.0, 99.0)
+    lowhigh: tuple | None = None
+    tile_norm: int = 0
+    sharpen_radius: float = 0.0
+    invert: bool = False
+
+    def __post_init__(self):
+        lo, hi = self.percentile
+        if not 0 <= lo < hi <= 100:
+            raise InvalidInputError(f"`percentile` must satisfy 0 <= low < high <= 100, got {self.percentile}")
+        if self.tile_norm < 0:
+            raise InvalidInputError(f"`tile_norm` must be >= 0, got {self.tile_norm}")
+        if self.sharpen_radius < 0:
+            raise InvalidInputError(f"`sharpen_radius` must be >= 0, got {self.sharpen_radius}")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Where the nuclei are in the user's array.
+
+    Parameters
+    ----------
+    channel_axis, z_axis : int, optional
+        Axes of the array (negative counts from the end). Default: from the file's axis
+        metadata, else guessed and logged (see :func:`nucseg_rt.prep.axes.to_zyxc`).
+    chan : int
+        Channel to segment: 0 gray (the first channel), 1 red, 2 green, 3 blue.
+    chan2 : int
+        Optional second channel for two-channel models: 0 none, 1-3.
+    normalize : Normalization
+        Intensity scaling before the network.
+    """
+
+    channel_axis: int | None = None
+    z_axis: int | None = None
+    chan: int = 0
+    chan2: int = 0
+    normalize: Normalization = field(default_factory=Normalization)
+
+    def __post_init__(self):
+        for name in ("channel_axis", "z_axis"):
+            v = getattr(self, name)
+            if v is not None:
+                _whole(name, v)
+        if self.channel_axis is not None and self.z_axis is not None and self.channel_axis == self.z_axis:
+            raise InvalidInputError(f"`channel_axis` and `z_axis` must differ, both are {self.z_axis}")
+        for name in ("chan", "chan2"):
+            v = _whole(name, getattr(self, name))
+            if not 0 <= v <= 3:
+                raise InvalidInputError(f"`{name}` must be 0 (gray/none), 1, 2 or 3, got {v}")
+        if not isinstance(self.normalize, Normalization):
+            raise InvalidInputError(f"`normalize` must be a Normalization, got {type(self.normalize).__name__}")
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    """Settings of the mask step: flows and cell probability to labels.
+
+    Parameters
+    ----------
+    cellprob_threshold : float
+        Voxels with a cell-probability logit above it are foreground. Lower it to find more and
+        larger nuclei.
+    min_size : int
+        Masks smaller than this many voxels are removed (after hole filling); ``<= 0`` keeps all.
+    max_size_fraction : float
+        Masks larger than this fraction of the volume are removed (Cellpose's 0.4).
+    niter : int, optional
+        Euler steps of the flow following. Default 200 at the network's scale, i.e. ``200 /
+        rescale`` on the input grid.
+    method : {"stable", "cellpose"}
+        3D flow following: "stable" (default, robust on anisotropic volumes) or "cellpose"
+        (exactly Cellpose 3.1). Stitch mode always uses Cellpose's 2D dynamics.
+    dp_smooth : float
+        Gaussian sigma (voxels) smoothing the flows before following them; 0 = off.
+    stitch_threshold : float
+        ``> 0``: the volume was run plane by plane (``mode="stitch"``) and 2D masks are linked
+        across planes when their IoU is above this; 0: flows are followed in 3D.
+    flow_threshold : float, optional
+        Stitch mode only: Cellpose's flow-error check on each 2D mask (default 0.4).
+    merge_fragments : bool
+        Merge touching masks with no cell-probability boundary between them (pieces of one
+        textured nucleus; :mod:`nucseg_rt.masks.fragments`). Applies to the "stable" dynamics
+        and to stitch mode's 2D masks; ``method="cellpose"`` stays exactly Cellpose's.
+    """
+
+    cellprob_threshold: float = 0.0
+    min_size: int = 15
+    max_size_fraction: float = 0.4
+    niter: int | None = None
+    method: Literal["stable", "cellpose"] = "stable"
+    dp_smooth: float = 0.0
+    stitch_threshold: float = 0.0
+    flow_threshold: float | None = None
+    merge_fragments: bool = False
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "cellprob_threshold", _finite("cellprob_threshold", self.cellprob_threshold))
+        set_(self, "min_size", _whole("min_size", self.min_size))
+        mf = _finite("max_size_fraction", self.max_size_fraction)
+        if not 0 < mf <= 1:
+            raise InvalidInputError(f"`max_size_fraction` must be in (0, 1], got {self.max_size_fraction!r}")
+        set_(self, "max_size_fraction", mf)
+        if self.niter is not None:
+            set_(self, "niter", _whole("niter", self.niter, minimum=0) or None)
+        if self.method not in ("stable", "cellpose"):
+            raise InvalidInputError(f"`method` must be 'stable' or 'cellpose', got {self.method!r}")
+        dp = _finite("dp_smooth", self.dp_smooth)
+        if dp < 0:
+            raise InvalidInputError(f"`dp_smooth` must be >= 0, got {self.dp_smooth!r}")
+        set_(self, "dp_smooth", dp)
+        st = _finite("stitch_threshold", self.stitch_threshold)
+        if not 0 <= st < 1:
+            raise InvalidInputError(f"`stitch_threshold` must be in [0, 1), got {self.stitch_threshold!r}")
+        set_(self, "stitch_threshold", st)
+        if self.flow_threshold is not None:
+            ft = _finite("flow_threshold", self.flow_threshold)
+            if ft < 0:
+                raise InvalidInputError(f"`flow_threshold` must be >= 0, got {self.flow_threshold!r}")
+            set_(self, "flow_threshold", ft)
+        if not isinstance(self.merge_fragments, bool):
+            raise InvalidInputError(f"`merge_fragments` must be True or False, got {self.merge_fragments!r}")
+
+    @property
+    def stitch(self) -> bool:
+        """Whether these settings segment plane by plane and stitch."""
+        return self.stitch_threshold > 0
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "MaskParams":
+        """Build from keyword arguments; an unknown name is an InvalidInputError naming it.
+
+        ``dynamics_method`` is accepted as an alias of ``method``.
+        """
+        if "dynamics_method" in kwargs:
+            kwargs["method"] = kwargs.pop("dynamics_method")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise InvalidInputError(f"unknown mask parameter(s) {', '.join(unknown)}; "
+                                    f"valid: {', '.join(sorted(names))}")
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "MaskParams":
+        """A copy with ``changes`` applied (validated again)."""
+        return MaskParams.from_kwargs(**{**asdict(self), **changes})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
