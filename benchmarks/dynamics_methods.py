@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tests' seeded synthetic labels
 def _volumes(quick: bool):
     """(name, labels) pairs: touching ellipsoids and the project's synthetic nuclei."""
     from _dynamics_synth import random_ellipsoids
-    from nucseg_rt_export.synth import make_volume
+    from nucseg_rt.eval.synth import make_volume
 
     yield "ellipsoids, 60 in 32x128x128", random_ellipsoids((32, 128, 128), 60, seed=1, radius=(5, 11))
     if not quick:

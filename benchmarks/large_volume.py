@@ -38,10 +38,10 @@ DIAMETER = 30.0
 
 
 def make_tiff(shape_iso, seed, path: Path, npy: Path | None = None) -> dict:
-    """Synthetic nuclei volume (export/synth.py) written as an uncompressed TIFF."""
+    """Synthetic nuclei volume (nucseg_rt.eval.synth) written as an uncompressed TIFF."""
     import tifffile
 
-    from nucseg_rt_export.synth import make_volume
+    from nucseg_rt.eval.synth import make_volume
 
     img, _, meta = make_volume(shape_iso, anisotropy=ANISOTROPY, seed=seed, diameter_mean=30.0,
                                density=0.3)

@@ -41,7 +41,7 @@ def _rss_mb() -> float:
 
 
 def make_case(name: str, seed: int = 0):
-    from nucseg_rt_export.synth import make_volume
+    from nucseg_rt.eval.synth import make_volume
 
     c = CASES[name]
     img, labels, _ = make_volume(c["shape_iso"], anisotropy=c["anisotropy"], seed=seed, diameter_mean=30.0)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from nucseg_rt_export.synth import make_volume
+from nucseg_rt.eval.synth import make_volume
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,7 +5,8 @@ For each z-stack ``<stem>.tif`` (labels ``<stem><mask-filter>.tif`` next to it, 
 nearest for the labels, as the runtime does), take YX planes (every one) and ZY / ZX planes (every
 ``--ortho-step``-th) with at least ``--min-masks`` objects, pick up to ``--nimg-per-tif`` planes
 per orientation at random (seeded), optionally tile-normalise (``--tile-norm``) and smooth/sharpen
-(``--sharpen-radius``, with Cellpose ``make_train``'s smoothing radius 6), cut a random
+(``--sharpen-radius``, with Cellpose ``make_train``'s smoothing radius 6) with the runtime's
+numerics (``nucseg_rt.prep.normalize``, equal to Cellpose's), cut a random
 ``--crop-size`` crop and write ``<stem>_<YX|ZY|ZX>_<index>_img.tif`` /
 ``..._masks.tif`` pairs. Cellpose trains on them with ``--img_filter _img --mask_filter _masks``.
 
@@ -21,52 +22,39 @@ import numpy as np
 import tifffile
 
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.prep import normalize as _runtime
 from nucseg_rt_export.train_data import iter_planes, resample_z
 
 __all__ = ["main", "make_crops", "tile_normalize", "smooth_sharpen"]
 
 
-def _gauss_tf(shape, sigma):
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    return np.exp(-2 * (np.pi * sigma) ** 2 * (fy ** 2 + fx ** 2))
-
-
 def smooth_sharpen(img: np.ndarray, *, sharpen_radius: float, smooth_radius: float = 6.0) -> np.ndarray:
-    """Difference of Gaussians like Cellpose ``smooth_sharpen_img`` (2D, float32).
+    """Cellpose ``smooth_sharpen_img`` of one plane: the runtime's
+    :func:`nucseg_rt.prep.normalize.smooth_sharpen` on ``(Y, X)``, returned as ``(Y, X)`` float32.
 
     ``smooth_radius > 0``: ``G(smooth) * img - G(sharpen) * img``; else ``img - G(sharpen) * img``.
     """
-    f = np.fft.rfft2(img.astype(np.float64))
-    tf = (_gauss_tf(img.shape, smooth_radius) if smooth_radius > 0 else 1.0) - _gauss_tf(img.shape, sharpen_radius)
-    return np.fft.irfft2(f * tf, s=img.shape).astype(np.float32)
+    return _runtime.smooth_sharpen(_as_zyxc(img), sharpen_radius=sharpen_radius,
+                                   smooth_radius=smooth_radius)[0, :, :, 0]
 
 
 def tile_normalize(img: np.ndarray, blocksize: int, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
-    """Percentile normalisation in overlapping tiles, bilinearly blended (2D, float32).
+    """Cellpose ``normalize99_tile`` of one plane: the runtime's ``normalize(..., tile_norm=blocksize)``
+    on ``(Y, X)``, returned as ``(Y, X)`` float32.
 
-    Like Cellpose ``normalize99_tile``: tiles of ``blocksize`` overlapping by ~10 %; the 1st/99th
-    percentiles of each tile are interpolated over the image (Cellpose also smooths them).
+    Tiles of ``blocksize`` overlapping by ~10 %; their ``lower``/``upper`` percentiles are
+    smoothed and bilinearly interpolated over the plane. A constant plane gives zeros.
     """
-    ly, lx = img.shape
-    by, bx = min(blocksize, ly), min(blocksize, lx)
-    ny = 1 if ly <= blocksize else int(np.ceil(1.2 * ly / blocksize))
-    nx = 1 if lx <= blocksize else int(np.ceil(1.2 * lx / blocksize))
-    ys = np.linspace(0, ly - by, ny).astype(int)
-    xs = np.linspace(0, lx - bx, nx).astype(int)
-    lo = np.zeros((ny, nx))
-    hi = np.zeros((ny, nx))
-    for j, y0 in enumerate(ys):
-        for i, x0 in enumerate(xs):
-            lo[j, i], hi[j, i] = np.percentile(img[y0:y0 + by, x0:x0 + bx], [lower, upper])
-    cy, cx = ys + by / 2, xs + bx / 2
+    return _runtime.normalize(_as_zyxc(img), percentile=(lower, upper), tile_norm=blocksize,
+                              norm3D=False)[0, :, :, 0]
 
-    def interp(t):
-        rows = np.stack([np.interp(np.arange(lx), cx, r) for r in t])
-        return np.stack([np.interp(np.arange(ly), cy, c) for c in rows.T], axis=1)
 
-    lo_m, hi_m = interp(lo), interp(hi)
-    return ((img - lo_m) / np.maximum(hi_m - lo_m, 1e-3)).astype(np.float32)
+def _as_zyxc(img: np.ndarray) -> np.ndarray:
+    """A (Y, X) plane as the runtime's (1, Y, X, 1) volume (a view; the runtime copies it)."""
+    img = np.asarray(img)
+    if img.ndim != 2:
+        raise InvalidInputError(f"expected a (Y, X) plane, got shape {img.shape}")
+    return img[None, :, :, None]
 
 
 def _to_czyx(img: np.ndarray, channel_axis: int | None, z_axis: int | None) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Synthetic nuclei volumes: moved to :mod:`nucseg_rt.eval.synth` (numpy only, used for int8
-calibration by the runtime); re-exported here for existing callers."""
+calibration by the runtime). This re-export remains only for ``export/train_data.py``; delete it
+once that module imports ``nucseg_rt.eval.synth``."""
 
 from nucseg_rt.eval.synth import make_volume, subsample_z
 

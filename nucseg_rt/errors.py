@@ -35,3 +35,9 @@ class MissingDependencyError(NucsegError, ImportError):
 
 class Cancelled(NucsegError):
     """A call was cancelled through its ``cancel`` event; nothing was written."""
+
+
+class ClosedError(NucsegError, ValueError):
+    """An object was used after ``close()`` released its resources (e.g. a closed Segmenter).
+
+    A ``ValueError`` like Python's "I/O operation on closed file"."""

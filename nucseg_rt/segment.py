@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from nucseg_rt.errors import Cancelled, InvalidInputError
+from nucseg_rt.errors import Cancelled, ClosedError, InvalidInputError
 from nucseg_rt.masks.assemble import masks_from_flows as _masks_from_flows
 from nucseg_rt.network.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
                                        select_providers)
@@ -103,6 +103,13 @@ class Segmenter:
     work_avoidance : WorkAvoidance, "default" or "plain"
         Network work skipped (see :class:`nucseg_rt.network.predict.WorkAvoidance`); "plain" computes
         exactly what Cellpose 3.1 computes (the parity reference).
+    use_probe : bool
+        On the CPU, take ``batch_size``, ``threads`` and ``streams`` not given from the results
+        ``nucseg-rt info --probe --save`` stored in ``probe.json`` in the registry folder (the
+        values taken are logged at INFO). False: ignore that file.
+
+    Use it as a context manager (``with Segmenter(...) as seg:``) or call :meth:`close` to
+    release its onnxruntime sessions when done.
     """
 
     def __init__(self, model: str | os.PathLike = "nuclei_3d", ortho: str | os.PathLike | None = None,
@@ -110,7 +117,8 @@ class Segmenter:
                  threads: int | None = None, batch_size: int | None = None,
                  streams: int | None = None, tile_overlap: float = 0.1,
                  bsize: int = 224,
-                 work_avoidance: WorkAvoidance | Literal["default", "plain"] = "default"):
+                 work_avoidance: WorkAvoidance | Literal["default", "plain"] = "default",
+                 use_probe: bool = True):
         from nucseg_rt.models import registry
 
         if precision not in ("fp32", "int8", "fp16"):
@@ -134,15 +142,11 @@ class Segmenter:
             raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
                                     "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'")
         self.model = registry.resolve_model(model, ortho=ortho, precision=precision)
-        if on_cpu and None in (batch_size, threads, streams):
-            from nucseg_rt.models.probe import load_probe  # `nucseg-rt info --probe --save` results
+        if use_probe and on_cpu and None in (batch_size, threads, streams):
+            from nucseg_rt.models.probe import probe_defaults  # `nucseg-rt info --probe --save`
 
-            tuned = load_probe(precision)
-            if streams is None and threads is None:  # the probe's threads go with its streams
-                streams = tuned.get("streams")
-            batch_size = batch_size if batch_size is not None else tuned.get("batch_size")
-            if threads is None and (streams or 1) == tuned.get("streams", 1):
-                threads = tuned.get("threads")
+            batch_size, threads, streams = probe_defaults(precision, batch_size=batch_size,
+                                                          threads=threads, streams=streams)
         if streams is None:  # CPU: two streams were faster than one on both 2-core CPUs measured
             streams = (min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1) if on_cpu and threads is None
                        else 1)
@@ -431,3 +435,34 @@ class Segmenter:
         info["seconds_total"] = time.perf_counter() - t0
         info["n_masks"] = int(masks.max()) if masks.size else 0
         return SegmentationResult(masks=masks, flows=flows.flows, cellprob=flows.cellprob, info=info)
+
+    # -- resources: the onnxruntime sessions belong to this Segmenter -------------------------
+    _closed = False
+
+    @property
+    def nets(self) -> list:
+        """The main network of each stream; raises ClosedError after :meth:`close`."""
+        if self._closed:
+            raise ClosedError("this Segmenter was closed (close() or the end of its `with` "
+                              "block); make a new Segmenter")
+        return self._nets
+
+    @nets.setter
+    def nets(self, nets) -> None:
+        self._nets = list(nets)
+
+    def close(self) -> None:
+        """Release the onnxruntime sessions of every stream (idempotent). Using the Segmenter
+        afterwards raises :class:`nucseg_rt.errors.ClosedError`."""
+        if self._closed:
+            return
+        for net in [*self._nets, *(self.nets_ortho or [])]:
+            net.close()
+        self.nets_ortho = None
+        self._closed = True
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

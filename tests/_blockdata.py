@@ -21,7 +21,7 @@ _TMP = Path(tempfile.mkdtemp(prefix="nucseg-blockdata-"))
 @functools.lru_cache(maxsize=None)
 def volume(case: str = "iso") -> tuple[np.ndarray, float]:
     """(image (Z, Y, X) uint16, anisotropy)."""
-    from nucseg_rt_export.synth import make_volume
+    from nucseg_rt.eval.synth import make_volume
 
     shape, aniso, seed, density = CASES[case]
     img, _, _ = make_volume(shape, anisotropy=aniso, seed=seed, diameter_mean=30.0, density=density)

@@ -158,9 +158,17 @@ def test_blockwise_is_deterministic(tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
+def _interrupt_after(blocks: int):
+    """A progress callback that stops the run (like Ctrl-C) once ``blocks`` blocks are done."""
+    def progress(stage, done, total):
+        if stage == "blocks" and done == blocks:
+            raise KeyboardInterrupt(f"stopped after {blocks} blocks")
+    return progress
+
+
 def test_resume_computes_only_the_missing_blocks(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        _blockwise(tmp_path, "iso", "64", name="r.tif", stop_after=2)
+        _blockwise(tmp_path, "iso", "64", name="r.tif", progress=_interrupt_after(2))
     workdir = tmp_path / "r.tif.blocks"
     assert len(list(workdir.glob("block_*.npz"))) == 2 and not (tmp_path / "r.tif").exists()
     res, resumed = _blockwise(tmp_path, "iso", "64", name="r.tif")

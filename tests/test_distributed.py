@@ -3,6 +3,9 @@ each worker loads the model once; bad scheduler addresses are refused."""
 
 from __future__ import annotations
 
+import dataclasses
+import types
+
 import numpy as np
 import pytest
 
@@ -17,26 +20,73 @@ from nucseg_rt.errors import InvalidInputError  # noqa: E402
 from nucseg_rt.io.lazy import open_labels_zarr  # noqa: E402
 
 
+#: in a worker process: Segmenters built and blocks computed since _count_in_worker ran there
+_COUNTS = {"segmenters": 0, "blocks": 0}
+
+
+def _count_in_worker() -> None:
+    """Run in each worker (client.run): wrap what the dask task calls so the worker counts the
+    Segmenters it builds and the blocks it computes."""
+    build, compute = blockwise.SegmenterSpec.build, blockwise.compute_block
+
+    def counted_build(spec):
+        _COUNTS["segmenters"] += 1
+        return build(spec)
+
+    def counted_compute(*args, **kwargs):
+        _COUNTS["blocks"] += 1
+        return compute(*args, **kwargs)
+
+    blockwise.SegmenterSpec.build = counted_build
+    blockwise.compute_block = counted_compute
+
+
+def _worker_counts() -> dict:
+    return dict(_COUNTS)
+
+
 def test_local_cluster_equals_in_process(tmp_path):
     _, aniso = data.volume("iso")
     block = "48"
     expected_res, expected = data.blockwise_masks("iso", block)
     seen = []
     with nd.open_client("local", workers=2) as client:
+        client.run(_count_in_worker)
         settings = large.LargeSettings(scheduler="local", workers=2)
         res = large.segment_blockwise(
             data.tiff("iso"), tmp_path / "d.ome.zarr", data.segmenter(),
             options=dict(diameter=30.0, anisotropy=aniso), settings=settings,
             block_size=blockwise.parse_block_size(block), client=client,
             progress=lambda stage, done, total: seen.append((stage, done, total)))
-        stats = client.run(nd.worker_stats)
+        stats = client.run(_worker_counts)
     np.testing.assert_array_equal(open_labels_zarr(res.path)[:], expected)
     assert res.n_nuclei == expected_res.n_nuclei and res.computed == expected_res.n_blocks
     assert len(stats) == 2
-    assert all(s["segmenters"] <= 1 for s in stats.values())  # the model loaded once per worker
+    assert all(s["segmenters"] == (s["blocks"] > 0) for s in stats.values())  # model loaded once
     assert sum(s["blocks"] for s in stats.values()) == res.n_blocks
     blocks = [done for stage, done, _ in seen if stage == "blocks"]
     assert blocks[-1] == res.n_blocks and blocks == sorted(blocks)  # progress from the futures
+
+
+def test_worker_holds_one_segmenter_and_closes_the_previous(monkeypatch):
+    """A worker keeps the Segmenter of the last spec only (bounded, released when replaced)."""
+    built, closed = [], []
+
+    @dataclasses.dataclass(frozen=True)
+    class FakeSpec:  # hashable like SegmenterSpec; builds a stand-in that records close()
+        name: str
+        threads: int | None = None
+
+        def build(self):
+            built.append(self.name)
+            return types.SimpleNamespace(close=lambda: closed.append(self.name))
+
+    monkeypatch.setattr(nd, "_HELD", {})
+    a, b = FakeSpec("a"), FakeSpec("b")
+    first = nd._segmenter(a)
+    assert nd._segmenter(a) is first and built == ["a"] and closed == []
+    nd._segmenter(b)
+    assert built == ["a", "b"] and closed == ["a"] and list(nd._HELD) == [b]
 
 
 @pytest.mark.parametrize("address", ["tcp://", "http://host:8786", "tcp://host", "cluster",

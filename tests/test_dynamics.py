@@ -1,4 +1,6 @@
-"""nucseg_rt.masks.dynamics.compute_masks against Cellpose 3.1 (reference, test-only) and known labels."""
+"""nucseg_rt.masks.dynamics.compute_masks on known labels: the stable method, determinism, edge
+cases, bad input. Flows are the ideal flows of seeded labels (the runtime's masks_to_flows, equal
+to Cellpose's); the comparison with Cellpose itself is tests/reference/test_dynamics_cellpose.py."""
 
 from __future__ import annotations
 
@@ -13,16 +15,7 @@ from nucseg_rt.masks import dynamics
 from nucseg_rt.masks.dynamics import compute_masks
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.eval.metrics import average_precision
-
-cp_dynamics = pytest.importorskip("cellpose.dynamics")
-torch = pytest.importorskip("torch")
-
-
-def _ref(fn, *args, **kwargs):
-    """Call the torch reference on one thread. numba's OpenMP layer sets the calling thread's
-    OpenMP thread count, which torch then uses for every tiny op: 20x slower on 2 busy cores."""
-    torch.set_num_threads(1)
-    return fn(*args, **kwargs)
+from nucseg_rt.prep.filters import smooth_flows
 
 
 def _ap(true, pred, th=0.5):
@@ -50,47 +43,17 @@ def img2d():
 
 
 # --------------------------------------------------------------------------------------------
-# method="cellpose" reproduces Cellpose 3.1
+# method="stable" (issue 7)
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("which", ["vol3d", "vol3d_odd"])
-def test_cellpose_method_matches_cellpose_3d(which, request):
+def test_stable_recovers_labels_where_cellpose_splits_them(which, request):
     lab, dP, cellprob = request.getfixturevalue(which)
-    ref = _ref(cp_dynamics.compute_masks, dP, cellprob, do_3D=True, min_size=15)
-    ours = compute_masks(dP, cellprob, method="cellpose", min_size=15)
-    assert ours.dtype == np.uint16 and ours.shape == lab.shape
-    assert _ap(ref, ours) >= 0.98
-    assert ours.max() == ref.max()
-
-
-def test_cellpose_3d_steps_equal_torch_grid_sample(vol3d):
-    """The integration itself: final voxels equal Cellpose's torch steps (float32, same order)."""
-    _, dP, cellprob = vol3d
-    active = cellprob > 0
-    idx = np.flatnonzero(active)
-    dest = np.empty(idx.size, np.int64)
-    dynamics._follow_cellpose_3d(dP, active, idx, 200, dest)
-    p = _ref(cp_dynamics.steps_interp, dP * active / 5.0, np.nonzero(active), 200).int().numpy()
-    ref = np.ravel_multi_index(tuple(p), active.shape)
-    assert np.mean(dest != ref) <= 1e-3
-
-
-@pytest.mark.parametrize("flow_threshold", [0.0, 0.4])
-def test_cellpose_method_matches_cellpose_2d(img2d, flow_threshold):
-    lab, dP, cellprob = img2d
-    ref = _ref(cp_dynamics.compute_masks, dP, cellprob, min_size=15, flow_threshold=flow_threshold)
-    ours = compute_masks(dP, cellprob, method="cellpose", min_size=15, flow_threshold=flow_threshold)
-    assert _ap(ref, ours) >= 0.98
-    assert _ap(lab, ours) >= 0.98  # and recovers the true labels
-
-
-def test_flow_threshold_removes_masks_with_wrong_flows(img2d):
-    lab, dP, cellprob = img2d
-    bad = dP.copy()
-    bad[:, lab == 7] *= -1  # flows of one nucleus point outwards
-    kept = compute_masks(bad, cellprob, method="cellpose", flow_threshold=0.4)
-    ref = _ref(cp_dynamics.compute_masks, bad, cellprob, min_size=15, flow_threshold=0.4)
-    assert _ap(ref, kept) >= 0.98
-    assert set(np.unique(kept)) == set(range(kept.max() + 1))  # renumbered 1..N
+    stable = compute_masks(dP, cellprob)  # default method
+    assert _ap(lab, stable, 0.75) >= 0.95
+    assert _ap(lab, stable, 0.5) >= 0.98
+    # Cellpose splits nuclei on ideal flows (issue 7); the cellpose method reproduces that
+    split = compute_masks(dP, cellprob, method="cellpose")
+    assert _ap(lab, split, 0.75) < 0.8
 
 
 def test_2d_stable_is_cellpose(img2d):
@@ -100,36 +63,13 @@ def test_2d_stable_is_cellpose(img2d):
     np.testing.assert_array_equal(a, b)
 
 
-def test_min_size_off_matches_cellpose_without_postprocessing(vol3d):
-    _, dP, cellprob = vol3d
-    ref = _ref(cp_dynamics.compute_masks, dP, cellprob, do_3D=True)  # Cellpose's default min_size=-1
-    ours = compute_masks(dP, cellprob, method="cellpose", min_size=-1)
-    assert _ap(ref, ours) >= 0.98
-
-
-# --------------------------------------------------------------------------------------------
-# method="stable" (issue 7)
-# --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("which", ["vol3d", "vol3d_odd"])
-def test_stable_recovers_labels_where_cellpose_splits_them(which, request):
-    lab, dP, cellprob = request.getfixturevalue(which)
-    stable = compute_masks(dP, cellprob)  # default method
-    assert _ap(lab, stable, 0.75) >= 0.95
-    assert _ap(lab, stable, 0.5) >= 0.98
-    # the reference splits nuclei on its own ideal flows (issue 7); the cellpose method agrees
-    split = compute_masks(dP, cellprob, method="cellpose")
-    assert _ap(lab, split, 0.75) < 0.8
-
-
 @pytest.mark.parametrize("noise", ["gaussian", "smoothed"])
 def test_stable_on_noisy_flows(vol3d, noise):
     lab, dP, cellprob = vol3d
     rng = np.random.default_rng(5)
     noisy = (dP + rng.normal(0.0, 2.5, dP.shape)).astype(np.float32)
-    if noise == "smoothed":
-        from scipy.ndimage import gaussian_filter
-
-        noisy = np.stack([gaussian_filter(c, 1.0) for c in noisy]).astype(np.float32)
+    if noise == "smoothed":  # each component Gaussian-filtered in Z, Y, X
+        noisy = smooth_flows(noisy, 1.0)
     stable = _ap(lab, compute_masks(noisy, cellprob), 0.75)
     split = _ap(lab, compute_masks(noisy, cellprob, method="cellpose"), 0.75)
     assert stable >= 0.9

@@ -1,20 +1,18 @@
-"""The network stage: ORT over YX/ZX/ZY planes equals Cellpose 3.1's run_3D / run_net on the same weights."""
+"""The network stage on a tiny ONNX model: batch size, inputs, providers, bad input (equality with
+Cellpose 3.1's run_3D / run_net: tests/reference/test_predict_cellpose.py)."""
 
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-core = pytest.importorskip("cellpose.core")
-
-from modelfactory import as_cellpose_runner, exported_model  # noqa: E402
-from nucseg_rt.errors import DeviceUnavailableError, InvalidInputError  # noqa: E402
-from nucseg_rt.network.predict import load_net, run_3d, run_planes, select_providers  # noqa: E402
+from nucseg_rt.errors import DeviceUnavailableError, InvalidInputError
+from nucseg_rt.network.predict import load_net, run_3d, run_planes, select_providers
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    path, net, ortho = exported_model(tmp_path_factory.mktemp("net"), ortho_seed=7)
-    return path, as_cellpose_runner(net), as_cellpose_runner(ortho)
+def nets(tiny_onnx_pair):
+    """(main, ortho) networks of the tiny model pair."""
+    return (load_net(tiny_onnx_pair, ["CPUExecutionProvider"]),
+            load_net(tiny_onnx_pair.with_name("pair.ortho.onnx"), ["CPUExecutionProvider"]))
 
 
 def _vol(shape, seed=0):
@@ -24,53 +22,19 @@ def _vol(shape, seed=0):
     return x
 
 
-@pytest.mark.parametrize("use_ortho", [False, True])
-def test_run_3d_equals_cellpose(models, use_ortho):
-    path, net, ortho = models
-    ort_net = load_net(path, ["CPUExecutionProvider"])
-    ort_ortho = load_net(path.with_name("tiny.ortho.onnx"), ["CPUExecutionProvider"]) if use_ortho else None
-    x = _vol((23, 97, 131, 2))
-    ref, _ = core.run_3D(net, x.copy(), batch_size=8, net_ortho=ortho if use_ortho else None)
-    got = np.moveaxis(run_3d(ort_net, x[..., :1], net_ortho=ort_ortho, batch_size=8), 0, -1)
-    assert got.shape == ref.shape == (23, 97, 131, 4)
-    assert np.abs(got - ref).max() < 1e-3
-
-
-def test_run_planes_multi_tile_equals_cellpose_run_net(models):
-    path, net, _ = models
-    ort_net = load_net(path, ["CPUExecutionProvider"])
-    x = _vol((2, 250, 301, 2), seed=1)
-    ref, _ = core.run_net(net, x.copy(), batch_size=8)
-    out = np.zeros((2, 250, 301, 3), np.float32)
-
-    def sink(i, y):
-        out[i] = y.transpose(1, 2, 0)
-
-    run_planes(ort_net, x, batch_size=8, sink=sink)
-    assert np.abs(out - ref).max() < 1e-3
-
-
-def test_batch_size_does_not_change_result(models):
-    path, _, _ = models
-    ort_net = load_net(path, ["CPUExecutionProvider"])
+def test_batch_size_does_not_change_result(nets):
     x = _vol((5, 40, 60, 1), seed=2)
-    a = run_3d(ort_net, x, batch_size=1)
-    b = run_3d(ort_net, x, batch_size=32)
+    a = run_3d(nets[0], x, net_ortho=nets[1], batch_size=1)
+    b = run_3d(nets[0], x, net_ortho=nets[1], batch_size=32)
+    assert a.shape == (4, 5, 40, 60)
     assert np.abs(a - b).max() < 1e-4
 
 
-def test_input_not_modified(models):
-    path, _, _ = models
-    ort_net = load_net(path, ["CPUExecutionProvider"])
+def test_input_not_modified(nets):
     x = _vol((4, 33, 35, 1), seed=3)
     before = x.copy()
-    run_3d(ort_net, x)
+    run_3d(nets[0], x, net_ortho=nets[1])
     np.testing.assert_array_equal(x, before)
-
-
-def test_session_cached(models):
-    path, _, _ = models
-    assert load_net(path, ["CPUExecutionProvider"]) is load_net(path, ["CPUExecutionProvider"])
 
 
 def test_provider_selection_mocked():
@@ -86,8 +50,6 @@ def test_provider_selection_mocked():
         select_providers("gpu", cpu)
 
 
-def test_too_many_channels_rejected(models):
-    path, _, _ = models
-    ort_net = load_net(path, ["CPUExecutionProvider"])
+def test_too_many_channels_rejected(nets):
     with pytest.raises(InvalidInputError, match="channels"):
-        run_planes(ort_net, np.zeros((1, 16, 16, 3), np.float32), sink=lambda i, y: None)
+        run_planes(nets[0], np.zeros((1, 16, 16, 3), np.float32), sink=lambda i, y: None)

@@ -432,20 +432,3 @@ def test_missing_torch_gives_install_hint():
     assert "converting needs PyTorch" in out.stdout
     assert "pip install 'nucseg-rt[export]'" in out.stdout
     assert issubclass(MissingDependencyError, ImportError)
-
-
-@pytest.mark.slow
-def test_add_cellpose_model_converts(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("cellpose")
-    from modelfactory import make_cellpose_net  # tests/ is on sys.path (pytest rootdir-less layout)
-    src = tmp_path / "my_cellpose_model"
-    make_cellpose_net(seed=3).save_model(str(src))
-    ortho = tmp_path / "my_cellpose_ortho"
-    make_cellpose_net(seed=4).save_model(str(ortho))
-    rec = registry.add_model(src, ortho=ortho)
-    assert rec.name == "my_cellpose_model" and rec.files.ortho_path is not None
-    assert rec.metadata["role"] == "main" and rec.source == str(src.resolve())
-    resolved = registry.resolve_model("my_cellpose_model")
-    assert resolved.ortho_metadata["role"] == "ortho"
-    assert not list(tmp_path.glob("*.onnx"))  # conversion happened inside the registry

@@ -1,10 +1,10 @@
-"""nucseg_rt_export.synth: seeded synthetic nuclei volumes."""
+"""nucseg_rt.eval.synth: seeded synthetic nuclei volumes."""
 
 import numpy as np
 import pytest
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt_export.synth import make_volume, subsample_z
+from nucseg_rt.eval.synth import make_volume, subsample_z
 
 SHAPE = (33, 70, 77)
 
@@ -59,5 +59,5 @@ def test_imports_without_torch_or_scipy():
     import sys
 
     code = ("import sys; sys.modules.update(torch=None, scipy=None, cv2=None); "
-            "import nucseg_rt.masks.label_flows, nucseg_rt_export.synth")
+            "import nucseg_rt.masks.label_flows, nucseg_rt.eval.synth")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -364,11 +364,16 @@ def block_file(workdir: str | os.PathLike, index: int) -> Path:
     return Path(workdir) / f"block_{index:06d}.npz"
 
 
+#: The input volume :func:`compute_block` reads from, kept open in this process between blocks:
+#: at most one entry, by (path, channel_axis, z_axis). Opening a TIFF / zarr store parses its
+#: metadata, which every block of a run (and every task a dask worker runs) would otherwise
+#: repeat. Another volume closes it first; an in-process run closes it at its end
+#: (:func:`release_volumes`); a dask worker keeps it until its next run on another file.
 _VOLUMES: dict = {}
 
 
 def _open_cached(ctx: BlockContext):
-    """The context's volume, opened once per process."""
+    """The context's volume, opened once per process (see ``_VOLUMES``)."""
     from nucseg_rt.io.lazy import open_volume
 
     if not isinstance(ctx.source, (str, os.PathLike)):

@@ -23,13 +23,17 @@ from collections.abc import Callable, Iterator
 
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError
 
-__all__ = ["validate_scheduler", "check_available", "open_client", "LazyClient", "run_blocks",
-           "worker_stats"]
+__all__ = ["validate_scheduler", "check_available", "open_client", "LazyClient", "run_blocks"]
 
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[^\s/:]+:\d{1,5}$")
 logger = logging.getLogger("nucseg_rt")
-_SEGMENTERS: dict = {}
-_BUILDS = {"segmenters": 0, "blocks": 0}
+#: The Segmenter this (worker) process holds for dask tasks, by the spec it was built from: at
+#: most one entry. A task cannot carry a Segmenter (its onnxruntime sessions do not pickle), and
+#: building one per task would load the model (create its sessions) again for every block, so a
+#: worker builds one on its first block and reuses it for the run's other blocks (and for the next files of a batch that shares
+#: the cluster, see LazyClient). A task with another spec closes the held Segmenter first, so a
+#: long-lived worker never holds more than one model.
+_HELD: dict = {}
 
 
 def _import_distributed():
@@ -127,15 +131,18 @@ class LazyClient:
 
 
 def _segmenter(spec):
-    """This process's Segmenter for ``spec``, built (model loaded) once."""
-    if spec not in _SEGMENTERS:
+    """This process's Segmenter for ``spec``: built (model loaded) on the first task with this
+    spec, kept for the following ones; the previously held one is closed."""
+    seg = _HELD.get(spec)
+    if seg is None:
+        while _HELD:
+            _HELD.popitem()[1].close()
         if spec.threads is not None:
             import numba
 
             numba.set_num_threads(min(spec.threads, numba.config.NUMBA_NUM_THREADS))
-        _SEGMENTERS[spec] = spec.build()
-        _BUILDS["segmenters"] += 1
-    return _SEGMENTERS[spec]
+        seg = _HELD[spec] = spec.build()
+    return seg
 
 
 def _task(ctx, index: int) -> tuple[int, int]:
@@ -143,13 +150,7 @@ def _task(ctx, index: int) -> tuple[int, int]:
     from nucseg_rt.blockwise.blocks import compute_block
 
     compute_block(ctx, index, _segmenter(ctx.spec))
-    _BUILDS["blocks"] += 1
     return index, os.getpid()
-
-
-def worker_stats() -> dict:
-    """In a worker: how many Segmenters were built and blocks computed (for tests)."""
-    return {"pid": os.getpid(), **_BUILDS}
 
 
 def run_blocks(client, ctx, todo: list[int], *,

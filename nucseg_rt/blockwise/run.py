@@ -206,7 +206,7 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
                       block_size=None, channel_axis: int | None = None, z_axis: int | None = None,
                       voxel_size=None, unit: str | None = None,
                       progress: Callable[[str, int, int], None] | None = None,
-                      client=None, stop_after: int | None = None) -> BlockwiseResult:
+                      client=None) -> BlockwiseResult:
     """Segment ``source`` block by block and write the labels to ``out_path``.
 
     Parameters
@@ -227,8 +227,6 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
         Overrides ``settings.block_size`` / the memory budget.
     client : distributed.Client, optional
         Run the blocks on this client (default: per ``settings.scheduler``).
-    stop_after : int, optional
-        Compute only this many blocks, then raise ``KeyboardInterrupt`` (tests of resume).
 
     Returns
     -------
@@ -279,7 +277,7 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
     todo = [i for i in range(len(plan)) if not blockwise.block_file(workdir, i).exists()]
     reused = len(plan) - len(todo)
     try:
-        _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, client)
+        _compute(ctx, todo, segmenter, settings, reused, progress, client)
     finally:
         blockwise.release_volumes()
     stats = _merge_and_write(plan, workdir, out_path, voxel_size, unit, settings,
@@ -319,14 +317,12 @@ def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, sett
     return stats
 
 
-def _compute(ctx, todo, segmenter, settings, reused, progress, stop_after, client) -> None:
+def _compute(ctx, todo, segmenter, settings, reused, progress, client) -> None:
     total = reused + len(todo)
     if progress is not None:
         progress("blocks", reused, total)
     if settings.scheduler is None and client is None:
         for n, index in enumerate(todo, 1):
-            if stop_after is not None and n > stop_after:
-                raise KeyboardInterrupt(f"stopped after {stop_after} blocks")
             blockwise.compute_block(ctx, index, segmenter)
             if progress is not None:
                 progress("blocks", reused + n, total)

@@ -3,7 +3,8 @@
 ``nucseg-rt info --probe`` times the model on 224x224 tiles for each batch size and thread
 count, and with the cores shared out between streams (sessions running side by side);
 ``--save`` writes the fastest setting to ``probe.json`` in the registry folder, where
-:class:`nucseg_rt.Segmenter` reads it when ``batch_size``/``threads``/``streams`` are not given.
+:class:`nucseg_rt.Segmenter` reads it when ``batch_size``/``threads``/``streams`` are not given
+(:func:`probe_defaults` logs the values it takes; ``Segmenter(use_probe=False)`` ignores the file).
 At the fastest setting it also times the network per pixel on other tile sizes. Those are
 reported, not saved: a tile size other than Cellpose's 224 changes the flows slightly, so it
 is chosen explicitly (``segment --tile-size``).
@@ -14,6 +15,7 @@ on CUDA, onnxruntime's thread choice (one per physical core).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,7 +25,9 @@ import numpy as np
 
 from nucseg_rt.errors import InvalidInputError
 
-__all__ = ["ProbeResult", "run_probe", "save_probe", "load_probe"]
+__all__ = ["ProbeResult", "run_probe", "save_probe", "load_probe", "probe_defaults"]
+
+logger = logging.getLogger("nucseg_rt")
 
 PROBE_FILE = "probe.json"
 #: tile edges timed per pixel (224 is Cellpose's)
@@ -178,3 +182,33 @@ def load_probe(precision: str, home: str | os.PathLike | None = None) -> dict:
     ok = all(isinstance(entry.get(k), int) and not isinstance(entry[k], bool) and entry[k] >= 1
              for k in keys)
     return {k: entry[k] for k in keys} if ok else {}
+
+
+def probe_defaults(precision: str, *, batch_size: int | None, threads: int | None,
+                   streams: int | None, home: str | os.PathLike | None = None):
+    """``(batch_size, threads, streams)`` with the ones not given (None) taken from the saved
+    probe of ``precision``, if any; logs at INFO which values came from ``probe.json``.
+
+    The probe's threads go with its streams: they are taken only when ``streams`` is not given
+    or equals the probe's, and its streams only when neither ``streams`` nor ``threads`` is
+    given. Values the probe does not set stay None (the caller's defaults apply).
+    """
+    tuned = load_probe(precision, home)
+    if not tuned:
+        return batch_size, threads, streams
+    given = {"batch_size": batch_size, "threads": threads, "streams": streams}
+    if streams is None and threads is None:
+        streams = tuned["streams"]
+    if batch_size is None:
+        batch_size = tuned["batch_size"]
+    if threads is None and (streams or 1) == tuned["streams"]:
+        threads = tuned["threads"]
+    used = {k: v for k, v in (("batch_size", batch_size), ("threads", threads), ("streams", streams))
+            if given[k] is None and v is not None}
+    if used:
+        from nucseg_rt.models.registry import registry_home
+
+        logger.info("%s defaults from %s (nucseg-rt info --probe --save): %s; pass them, or "
+                    "use_probe=False, to override", precision, registry_home(home) / PROBE_FILE,
+                    ", ".join(f"{k}={v}" for k, v in used.items()))
+    return batch_size, threads, streams

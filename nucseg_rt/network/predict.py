@@ -18,7 +18,8 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
-from nucseg_rt.errors import Cancelled, DeviceUnavailableError, InvalidInputError, ModelFormatError
+from nucseg_rt.errors import (Cancelled, ClosedError, DeviceUnavailableError, InvalidInputError,
+                              ModelFormatError)
 from nucseg_rt.network.tiling import TileGrid, blend_weights, grid_taper, make_grid
 
 logger = logging.getLogger("nucseg_rt")
@@ -92,6 +93,11 @@ class OnnxNet:
         From :func:`select_providers`.
     threads : int, optional
         Intra-op threads (default: onnxruntime's choice, one per physical core).
+
+    Notes
+    -----
+    The session belongs to this object: :meth:`close` releases it (a :class:`nucseg_rt.Segmenter`
+    closes the networks it loaded); calling a closed network raises ``ClosedError``.
     """
 
     def __init__(self, path: str | os.PathLike, providers: list, threads: int | None = None):
@@ -112,6 +118,15 @@ class OnnxNet:
         self.providers = self.session.get_providers()
         self._background: dict = {}
 
+    @property
+    def closed(self) -> bool:
+        return self.session is None
+
+    def close(self) -> None:
+        """Release the onnxruntime session (idempotent); ``info`` and ``path`` stay readable."""
+        self.session = None
+        self._background.clear()
+
     def background(self, tile_shape: tuple) -> np.ndarray:
         """The network's ``(3, ly, lx)`` output for an all-zero ``(nchan, ly, lx)`` tile (cached)."""
         key = tuple(int(s) for s in tile_shape)
@@ -121,24 +136,22 @@ class OnnxNet:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Run ``(B, nchan, H, W)`` float32 -> ``(B, 3, H, W)`` (Y flow, X flow, cellprob)."""
-        flows, cellprob = self.session.run(["flows", "cellprob"], {"input": batch})
+        session = self.session
+        if session is None:
+            raise ClosedError(f"the network session of {self.path.name} was closed")
+        flows, cellprob = session.run(["flows", "cellprob"], {"input": batch})
         return np.concatenate((flows, cellprob), axis=1)
-
-
-_CACHE: dict = {}
-_CACHE_LOCK = threading.Lock()
 
 
 def load_net(path: str | os.PathLike, providers: list, threads: int | None = None,
              replica: int = 0) -> OnnxNet:
-    """A cached :class:`OnnxNet` (one session per file, providers, thread count and
-    ``replica``: streams running side by side each get a session of their own)."""
-    p = Path(path).resolve()
-    key = (str(p), p.stat().st_mtime_ns, repr(providers), threads, int(replica))
-    with _CACHE_LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = OnnxNet(p, providers, threads)
-        return _CACHE[key]
+    """A new :class:`OnnxNet` (its own onnxruntime session) for ``path``; the caller owns it
+    and closes it (:meth:`OnnxNet.close`).
+
+    ``replica`` is unused: every call makes a separate session (streams running side by side
+    need one each). It remains only because ``Segmenter`` passes it; drop both together.
+    """
+    return OnnxNet(Path(path).resolve(), providers, threads)
 
 
 def plane_tiles(plane: np.ndarray, grid: TileGrid, nchan: int, out: np.ndarray) -> None:

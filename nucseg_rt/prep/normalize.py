@@ -4,8 +4,8 @@
 1st-99th percentile per channel over the whole volume (``normalize99`` with
 ``downsample=True``), ``lowhigh`` overrides, ``invert``, ``tile_norm``
 (``normalize99_tile``) and ``sharpen_radius`` (``smooth_sharpen_img``, here with
-``numpy.fft``). Input handling lives in ``nucseg_rt.prep.axes``; resampling in
-``nucseg_rt.prep.resample`` (both re-exported here).
+``numpy.fft``; :func:`smooth_sharpen` also offers its smoothing). Input handling lives in
+``nucseg_rt.prep.axes``; resampling in ``nucseg_rt.prep.resample`` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from nucseg_rt.prep.resample import (
 
 __all__ = [
     "normalize",
+    "smooth_sharpen",
     "to_zyxc",
     "rescale_volume",
     "resize_flows_back",
@@ -159,10 +160,10 @@ def _validate_int(value, name: str) -> int:
     return int(value)
 
 
-def _validate_radius(value) -> float:
+def _validate_radius(value, name: str = "sharpen_radius") -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
             or not math.isfinite(value) or value < 0:
-        raise InvalidInputError(f"`sharpen_radius` must be a finite number >= 0, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -313,24 +314,72 @@ def _tile_normalize(img, blocksize: int, low: float, high: float, *, norm3D: boo
         img[z] /= resize_linear(x99[z], ly, lx) - lo_map
 
 
-# --- sharpening (Cellpose smooth_sharpen_img with smooth_radius=0) --------------------------
+# --- sharpening and smoothing (Cellpose smooth_sharpen_img) -----------------------------------
 
 
-def _surround_kernel(sigma: float, ly: int, lx: int) -> np.ndarray:
-    """Cellpose's sharpening kernel: delta at the centre minus a normalized Gaussian."""
+def smooth_sharpen(x_zyxc: np.ndarray, *, sharpen_radius: float, smooth_radius: float = 0.0) -> np.ndarray:
+    """Smooth and/or sharpen each YX plane, as Cellpose's ``transforms.smooth_sharpen_img``.
+
+    ``normalize(..., sharpen_radius=r)`` applies this with ``smooth_radius=0`` before its
+    percentile normalisation; Cellpose's crop maker (``make_train``) uses its default
+    ``smooth_radius=6``, a difference of Gaussians.
+
+    Parameters
+    ----------
+    x_zyxc : (Z, Y, X, C) array, real numeric
+        Not modified.
+    sharpen_radius : float
+        Sigma (pixels) of the Gaussian surround subtracted from each plane; 0 = none.
+    smooth_radius : float
+        Sigma (pixels) of the Gaussian each plane is smoothed with; 0 = none (the plane
+        itself minus the surround).
+
+    Returns
+    -------
+    (Z, Y, X, C) float32
+        Circular (FFT) filtering with Cellpose's kernels: ``G(smooth) - G(sharpen)``, ``G(smooth)``
+        or ``delta - G(sharpen)``; the input (as float32) when both radii are 0.
+
+    Raises
+    ------
+    InvalidInputError
+        A negative or non-finite radius, a non-4D or non-numeric array.
+    """
+    sharpen_radius = _validate_radius(sharpen_radius)
+    smooth_radius = _validate_radius(smooth_radius, "smooth_radius")
+    img = np.array(_validate_array(x_zyxc), dtype=np.float32, order="C")
+    if sharpen_radius > 0 or smooth_radius > 0:
+        _sharpen(img, sharpen_radius, range(img.shape[-1]), smooth=smooth_radius)
+    return img
+
+
+def _gaussian_kernel(sigma: float, ly: int, lx: int) -> np.ndarray:
+    """Cellpose's ``gaussian_kernel``: a normalized Gaussian on its (ly, lx) grid."""
     y = np.linspace(-ly / 2, ly / 2 + 1, ly)
     x = np.linspace(-ly / 2, ly / 2 + 1, lx)  # sic: Cellpose spans X with Ly too
     yy, xx = np.meshgrid(y, x, indexing="ij")
     kernel = np.exp(-(yy**2 + xx**2) / (2 * sigma**2))
-    kernel /= -kernel.sum()
+    kernel /= kernel.sum()
+    return kernel
+
+
+def _filter_kernel(sharpen: float, smooth: float, ly: int, lx: int) -> np.ndarray:
+    """Cellpose's ``smooth_sharpen_img`` kernel: ``G(smooth) - G(sharpen)``, or, without
+    smoothing, the surround kernel (delta at the centre minus the Gaussian)."""
+    if smooth > 0:
+        kernel = _gaussian_kernel(smooth, ly, lx)
+        if sharpen > 0:
+            kernel -= _gaussian_kernel(sharpen, ly, lx)
+        return kernel
+    kernel = -_gaussian_kernel(sharpen, ly, lx)
     kernel[ly // 2, lx // 2] = 1
     return kernel
 
 
-def _sharpen(img: np.ndarray, sigma: float, channels) -> None:
+def _sharpen(img: np.ndarray, sigma: float, channels, *, smooth: float = 0.0) -> None:
     """Circular FFT filtering of each YX plane of ``channels``, in place."""
     _, ly, lx, _ = img.shape
-    fk = np.conj(np.fft.rfft2(_surround_kernel(sigma, ly, lx)))
+    fk = np.conj(np.fft.rfft2(_filter_kernel(sigma, smooth, ly, lx)))
     for z in range(img.shape[0]):
         for c in channels:
             plane = img[z, :, :, c].astype(np.float64)

@@ -14,9 +14,9 @@ pytest.importorskip("cellpose.models")
 from modelfactory import cellpose_file_model  # noqa: E402
 from nucseg_rt import Segmenter  # noqa: E402
 from nucseg_rt.eval.metrics import average_precision  # noqa: E402
-from nucseg_rt_export.synth import make_volume  # noqa: E402
+from nucseg_rt.eval.synth import make_volume  # noqa: E402
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def ap50(a, b):

@@ -1,4 +1,5 @@
-"""nucseg_rt_export.crops: 2D training pairs from z-stacks."""
+"""nucseg_rt_export.crops: 2D training pairs from z-stacks (needs torch: the crop maker shares
+plane extraction with training, export/train_data.py)."""
 
 from pathlib import Path
 
@@ -6,8 +7,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_rt.errors import InvalidInputError
-from nucseg_rt_export import crops
+pytest.importorskip("torch")
+
+from nucseg_rt.errors import InvalidInputError  # noqa: E402
+from nucseg_rt.prep.normalize import normalize, smooth_sharpen  # noqa: E402
+from nucseg_rt_export import crops  # noqa: E402
 
 
 def _stack(shape=(9, 50, 61), seed=0):
@@ -45,12 +49,21 @@ def test_channel_and_z_axes():
     np.testing.assert_array_equal(a[0][1], b[0][1])
 
 
-def test_sharpen_and_tile_norm_run():
+def test_sharpen_and_tile_norm_are_the_runtimes():
+    """Crops are tile-normalised, then smoothed/sharpened, with the runtime's functions."""
     img, lab = _stack()
-    out = crops.make_crops(img, lab, crop_size=40, nimg_per_tif=1, sharpen_radius=8, tile_norm=25)
-    assert all(np.isfinite(im).all() for _, im, _ in out)
+    kw = dict(crop_size=64, nimg_per_tif=2, min_masks=2, sharpen_radius=8, tile_norm=25)
+    out = crops.make_crops(img, lab, **kw)  # crops larger than the planes: whole planes
+    plain = crops.make_crops(img, lab, **{**kw, "sharpen_radius": 0, "tile_norm": 0})
+    assert [t for t, _, _ in out] == [t for t, _, _ in plain] and len(out) >= 4
+    for (tag, im, _), (_, raw, _) in zip(out, plain):
+        x = normalize(raw[None, :, :, None], tile_norm=25, norm3D=False)
+        ref = smooth_sharpen(x, sharpen_radius=8, smooth_radius=6)[0, :, :, 0]
+        np.testing.assert_array_equal(im, ref, err_msg=tag)
     flat = crops.tile_normalize(np.full((30, 30), 5.0, np.float32), 10)
-    assert np.isfinite(flat).all()
+    assert flat.shape == (30, 30) and not flat.any()  # a constant plane becomes zeros
+    with pytest.raises(InvalidInputError, match=r"\(Y, X\) plane"):
+        crops.smooth_sharpen(np.zeros((2, 30, 30), np.float32), sharpen_radius=4)
 
 
 def test_cli_writes_cellpose_pairs(tmp_path):

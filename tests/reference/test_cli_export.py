@@ -1,0 +1,35 @@
+"""CLI commands that run the PyTorch export tools, as real subprocesses (reference: torch, and
+Cellpose for export-cellpose). Their torch-free error paths are in tests/test_cli.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_cli import run_cli
+
+pytest.importorskip("torch")
+
+
+@pytest.mark.slow
+def test_export_cellpose_then_segment_ready(tmp_path):
+    pytest.importorskip("cellpose")
+    from modelfactory import make_cellpose_net
+    src = tmp_path / "cp_main"
+    make_cellpose_net(seed=5).save_model(str(src))
+    out = tmp_path / "exported.onnx"
+    proc = run_cli("export-cellpose", src, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stdout and "max |onnxruntime - torch|" in proc.stdout
+    assert run_cli("add-model", out).returncode == 0
+
+
+def test_train_passes_arguments_through():
+    proc = run_cli("train", "--", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--epochs" in proc.stdout  # the trainer's own argparse help
+
+
+def test_make_crops_passes_arguments_through():
+    proc = run_cli("make-crops", "--", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--anisotropy" in proc.stdout and "--crop-size" in proc.stdout
