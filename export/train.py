@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
+from nucseg_rt.eval.metrics import average_precision
 from nucseg_rt_export.train_data import (PlaneSet, augment_batch, load_or_make_cache, load_pairs,
                                          synthetic_planes)
 from nucseg_rt_export.unet import CPnet, nbase_from_state_dict
@@ -176,20 +177,6 @@ def _val_tensors(val: PlaneSet, n: int, nchan: int):
     return x, fl, lab
 
 
-def _ap50(gt: np.ndarray, pred: np.ndarray, thr: float = 0.5) -> float:
-    """Average precision ``TP / (TP + FP + FN)`` at IoU ``thr`` (matches are unique for thr >= 0.5)."""
-    ng, npd = int(gt.max()), int(pred.max())
-    if not gt.any() and not pred.any():
-        return 1.0
-    ov = np.bincount(gt.ravel() * (npd + 1) + pred.ravel(), minlength=(ng + 1) * (npd + 1))
-    ov = ov.reshape(ng + 1, npd + 1).astype(np.float64)
-    area_g, area_p = ov.sum(1, keepdims=True), ov.sum(0, keepdims=True)
-    iou = ov / np.maximum(area_g + area_p - ov, 1)
-    tp = int((iou[1:, 1:] > thr).sum())
-    n_gt, n_pred = int((area_g[1:] > 0).sum()), int((area_p[:, 1:] > 0).sum())  # ids need not be consecutive
-    return tp / max(n_gt + n_pred - tp, 1)
-
-
 def _compute_masks_fn():
     try:
         from nucseg_rt.masks.dynamics import compute_masks
@@ -211,7 +198,8 @@ def _validate(net, vx, vf, vlab) -> tuple[float, float | None]:
         for j in range(len(y)):
             try:
                 m = cm(y[j, :2].numpy(), y[j, 2].numpy(), niter=200, cellprob_threshold=0.0, min_size=15)
-                aps.append(_ap50(vlab[i + j], np.asarray(m, np.int64)))
+                ap = average_precision(vlab[i + j], np.asarray(m, np.int64), thresholds=(0.5,))[0][0]
+                aps.append(1.0 if np.isnan(ap) else float(ap))  # both empty: 1
             except Exception:
                 cm = None
                 aps = []

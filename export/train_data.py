@@ -166,7 +166,7 @@ def synthetic_planes(n_volumes: int, *, seed: int, shape_iso=(96, 160, 160),
     Returns a list of ``(image_plane float32, label_plane, diameter)``, ``diameter`` being the
     volume's mean 3D nucleus diameter (what a user passes as ``--diameter``).
     """
-    from nucseg_rt_export.synth import make_volume
+    from nucseg_rt.eval.synth import make_volume
 
     planes = []
     for k in range(n_volumes):

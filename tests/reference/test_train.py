@@ -119,17 +119,6 @@ def test_resume_without_state_fails(tmp_path):
         tr.main(["--out", str(tmp_path), "--epochs", "1", "--resume", *TINY])
 
 
-def test_ap50_counts_present_ids_only():
-    gt = np.zeros((10, 10), np.int64)
-    gt[:4, :4] = 7  # non-consecutive ids
-    gt[6:, 6:] = 3
-    pred = np.zeros_like(gt)
-    pred[:4, :4] = 1
-    assert tr._ap50(gt, pred) == pytest.approx(0.5)
-    assert tr._ap50(gt, gt) == 1.0
-    assert tr._ap50(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
-
-
 def test_train_on_folder_of_pairs(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     data = tmp_path / "data"
