@@ -59,10 +59,10 @@ def run_blockwise(src, out, block, scheduler=None, workers=None) -> dict:
     base = _rss_mb()
     seg = Segmenter("nuclei_3d", device="cpu")
     settings = LargeSettings(scheduler=scheduler, workers=workers)
-    options = dict(anisotropy=ANISOTROPY, diameter=DIAMETER)
+    options = dict(anisotropy=ANISOTROPY, diameter=DIAMETER)  # typed keywords of segment_blockwise
     if scheduler is None:
         t = time.perf_counter()
-        res = segment_blockwise(src, out, seg, options=options, settings=settings,
+        res = segment_blockwise(src, out, seg, **options, settings=settings,
                                 block_size=block)
         seconds = time.perf_counter() - t
     else:
@@ -70,7 +70,7 @@ def run_blockwise(src, out, block, scheduler=None, workers=None) -> dict:
 
         with open_client(scheduler, workers=workers) as client:
             t = time.perf_counter()
-            res = segment_blockwise(src, out, seg, options=options, settings=settings,
+            res = segment_blockwise(src, out, seg, **options, settings=settings,
                                     block_size=block, client=client)
             seconds = time.perf_counter() - t
     return dict(seconds=seconds, rss=_rss_mb(), rss_base=base, n=res.n_nuclei,

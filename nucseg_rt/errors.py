@@ -13,6 +13,12 @@ class InvalidInputError(NucsegError, ValueError):
     """An array, file or parameter given by the user is not usable."""
 
 
+class SettingsError(InvalidInputError):
+    """A setting of a whole run does not fit the data (e.g. an axis beyond a file's axes, or an
+    anisotropy that would need terabytes): a batch stops at once instead of failing every file
+    the same way."""
+
+
 class ModelNotFoundError(NucsegError, LookupError):
     """A model name is not in the registry, or a model file does not exist."""
 

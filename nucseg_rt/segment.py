@@ -61,6 +61,13 @@ def _work_avoidance(value) -> WorkAvoidance:
         f"`work_avoidance` must be a WorkAvoidance, 'default' or 'plain', got {value!r}")
 
 
+def check_precision(precision: str, providers: list) -> None:
+    """fp16 runs on CUDA only (onnxruntime has no fast fp16 CPU kernels)."""
+    if precision == "fp16" and "CUDAExecutionProvider" not in providers:
+        raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
+                                "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'")
+
+
 def _check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled")
@@ -138,9 +145,7 @@ class Segmenter:
             raise InvalidInputError(f"`tile_overlap` must be in [0.05, 0.5], got {tile_overlap!r}")
         providers = select_providers(device)
         on_cpu = "CUDAExecutionProvider" not in providers
-        if precision == "fp16" and on_cpu:
-            raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
-                                    "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'")
+        check_precision(precision, providers)
         self.model = registry.resolve_model(model, ortho=ortho, precision=precision)
         if use_probe and on_cpu and None in (batch_size, threads, streams):
             from nucseg_rt.models.probe import probe_defaults  # `nucseg-rt info --probe --save`
@@ -190,6 +195,12 @@ class Segmenter:
     @property
     def diam_labels(self) -> float:
         return self.net.info.diam_labels
+
+    def rescale_for(self, diameter: float | None) -> float:
+        """XY zoom before the network for a nucleus ``diameter`` (None: the model's default):
+        ``diam_mean / diameter``, the one rescale rule (whole-volume, blockwise and memory
+        estimates)."""
+        return self.diam_mean / float(diameter or self.diam_labels)
 
     # -- stage 1: the network -------------------------------------------------------------------
     def _prepare(self, vol, spec: InputSpec, info: dict) -> tuple[np.ndarray, bool]:
@@ -335,7 +346,7 @@ class Segmenter:
         info["shape"] = shape
         d = self._diameter(diameter, x, anisotropy=anisotropy, constant=constant, progress=progress,
                            cancel=cancel, info=info)
-        rescale = self.diam_mean / d
+        rescale = self.rescale_for(d)
         info.update(rescale=rescale, anisotropy=anisotropy, diameter=d, mode=mode)
         if constant:
             zeros = np.zeros(shape, np.float32)
@@ -345,6 +356,29 @@ class Segmenter:
                                progress=progress, cancel=cancel, info=info)
         return Flows(yf[:3], yf[3], shape, rescale, anisotropy, d, resampled=bool(resample),
                      mode=mode, info=info)
+
+    def estimate_diameter(self, vol: np.ndarray, *, anisotropy: float = 1.0,
+                          inputs: InputSpec | None = None, progress: Progress | None = None,
+                          cancel: threading.Event | None = None):
+        """Estimate the typical nucleus diameter of ``vol`` as ``diameter="auto"`` does.
+
+        For a sample of a larger volume (e.g. a few planes of a central block): give
+        ``inputs.normalize`` fixed ``lowhigh`` bounds so it is scaled as the whole volume.
+
+        Returns
+        -------
+        nucseg_rt.network.diameter.DiameterEstimate
+            ``diameter`` in XY pixels of ``vol``; the model's default when the sample is constant
+            (``fallback`` True).
+        """
+        from nucseg_rt.network.diameter import DiameterEstimate, estimate_diameter
+
+        anisotropy = validate_positive("anisotropy", anisotropy)
+        _check_cancel(cancel)
+        x, constant = self._prepare(vol, inputs or InputSpec(), {})
+        if constant:
+            return DiameterEstimate(float(self.diam_labels), fallback=True)
+        return estimate_diameter(self, x, anisotropy=anisotropy, progress=progress, cancel=cancel)
 
     # -- stage 2: the masks -------------------------------------------------------------------
     def masks_from_flows(self, flows: Flows, params: MaskParams | None = None, *,

@@ -63,7 +63,7 @@ def blockwise_masks(case: str, block: str):
     _, aniso = volume(case)
     out = _TMP / f"{case}_{block.replace(',', 'x')}_masks.tif"
     res = large.segment_blockwise(tiff(case), out, segmenter(),
-                                  options=dict(diameter=30.0, anisotropy=aniso),
+                                  diameter=30.0, anisotropy=aniso,
                                   settings=large.LargeSettings(),
                                   block_size=blockwise.parse_block_size(block))
     masks = tifffile.imread(res.path)

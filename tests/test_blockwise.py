@@ -20,7 +20,7 @@ from nucseg_rt.io.lazy import open_volume  # noqa: E402
 from nucseg_rt.eval.metrics import average_precision  # noqa: E402
 from nucseg_rt.prep.normalize import _percentile_bounds  # noqa: E402
 
-OPTIONS = dict(diameter=30.0)
+DIAMETER = 30.0
 
 
 # --- plan ---------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_merge_paints_a_nucleus_seen_by_two_blocks_once(tmp_path):
 def _blockwise(folder, case, block, name="masks.tif", **kw):
     img, aniso = data.volume(case)
     res = large.segment_blockwise(data.tiff(case), folder / name, data.segmenter(),
-                                  options=dict(OPTIONS, anisotropy=aniso),
+                                  diameter=DIAMETER, anisotropy=aniso,
                                   settings=large.LargeSettings(),
                                   block_size=blockwise.parse_block_size(block), **kw)
     return res, tifffile.imread(res.path)
@@ -158,17 +158,19 @@ def test_blockwise_is_deterministic(tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
-def _interrupt_after(blocks: int):
-    """A progress callback that stops the run (like Ctrl-C) once ``blocks`` blocks are done."""
-    def progress(stage, done, total):
-        if stage == "blocks" and done == blocks:
-            raise KeyboardInterrupt(f"stopped after {blocks} blocks")
-    return progress
-
-
 def test_resume_computes_only_the_missing_blocks(tmp_path):
-    with pytest.raises(KeyboardInterrupt):
-        _blockwise(tmp_path, "iso", "64", name="r.tif", progress=_interrupt_after(2))
+    import threading
+
+    from nucseg_rt.errors import Cancelled
+
+    cancel = threading.Event()
+
+    def stop_after_two(stage, done, total):
+        if stage == "blocks" and done >= 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        _blockwise(tmp_path, "iso", "64", name="r.tif", progress=stop_after_two, cancel=cancel)
     workdir = tmp_path / "r.tif.blocks"
     assert len(list(workdir.glob("block_*.npz"))) == 2 and not (tmp_path / "r.tif").exists()
     res, resumed = _blockwise(tmp_path, "iso", "64", name="r.tif")
@@ -178,10 +180,15 @@ def test_resume_computes_only_the_missing_blocks(tmp_path):
 
 def test_changed_settings_do_not_reuse_blocks(tmp_path):
     plan = blockwise.plan_blocks((24, 128, 128), 64, diameter=30, anisotropy=1)
-    ctx = blockwise.BlockContext(source=str(data.tiff("iso")), channel_axis=None, z_axis=None,
-                                 plan=plan, options={"min_size": 15}, normalize=None,
-                                 bounds=((0.0, 1.0),), workdir=str(tmp_path / "w"))
-    changed = blockwise.BlockContext(**{**ctx.__dict__, "options": {"min_size": 16}})
+    from nucseg_rt.params import InputSpec, MaskParams
+
+    ctx = blockwise.BlockContext(source=str(data.tiff("iso")), inputs=InputSpec(),
+                                 params=MaskParams(min_size=15), anisotropy=1.0, diameter=30.0,
+                                 resample=True, plan=plan, bounds=((0.0, 1.0),),
+                                 workdir=str(tmp_path / "w"))
+    changed = blockwise.BlockContext(**{**ctx.__dict__, "params": MaskParams(min_size=16)})
+    rescaled = blockwise.BlockContext(**{**ctx.__dict__, "diameter": 25.0})
+    assert ctx.fingerprint("abc") != rescaled.fingerprint("abc")  # the scale is part of it
     assert ctx.fingerprint("abc") == ctx.fingerprint("abc") != changed.fingerprint("abc")
     assert ctx.fingerprint("abc") != ctx.fingerprint("abd")  # another model
     workdir = tmp_path / "w"
@@ -197,11 +204,12 @@ def test_changed_settings_do_not_reuse_blocks(tmp_path):
 
 
 def test_blockwise_rejects_tile_norm(tmp_path):
-    from nucseg_rt.params import Normalization
+    from nucseg_rt.params import InputSpec, Normalization
 
     with pytest.raises(InvalidInputError, match="tile_norm"):
         large.segment_blockwise(data.tiff("iso"), tmp_path / "x.tif", data.segmenter(),
-                                options=dict(OPTIONS, normalize=Normalization(tile_norm=64)),
+                                diameter=DIAMETER,
+                                inputs=InputSpec(normalize=Normalization(tile_norm=64)),
                                 settings=large.LargeSettings(), block_size=(24, 64, 64))
 
 

@@ -6,6 +6,7 @@ Segmentation runs (which need the whole pipeline) are in test_cli_segment.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -56,6 +57,56 @@ def test_command_help(command):
     proc = run_cli(command, "--help")
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout and command in proc.stdout
+
+
+_TYPE_TAG = re.compile(r"<(?:list\[\w+\]|bool|str|int|float|path|Path|[a-z0-9]+\|[a-z0-9|]+)>")
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_shows_no_python_type_tags(command):
+    proc = run_cli(*([command] if command else []), "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert not _TYPE_TAG.search(proc.stdout), _TYPE_TAG.search(proc.stdout).group(0)
+
+
+def test_version():
+    from nucseg_rt import __version__
+
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"nucseg-rt {__version__}"
+
+
+@pytest.mark.parametrize("theirs, ours", [
+    ("--stitch_threshold", "--stitch-threshold"), ("--pretrained_model", "--model"),
+    ("--use_gpu", "--device cuda"), ("--savedir", "--out-dir"), ("--diam", "--diameter"),
+    ("--cellprob_threshold", "--cellprob-threshold"), ("--channel_axis", "--channel-axis")])
+def test_cellpose_spellings_point_at_ours(tmp_path, theirs, ours):
+    proc = run_cli("segment", tmp_path / "x.tif", theirs, "1")
+    line = assert_one_error_line(proc, "Cellpose's spelling", code=2)
+    assert f"nucseg-rt: {ours}" in line
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["segment", "x.tif", "--anisotropy", "abc"], r"'--anisotropy'.*abc|--anisotropy"),
+    (["segment", "x.tif", "--precision", "fp64"], r"--precision"),
+    (["segment", "x.tif", "--no-such-thing"], r"--no-such-thing.*nucseg-rt segment --help"),
+    (["quantize"], None), (["add-model", "x.onnx", "--calibration", "d"], "--calibration needs --int8"),
+    (["quantize", "m", "--precision", "fp32"], r"'fp32'.*int8.*fp16"),
+    (["no-such-command"], "no-such-command"),
+])
+def test_usage_errors_take_the_one_error_path(args, pattern):
+    proc = run_cli(*args)
+    if pattern is None:  # a command without its arguments shows its help
+        assert proc.returncode == 0 and "Usage" in proc.stdout, proc.stderr
+        return
+    assert_one_error_line(proc, pattern, code=1 if "--calibration" in args else 2)
+    assert "╭" not in proc.stderr  # not Typer's own error box
+
+
+def test_quantize_offers_only_what_it_accepts():
+    proc = run_cli("quantize", "--help")
+    line = next(l for l in proc.stdout.splitlines() if l.lstrip("│ ").startswith("--precision"))
+    assert "int8|fp16" in line and "fp32" not in line
 
 
 def test_help_imports_nothing_heavy():
@@ -122,7 +173,14 @@ def test_add_model_refuses_duplicate_without_force(tiny_onnx_model):
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", "nuclei_3d"])
 def test_add_model_bad_name(tiny_onnx_model, name):
-    assert_one_error_line(run_cli("add-model", tiny_onnx_model, "--name", name), "`name`")
+    assert_one_error_line(run_cli("add-model", tiny_onnx_model, "--name", name), "`--name`")
+
+
+def test_add_model_reserved_file_name_blames_the_file(tmp_path, tiny_onnx_model):
+    path = tmp_path / "nuclei_3d.onnx"
+    path.write_bytes(tiny_onnx_model.read_bytes())
+    line = assert_one_error_line(run_cli("add-model", path), "the file's name 'nuclei_3d' is reserved")
+    assert "with `--name`" in line and "`name`" not in line
 
 
 def test_add_model_non_onnx(tmp_path):
@@ -259,7 +317,7 @@ def test_segment_without_input():
 
 
 def test_segment_dir_missing(tmp_path):
-    assert_one_error_line(run_cli("segment", "--dir", tmp_path / "nope"), "is not a folder")
+    assert_one_error_line(run_cli("segment", "--dir", tmp_path / "nope"), "`--dir` .* is not a folder")
 
 
 def test_segment_dir_without_images(tmp_path):
@@ -267,11 +325,19 @@ def test_segment_dir_without_images(tmp_path):
     assert_one_error_line(run_cli("segment", "--dir", tmp_path), "no TIFF images")
 
 
-def test_segment_unwritable_out_dir(small_tif, tmp_path):
+def test_segment_out_dir_under_a_file(small_tif, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     proc = run_cli("segment", small_tif, "--out-dir", blocker / "sub")
-    assert_one_error_line(proc, "output folder .* is not writable")
+    assert_one_error_line(proc, r"`--out-dir` .*sub cannot be created: .*a_file is a file")
+
+
+def test_segment_file_as_out_dir(small_tif, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    proc = run_cli("segment", small_tif, "--out-dir", blocker)
+    assert_one_error_line(proc, r"`--out-dir` .*a_file is a file, not a folder$")
+    assert blocker.read_text() == "x"
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,

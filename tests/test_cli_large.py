@@ -63,7 +63,7 @@ def test_zarr_input_segmented_whole(tmp_path):
     (["--max-memory", "lots"], r"--max-memory.*'lots'"),
     (["--scheduler", "cluster"], r"--scheduler.*'cluster'"),
     (["--scheduler", "tcp://127.0.0.1:9"], r"tcp://127.0.0.1:9 is not reachable"),
-    (["--workers", "2"], r"--workers.*--scheduler local"),
+    (["--workers", "2"], r"`--workers` applies to `--scheduler` 'local' only"),
     (["--scheduler", "local", "--workers", "0"], r"--workers.*>= 1"),
 ])
 def test_bad_large_options(tmp_path, args, pattern):
@@ -82,9 +82,21 @@ def test_scheduler_without_dask(tmp_path):
 def test_blockwise_refuses_save_flows(tmp_path):
     proc = run_cli("segment", data.tiff("iso"), "--block-size", "64", "--save-flows",
                    "--out-dir", tmp_path)
-    assert proc.returncode == 1
-    assert "--save-flows is not available for blockwise" in proc.stderr
+    assert_one_error_line(proc, r"`--save-flows` is not available for blockwise runs "
+                                r"\(`--block-size`\)")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--output-format", "zarr"], "`--output-format` 'zarr'"), (["--block-size", "64"], "`--block-size`"),
+    (["--max-memory", "4GB"], "`--max-memory`"), (["--scheduler", "local"], "`--scheduler`")])
+def test_missing_large_extra_is_found_before_any_file(tmp_path, args, flag):
+    # the input does not exist: the extra must be asked for before any file is looked at
+    proc = run_cli("segment", tmp_path / "missing.tif", *args, "--out-dir", tmp_path / "out",
+                   prelude="import sys; sys.modules['zarr'] = None; ")
+    line = assert_one_error_line(proc, r"pip install 'nucseg-rt\[large\]'")
+    assert line.startswith(f"error: {flag}") and "missing.tif" not in proc.stderr
+    assert "nucseg-rt segment" not in proc.stdout and not (tmp_path / "out").exists()
 
 
 def test_without_zarr_tiffs_still_segment_whole_and_blocks_ask_for_the_extra(tmp_path):
@@ -96,9 +108,8 @@ def test_without_zarr_tiffs_still_segment_whole_and_blocks_ask_for_the_extra(tmp
                                   data.whole_masks("iso"))
     proc = run_cli("segment", data.tiff("iso"), "--block-size", "64", "--out-dir",
                    tmp_path / "b", prelude=hide)
-    assert proc.returncode == 1
-    assert "pip install 'nucseg-rt[large]'" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+    assert_one_error_line(proc, r"`--block-size`: .*pip install 'nucseg-rt\[large\]'")
+    assert not (tmp_path / "b").exists()
 
 
 def test_scheduler_local_runs_a_batch_on_one_cluster(tmp_path):

@@ -58,8 +58,8 @@ def test_add_model_int8_on_the_way_in(calib):
 def test_quantize_errors(tiny_onnx_model, volume, tmp_path):
     assert_one_error_line(run_cli("quantize", "nuclei_3d"), "bundled model")
     assert_one_error_line(run_cli("quantize", "nope"), "nope")
-    proc = run_cli("quantize", "nuclei_3d", "--precision", "fp32")
-    assert proc.returncode != 0 and "int8 or fp16" in proc.stderr
+    proc = run_cli("quantize", "nuclei_3d", "--precision", "fp32")  # not offered
+    assert_one_error_line(proc, r"--precision.*'fp32'", code=2)
     proc = run_cli("segment", volume, "--model", tiny_onnx_model, "--precision", "int8",
                    "--out-dir", tmp_path)
     assert_one_error_line(proc, "nucseg-rt quantize")
@@ -67,7 +67,7 @@ def test_quantize_errors(tiny_onnx_model, volume, tmp_path):
     assert_one_error_line(proc, "CUDA only")
     assert not list(tmp_path.glob("*_masks.tif"))
     proc = run_cli("add-model", tiny_onnx_model, "--calibration", tmp_path)
-    assert proc.returncode != 0 and "--calibration needs --int8" in proc.stderr
+    assert_one_error_line(proc, "--calibration needs --int8")
 
 
 def test_segment_bundled_int8_and_plain(volume, tmp_path):
@@ -91,3 +91,62 @@ def test_info_probe_saves_defaults():
     b, t, n = (saved["fp32"][k] for k in ("batch_size", "threads", "streams"))
     assert f"--batch-size {b} --threads {t} --streams {n} are now the defaults" in proc.stdout
     assert_one_error_line(run_cli("info", "--save"), "--save needs --probe")
+
+
+def _qdq_copy(src: Path, dst: Path, metadata: dict | None = None) -> Path:
+    """``src`` with a QuantizeLinear/DequantizeLinear pair on its input: what an int8 export
+    looks like to onnxruntime (optionally with metadata such as ``precision``)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.array(0.05, np.float32), "q_scale"),
+                              numpy_helper.from_array(np.array(0, np.uint8), "q_zero")])
+    for node in graph.node:
+        node.input[:] = ["input_dq" if name == "input" else name for name in node.input]
+    graph.node.insert(0, helper.make_node("DequantizeLinear", ["input_q", "q_scale", "q_zero"],
+                                          ["input_dq"], name="input_DequantizeLinear"))
+    graph.node.insert(0, helper.make_node("QuantizeLinear", ["input", "q_scale", "q_zero"],
+                                          ["input_q"], name="input_QuantizeLinear"))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(metadata or {})
+    del model.metadata_props[:]
+    helper.set_model_props(model, props)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_int8_onnx_added_is_int8(tmp_path, volume):
+    from conftest import make_tiny_onnx
+
+    q8 = _qdq_copy(make_tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "q8.onnx",
+                   {"precision": "int8"})
+    proc = run_cli("add-model", q8)
+    assert proc.returncode == 0 and "added 'q8' as int8 model" in proc.stdout, proc.stderr
+    row = next(line for line in run_cli("models").stdout.splitlines() if "q8" in line)
+    assert "int8" in row and "fp32" not in row
+    out = tmp_path / "out"
+    proc = run_cli("segment", volume, "--model", "q8", "--precision", "int8", "--diameter", "30",
+                   "--out-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "vol_masks.tif").is_file()
+    proc = run_cli("segment", volume, "--model", "q8", "--out-dir", tmp_path / "fp32")
+    assert_one_error_line(proc, r"'q8' was added as an int8 model.*`--precision` 'int8'")
+    assert_one_error_line(run_cli("quantize", "q8"), r"'q8' is already int8")
+
+
+def test_quantizing_a_quantized_file_is_a_clear_error(tmp_path):
+    from conftest import make_tiny_onnx
+
+    from nucseg_rt.errors import ModelFormatError
+    from nucseg_rt.models.quantize import quantize_int8
+
+    unlabelled = _qdq_copy(make_tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "qdq.onnx")
+    with pytest.raises(ModelFormatError, match="qdq.onnx is already an int8 model"):
+        quantize_int8(unlabelled, tmp_path / "again.onnx")
+    assert run_cli("add-model", unlabelled, "--name", "sneaky").returncode == 0
+    proc = run_cli("quantize", "sneaky")  # onnxruntime said "two nodes with same node name"
+    assert_one_error_line(proc, r"model 'sneaky' is already an int8 model; make variants from its "
+                                r"fp32 model$")

@@ -183,9 +183,11 @@ def test_bad_input_file(bad_batch, kind):
     assert "failed" in summary_row(proc.stdout, files[kind].name)
 
 
-def test_axis_out_of_range(good, model):
-    proc = run_cli("segment", good, "--model", model, "--channel-axis", "7")
-    assert_one_error_line(proc, r"good\.tif: .*channel_axis.*7")
+def test_axis_out_of_range(good, model, tmp_path):
+    proc = run_cli("segment", good, "--model", model, "--channel-axis", "7", "--out-dir",
+                   tmp_path / "out")
+    assert_one_error_line(proc, r"`--channel-axis` 7 is out of range for .*good\.tif \(3 axes")
+    assert "nucseg-rt segment" not in proc.stdout and not (tmp_path / "out").exists()
 
 
 def test_time_axis_refused(tmp_path, model):
@@ -198,11 +200,12 @@ def test_time_axis_refused(tmp_path, model):
 # --- bad models and settings ------------------------------------------------------------------------
 
 
-def test_unknown_model_name(good, tiny_onnx_model):
+def test_unknown_model_name(good, tiny_onnx_model, tmp_path):
     assert run_cli("add-model", tiny_onnx_model, "--name", "lab").returncode == 0
-    proc = run_cli("segment", good, "--model", "nope")
+    proc = run_cli("segment", good, "--model", "nope", "--out-dir", tmp_path / "out")
     assert_one_error_line(proc, "unknown model name 'nope'; available: lab")
     assert not good.with_name("good_masks.tif").exists()
+    assert not (tmp_path / "out").exists()  # not created for a run that failed before any file
 
 
 def test_corrupt_model_file(good, tmp_path):
@@ -230,12 +233,16 @@ def test_int8_without_variant(good, tiny_onnx_model):
     assert_one_error_line(proc, "no int8 variant.*nucseg-rt quantize lab")
 
 
-def test_cuda_unavailable(good, model):
+def test_cuda_unavailable(good, model, tmp_path):
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("CUDA is available here")
-    assert_one_error_line(run_cli("segment", good, "--model", model, "--device", "cuda"), "cuda")
+    proc = run_cli("segment", good, "--model", model, "--device", "cuda", "--out-dir",
+                   tmp_path / "out")
+    line = assert_one_error_line(proc, "`--device` 'cuda' requested")
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in line and "onnxruntime-gpu[cuda" in line
+    assert not (tmp_path / "out").exists()
 
 
 DISK_FULL = """import errno, tifffile
@@ -253,3 +260,95 @@ def test_disk_full_during_write(tmp_path, good, model):
     assert_one_error_line(proc, r"good\.tif: .*No space left on device")
     assert list(out.iterdir()) == []  # no result, no temporary file
     assert good.read_bytes() == before
+
+
+# --- issue 14: what a new user hit ------------------------------------------------------------------
+
+
+def test_file_names_and_hints_are_printed_literally(tmp_path, model):
+    odd = write_calibrated(tmp_path / "embryo[red]_t1.tif", blob_volume())
+    gone = tmp_path / "gone[large].tif"
+    proc = run_cli("segment", odd, gone, "--model", model, "--diameter", "30", "--out-dir",
+                   tmp_path / "out")
+    assert proc.returncode == 1, proc.stderr
+    assert "done" in summary_row(proc.stdout, "embryo[red]_t1.tif")
+    assert "failed" in summary_row(proc.stdout, "gone[large].tif")
+    assert (tmp_path / "out" / "embryo[red]_t1_masks.tif").is_file()
+
+
+def _calibrated(path, vol, z_step, pixel=0.5):
+    tifffile.imwrite(path, vol, imagej=True, resolution=(1 / pixel, 1 / pixel),
+                     metadata={"spacing": z_step, "unit": "um", "axes": "ZYX"})
+    return path
+
+
+def test_the_files_calibration_is_the_default_anisotropy(tmp_path, model):
+    from nucseg_rt import Segmenter
+
+    vol = blob_volume((12, 64, 72), centers=[(3, 16, 18), (7, 44, 50)], sigma=4.0)
+    src = _calibrated(tmp_path / "cal.tif", vol, z_step=2.0)  # 2 um / 0.5 um: anisotropy 4
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, vol, photometric="minisblack")
+    proc = run_cli("segment", src, plain, "--model", model, "--diameter", "30", "--out-dir",
+                   tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 (file)" in summary_row(proc.stdout, "cal.tif")
+    assert "1 (default)" in summary_row(proc.stdout, "plain.tif")
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "plain.tif" in warnings[0] and "`--anisotropy`" in warnings[0]
+    seg = Segmenter(model, device="cpu")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "a" / "cal_masks.tif"),
+                                  seg.segment(vol, anisotropy=4.0, diameter=30.0).masks)
+    proc = run_cli("segment", src, "--model", model, "--diameter", "30", "--anisotropy", "1",
+                   "--out-dir", tmp_path / "b")  # a given anisotropy wins
+    assert proc.returncode == 0 and "1 (given)" in summary_row(proc.stdout, "cal.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "b" / "cal_masks.tif"),
+                                  seg.segment(vol, anisotropy=1.0, diameter=30.0).masks)
+
+
+def test_diameter_auto_or_a_number(tmp_path, good, model):
+    proc = run_cli("segment", good, "--model", model, "--diameter", "auto", "--out-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"\d+\.\d \(auto\)", summary_row(proc.stdout, "good.tif"))
+    assert_one_error_line(run_cli("segment", good, "--model", model, "--diameter", "big"),
+                          r"`--diameter` must be a number > 0 or 'auto', got 'big'")
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--niter", "-1"], r"`--niter` must be >= 0, got -1"),
+    (["--cellprob-threshold", "nan"], r"`--cellprob-threshold` must be finite"),
+    (["--chan", "5"], r"`--chan` must be 0 \(gray/none\), 1, 2 or 3, got 5"),
+    (["--channel-axis", "1", "--z-axis", "1"], r"`--channel-axis` and `--z-axis` must differ"),
+    (["--stitch-threshold", "1.5"], r"`--stitch-threshold` must be in \[0, 1\)"),
+    (["--min-size", "10", "--dp-smooth", "-1"], r"`--dp-smooth` must be >= 0"),
+])
+def test_settings_are_checked_before_any_file_is_read(tmp_path, args, pattern):
+    # the input does not exist and the model is unknown: only the setting may be reported
+    proc = run_cli("segment", tmp_path / "missing.tif", "--model", "no-such-model", *args,
+                   "--out-dir", tmp_path / "out")
+    assert_one_error_line(proc, pattern)
+    assert not (tmp_path / "out").exists()
+
+
+def test_4d_without_axes_metadata_warns_also_when_quiet(tmp_path, model):
+    path = tmp_path / "two.tif"
+    vol = np.stack([blob_volume(), blob_volume(seed=3)], axis=1)  # (Z, 2, Y, X), no metadata
+    tifffile.imwrite(path, vol, photometric="minisblack")
+    proc = run_cli("segment", path, "--model", model, "--diameter", "30", "-q", "--out-dir",
+                   tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert any("treating axis 1 (size 2) as channels" in w and "--channel-axis" in w
+               for w in warnings), proc.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--block-size", "64"]])
+def test_absurd_anisotropy_is_refused_before_any_work(tmp_path, good, model, extra):
+    if extra:
+        pytest.importorskip("zarr")
+    out = tmp_path / "out"
+    proc = run_cli("segment", good, "--model", model, "--anisotropy", "1e6", "--diameter", "30",
+                   *extra, "--out-dir", out)
+    line = assert_one_error_line(proc, r"anisotropy 1e\+06 \(given\).*network grid of 20000000 x")
+    assert "memory budget" in line and "check `--anisotropy`" in line
+    assert not out.exists()  # no output, no <output>.blocks/run.json

@@ -55,7 +55,7 @@ def test_local_cluster_equals_in_process(tmp_path):
         settings = large.LargeSettings(scheduler="local", workers=2)
         res = large.segment_blockwise(
             data.tiff("iso"), tmp_path / "d.ome.zarr", data.segmenter(),
-            options=dict(diameter=30.0, anisotropy=aniso), settings=settings,
+            diameter=30.0, anisotropy=aniso, settings=settings,
             block_size=blockwise.parse_block_size(block), client=client,
             progress=lambda stage, done, total: seen.append((stage, done, total)))
         stats = client.run(_worker_counts)

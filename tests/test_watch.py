@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from nucseg_rt.batch import RunSettings
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.watch import (Snapshot, StabilityTracker, WatchSettings, find_candidates,
                              read_record, record_path, snapshot, tiff_problem, watch_folder)
@@ -149,12 +150,13 @@ def test_find_candidates_filters(tmp_path):
     assert [p.name for p in find_candidates(tmp_path)] == ["a.TIFF", "b.tif", "v.ome.zarr"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"poll": 0}, "`poll` must be > 0"), ({"settle": -1}, "`settle` must be >= 0"),
-    ({"output_format": "png"}, "`output_format` must be 'tif' or 'zarr'")])
-def test_settings_validation(kwargs, match):
+@pytest.mark.parametrize("kind, kwargs, match", [
+    (WatchSettings, {"poll": 0}, "`poll` must be > 0"),
+    (WatchSettings, {"settle": -1}, "`settle` must be >= 0"),
+    (RunSettings, {"output_format": "png"}, "`output_format` must be 'tif' or 'zarr'")])
+def test_settings_validation(kind, kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
-        WatchSettings(**kwargs)
+        kind(**kwargs)
 
 
 def test_watch_folder_refuses_missing_folder(tmp_path):
@@ -217,8 +219,8 @@ def test_stop_during_a_file_abandons_it_without_output(tmp_path, segmenter):
             stop.set()
             return segmenter.segment(*args, **kwargs)
 
-    summary = watch_folder(folder, out, StopsWhileSegmenting(), options={"diameter": 30.0},
-                           settings=WatchSettings(poll=0.05, settle=0.1), stop=stop)
+    summary = watch_folder(folder, out, StopsWhileSegmenting(), run=RunSettings(diameter=30.0),
+                           settings=WatchSettings(poll=0.05, settle=0.1), cancel=stop)
     assert (summary.done, summary.failed, summary.abandoned) == (0, 0, 1)
     record = read_record(out / "a.tif.json")
     assert record["status"] == "queued" and "abandoned" in record["note"]
@@ -230,7 +232,8 @@ def test_changed_input_is_segmented_again(tmp_path, segmenter):
     folder.mkdir()
     source = write_calibrated(folder / "a.tif", blob_volume())
     thread = threading.Thread(target=watch_folder, args=(folder, out, segmenter), kwargs=dict(
-        options={"diameter": 30.0}, settings=WatchSettings(poll=0.05, settle=0.3), stop=stop))
+        run=RunSettings(diameter=30.0), settings=WatchSettings(poll=0.05, settle=0.3),
+        cancel=stop))
     thread.start()
     try:
         _wait(lambda: _status(out, "a.tif") == "done", what="first result")

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg_rt.prep import axes
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.params import InputSpec, MaskParams
+from nucseg_rt.prep import axes
 
 __all__ = ["BlockPlan", "SegmenterSpec", "BlockContext", "plan_blocks", "global_bounds",
            "compute_block", "block_file", "estimate_bytes", "choose_block_size",
@@ -329,33 +330,36 @@ class SegmenterSpec:
 class BlockContext:
     """Everything a process needs to compute any block of a run (picklable).
 
-    ``source`` is a path (or, in-process only, an array); ``options`` are keyword arguments of
-    ``Segmenter.segment`` without ``normalize``; ``normalize`` is the user's normalisation,
-    whose ``lowhigh`` is replaced by ``bounds``.
+    ``source`` is a path (or, in-process only, an array); ``inputs`` the user's axes (of the
+    stored array), channels and normalisation, whose ``lowhigh`` is replaced by ``bounds``
+    (``(C, 2)``, the global bounds); ``params``, ``anisotropy``, ``diameter`` (resolved: a
+    number) and ``resample`` are the settings every block runs with.
     """
 
     source: object
-    channel_axis: int | None
-    z_axis: int | None
+    inputs: InputSpec
+    params: MaskParams
+    anisotropy: float
+    diameter: float
+    resample: bool
     plan: BlockPlan
-    options: dict
-    normalize: object
     bounds: tuple
     workdir: str
     spec: SegmenterSpec | None = None
 
     def fingerprint(self, model_sha256: str) -> str:
-        """Hash of what determines the labels: input, plan, options, bounds, model."""
+        """Hash of what determines the labels: input, plan, typed settings, bounds, model."""
         src = self.source
         if isinstance(src, (str, os.PathLike)):
             st = Path(src).stat()
             src = [str(Path(src).resolve()), st.st_size, st.st_mtime_ns]
         else:
             src = hashlib.sha256(np.ascontiguousarray(src).tobytes()).hexdigest()
-        doc = dict(version=BLOCK_FILE_VERSION, source=src, channel_axis=self.channel_axis,
-                   z_axis=self.z_axis, plan=dataclasses.asdict(self.plan),
-                   options={k: repr(v) for k, v in sorted(self.options.items())},
-                   normalize=repr(self.normalize), bounds=repr(self.bounds), model=model_sha256,
+        doc = dict(version=BLOCK_FILE_VERSION, source=src,
+                   inputs=repr(dataclasses.asdict(self.inputs)),
+                   params=repr(dataclasses.asdict(self.params)),
+                   scale=repr((float(self.anisotropy), float(self.diameter), bool(self.resample))),
+                   plan=dataclasses.asdict(self.plan), bounds=repr(self.bounds), model=model_sha256,
                    segmenter=None if self.spec is None else self.spec.labels_key())
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -376,12 +380,13 @@ def _open_cached(ctx: BlockContext):
     """The context's volume, opened once per process (see ``_VOLUMES``)."""
     from nucseg_rt.io.lazy import open_volume
 
+    axes = dict(channel_axis=ctx.inputs.channel_axis, z_axis=ctx.inputs.z_axis)
     if not isinstance(ctx.source, (str, os.PathLike)):
-        return open_volume(ctx.source, channel_axis=ctx.channel_axis, z_axis=ctx.z_axis)
-    key = (str(ctx.source), ctx.channel_axis, ctx.z_axis)
+        return open_volume(ctx.source, **axes)
+    key = (str(ctx.source), axes["channel_axis"], axes["z_axis"])
     if key not in _VOLUMES:
         release_volumes()
-        _VOLUMES[key] = open_volume(ctx.source, channel_axis=ctx.channel_axis, z_axis=ctx.z_axis)
+        _VOLUMES[key] = open_volume(ctx.source, **axes)
     return _VOLUMES[key]
 
 
@@ -399,16 +404,16 @@ def compute_block(ctx: BlockContext, index: int, segmenter) -> Path:
     ``owned`` (k,) bool, and ``core`` (3, 2) the block's core box.
     """
     from nucseg_rt.io.tiff import atomic_write
-    from nucseg_rt.params import Normalization
 
     path = block_file(ctx.workdir, index)
     box = ctx.plan.read_box(index)
     vol = _open_cached(ctx)
     block = vol.read(tuple(slice(a, b) for a, b in box))
-    norm = ctx.normalize or Normalization()
-    norm = dataclasses.replace(norm, lowhigh=np.asarray(ctx.bounds))
-    res = segmenter.segment(block, channel_axis=vol.channel_axis, z_axis=0, normalize=norm,
-                            **ctx.options)
+    norm = dataclasses.replace(ctx.inputs.normalize, lowhigh=np.asarray(ctx.bounds))
+    inputs = dataclasses.replace(ctx.inputs, channel_axis=vol.channel_axis, z_axis=0,
+                                 normalize=norm)
+    res = segmenter.segment(block, anisotropy=ctx.anisotropy, diameter=ctx.diameter,
+                            resample=ctx.resample, params=ctx.params, inputs=inputs)
     del block
     offset, labels, owned = select_masks(res.masks, box, ctx.plan.core_box(index),
                                          ctx.plan.shape, ctx.plan.halo)

@@ -19,9 +19,10 @@ import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 
-from nucseg_rt.errors import InvalidInputError, MissingDependencyError
+from nucseg_rt.errors import Cancelled, InvalidInputError, MissingDependencyError
 
 __all__ = ["validate_scheduler", "check_available", "open_client", "LazyClient", "run_blocks"]
 
@@ -41,7 +42,7 @@ def _import_distributed():
         import distributed
     except ImportError as exc:
         raise MissingDependencyError(
-            f"--scheduler needs dask.distributed: pip install 'nucseg-rt[large]' ({exc})") from exc
+            f"`scheduler` needs dask.distributed: pip install 'nucseg-rt[large]' ({exc})") from exc
     return distributed
 
 
@@ -64,7 +65,7 @@ def check_available(scheduler: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise InvalidInputError(f"`--scheduler` {scheduler} is not reachable "
+        raise InvalidInputError(f"`scheduler` {scheduler} is not reachable "
                                 f"({exc.strerror or exc})") from None
 
 
@@ -82,9 +83,10 @@ def open_client(scheduler: str, *, workers: int | None = None,
         raise InvalidInputError(f"`workers` must be a whole number >= 1, got {workers!r}")
     distributed = _import_distributed()
     if scheduler == "local":
-        with distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1,
-                                      processes=True, dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:
+        with _workers_without_sigint():
+            cluster = distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1,
+                                               processes=True, dashboard_address=None)
+        with cluster, distributed.Client(cluster) as client:
             logger.info("dask: started a LocalCluster of %d workers at %s", workers or 2,
                         cluster.scheduler_address)
             yield client
@@ -98,6 +100,25 @@ def open_client(scheduler: str, *, workers: int | None = None,
                 len(client.nthreads()))
     with client:
         yield client
+
+
+@contextlib.contextmanager
+def _workers_without_sigint() -> Iterator[None]:
+    """Start the worker processes with SIGINT ignored (inherited by the processes started
+    meanwhile): Ctrl-C is the main process's to handle (it cancels the tasks and closes the
+    cluster). Otherwise a terminal's Ctrl-C, sent to the whole process group, also interrupts
+    every worker, which prints a traceback. A Ctrl-C during these seconds is lost."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class LazyClient:
@@ -154,23 +175,38 @@ def _task(ctx, index: int) -> tuple[int, int]:
 
 
 def run_blocks(client, ctx, todo: list[int], *,
-               progress: Callable[[int], None] | None = None) -> dict[int, int]:
+               progress: Callable[[int], None] | None = None,
+               cancel: threading.Event | None = None, poll: float = 0.25) -> dict[int, int]:
     """Compute blocks ``todo`` on the cluster; ``progress(n_done)`` as futures complete.
 
-    Returns ``{block index: worker pid}``. A failed task raises its error here.
+    Returns ``{block index: worker pid}``. A failed task raises its error here. ``cancel``
+    (looked at every ``poll`` seconds): the pending tasks are cancelled and
+    :class:`nucseg_rt.errors.Cancelled` is raised; block files already written stay.
     """
-    distributed = _import_distributed()
+    import time
+
+    _import_distributed()
     if ctx.spec is None or not isinstance(ctx.source, (str, os.PathLike)):
         raise InvalidInputError("dask runs need a file input and a SegmenterSpec")
     tag = f"nucseg-{abs(hash((str(ctx.workdir), str(ctx.source)))) % 10**8}"
     futures = [client.submit(_task, ctx, i, key=f"{tag}-{i}", pure=False) for i in todo]
     done: dict[int, int] = {}
+    pending = list(futures)
     try:
-        for n, fut in enumerate(distributed.as_completed(futures), 1):
-            index, pid = fut.result()
-            done[index] = pid
-            if progress is not None:
-                progress(n)
+        while pending:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            finished = [fut for fut in pending if fut.done()]
+            if not finished:
+                time.sleep(poll)
+                continue
+            taken = {id(fut) for fut in finished}
+            pending = [fut for fut in pending if id(fut) not in taken]
+            for fut in finished:
+                index, pid = fut.result()  # a failed task raises here
+                done[index] = pid
+                if progress is not None:
+                    progress(len(done))
     finally:
         client.cancel(futures)
     return done

@@ -10,22 +10,26 @@ only the blocks whose files are missing. It is removed once the output is writte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from nucseg_rt.blockwise import blocks as blockwise
-from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.errors import Cancelled, InvalidInputError
+from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
 
 __all__ = ["LargeSettings", "BlockwiseResult", "choose_mode", "segment_blockwise",
-           "settings_from_cli", "volume_shape", "workdir_for"]
+           "volume_shape", "workdir_for"]
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -39,11 +43,12 @@ class LargeSettings:
 
     Attributes
     ----------
-    block_size : (Z, Y, X) or None
+    block_size : (Z, Y, X), N, "N" or "Z,Y,X", or None
         Core block size in input voxels; None: whole volume if it fits ``max_memory``, else the
         largest block that fits.
-    max_memory : int or None
-        Memory budget in bytes (default half the physical memory), per worker on dask.
+    max_memory : int, str or None
+        Memory budget in bytes or as text ("4GB", "512MiB"); default half the physical memory,
+        per worker on ``scheduler="local"``.
     halo : (Z, Y, X) or None
         Voxels read around each block (default one diameter + 8, same distance in Z).
     scheduler : None, "local" or "tcp://HOST:PORT"
@@ -57,7 +62,7 @@ class LargeSettings:
     """
 
     block_size: tuple[int, int, int] | None = None
-    max_memory: int | None = None
+    max_memory: int | str | None = None
     halo: tuple[int, int, int] | None = None
     scheduler: str | None = None
     workers: int | None = None
@@ -67,10 +72,14 @@ class LargeSettings:
     def __post_init__(self):
         if self.block_size is not None:
             object.__setattr__(self, "block_size", blockwise.parse_block_size(self.block_size))
-        if self.max_memory is not None and self.max_memory <= 0:
-            raise InvalidInputError(f"`max_memory` must be > 0, got {self.max_memory!r}")
+        if self.max_memory is not None:
+            from nucseg_rt.io.lazy import parse_memory
+
+            object.__setattr__(self, "max_memory", parse_memory(self.max_memory, "max_memory"))
         if self.workers is not None and (int(self.workers) != self.workers or self.workers < 1):
             raise InvalidInputError(f"`workers` must be a whole number >= 1, got {self.workers!r}")
+        if self.workers is not None and self.scheduler != "local":
+            raise InvalidInputError("`workers` applies to `scheduler` 'local' only")
         if not 0 < self.iou_threshold <= 1:
             raise InvalidInputError(f"`iou_threshold` must be in (0, 1], got {self.iou_threshold!r}")
         if self.scheduler is not None:
@@ -97,66 +106,27 @@ class BlockwiseResult:
     reused: int
     seconds: float
     block_size: tuple[int, int, int]
-
-
-def settings_from_cli(*, block_size: str | None, max_memory: str | None,
-                      scheduler: str | None, workers: int | None,
-                      resume: bool) -> LargeSettings:
-    """:class:`LargeSettings` from command-line text, checked before any work is done
-    (errors name the option; dask installed and the scheduler reachable)."""
-    from nucseg_rt.io.lazy import parse_memory
-
-    if block_size is not None:
-        try:
-            blockwise.parse_block_size(block_size)
-        except InvalidInputError as exc:
-            raise InvalidInputError(str(exc).replace("`block_size`", "`--block-size`")) from None
-    if workers is not None and scheduler != "local":
-        raise InvalidInputError("`--workers` applies to `--scheduler local` only")
-    if workers is not None and workers < 1:
-        raise InvalidInputError(f"`--workers` must be >= 1, got {workers}")
-    if scheduler is not None:
-        from nucseg_rt.blockwise import dask as distributed
-
-        try:
-            distributed.validate_scheduler(scheduler)
-        except InvalidInputError as exc:
-            raise InvalidInputError(str(exc).replace("`scheduler`", "`--scheduler`")) from None
-        distributed.check_available(scheduler)
-    memory = None if max_memory is None else parse_memory(max_memory, "--max-memory")
-    return LargeSettings(block_size=block_size, max_memory=memory, scheduler=scheduler,
-                         workers=workers, resume=resume)
+    diameter: float = 0.0
+    diameter_source: str = ""
 
 
 def volume_shape(source, *, channel_axis=None, z_axis=None) -> tuple[tuple[int, ...], tuple, int]:
     """(stored shape, (Z, Y, X), channels) of a file, from its header only (no zarr for TIFF)."""
-    from nucseg_rt.io.lazy import _resolve_axes, is_zarr_path, open_volume
+    from nucseg_rt.io.lazy import read_header
+    from nucseg_rt.prep.axes import resolve_axes
 
-    if is_zarr_path(source) or Path(source).is_dir():
-        with open_volume(source, channel_axis=channel_axis, z_axis=z_axis) as vol:
-            return tuple(vol._array.shape), vol.shape_zyx, vol.nchan or 1
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(source) as tif:
-            series = tif.series[0]
-            shape, letters = tuple(series.shape), series.axes
-    except Exception as exc:
-        raise InvalidInputError(f"{source}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
-    letters = letters if set(letters) <= set("TZCYXS") else None
-    _, order = _resolve_axes(shape, letters, channel_axis, z_axis)
-    return shape, tuple(shape[i] for i in order[:3]), (shape[order[3]] if len(order) == 4 else 1)
+    shape, info = read_header(source)
+    axes = resolve_axes(shape, letters=info.axes, channel_axis=channel_axis, z_axis=z_axis,
+                        what=str(source))
+    return shape, axes.shape_zyx, axes.nchan or 1
 
 
-def _rescale(segmenter, options) -> tuple[float, float, float]:
-    diameter = options.get("diameter") or segmenter.diam_labels
-    return segmenter.diam_mean / float(diameter), float(diameter), float(options.get("anisotropy", 1.0))
+def choose_mode(shape_zyx, *, anisotropy: float, rescale: float, diameter: float,
+                settings: LargeSettings, nchan: int = 1) -> tuple[int, int, int] | None:
+    """Core block size for a blockwise run, or None to segment the volume whole.
 
-
-def choose_mode(shape_zyx, segmenter, options: dict, settings: LargeSettings,
-                nchan: int = 1) -> tuple[int, int, int] | None:
-    """Core block size for a blockwise run, or None to segment the volume whole."""
-    rescale, diameter, anisotropy = _rescale(segmenter, options)
+    ``rescale`` and ``diameter`` as the Segmenter runs them (:meth:`nucseg_rt.Segmenter.rescale_for`).
+    """
     if settings.block_size is not None:
         return settings.block_size
     halo = settings.halo or blockwise.default_halo(diameter, anisotropy)
@@ -173,9 +143,9 @@ def workdir_for(out_path: str | os.PathLike) -> Path:
     return out_path.with_name(out_path.name + ".blocks")
 
 
-def _validate_options(options: dict) -> None:
-    norm = options.get("normalize")
-    if norm is not None and (norm.tile_norm or norm.sharpen_radius):
+def _validate_inputs(inputs: InputSpec) -> None:
+    norm = inputs.normalize
+    if norm.tile_norm or norm.sharpen_radius:
         raise InvalidInputError("`tile_norm` and `sharpen_radius` are not available blockwise "
                                 "(they depend on the whole plane); use them without blocks")
 
@@ -202,11 +172,13 @@ def _prepare_workdir(workdir: Path, fingerprint: str, resume: bool) -> None:
             fh.write(json.dumps({"fingerprint": fingerprint}).encode())
 
 
-def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: LargeSettings,
-                      block_size=None, channel_axis: int | None = None, z_axis: int | None = None,
+def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
+                      diameter: float | Literal["auto"] | None = None, resample: bool = True,
+                      params: MaskParams | None = None, inputs: InputSpec | None = None,
+                      settings: LargeSettings | None = None, block_size=None,
                       voxel_size=None, unit: str | None = None,
                       progress: Callable[[str, int, int], None] | None = None,
-                      client=None) -> BlockwiseResult:
+                      cancel: threading.Event | None = None, client=None) -> BlockwiseResult:
     """Segment ``source`` block by block and write the labels to ``out_path``.
 
     Parameters
@@ -219,12 +191,26 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
         anything else: TIFF (uint16 when the ids fit, else uint32). Written atomically.
     segmenter : Segmenter
         Used for the blocks in-process, and for the model's facts (diameter, channels, hash).
-    options : dict
-        Keyword arguments of ``Segmenter.segment`` (anisotropy, diameter, min_size, ...,
-        ``normalize``); ``channel_axis``/``z_axis`` go separately.
-    settings : LargeSettings
+    anisotropy, diameter, resample
+        As for :meth:`nucseg_rt.Segmenter.segment`. ``diameter="auto"`` is estimated once,
+        before the blocks run, on up to 16 planes of a central 512 x 512 window (scaled with the
+        global bounds), so every block runs at the same scale.
+    params : MaskParams, optional
+        The mask settings (default ``MaskParams()``).
+    inputs : InputSpec, optional
+        Axes of the stored array, channels and normalisation (``tile_norm`` and
+        ``sharpen_radius`` are refused: they depend on the whole plane).
+    settings : LargeSettings, optional
+        Memory budget, halo, scheduler and resume (default ``LargeSettings()``).
     block_size : (Z, Y, X), optional
         Overrides ``settings.block_size`` / the memory budget.
+    progress : callable, optional
+        ``progress(stage, done, total)``: "normalisation bounds", "diameter", "blocks", "merge",
+        "write TIFF".
+    cancel : threading.Event, optional
+        Checked before every block (and while dask tasks run): raises
+        :class:`nucseg_rt.errors.Cancelled`. The block files written so far stay in the work
+        folder, so a re-run resumes.
     client : distributed.Client, optional
         Run the blocks on this client (default: per ``settings.scheduler``).
 
@@ -233,34 +219,36 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
     BlockwiseResult
     """
     from nucseg_rt.io.lazy import open_volume
-    from nucseg_rt.params import Normalization
 
     t0 = time.perf_counter()
-    _validate_options(options)
-    options = dict(options)
-    normalize = options.pop("normalize", None) or Normalization()
+    params = params if params is not None else MaskParams()
+    inputs = inputs if inputs is not None else InputSpec()
+    settings = settings if settings is not None else LargeSettings()
+    anisotropy = validate_positive("anisotropy", anisotropy)
+    diameter = validate_diameter(diameter)
+    _validate_inputs(inputs)
     out_path = Path(out_path)
     if isinstance(source, (str, os.PathLike)):
         source = str(Path(source).resolve())
-    with open_volume(source, channel_axis=channel_axis, z_axis=z_axis) as vol:
+    with open_volume(source, channel_axis=inputs.channel_axis, z_axis=inputs.z_axis) as vol:
         shape = vol.shape_zyx
-        _, diameter, anisotropy = _rescale(segmenter, options)
-        block = block_size or choose_mode(shape, segmenter, {**options}, settings,
-                                          nchan=vol.nchan or 1)
-        block = block or shape
-        plan = blockwise.plan_blocks(shape, block, diameter=diameter, anisotropy=anisotropy,
-                                     halo=settings.halo)
         if progress is not None:
             progress("normalisation bounds", 0, 1)
-        bounds = normalize.lowhigh
+        bounds = inputs.normalize.lowhigh
         if bounds is None:
-            bounds = blockwise.global_bounds(vol, percentile=normalize.percentile,
-                                             chan=options.get("chan", 0),
-                                             chan2=options.get("chan2", 0),
+            bounds = blockwise.global_bounds(vol, percentile=inputs.normalize.percentile,
+                                             chan=inputs.chan, chan2=inputs.chan2,
                                              nchan=segmenter.net.info.nchan)
+        bounds = tuple(map(tuple, np.asarray(bounds, np.float64).reshape(-1, 2)))
+        d, d_source = _run_diameter(vol, segmenter, diameter, inputs, bounds, anisotropy,
+                                    progress, cancel)
+        block = block_size or choose_mode(shape, anisotropy=anisotropy,
+                                          rescale=segmenter.rescale_for(d), diameter=d,
+                                          settings=settings, nchan=vol.nchan or 1)
+        plan = blockwise.plan_blocks(shape, block or shape, diameter=d, anisotropy=anisotropy,
+                                     halo=settings.halo)
         voxel_size = voxel_size or vol.info.voxel_size_zyx
         unit = unit or vol.info.unit
-        volume_channel_axis, volume_z_axis = channel_axis, z_axis
     threads = None
     if settings.scheduler == "local":
         from nucseg_rt.blockwise.dask import local_threads
@@ -268,26 +256,57 @@ def segment_blockwise(source, out_path, segmenter, *, options: dict, settings: L
         threads = local_threads(settings.workers or 2)
     spec = blockwise.SegmenterSpec.from_segmenter(segmenter, threads=threads)
     workdir = workdir_for(out_path)
-    ctx = blockwise.BlockContext(
-        source=source, channel_axis=volume_channel_axis, z_axis=volume_z_axis, plan=plan,
-        options=options, normalize=normalize,
-        bounds=tuple(map(tuple, np.asarray(bounds, np.float64).reshape(-1, 2))),
-        workdir=str(workdir), spec=spec)
+    ctx = blockwise.BlockContext(source=source, inputs=inputs, params=params,
+                                 anisotropy=anisotropy, diameter=d, resample=bool(resample),
+                                 plan=plan, bounds=bounds, workdir=str(workdir), spec=spec)
+    _check_cancel(cancel)
     _prepare_workdir(workdir, ctx.fingerprint(segmenter.model.sha256), settings.resume)
     todo = [i for i in range(len(plan)) if not blockwise.block_file(workdir, i).exists()]
     reused = len(plan) - len(todo)
     try:
-        _compute(ctx, todo, segmenter, settings, reused, progress, client)
+        _compute(ctx, todo, segmenter, settings, reused, progress, cancel, client)
     finally:
         blockwise.release_volumes()
+    _check_cancel(cancel)
     stats = _merge_and_write(plan, workdir, out_path, voxel_size, unit, settings,
-                             int(options.get("min_size", 15)), progress)
+                             params.min_size, progress)
     shutil.rmtree(workdir, ignore_errors=True)
     logger.info("blockwise: %d blocks (%d reused), %d nuclei (%d from candidates, %d duplicates "
                 "skipped)", len(plan), reused, stats.n_labels, stats.candidates_painted,
                 stats.duplicates)
     return BlockwiseResult(out_path, shape, stats.n_labels, len(plan), len(todo), reused,
-                           time.perf_counter() - t0, plan.core)
+                           time.perf_counter() - t0, plan.core, d, d_source)
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
+
+
+#: ``diameter="auto"`` in a blockwise run: planes sampled over Z and the central window's side
+AUTO_PLANES, AUTO_WINDOW = 16, 512
+
+
+def _run_diameter(vol, segmenter, diameter, inputs: InputSpec, bounds, anisotropy, progress,
+                  cancel) -> tuple[float, str]:
+    """The diameter every block runs at, and where it comes from."""
+    if diameter is None:
+        return float(segmenter.diam_labels), "model default"
+    if diameter != "auto":
+        return float(diameter), "given"
+    zn, yn, xn = vol.shape_zyx
+    y0, x0 = max(0, (yn - AUTO_WINDOW) // 2), max(0, (xn - AUTO_WINDOW) // 2)
+    box = (slice(0, zn, max(1, zn // AUTO_PLANES)), slice(y0, y0 + AUTO_WINDOW),
+           slice(x0, x0 + AUTO_WINDOW))
+    sample = vol.read(box)
+    fixed = dataclasses.replace(inputs.normalize, lowhigh=np.asarray(bounds))
+    spec = dataclasses.replace(inputs, channel_axis=vol.channel_axis, z_axis=0, normalize=fixed)
+    est = segmenter.estimate_diameter(sample, anisotropy=anisotropy, inputs=spec,
+                                      progress=progress, cancel=cancel)
+    logger.info("estimated nucleus diameter: %.1f px (%s; %d planes of a central %dx%d window, "
+                "used for every block)", est.diameter, est.summary(), sample.shape[0],
+                sample.shape[-2], sample.shape[-1])
+    return float(est.diameter), "auto" if not est.fallback else "model default (nothing found)"
 
 
 def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, settings,
@@ -317,12 +336,13 @@ def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, sett
     return stats
 
 
-def _compute(ctx, todo, segmenter, settings, reused, progress, client) -> None:
+def _compute(ctx, todo, segmenter, settings, reused, progress, cancel, client) -> None:
     total = reused + len(todo)
     if progress is not None:
         progress("blocks", reused, total)
     if settings.scheduler is None and client is None:
         for n, index in enumerate(todo, 1):
+            _check_cancel(cancel)
             blockwise.compute_block(ctx, index, segmenter)
             if progress is not None:
                 progress("blocks", reused + n, total)
@@ -334,7 +354,7 @@ def _compute(ctx, todo, segmenter, settings, reused, progress, client) -> None:
             progress("blocks", reused + n, total)
 
     if client is not None:
-        run_blocks(client, ctx, todo, progress=advance)
+        run_blocks(client, ctx, todo, progress=advance, cancel=cancel)
         return
     with open_client(settings.scheduler, workers=settings.workers) as client:
-        run_blocks(client, ctx, todo, progress=advance)
+        run_blocks(client, ctx, todo, progress=advance, cancel=cancel)

@@ -28,8 +28,9 @@ import numpy as np
 
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError
 from nucseg_rt.io.tiff import VolumeInfo, _tifffile_damage_reports, _validate_voxel_size, _volume_info
+from nucseg_rt.prep.axes import resolve_axes
 
-__all__ = ["LazyVolume", "open_volume", "is_zarr_path", "create_labels_zarr", "write_labels_zarr", "open_labels_zarr",
+__all__ = ["LazyVolume", "open_volume", "read_header", "is_zarr_path", "create_labels_zarr", "write_labels_zarr", "open_labels_zarr",
            "write_labels_tif_streamed", "atomic_dir", "parse_memory", "physical_memory"]
 
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
@@ -72,16 +73,20 @@ class LazyVolume:
         Pixel type.
     info : VolumeInfo
         Voxel size, axis letters and dtype (as :func:`nucseg_rt.io.tiff.read_volume` gives them).
+    axes : nucseg_rt.prep.axes.AxisPlan
+        The stored array's Z, Y, X (and channel) axes, decided by
+        :func:`nucseg_rt.prep.axes.resolve_axes` (the rule every input follows).
     """
 
     def __init__(self, array, info: VolumeInfo, *, channel_axis: int | None = None,
-                 z_axis: int | None = None, closer=None):
+                 z_axis: int | None = None, closer=None, what: str = "the volume"):
         self._array, self.info, self._closer = array, info, closer
         self.dtype = np.dtype(array.dtype)
-        self._index, self._order = _resolve_axes(tuple(array.shape), info.axes, channel_axis, z_axis)
-        zyx = [array.shape[self._order[i]] for i in range(3)]
-        self.shape_zyx = tuple(int(s) for s in zyx)
-        self.nchan = None if len(self._order) == 3 else int(array.shape[self._order[3]])
+        self.axes = resolve_axes(tuple(array.shape), letters=info.axes, channel_axis=channel_axis,
+                                 z_axis=z_axis, what=what)
+        self._index, self._order = self.axes.index(), self.axes.order
+        self.shape_zyx = self.axes.shape_zyx
+        self.nchan = self.axes.nchan
 
     @property
     def channel_axis(self) -> int | None:
@@ -115,43 +120,6 @@ class LazyVolume:
         self.close()
 
 
-def _resolve_axes(shape, axes_letters, channel_axis, z_axis):
-    """(index template, (z, y, x[, c]) raw axis numbers) for a raw array of ``shape``."""
-    ndim = len(shape)
-    for name, ax in (("channel_axis", channel_axis), ("z_axis", z_axis)):
-        if ax is not None and not -ndim <= ax < ndim:
-            raise InvalidInputError(f"`{name}` {ax} is out of range for an array with {ndim} axes")
-    channel_axis = None if channel_axis is None else channel_axis % ndim
-    z_axis = None if z_axis is None else z_axis % ndim
-    if axes_letters is not None and len(axes_letters) == ndim:
-        if "T" in axes_letters and shape[axes_letters.index("T")] > 1:
-            raise InvalidInputError(f"image has a time axis (axes {axes_letters}); segment one "
-                                    f"time point at a time")
-        if channel_axis is None and z_axis is None:
-            channel_axis = next((axes_letters.index(a) for a in "CS" if a in axes_letters
-                                 and shape[axes_letters.index(a)] > 1), None)
-            z_axis = axes_letters.index("Z") if "Z" in axes_letters else None
-    named = {a for a in (channel_axis, z_axis) if a is not None}
-    keep = [i for i in range(ndim) if shape[i] > 1 or i in named]
-    if channel_axis is None and len(keep) == 4:
-        small = min(keep, key=lambda i: shape[i])
-        if shape[small] > 4 or sum(shape[i] == shape[small] for i in keep) > 1:
-            raise InvalidInputError(f"cannot tell the channel axis of shape {shape}: "
-                                    f"give `channel_axis` (--channel-axis)")
-        channel_axis = small
-    spatial = [i for i in keep if i != channel_axis]
-    if len(spatial) != 3:
-        raise InvalidInputError(f"need a 3D volume (Z, Y, X, optionally channels), got shape {shape}")
-    if z_axis is None:
-        z_axis = spatial[0]
-    if z_axis not in spatial:
-        raise InvalidInputError(f"`z_axis` {z_axis} cannot also be the channel axis")
-    y_axis, x_axis = [i for i in spatial if i != z_axis]
-    order = (z_axis, y_axis, x_axis) + (() if channel_axis is None else (channel_axis,))
-    index = [slice(None) if i in order else 0 for i in range(ndim)]
-    return tuple(index), order
-
-
 def open_volume(source, *, channel_axis: int | None = None,
                 z_axis: int | None = None) -> LazyVolume:
     """Open a volume for block reads without loading it.
@@ -175,17 +143,35 @@ def open_volume(source, *, channel_axis: int | None = None,
         if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
             raise InvalidInputError(f"`vol` must be real numeric, got dtype {arr.dtype}")
         return LazyVolume(arr, VolumeInfo(None, None, arr.dtype), channel_axis=channel_axis,
-                          z_axis=z_axis)
+                          z_axis=z_axis, what="`vol`")
     path = Path(source)
     if not path.exists():
         raise InvalidInputError(f"{path}: file does not exist")
-    if is_zarr_path(path) or (path.is_dir() and any(
-            (path / name).exists() for name in (".zarray", ".zgroup", "zarr.json"))):
+    if _is_zarr_store(path):
         array, info = _open_zarr(path)
-        return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis)
+        return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis, what=str(path))
     if not path.is_file():
         raise InvalidInputError(f"{path}: not a file")
     return _open_tiff(path, channel_axis, z_axis)
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return is_zarr_path(path) or (path.is_dir() and any(
+        (path / name).exists() for name in (".zarray", ".zgroup", "zarr.json")))
+
+
+def read_header(source: str | os.PathLike) -> tuple[tuple[int, ...], VolumeInfo]:
+    """Shape and :class:`VolumeInfo` of a TIFF or zarr / OME-Zarr volume; no pixels are read
+    (zarr is needed for zarr inputs only)."""
+    from nucseg_rt.io import tiff
+
+    path = Path(source)
+    if not path.exists():
+        raise InvalidInputError(f"{path}: file does not exist")
+    if _is_zarr_store(path):
+        array, info = _open_zarr(path)
+        return tuple(int(s) for s in array.shape), info
+    return tiff.read_header(path)
 
 
 def _open_tiff(path: Path, channel_axis, z_axis) -> LazyVolume:
@@ -212,7 +198,12 @@ def _open_tiff(path: Path, channel_axis, z_axis) -> LazyVolume:
         store.close()
         tif.close()
 
-    return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis, closer=closer)
+    try:
+        return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis, closer=closer,
+                          what=str(path))
+    except BaseException:
+        closer()
+        raise
 
 
 def _open_zarr(path: Path):
@@ -222,7 +213,7 @@ def _open_zarr(path: Path):
         node = zarr.open(str(path), mode="r")
     except Exception as exc:
         raise InvalidInputError(f"{path}: cannot open as zarr ({type(exc).__name__}: {exc})") from exc
-    axes, voxel, unit = None, None, None
+    axes, voxel, unit, z_known = None, None, None, False
     if not hasattr(node, "shape"):  # a group: OME-Zarr multiscales, else its only array
         attrs = dict(node.attrs)
         multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
@@ -230,7 +221,7 @@ def _open_zarr(path: Path):
             ms = multiscales[0]
             level = ms["datasets"][0]
             node_path = level["path"]
-            axes, voxel, unit = _ngff_axes(ms, level)
+            axes, voxel, unit, z_known = _ngff_axes(ms, level)
         else:
             names = sorted(name for name, _ in node.arrays())
             if len(names) != 1:
@@ -240,22 +231,33 @@ def _open_zarr(path: Path):
         node = node[node_path]
     if 0 in node.shape:
         raise InvalidInputError(f"{path}: image has a zero-size axis, shape {node.shape}")
-    return node, VolumeInfo(voxel, axes, np.dtype(node.dtype), unit)
+    return node, VolumeInfo(voxel, axes, np.dtype(node.dtype), unit, z_known,
+                            "OME-Zarr" if voxel is not None else None)
 
 
 def _ngff_axes(ms: dict, level: dict):
-    """Axis letters, (Z, Y, X) voxel size and unit from NGFF multiscales metadata."""
+    """Axis letters, (Z, Y, X) voxel size, unit (of X) and whether the Z step is known (in the
+    unit of X) from NGFF multiscales metadata."""
+    from nucseg_rt.io.tiff import _in_unit
+
     names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
     letters = "".join(n.upper()[:1] for n in names) or None
     scale = next((t["scale"] for t in level.get("coordinateTransformations", [])
                   if t.get("type") == "scale"), None)
-    voxel, unit = None, None
+    voxel, unit, z_known = None, None, False
     if letters and scale and all(a in letters for a in "ZYX"):
-        voxel = tuple(float(scale[letters.index(a)]) for a in "ZYX")
-        unit = next((a.get("unit") for a in ms["axes"] if isinstance(a, dict)
-                     and a.get("name", "").upper() == "X"), None)
-        unit = {"micrometer": "um"}.get(unit, unit)
-    return letters, voxel, unit
+        units = {a.get("name", "").upper()[:1]: _short_unit(a.get("unit"))
+                 for a in ms["axes"] if isinstance(a, dict)}
+        unit = units.get("X")
+        z = _in_unit(scale[letters.index("Z")], units.get("Z"), unit)
+        z_known = z is not None
+        voxel = (z if z_known else float(scale[letters.index("Z")]),
+                 *(float(scale[letters.index(a)]) for a in "YX"))
+    return letters, voxel, unit, z_known
+
+
+def _short_unit(unit: str | None) -> str | None:
+    return {"micrometer": "um", "nanometer": "nm", "millimeter": "mm"}.get(unit or "", unit)
 
 
 # --- writing ----------------------------------------------------------------------------------

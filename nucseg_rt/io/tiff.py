@@ -23,7 +23,7 @@ import numpy as np
 
 from nucseg_rt.errors import InvalidInputError
 
-__all__ = ["VolumeInfo", "read_volume", "write_labels_tif", "write_flows_npz", "atomic_write"]
+__all__ = ["VolumeInfo", "read_volume", "read_header", "write_labels_tif", "write_flows_npz", "atomic_write"]
 
 # Axis letters whose meaning is certain; tifffile's "Q" / "I" mean "unknown".
 _KNOWN_AXES = frozenset("TZCYXS")
@@ -50,12 +50,33 @@ class VolumeInfo:
         Pixel type as stored in the file.
     unit : str or None
         Unit of ``voxel_size_zyx`` (e.g. ``"um"``) when the file names one.
+    z_step_known : bool
+        The file states the Z step, in the unit of the pixel size (converted when the file
+        gives Z in another length unit), so Z step / pixel size is its anisotropy.
+    calibration : str or None
+        Where the voxel size comes from: "ImageJ", "OME", "tifffile" or "OME-Zarr".
     """
 
     voxel_size_zyx: tuple[float, float, float] | None
     axes: str | None
     dtype: np.dtype
     unit: str | None = None
+    z_step_known: bool = False
+    calibration: str | None = None
+
+    def anisotropy(self) -> tuple[float | None, str]:
+        """Z step / X pixel size from the file's calibration, and where it comes from.
+
+        Returns ``(None, reason)`` when the file does not state both the Z step and the pixel
+        size (in the same unit).
+        """
+        if self.voxel_size_zyx is None:
+            return None, "the file has no voxel size"
+        if not self.z_step_known:
+            return None, "the file gives the pixel size but no Z step"
+        z, _, x = self.voxel_size_zyx
+        unit = f" {self.unit}" if self.unit else ""
+        return z / x, f"file calibration ({self.calibration}: Z step {z:g}{unit} / pixel {x:g}{unit})"
 
 
 def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, VolumeInfo]:
@@ -102,6 +123,36 @@ def read_volume(path: str | os.PathLike) -> tuple[np.ndarray, VolumeInfo]:
     if volume.size == 0:
         raise InvalidInputError(f"{path}: image has a zero-size axis, shape {volume.shape}")
     return volume, info
+
+
+def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], VolumeInfo]:
+    """Shape and :class:`VolumeInfo` of a TIFF's first image series, without reading its pixels.
+
+    Raises
+    ------
+    InvalidInputError
+        The path does not exist, is not a file or not a readable TIFF, or the image is empty.
+    """
+    path = _validate_input_path(path)
+    import tifffile
+
+    try:
+        with _tifffile_damage_reports() as damage, tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, info = tuple(int(s) for s in series.shape), _volume_info(tif, series, series.dtype)
+            for _ in tif.pages:  # every IFD: a cut-off file may still show a smaller image
+                pass
+    except Exception as exc:  # tifffile raises many types on bad files
+        if isinstance(exc, tifffile.TiffFileError) and str(exc).startswith("not a TIFF"):
+            raise InvalidInputError(f"{path}: {exc}") from exc
+        raise InvalidInputError(f"{path}: TIFF file is truncated or damaged "
+                                f"({type(exc).__name__}: {_strip_repr(str(exc))})") from exc
+    if damage:
+        raise InvalidInputError(
+            f"{path}: TIFF file is truncated or damaged ({_strip_repr(damage[0])})")
+    if 0 in shape:
+        raise InvalidInputError(f"{path}: image has a zero-size axis, shape {shape}")
+    return shape, info
 
 
 def write_labels_tif(path: str | os.PathLike, labels: np.ndarray,
@@ -250,20 +301,22 @@ def _strip_repr(message: str) -> str:
 
 def _volume_info(tif, series, dtype: np.dtype) -> VolumeInfo:
     axes = series.axes if set(series.axes) <= _KNOWN_AXES else None
-    z_size, unit = None, None
+    z_size, unit, source = None, None, None
     if tif.is_imagej:
         meta = tif.imagej_metadata or {}
-        z_size, unit = meta.get("spacing"), meta.get("unit")
+        z_size, unit, source = meta.get("spacing"), meta.get("unit"), "ImageJ"
     elif tif.is_ome:
         return _ome_info(tif.ome_metadata, axes, dtype)
     elif tif.is_shaped:
         meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-        z_size, unit = meta.get("spacing"), meta.get("unit")
+        z_size, unit, source = meta.get("spacing"), meta.get("unit"), "tifffile"
     yx = _page_resolution(series.pages[0] if series.pages else tif.pages[0])
     if yx == (1.0, 1.0) and z_size is None and not unit:
         yx = None  # the writer's default resolution, not a calibration
     voxel = None if yx is None else (float(z_size or 1.0), *yx)
-    return VolumeInfo(voxel, axes, np.dtype(dtype), _clean_unit(unit))
+    z_known = voxel is not None and _positive(z_size)
+    return VolumeInfo(voxel, axes, np.dtype(dtype), _clean_unit(unit), z_known,
+                      source if voxel is not None else "TIFF")
 
 
 def _page_resolution(page) -> tuple[float, float] | None:
@@ -290,10 +343,36 @@ def _ome_info(xml: str | None, axes: str | None, dtype: np.dtype) -> VolumeInfo:
             or "PhysicalSizeY" not in pixels.attrib:
         return VolumeInfo(None, axes, np.dtype(dtype))
     attrs = pixels.attrib
-    voxel = (float(attrs.get("PhysicalSizeZ", 1.0)), float(attrs["PhysicalSizeY"]),
-             float(attrs["PhysicalSizeX"]))
     unit = _clean_unit(attrs.get("PhysicalSizeXUnit", "um"))  # OME's default unit is µm
-    return VolumeInfo(voxel, axes, np.dtype(dtype), unit)
+    z = _in_unit(attrs.get("PhysicalSizeZ"), _clean_unit(attrs.get("PhysicalSizeZUnit", "um")),
+                 unit)
+    voxel = (z if z is not None else 1.0, float(attrs["PhysicalSizeY"]),
+             float(attrs["PhysicalSizeX"]))
+    return VolumeInfo(voxel, axes, np.dtype(dtype), unit, z is not None, "OME")
+
+
+#: metres per unit, for Z steps given in another unit than the pixel size
+_LENGTHS = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "nm": 1e-9, "pm": 1e-12, "cm": 1e-2,
+            "millimeter": 1e-3, "micrometer": 1e-6, "nanometer": 1e-9, "centimeter": 1e-2,
+            "meter": 1.0}
+
+
+def _in_unit(value, unit: str | None, target: str | None) -> float | None:
+    """``value`` (in ``unit``) expressed in ``target``; None if absent, not > 0 or not convertible."""
+    if not _positive(value):
+        return None
+    if unit == target:
+        return float(value)
+    if unit in _LENGTHS and target in _LENGTHS:
+        return float(value) * _LENGTHS[unit] / _LENGTHS[target]
+    return None
+
+
+def _positive(value) -> bool:
+    try:
+        return value is not None and np.isfinite(float(value)) and float(value) > 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _clean_unit(unit) -> str | None:

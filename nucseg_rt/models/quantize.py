@@ -152,8 +152,8 @@ def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray,
 
 
 def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
-    from nucseg_rt.batch import axes_arguments
     from nucseg_rt.io.tiff import read_volume
+    from nucseg_rt.prep.axes import resolve_axes
 
     files = sorted(p for p in folder.iterdir()
                    if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith("."))
@@ -162,10 +162,9 @@ def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
         raise InvalidInputError(f"`calibration` folder {folder} has no .tif/.tiff images")
     for path in files:
         vol, info = read_volume(path)
-        anisotropy, size = 1.0, info.voxel_size_zyx
-        if size is not None and size[1] > 0:
-            anisotropy = max(1.0, min(20.0, size[0] / size[1]))
-        yield vol, anisotropy, axes_arguments(info)
+        anisotropy = max(1.0, min(20.0, info.anisotropy()[0] or 1.0))
+        axes = resolve_axes(vol.shape, letters=info.axes, what=str(path))
+        yield vol, anisotropy, {"channel_axis": axes.c, "z_axis": axes.z}
 
 
 def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, seed: int = 0,
@@ -277,11 +276,30 @@ def _validate_paths(src, dst, overwrite: bool) -> tuple[Path, Path]:
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise InvalidInputError(f"`src` model {src} does not exist")
+    _check_fp32(src)
     if dst.exists() and not overwrite:
         raise InvalidInputError(f"`dst` {dst} already exists")
     if dst.resolve() == src.resolve():
         raise InvalidInputError("`dst` must differ from `src` (the fp32 model is kept)")
     return src, dst
+
+
+def _check_fp32(src: Path, name: str | None = None) -> None:
+    """Refuse a source that is already reduced-precision (onnxruntime would fail obscurely,
+    e.g. "two nodes with same node name"); ``name``: how the message calls it."""
+    import onnx
+
+    from nucseg_rt.models.registry import _a
+
+    model = onnx.load(str(src), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    quantized = {"QuantizeLinear", "DequantizeLinear", "QLinearConv"} & {
+        n.op_type for n in model.graph.node}
+    halves = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    precision = meta.get("precision") or ("int8" if quantized else "fp16" if halves else "fp32")
+    if precision != "fp32":
+        raise ModelFormatError(f"{name or src.name} is already {_a(precision)} model; make "
+                               f"variants from its fp32 model")
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
@@ -455,6 +473,9 @@ def quantize_registered(name: str, *, precision: Literal["int8", "fp16"] = "int8
     from nucseg_rt.models.registry import _a
 
     record = registry.model_info(name, home=home)
+    if record.precision != "fp32":
+        raise InvalidInputError(f"model {name!r} is already {record.precision} (it was added "
+                                f"quantized): register its fp32 model and quantize that")
     if record.bundled:
         have = ", ".join(sorted(record.variants)) or "none"
         raise InvalidInputError(f"{name!r} is a bundled model and ships its variants ({have}); "
@@ -463,6 +484,7 @@ def quantize_registered(name: str, *, precision: Literal["int8", "fp16"] = "int8
         raise InvalidInputError(f"model {name!r} already has {_a(precision)} variant; use --force "
                                 f"to make it again")
     registry.verify_model(record)
+    _check_fp32(record.files.path, name=f"model {name!r}")
     with tempfile.TemporaryDirectory(prefix="nucseg-variant-") as work:
         main = Path(work) / f"{name}.{precision}.onnx"
         reports = [make_variant(record.files.path, main, precision=precision,

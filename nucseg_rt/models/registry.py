@@ -84,7 +84,8 @@ class ModelFiles:
 class ModelRecord:
     """One registry entry (as listed by ``list_models`` and ``model_info``).
 
-    ``files`` is the fp32 model; ``variants`` maps "int8"/"fp16" to their files.
+    ``files`` is the model as added, in ``precision`` ("fp32", or "int8"/"fp16" for a model
+    that was added already quantized); ``variants`` maps further precisions to their files.
     """
 
     name: str
@@ -95,6 +96,12 @@ class ModelRecord:
     metadata: dict[str, str] = field(default_factory=dict)
     variants: dict[str, ModelFiles] = field(default_factory=dict)
     bundled: bool = False
+    precision: str = "fp32"
+
+    @property
+    def precisions(self) -> list[str]:
+        """The precisions this model runs in: its own, then its variants'."""
+        return [self.precision, *(p for p in self.variants if p != self.precision)]
 
 
 # --- locations and index files -----------------------------------------------------------
@@ -153,8 +160,10 @@ def _files(entry: dict, root: Path) -> ModelFiles:
 
 def _record(name: str, entry: dict, root: Path, bundled: bool) -> ModelRecord:
     variants = {p: _files(v, root) for p, v in entry.get("variants", {}).items()}
+    metadata = dict(entry.get("metadata", {}))
+    precision = entry.get("precision") or metadata.get("precision") or "fp32"
     return ModelRecord(name, _files(entry, root), entry.get("size", 0), entry.get("source", ""),
-                       entry.get("added", ""), dict(entry.get("metadata", {})), variants, bundled)
+                       entry.get("added", ""), metadata, variants, bundled, precision)
 
 
 def _records(root: Path, bundled: bool) -> dict[str, ModelRecord]:
@@ -261,8 +270,12 @@ def _lookup(spec: str | os.PathLike, home) -> ModelRecord | None:
 
 
 def _precision_files(record: ModelRecord, precision: str) -> ModelFiles:
-    if precision == "fp32":
+    if precision == record.precision:
         return record.files
+    if precision == "fp32":
+        raise InvalidInputError(f"model {record.name!r} was added as {_a(record.precision)} model "
+                                f"and has no fp32 version; run it with `precision` "
+                                f"{record.precision!r}")
     if precision not in record.variants:
         flag = "" if precision == "int8" else f" --precision {precision}"
         raise InvalidInputError(f"model {record.name!r} has no {precision} variant; create it "
@@ -312,7 +325,7 @@ def _a(precision: str) -> str:
     return f"an {precision}" if precision[0] in "aeiou" else f"a {precision}"
 
 
-def _validate_name(name: str, reserved) -> str:
+def _validate_name(name: str, reserved, from_file: bool = False) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidInputError(f"`name` must be a non-empty string, got {name!r}")
     if "/" in name or "\\" in name or ".." in name:
@@ -322,6 +335,9 @@ def _validate_name(name: str, reserved) -> str:
             f"`name` must be 1-64 letters, digits, '.', '_' or '-', start with a letter or digit "
             f"and not end in '.onnx', got {name!r}")
     if name in reserved:
+        if from_file:
+            raise InvalidInputError(f"the file's name {name!r} is reserved for a bundled model; "
+                                    f"register it under another one with `name`")
         raise InvalidInputError(f"`name` {name!r} is reserved for a bundled model; choose another")
     return name
 
@@ -353,7 +369,8 @@ def add_model(file: str | os.PathLike, *, name: str | None = None,
     """
     src = existing_model_file(file)
     name = _validate_name(src.name.removesuffix(".onnx") if name is None else name,
-                          reserved={BUNDLED_DEFAULT, *_records(_bundled_root(), True)})
+                          reserved={BUNDLED_DEFAULT, *_records(_bundled_root(), True)},
+                          from_file=name is None)
     root = registry_home(home)
     index = _read_index(root)
     clash = [n for n in index["models"] if n.lower() == name.lower()]
@@ -369,6 +386,7 @@ def add_model(file: str | os.PathLike, *, name: str | None = None,
         if ortho_src is not None and validate_onnx_model(ortho_src) != nchan:
             raise ModelFormatError(f"ortho model {ortho_src} and {src} differ in input channels")
         entry = {"source": str(src.resolve()), "metadata": metadata, "variants": {},
+                 "precision": metadata.get("precision", "fp32"),
                  "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "ortho_file": None, "ortho_sha256": None}
         entry["file"], entry["sha256"], entry["size"] = _copy_in(main, root, name)

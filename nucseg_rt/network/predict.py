@@ -56,8 +56,10 @@ def select_providers(device: Device, available: Sequence[str] | None = None) -> 
         return [(_CUDA, {"cudnn_conv_algo_search": "HEURISTIC"}), _CPU]
     if device == "cuda":
         raise DeviceUnavailableError(
-            "device 'cuda' requested but onnxruntime offers no CUDAExecutionProvider "
-            f"(available: {', '.join(available)}); install 'nucseg-rt[gpu]' or use --device cpu")
+            "`device` 'cuda' requested but onnxruntime offers no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}); the GPU build replaces the CPU package: "
+            "pip install 'nucseg-rt[gpu]' && pip uninstall -y onnxruntime onnxruntime-gpu && "
+            "pip install 'onnxruntime-gpu[cuda,cudnn]' (README, GPU), or use `device` 'cpu'")
     return [_CPU]
 
 

@@ -1,25 +1,190 @@
-"""Input handling: bring a user volume to (Z, Y, X, nchan) float32 network input.
+"""Input axes: the one rule deciding which axes of an array are Z, Y, X and channels, and the
+conversion of a user volume to (Z, Y, X, nchan) float32 network input.
 
-Every guess about the axes is returned as a human-readable line and logged on the
-``"nucseg_rt"`` logger, so a user can see what was assumed and override it with
+:func:`resolve_axes` is used for in-memory arrays (:func:`to_zyxc`), lazily read TIFF / zarr
+volumes (:class:`nucseg_rt.io.lazy.LazyVolume`) and the batch runner's look at a file's header,
+so all three decide alike. Every guess is returned as a human-readable line (and logged on the
+``"nucseg_rt"`` logger by the caller), so a user can see what was assumed and override it with
 ``channel_axis`` / ``z_axis``.
+
+The rule:
+
+1. ``channel_axis`` / ``z_axis`` given by the user always win.
+2. Axis letters from the file (ImageJ, OME, NGFF: ``"TZCYX"``...) fill in the rest: ``C`` (or
+   ``S``) is the channel axis when it holds more than one channel, ``Z`` is Z. A time axis ``T``
+   of size 1 is dropped; ``T`` > 1 is refused (one volume per file), unless the user named it.
+3. Other singleton axes are dropped unless named.
+4. Without letters, a 4th axis of size <= 4 (:data:`MAX_GUESSED_CHANNELS`), the only one that
+   small, is taken as channels with a WARNING; Z is the first non-channel axis; Y and X are the
+   remaining axes in their order.
 """
 
 from __future__ import annotations
 
 import logging
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 
 from nucseg_rt.errors import InvalidInputError
 
-__all__ = ["to_zyxc", "MAX_GUESSED_CHANNELS"]
+__all__ = ["AxisPlan", "resolve_axes", "to_zyxc", "MAX_GUESSED_CHANNELS"]
 
 logger = logging.getLogger("nucseg_rt")
 
-#: Largest axis size that ``to_zyxc`` will guess to be the channel axis.
+#: Largest axis size that is guessed to be the channel axis.
 MAX_GUESSED_CHANNELS = 4
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Which axes of an array of ``shape`` are Z, Y, X and channels (from :func:`resolve_axes`).
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The array's shape.
+    z, y, x : int
+        Axis numbers (>= 0) of Z, Y and X.
+    c : int or None
+        Axis number of the channels, None for a single-channel volume.
+    notes : tuple of str
+        Decisions taken (INFO).
+    warnings : tuple of str
+        Guesses the user should check (WARNING): channels guessed without axis metadata.
+    """
+
+    shape: tuple
+    z: int
+    y: int
+    x: int
+    c: int | None
+    notes: tuple = ()
+    warnings: tuple = ()
+
+    @property
+    def order(self) -> tuple:
+        """``(z, y, x)`` or ``(z, y, x, c)``."""
+        return (self.z, self.y, self.x) + (() if self.c is None else (self.c,))
+
+    @property
+    def shape_zyx(self) -> tuple:
+        return tuple(int(self.shape[a]) for a in (self.z, self.y, self.x))
+
+    @property
+    def nchan(self) -> int | None:
+        """Number of channels, None without a channel axis."""
+        return None if self.c is None else int(self.shape[self.c])
+
+    def index(self) -> tuple:
+        """Index template: ``slice(None)`` on the used axes, 0 on the dropped (singleton) ones."""
+        return tuple(slice(None) if i in self.order else 0 for i in range(len(self.shape)))
+
+    def log(self, prefix: str = "", level: int = logging.INFO) -> None:
+        """Log the notes at ``level`` and the warnings at WARNING on the ``"nucseg_rt"`` logger."""
+        for line in self.notes:
+            logger.log(level, "%s%s", prefix, line)
+        for line in self.warnings:
+            logger.warning("%s%s", prefix, line)
+
+
+def resolve_axes(shape, *, letters: str | None = None, channel_axis: int | None = None,
+                 z_axis: int | None = None, what: str = "`vol`") -> AxisPlan:
+    """Decide the Z, Y, X and channel axes of an array (the rule in the module docstring).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The array's shape.
+    letters : str, optional
+        The file's axis letters, one per axis (e.g. ``"ZCYX"``); ignored unless of length
+        ``len(shape)``.
+    channel_axis, z_axis : int, optional
+        The user's choice (negative counts from the end).
+    what : str
+        How messages name the array (e.g. a file name).
+
+    Returns
+    -------
+    AxisPlan
+
+    Raises
+    ------
+    InvalidInputError
+        An axis out of range or named twice, a time axis with more than one point, fewer than 3
+        or more than 4 non-singleton axes, or an ambiguous channel axis.
+    """
+    shape = tuple(int(s) for s in shape)
+    caxis = _validate_axis(channel_axis, "channel_axis", shape, what)
+    zaxis = _validate_axis(z_axis, "z_axis", shape, what)
+    if caxis is not None and caxis == zaxis:
+        raise InvalidInputError(
+            f"`channel_axis` and `z_axis` are the same axis ({caxis}) of shape {shape}")
+    letters = letters.upper() if letters and len(letters) == len(shape) else None
+    notes: list[str] = []
+    if letters is not None:
+        caxis, zaxis = _from_letters(shape, letters, caxis, zaxis, what, notes)
+    keep = [i for i, s in enumerate(shape) if s != 1 or i in (caxis, zaxis)]
+    dropped = [i for i in range(len(shape)) if i not in keep]
+    if dropped:
+        notes.append(f"squeezing singleton axes {_join(dropped)} of shape {shape}")
+    _check_count(shape, keep, letters, what)
+    warnings: list[str] = []
+    if caxis is None:
+        caxis = _guess_channel_axis(shape, keep, zaxis, notes, warnings, what,
+                                    guessing=letters is None)
+    elif len(keep) == 3:
+        raise InvalidInputError(
+            f"{what} of shape {shape} with channel_axis={caxis} leaves a 2D image: 3D "
+            "segmentation needs a Z axis; 2D images are not supported in 3D mode")
+    elif channel_axis is not None:
+        notes.append(f"using axis {caxis} (size {shape[caxis]}) as channels (channel_axis)")
+    rest = [i for i in keep if i != caxis]
+    if zaxis is None:
+        zaxis = rest[0]
+        notes.append(f"treating axis {zaxis} (size {shape[zaxis]}) as Z "
+                     "(first non-channel axis; pass z_axis to override)")
+    elif z_axis is not None:
+        notes.append(f"using axis {zaxis} (size {shape[zaxis]}) as Z (z_axis)")
+    yaxis, xaxis = [i for i in rest if i != zaxis]
+    nc = 1 if caxis is None else shape[caxis]
+    notes.append(f"volume {shape} -> Z={shape[zaxis]}, Y={shape[yaxis]}, X={shape[xaxis]}, "
+                 f"{nc} channel{'s' if nc > 1 else ''} (axes z={zaxis}, y={yaxis}, x={xaxis}, "
+                 f"c={caxis})")
+    return AxisPlan(shape, zaxis, yaxis, xaxis, caxis, tuple(notes), tuple(warnings))
+
+
+def _from_letters(shape, letters, caxis, zaxis, what, notes):
+    """Fill the axes the user did not name from the file's letters; refuse T > 1."""
+    for i, letter in enumerate(letters):
+        if letter == "T" and shape[i] > 1 and i not in (caxis, zaxis):
+            raise InvalidInputError(
+                f"{what} has a time axis of {shape[i]} points (axes {letters}, shape {shape}); "
+                f"nucseg-rt segments one volume per file: save each time point as its own file")
+    if caxis is None:
+        found = next((letters.index(a) for a in "CS" if a in letters
+                      and shape[letters.index(a)] > 1 and letters.index(a) != zaxis), None)
+        if found is not None:
+            caxis = found
+            notes.append(f"axis {found} (size {shape[found]}) holds channels "
+                         f"(file axes {letters})")
+    if zaxis is None and "Z" in letters and letters.index("Z") != caxis:
+        zaxis = letters.index("Z")
+        notes.append(f"axis {zaxis} (size {shape[zaxis]}) is Z (file axes {letters})")
+    return caxis, zaxis
+
+
+def _check_count(shape, keep, letters, what) -> None:
+    named = f" (axes {letters})" if letters else ""
+    if len(keep) < 3:
+        raise InvalidInputError(
+            f"{what} of shape {shape}{named} has only {len(keep)} non-singleton axes (a 2D "
+            "image): 3D segmentation needs a Z axis; 2D images are not supported in 3D mode")
+    if len(keep) > 4:
+        raise InvalidInputError(
+            f"{what} of shape {shape}{named} has {len(keep)} non-singleton axes; expected Z, Y, "
+            "X and at most one channel axis (select a time point or position first)")
 
 
 def to_zyxc(
@@ -42,8 +207,8 @@ def to_zyxc(
     channel_axis : int or None
         Axis of ``vol`` holding the channels (0-based, negative allowed). ``None``:
         after squeezing, a 4-axis array uses its smallest axis as channels if that
-        axis has size <= 4 (``MAX_GUESSED_CHANNELS``); a 3-axis array has no
-        channel axis.
+        axis has size <= 4 (``MAX_GUESSED_CHANNELS``), with a warning; a 3-axis array
+        has no channel axis. See :func:`resolve_axes`.
     z_axis : int or None
         Axis of ``vol`` holding Z. ``None``: the first non-channel axis. Y and X are
         the remaining axes in their original order.
@@ -63,8 +228,9 @@ def to_zyxc(
         A new array; channel 0 is ``chan`` (or the gray mean), channel 1 is
         ``chan2`` if given, the rest are zeros.
     log_lines : list of str
-        One line per guess or decision (also logged at INFO level on the
-        ``"nucseg_rt"`` logger), e.g. ``"treating axis 1 (size 2) as channels"``.
+        One line per guess or decision (also logged on the ``"nucseg_rt"`` logger: a
+        guessed channel axis at WARNING, the rest at INFO), e.g.
+        ``"treating axis 1 (size 2) as channels"``.
 
     Raises
     ------
@@ -89,20 +255,16 @@ def to_zyxc(
     nchan = _validate_count(nchan, "nchan", minimum=1)
     chan = _validate_count(chan, "chan", minimum=0)
     chan2 = _validate_count(chan2, "chan2", minimum=0)
-    caxis = _validate_axis(channel_axis, "channel_axis", vol.shape)
-    zaxis = _validate_axis(z_axis, "z_axis", vol.shape)
-    if caxis is not None and caxis == zaxis:
-        raise InvalidInputError(
-            f"`channel_axis` and `z_axis` are the same axis ({caxis}) of shape {vol.shape}"
-        )
-    lines: list[str] = []
-    order = _resolve_axes(vol.shape, caxis, zaxis, lines)
-    view = _zyxc_view(vol, order)
-    sources, gray = _select_channels(view.shape[-1], chan, chan2, nchan, lines)
+    plan = resolve_axes(vol.shape, channel_axis=channel_axis, z_axis=z_axis)
+    lines = [*plan.notes, *plan.warnings]
+    view = _zyxc_view(vol, (plan.z, plan.y, plan.x, plan.c))
+    selection: list[str] = []
+    sources, gray = _select_channels(view.shape[-1], chan, chan2, nchan, selection)
     out = _fill_output(view, sources, gray, nchan)
-    for line in lines:
+    plan.log()
+    for line in selection:
         logger.info(line)
-    return out, lines
+    return out, lines + selection
 
 
 def _validate_volume(vol) -> np.ndarray:
@@ -130,7 +292,7 @@ def _validate_count(value, name: str, *, minimum: int) -> int:
     return int(value)
 
 
-def _validate_axis(axis, name: str, shape: tuple[int, ...]) -> int | None:
+def _validate_axis(axis, name: str, shape: tuple[int, ...], what: str = "`vol`") -> int | None:
     if axis is None:
         return None
     ndim = len(shape)
@@ -138,79 +300,39 @@ def _validate_axis(axis, name: str, shape: tuple[int, ...]) -> int | None:
         raise InvalidInputError(f"`{name}` must be an integer axis index or None, got {axis!r}")
     if not -ndim <= axis < ndim:
         raise InvalidInputError(
-            f"`{name}`={axis} is out of range for `vol` of shape {shape} "
+            f"`{name}`={axis} is out of range for {what} of shape {shape} "
             f"(valid: 0..{ndim - 1} or -{ndim}..-1)"
         )
     return int(axis) % ndim
 
 
-def _resolve_axes(shape, caxis, zaxis, lines) -> tuple[int, int, int, int | None]:
-    """Return the original axis indices (z, y, x, c or None); append log lines."""
-    keep = [i for i, s in enumerate(shape) if s != 1 or i in (caxis, zaxis)]
-    dropped = [i for i in range(len(shape)) if i not in keep]
-    if dropped:
-        lines.append(f"squeezing singleton axes {_join(dropped)} of shape {shape}")
-    if len(keep) < 3:
-        raise InvalidInputError(
-            f"`vol` of shape {shape} has only {len(keep)} non-singleton axes (a 2D image): "
-            "3D segmentation needs a Z axis; 2D images are not supported in 3D mode"
-        )
-    if len(keep) > 4:
-        raise InvalidInputError(
-            f"`vol` of shape {shape} has {len(keep)} non-singleton axes; expected Z, Y, X and "
-            "at most one channel axis (select a time point or position first)"
-        )
-    if caxis is None:
-        caxis = _guess_channel_axis(shape, keep, zaxis, lines)
-    elif len(keep) == 3:
-        raise InvalidInputError(
-            f"`vol` of shape {shape} with channel_axis={caxis} leaves a 2D image: 3D "
-            "segmentation needs a Z axis; 2D images are not supported in 3D mode"
-        )
-    else:
-        lines.append(f"using axis {caxis} (size {shape[caxis]}) as channels (channel_axis)")
-    rest = [i for i in keep if i != caxis]
-    if zaxis is None:
-        zaxis = rest[0]
-        lines.append(f"treating axis {zaxis} (size {shape[zaxis]}) as Z "
-                     "(first non-channel axis; pass z_axis to override)")
-    else:
-        lines.append(f"using axis {zaxis} (size {shape[zaxis]}) as Z (z_axis)")
-    yaxis, xaxis = [i for i in rest if i != zaxis]
-    nc = 1 if caxis is None else shape[caxis]
-    lines.append(f"volume {shape} -> Z={shape[zaxis]}, Y={shape[yaxis]}, X={shape[xaxis]}, "
-                 f"{nc} channel{'s' if nc > 1 else ''} (axes z={zaxis}, y={yaxis}, x={xaxis}, "
-                 f"c={caxis})")
-    return zaxis, yaxis, xaxis, caxis
-
-
-def _guess_channel_axis(shape, keep, zaxis, lines) -> int | None:
+def _guess_channel_axis(shape, keep, zaxis, notes, warnings, what, guessing) -> int | None:
     cands = [i for i in keep if i != zaxis]
     smallest = min(shape[i] for i in cands)
     ties = [i for i in cands if shape[i] == smallest]
     if len(keep) == 3:
-        if smallest <= MAX_GUESSED_CHANNELS and zaxis is None:
+        if smallest <= MAX_GUESSED_CHANNELS and zaxis is None and guessing:
             ax = ties[0]
             raise InvalidInputError(
-                f"`vol` of shape {shape} is ambiguous: axis {ax} (size {smallest}) looks like "
+                f"{what} of shape {shape} is ambiguous: axis {ax} (size {smallest}) looks like "
                 "channels, which would leave a 2D image (3D segmentation needs a Z axis; 2D "
                 f"images are not supported in 3D mode). If axis {ax} is Z, pass z_axis={ax}"
             )
-        lines.append("no channel axis: treating the volume as single-channel "
+        notes.append("no channel axis: treating the volume as single-channel "
                      "(pass channel_axis if one axis is channels)")
         return None
     if smallest > MAX_GUESSED_CHANNELS:
         raise InvalidInputError(
-            f"`vol` of shape {shape} is ambiguous: 4 non-singleton axes but none of size <= "
+            f"{what} of shape {shape} is ambiguous: 4 non-singleton axes but none of size <= "
             f"{MAX_GUESSED_CHANNELS} to be channels; pass channel_axis (and z_axis)"
         )
     if len(ties) > 1:
         raise InvalidInputError(
-            f"`vol` of shape {shape} is ambiguous: axes {_join(ties)} all have size {smallest}; "
+            f"{what} of shape {shape} is ambiguous: axes {_join(ties)} all have size {smallest}; "
             "pass channel_axis (and z_axis)"
         )
-    lines.append(f"treating axis {ties[0]} (size {smallest}) as channels "
-                 "(smallest axis; pass channel_axis to override)")
+    warnings.append(f"treating axis {ties[0]} (size {smallest}) as channels "
+                    "(smallest axis; pass channel_axis to override)")
     return ties[0]
 
 

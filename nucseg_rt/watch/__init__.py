@@ -4,8 +4,8 @@ The service behind ``nucseg-rt watch``, usable from Python with a loaded segment
 
     seg = Segmenter("nuclei_3d")
     stop = threading.Event()               # set it, from any thread, to stop the service
-    watch_folder("incoming", "results", seg, options={"anisotropy": 4.0},
-                 settings=WatchSettings(poll=1.0, settle=2.0), stop=stop)
+    watch_folder("incoming", "results", seg, run=RunSettings(anisotropy=4.0),
+                 settings=WatchSettings(poll=1.0, settle=2.0), cancel=stop)
 
 When a volume counts as written
     Inputs are TIFF files (``.tif``, ``.tiff``) and zarr / OME-Zarr folders (``.zarr``) directly
@@ -29,12 +29,18 @@ Restarting
     such record whose outputs all exist is recorded ``done`` without recomputing (outputs are only
     ever renamed into place complete). To retry a failed file, delete its record.
 
+Segmenting
+    Each volume goes through the batch runner (:class:`nucseg_rt.batch.BatchRunner`) with the
+    typed settings given (:class:`~nucseg_rt.params.InputSpec`,
+    :class:`~nucseg_rt.params.MaskParams`, :class:`~nucseg_rt.batch.RunSettings`), as
+    ``nucseg-rt segment`` segments files.
+
 Stopping
-    Setting ``stop`` (:func:`stop_on_signals` sets it on SIGINT and SIGTERM) ends the service:
-    a file being segmented is abandoned at the network's next progress report (nothing is
-    written under an output's name; its record goes back to ``queued``, so a restart segments
-    it). Outputs are written atomically by :mod:`nucseg_rt.batch`; inputs are only read. One
-    service per output folder.
+    Setting ``cancel`` (:func:`stop_on_signals` sets it on SIGINT and SIGTERM) ends the service:
+    a file being segmented is abandoned within one batch of network tiles or one step
+    (:class:`nucseg_rt.errors.Cancelled`; nothing is written under an output's name; its record
+    goes back to ``queued``, so a restart segments it). Outputs are written atomically; inputs
+    are only read. One service per output folder.
 """
 
 from nucseg_rt.watch.detect import (Snapshot, StabilityTracker, find_candidates, snapshot,

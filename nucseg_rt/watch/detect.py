@@ -112,13 +112,13 @@ def tiff_problem(path: str | os.PathLike) -> str | None:
 
 def find_candidates(folder: str | os.PathLike) -> list[Path]:
     """TIFF files and ``.zarr`` folders directly in ``folder`` that could be inputs, sorted."""
-    from nucseg_rt.batch import OUTPUT_ENDINGS, _stem
+    from nucseg_rt.batch._plan import OUTPUT_ENDINGS, stem
 
     found = []
     with os.scandir(folder) as entries:
         for entry in entries:
             name = entry.name.lower()
-            if name.startswith((".", "~")) or _stem(Path(entry.name)).endswith(OUTPUT_ENDINGS):
+            if name.startswith((".", "~")) or stem(Path(entry.name)).endswith(OUTPUT_ENDINGS):
                 continue
             if (name.endswith(TIFF_SUFFIXES) and entry.is_file()) or \
                     (name.endswith(ZARR_SUFFIX) and entry.is_dir()):

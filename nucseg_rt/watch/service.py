@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -13,9 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
-
+from nucseg_rt.batch import RunSettings, describe_error
 from nucseg_rt.errors import InvalidInputError, NucsegError
+from nucseg_rt.params import InputSpec, MaskParams
 from nucseg_rt.watch.detect import (Snapshot, StabilityTracker, find_candidates, snapshot,
                                     tiff_problem)
 
@@ -30,7 +31,8 @@ RECORD_VERSION = 1
 
 @dataclass(frozen=True)
 class WatchSettings:
-    """How the folder is watched and what is written per volume.
+    """How the folder is watched (what is written per volume is the batch runner's
+    :class:`nucseg_rt.batch.RunSettings`).
 
     Attributes
     ----------
@@ -38,29 +40,16 @@ class WatchSettings:
         Seconds between looks at the folder (> 0).
     settle : float
         Seconds a volume must stay unchanged before it is read (>= 0).
-    save_flows : bool
-        Also write ``<stem>_flows.npz``.
-    output_format : {"tif", "zarr"}
-        Labels as ``<stem>_masks.tif`` or ``<stem>_masks.ome.zarr``.
-    channel_axis, z_axis : int, optional
-        Axes of the stored arrays (default: from each file's metadata, else guessed).
     """
 
     poll: float = 1.0
     settle: float = 2.0
-    save_flows: bool = False
-    output_format: Literal["tif", "zarr"] = "tif"
-    channel_axis: int | None = None
-    z_axis: int | None = None
 
     def __post_init__(self):
         if not self.poll > 0:
             raise InvalidInputError(f"`poll` must be > 0 seconds, got {self.poll}")
         if not self.settle >= 0:
             raise InvalidInputError(f"`settle` must be >= 0 seconds, got {self.settle}")
-        if self.output_format not in ("tif", "zarr"):
-            raise InvalidInputError(f"`output_format` must be 'tif' or 'zarr', "
-                                    f"got {self.output_format!r}")
 
 
 @dataclass
@@ -108,35 +97,29 @@ def _same_input(record: dict | None, snap: Snapshot) -> bool:
 # --- the service -----------------------------------------------------------------------------
 
 
-class _Stopped(BaseException):
-    """Raised from the progress callback when ``stop`` is set (not an Exception: nothing in the
-    pipeline may catch it as a failure)."""
+def _segment(runner, source: Path, out_dir: Path, *, cancel: threading.Event):
+    """Segment ``source`` into ``out_dir`` with the batch runner (the one place it is used).
 
-
-def _segment(segmenter, source: Path, out_dir: Path, options: dict, settings: WatchSettings, *,
-             overwrite: bool, progress):
-    """Segment ``source`` into ``out_dir``: the one place the batch runner is used.
-
-    Returns the :class:`nucseg_rt.batch.Job` and :class:`nucseg_rt.batch.FileResult`.
+    Returns the :class:`nucseg_rt.batch.Job` and its :class:`nucseg_rt.batch.FileResult`
+    (status "cancelled" when ``cancel`` was set meanwhile).
     """
-    from nucseg_rt import batch
-    from nucseg_rt.blockwise.run import LargeSettings
+    from nucseg_rt.batch import FileResult, plan_jobs
 
-    (job,) = batch.plan_jobs([source], out_dir=out_dir, save_flows=settings.save_flows,
-                             output_format=settings.output_format)
-    result = batch.segment_file(segmenter, job, options=options, overwrite=overwrite,
-                                channel_axis=settings.channel_axis, z_axis=settings.z_axis,
-                                progress=progress, large=LargeSettings())
-    return job, result
+    run = runner.run_settings
+    (job,) = plan_jobs([source], out_dir=out_dir, save_flows=run.save_flows,
+                       output_format=run.output_format)
+    results = runner.run([job], cancel=cancel)
+    return job, (results[0] if results else FileResult(source, "cancelled"))
 
 
 class _Watcher:
     """State of one service run: what was seen, what is finished."""
 
-    def __init__(self, folder: Path, out_dir: Path, segmenter, options: dict,
-                 settings: WatchSettings, stop: threading.Event, clock):
-        self.folder, self.out_dir, self.segmenter = folder, out_dir, segmenter
-        self.options, self.settings, self.stop = options, settings, stop
+    def __init__(self, folder: Path, out_dir: Path, runners, settings: WatchSettings,
+                 cancel: threading.Event, clock):
+        self.folder, self.out_dir = folder, out_dir
+        self.runners = runners  # (keeping existing outputs, replacing them)
+        self.settings, self.cancel = settings, cancel
         self.tracker = StabilityTracker(settings.settle, clock)
         self.records: dict[Path, dict | None] = {}  # last record read or written, per input
         self.announced: set[Path] = set()  # recorded as queued in this run
@@ -214,23 +197,20 @@ class _Watcher:
         logger.info("%s: segmenting%s", path.name, " again (changed since)" if redo else "")
         t0 = time.perf_counter()
         try:
-            job, result = _segment(self.segmenter, path, self.out_dir, self.options,
-                                   self.settings, overwrite=redo, progress=self._progress)
-        except _Stopped:
-            self._save(path, status="queued", note="abandoned when the service stopped")
-            self.summary.abandoned += 1
-            logger.info("%s: abandoned (stopping); segmented when the service restarts", path.name)
-            return
+            job, result = _segment(self.runners[redo], path, self.out_dir, cancel=self.cancel)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # KeyboardInterrupt (a second Ctrl-C), exit
                 self._save(path, status="queued", note="interrupted")
                 raise
-            return self._fail(path, seen, _describe(exc), exc)
-        self._done(path, seen, job, result, time.perf_counter() - t0)
-
-    def _progress(self, stage: str, done: int, total: int) -> None:
-        if self.stop.is_set():
-            raise _Stopped
+            return self._fail(path, seen, describe_error(exc), exc)  # fatal for a batch
+        if result.status == "cancelled":
+            self._save(path, status="queued", note="abandoned when the service stopped")
+            self.summary.abandoned += 1
+            logger.info("%s: abandoned (stopping); segmented when the service restarts", path.name)
+        elif result.status == "failed":
+            self._fail(path, seen, result.error, result.exception)
+        else:
+            self._done(path, seen, job, result, time.perf_counter() - t0)
 
     def _done(self, path, seen, job, result, seconds) -> None:
         skipped = result.status == "skipped"
@@ -257,15 +237,6 @@ class _Watcher:
             logger.debug("traceback of the failure of %s", path.name, exc_info=exc)
 
 
-def _describe(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, MemoryError):
-        return f"not enough memory ({text})"
-    if isinstance(exc, (NucsegError, OSError)):
-        return text
-    return f"internal error ({type(exc).__name__}: {text})"
-
-
 def check_folders(folder: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """``folder`` must be a folder; ``out_dir`` is created if needed and must be writable."""
     from nucseg_rt.batch import check_writable
@@ -273,14 +244,15 @@ def check_folders(folder: str | os.PathLike, out_dir: str | os.PathLike) -> tupl
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidInputError(f"`folder` {folder} is not a folder")
-    return folder.resolve(), check_writable(out_dir).resolve()
+    return folder.resolve(), check_writable(out_dir, create=True).resolve()
 
 
 def watch_folder(folder: str | os.PathLike, out_dir: str | os.PathLike, segmenter, *,
-                 options: dict | None = None, settings: WatchSettings | None = None,
-                 stop: threading.Event | None = None,
+                 inputs: InputSpec | None = None, params: MaskParams | None = None,
+                 run: RunSettings | None = None, settings: WatchSettings | None = None,
+                 cancel: threading.Event | None = None,
                  clock: Callable[[], float] = time.monotonic) -> WatchSummary:
-    """Segment every volume written into ``folder`` until ``stop`` is set.
+    """Segment every volume written into ``folder`` until ``cancel`` is set.
 
     Parameters
     ----------
@@ -290,13 +262,15 @@ def watch_folder(folder: str | os.PathLike, out_dir: str | os.PathLike, segmente
         Folder for outputs and records (created if needed; may be ``folder`` itself).
     segmenter : nucseg_rt.Segmenter
         Loaded once, used for every volume.
-    options : dict, optional
-        Keyword arguments for ``Segmenter.segment`` (anisotropy, diameter, ...).
+    inputs, params, run : InputSpec, MaskParams, RunSettings, optional
+        As for :class:`nucseg_rt.batch.BatchRunner` (``run.overwrite`` is decided per file:
+        outputs of an input that changed are replaced).
     settings : WatchSettings, optional
-        Polling, settling and output choices.
-    stop : threading.Event, optional
-        Set it to stop (see the module docstring); without one, the service runs until the
-        process ends.
+        Polling and settling.
+    cancel : threading.Event, optional
+        Set it to stop (see the module docstring): the file in progress is abandoned
+        (:class:`nucseg_rt.errors.Cancelled` inside the runner). Without one, the service runs
+        until the process ends.
     clock : callable
         Monotonic seconds, for the stability check.
 
@@ -310,19 +284,29 @@ def watch_folder(folder: str | os.PathLike, out_dir: str | os.PathLike, segmente
     InvalidInputError
         ``folder`` is not a folder or ``out_dir`` cannot be written.
     """
+    from nucseg_rt.batch import BatchRunner
+
     folder, out_dir = check_folders(folder, out_dir)
     settings = settings if settings is not None else WatchSettings()
-    stop = stop if stop is not None else threading.Event()
-    watcher = _Watcher(folder, out_dir, segmenter, dict(options or {}), settings, stop, clock)
+    cancel = cancel if cancel is not None else threading.Event()
+    run = run if run is not None else RunSettings()
+    runners = {redo: BatchRunner(segmenter, inputs=inputs, params=params,
+                                 run=dataclasses.replace(run, overwrite=run.overwrite or redo))
+               for redo in (False, True)}
+    watcher = _Watcher(folder, out_dir, runners, settings, cancel, clock)
     logger.info("watching %s for TIFF and OME-Zarr volumes -> %s (model %s on %s, poll %g s, "
                 "settle %g s)", folder, out_dir, getattr(segmenter.model, "name", "?"),
                 getattr(segmenter, "device", "?"), settings.poll, settings.settle)
-    while not stop.is_set():
-        for path in watcher.scan():
-            if stop.is_set():
-                break
-            watcher.process(path)
-        stop.wait(settings.poll)
+    try:
+        while not cancel.is_set():
+            for path in watcher.scan():
+                if cancel.is_set():
+                    break
+                watcher.process(path)
+            cancel.wait(settings.poll)
+    finally:
+        for runner in runners.values():
+            runner.close()
     return watcher.summary
 
 

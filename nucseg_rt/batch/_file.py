@@ -1,0 +1,364 @@
+"""One file of a batch: what its header says (:func:`plan_file`), then read, segment (whole or
+blockwise) and write it (:func:`segment_file`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from nucseg_rt.batch._plan import Job, pending_outputs
+from nucseg_rt.batch._settings import RunSettings
+from nucseg_rt.errors import (Cancelled, InvalidInputError, MissingDependencyError, NucsegError,
+                              SettingsError)
+from nucseg_rt.io.tiff import VolumeInfo
+from nucseg_rt.params import InputSpec, MaskParams
+from nucseg_rt.prep.axes import AxisPlan
+
+__all__ = ["FilePlan", "FileResult", "plan_file", "segment_file", "describe_error"]
+
+logger = logging.getLogger("nucseg_rt")
+
+Status = Literal["done", "skipped", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """What a file's header says and what was decided from it (no pixels read).
+
+    Attributes
+    ----------
+    source : Path
+    shape : tuple of int
+        The stored array's shape.
+    info : VolumeInfo
+        Voxel size, axis letters, dtype.
+    axes : AxisPlan
+        Its Z, Y, X (and channel) axes (:func:`nucseg_rt.prep.axes.resolve_axes`).
+    anisotropy : float
+        The anisotropy the file is run at.
+    anisotropy_source : str
+        "given", the file's calibration, or the default 1.0 and why.
+    lazy : bool
+        A zarr / OME-Zarr input (read through zarr, also when segmented whole).
+    """
+
+    source: Path
+    shape: tuple
+    info: VolumeInfo
+    axes: AxisPlan
+    anisotropy: float
+    anisotropy_source: str
+    lazy: bool = False
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one file.
+
+    Attributes
+    ----------
+    source : Path
+    status : {"done", "skipped", "failed", "cancelled"}
+        "skipped": all outputs existed; "cancelled": abandoned when ``cancel`` was set
+        (nothing written under an output's name).
+    shape : tuple of int
+        The stored array's shape (empty when not read).
+    n_nuclei : int or None
+    seconds : float
+    anisotropy, diameter : float or None
+        The values the file was run at, ...
+    anisotropy_source, diameter_source : str
+        ... and where they came from ("given", the file's calibration, "auto", "model default").
+    written : tuple of Path
+        Outputs written.
+    note : str
+        E.g. the blockwise plan.
+    error : str or None
+        One-line reason of a failure.
+    exception : BaseException or None
+        The exception behind a failure (``internal`` tells a bug from bad input).
+    """
+
+    source: Path
+    status: Status
+    shape: tuple = ()
+    n_nuclei: int | None = None
+    seconds: float = 0.0
+    anisotropy: float | None = None
+    anisotropy_source: str = ""
+    diameter: float | None = None
+    diameter_source: str = ""
+    written: tuple = ()
+    note: str = ""
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def internal(self) -> bool:
+        """The failure is a bug in nucseg-rt, not a problem of the input or the machine."""
+        return self.exception is not None and not isinstance(self.exception, FILE_ERRORS)
+
+
+#: Errors that are one file's fault (or the machine's: disk full, memory): the batch goes on
+FILE_ERRORS = (NucsegError, OSError, MemoryError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a failure: the message, "not enough memory (...)", or "internal error (...)"."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return f"not enough memory ({text})"
+    if isinstance(exc, (NucsegError, OSError)):
+        return text
+    return f"internal error ({type(exc).__name__}: {text})"
+
+
+# --- the header -------------------------------------------------------------------------------
+
+
+def plan_file(source, *, inputs: InputSpec, run: RunSettings) -> FilePlan:
+    """Read ``source``'s header and decide its axes and anisotropy.
+
+    Raises
+    ------
+    SettingsError
+        ``inputs.channel_axis`` / ``z_axis`` do not fit the file's axes (a batch stops).
+    InvalidInputError
+        The file cannot be read, or its axes are not those of a volume.
+    """
+    from nucseg_rt.io.lazy import _is_zarr_store, read_header
+    from nucseg_rt.prep.axes import resolve_axes
+
+    source = Path(source)
+    shape, info = read_header(source)
+    _check_user_axes(shape, inputs, source)
+    axes = resolve_axes(shape, letters=info.axes, channel_axis=inputs.channel_axis,
+                        z_axis=inputs.z_axis, what="the image")  # reported with the file name
+    axes.log(prefix=f"{source.name}: ", level=logging.DEBUG)  # the Segmenter logs what it uses
+    anisotropy, where = _anisotropy(run, info, source)
+    return FilePlan(source, shape, info, axes, anisotropy, where, _is_zarr_store(source))
+
+
+def _check_user_axes(shape, inputs: InputSpec, source: Path) -> None:
+    ndim = len(shape)
+    given = {name: getattr(inputs, name) for name in ("channel_axis", "z_axis")
+             if getattr(inputs, name) is not None}
+    for name, axis in given.items():
+        if not -ndim <= axis < ndim:
+            raise SettingsError(f"`{name}` {axis} is out of range for {source} ({ndim} axes, "
+                                f"shape {shape}; valid: 0..{ndim - 1} or -{ndim}..-1)")
+    if len(given) == 2 and given["channel_axis"] % ndim == given["z_axis"] % ndim:
+        raise SettingsError(f"`channel_axis` {given['channel_axis']} and `z_axis` "
+                            f"{given['z_axis']} are the same axis of {source} (shape {shape})")
+
+
+def _anisotropy(run: RunSettings, info: VolumeInfo, source: Path) -> tuple[float, str]:
+    if run.anisotropy is not None:
+        value, where = run.anisotropy, "given"
+    else:
+        value, where = info.anisotropy()
+        if value is None:
+            logger.warning("%s: %s; anisotropy 1.0 assumed (give `anisotropy`: Z step / XY "
+                           "pixel size)", source.name, where)
+            value, where = 1.0, f"default ({where})"
+    return float(value), where
+
+
+# --- whole or blockwise ---------------------------------------------------------------------------
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**29 else f"{nbytes / 2**20:.0f} MiB"
+
+
+def _choose_blocks(plan: FilePlan, segmenter, run: RunSettings, params: MaskParams):
+    """The core block size when the file is to be segmented blockwise, else None.
+
+    Settings that would need more memory than the budget even for the smallest block are
+    refused first: a :class:`SettingsError` (the batch stops) when the value to blame was given
+    for the run, an InvalidInputError (this file fails) when it is the file's calibration.
+    """
+    from nucseg_rt.blockwise import blocks
+    from nucseg_rt.blockwise.run import choose_mode
+    from nucseg_rt.io.lazy import physical_memory
+
+    known = run.diameter if isinstance(run.diameter, float) else None  # "auto": model's, here
+    rescale, diameter = segmenter.rescale_for(known), float(known or segmenter.diam_labels)
+    a = 1.0 if params.stitch else plan.anisotropy  # stitch mode does not resample Z
+    shape, nchan, large = plan.axes.shape_zyx, plan.axes.nchan or 1, run.blockwise
+
+    def need(anisotropy: float) -> tuple[int, int]:
+        """Bytes for the whole volume and for the smallest unit of work (block or whole)."""
+        whole = blocks.estimate_bytes(shape, anisotropy=anisotropy, rescale=rescale, nchan=nchan)
+        if large is None:
+            return whole, whole
+        h = large.halo or blocks.default_halo(diameter, plan.anisotropy)
+        side = (blocks.MIN_BLOCK + 2 * h[0], 32 + 2 * h[1], 32 + 2 * h[2])
+        return whole, blocks.estimate_bytes(tuple(min(s, b) for s, b in zip(shape, side)),
+                                            anisotropy=anisotropy, rescale=rescale, nchan=nchan)
+
+    budget = physical_memory() if large is None else large.budget()
+    whole, smallest = need(a)
+    if smallest + blocks.BASE_BYTES > budget:
+        diameter_alone = need(1.0)[1] + blocks.BASE_BYTES > budget
+        culprit_given = (known is not None) if diameter_alone else run.anisotropy is not None
+        _refuse_scale(plan, rescale, diameter, whole, smallest, budget, large is not None,
+                      SettingsError if culprit_given else InvalidInputError)
+    if large is None:
+        return None
+    return choose_mode(shape, anisotropy=a, rescale=rescale, diameter=diameter,
+                       settings=large, nchan=nchan)
+
+
+def _refuse_scale(plan, rescale, diameter, whole, smallest, budget, blockwise, error) -> None:
+    z, y, x = plan.axes.shape_zyx
+    grid = (int(z * plan.anisotropy * rescale), int(y * rescale), int(x * rescale))
+    unit = "even its smallest block" if blockwise else "it"
+    message = (f"{plan.source}: anisotropy {plan.anisotropy:g} ({plan.anisotropy_source}) and "
+               f"diameter {diameter:g} px make a network grid of {grid[0]} x {grid[1]} x "
+               f"{grid[2]} voxels for this {z} x {y} x {x} volume (~{_gib(whole)}); {unit} would "
+               f"need ~{_gib(smallest)}, more than the memory budget of {_gib(budget)}: "
+               f"check `anisotropy` (Z step / XY pixel size) and `diameter`")
+    raise error(message)
+
+
+# --- one file ---------------------------------------------------------------------------------
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
+
+
+def segment_file(segmenter, job: Job, *, inputs: InputSpec | None = None,
+                 params: MaskParams | None = None, run: RunSettings | None = None,
+                 plan: FilePlan | None = None,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 cancel: threading.Event | None = None, client=None) -> FileResult:
+    """Read ``job.source``, segment it (whole, or blockwise when ``run.blockwise`` asks) and
+    write its pending outputs.
+
+    Parameters
+    ----------
+    segmenter : nucseg_rt.Segmenter
+    job : Job
+        Input and output paths.
+    inputs, params, run : InputSpec, MaskParams, RunSettings, optional
+        Axes/channels/normalisation, mask settings, scale/outputs/blockwise (defaults: their
+        defaults).
+    plan : FilePlan, optional
+        From :func:`plan_file` (made here if not given).
+    progress : callable, optional
+        ``progress(stage, done, total)``: "read", the network's and blockwise stages, "write".
+    cancel : threading.Event, optional
+        Checked between steps (and inside the network and blockwise runs): raises
+        :class:`nucseg_rt.errors.Cancelled`; nothing is written under an output's name.
+    client : distributed.Client or nucseg_rt.blockwise.dask.LazyClient, optional
+        For blockwise runs with a scheduler: the cluster to use (one for a batch).
+
+    Returns
+    -------
+    FileResult
+        "done" or "skipped" (all outputs exist and not ``run.overwrite``).
+    """
+    inputs = inputs if inputs is not None else InputSpec()
+    params = params if params is not None else MaskParams()
+    run = run if run is not None else RunSettings()
+    todo = pending_outputs(job, overwrite=run.overwrite)
+    if not todo:
+        return FileResult(job.source, "skipped")
+    t0 = time.perf_counter()
+    plan = plan if plan is not None else plan_file(job.source, inputs=inputs, run=run)
+    block = _choose_blocks(plan, segmenter, run, params)
+    _check_cancel(cancel)
+    if block is not None:
+        return _blockwise(segmenter, job, plan, inputs, params, run, todo, progress, cancel,
+                          client, t0)
+    return _whole(segmenter, job, plan, inputs, params, run, todo, progress, cancel, t0)
+
+
+def _read(plan: FilePlan, inputs: InputSpec, progress):
+    """The volume, and the InputSpec naming its axes as decided by the plan."""
+    from nucseg_rt.io.lazy import open_volume
+    from nucseg_rt.io.tiff import read_volume
+
+    if progress is not None:
+        progress("read", 0, 1)
+    if plan.lazy:
+        with open_volume(plan.source, channel_axis=plan.axes.c, z_axis=plan.axes.z) as vol:
+            volume, axes = vol.read_all(), (vol.channel_axis, 0)
+    else:
+        volume, _ = read_volume(plan.source)
+        axes = (plan.axes.c, plan.axes.z)
+    if progress is not None:
+        progress("read", 1, 1)
+    return volume, dataclasses.replace(inputs, channel_axis=axes[0], z_axis=axes[1])
+
+
+def _whole(segmenter, job, plan, inputs, params, run, todo, progress, cancel, t0) -> FileResult:
+    volume, spec = _read(plan, inputs, progress)
+    _check_cancel(cancel)
+    result = segmenter.segment(volume, anisotropy=plan.anisotropy, diameter=run.diameter,
+                               resample=run.resample, params=params, inputs=spec,
+                               progress=progress, cancel=cancel)
+    del volume
+    _check_cancel(cancel)
+    if progress is not None:
+        progress("write", 0, 1)
+    job.masks.parent.mkdir(parents=True, exist_ok=True)
+    _write_whole(job, plan, result, todo, run.overwrite)
+    info = result.info
+    return FileResult(job.source, "done", plan.shape, int(info.get("n_masks", result.masks.max())),
+                      time.perf_counter() - t0, plan.anisotropy, plan.anisotropy_source,
+                      info.get("diameter"), info.get("diameter_source", ""), tuple(todo))
+
+
+def _write_whole(job: Job, plan: FilePlan, result, todo, overwrite: bool) -> None:
+    from nucseg_rt.io.lazy import is_zarr_path, write_labels_zarr
+    from nucseg_rt.io.tiff import write_flows_npz, write_labels_tif
+
+    voxel, unit = plan.info.voxel_size_zyx, plan.info.unit
+    if job.masks in todo:
+        write = write_labels_zarr if is_zarr_path(job.masks) else write_labels_tif
+        write(job.masks, result.masks, voxel, unit=unit, overwrite=overwrite)
+    if job.flows is not None and job.flows in todo:
+        write_flows_npz(job.flows, result.flows, result.cellprob, overwrite=overwrite)
+
+
+def _blockwise(segmenter, job, plan, inputs, params, run, todo, progress, cancel, client,
+               t0) -> FileResult:
+    from nucseg_rt.blockwise.run import segment_blockwise
+    from nucseg_rt.io.lazy import import_zarr
+
+    if job.flows is not None and job.flows in todo:
+        raise InvalidInputError("`save_flows` is not available for blockwise runs (the flows "
+                                "of a volume this size do not fit in memory)")
+    if job.masks.exists() and not run.overwrite:
+        raise InvalidInputError(f"{job.masks} already exists")
+    try:
+        import_zarr()
+    except MissingDependencyError as exc:
+        raise MissingDependencyError(f"{job.source} does not fit the memory budget whole at "
+                                     f"these settings; {exc}") from exc
+    job.masks.parent.mkdir(parents=True, exist_ok=True)  # the resume folder goes next to it
+    if client is not None:
+        from nucseg_rt.blockwise.dask import LazyClient
+
+        if isinstance(client, LazyClient):
+            client = client.get()  # the batch's cluster, started on first use
+    res = segment_blockwise(job.source, job.masks, segmenter, anisotropy=plan.anisotropy,
+                            diameter=run.diameter, resample=run.resample, params=params,
+                            inputs=inputs, settings=run.blockwise,
+                            block_size=run.blockwise.block_size, progress=progress,
+                            cancel=cancel, client=client)
+    note = (f" (blockwise {'x'.join(map(str, res.block_size))}: {res.n_blocks} blocks"
+            + (f", {res.reused} resumed" if res.reused else "") + ")")
+    return FileResult(job.source, "done", plan.shape, res.n_nuclei, time.perf_counter() - t0,
+                      plan.anisotropy, plan.anisotropy_source, res.diameter, res.diameter_source,
+                      (job.masks,), note)

@@ -1,0 +1,99 @@
+"""Running the command line: parse, dispatch, and the one error path (usage errors included)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from nucseg_rt.cli._report import CliState, report
+
+#: Cellpose command-line spellings -> ours (a flag with ``_`` spelt ``-`` is found without a list)
+CELLPOSE_FLAGS = {
+    "--pretrained_model": "--model NAME|FILE", "--pretrained_model_ortho": "--ortho FILE",
+    "--use_gpu": "--device cuda", "--gpu_device": "--device cuda", "--savedir": "--out-dir DIR",
+    "--diam": "--diameter D", "--diam_mean": "--diameter D (diam_mean is the model's)",
+    "--image_path": "the PATH arguments", "--flow3D_smooth": "--dp-smooth S",
+    "--do_3D": "nothing: 3D is the default (--stitch-threshold T for 2D + stitching)",
+    "--add_model": "`nucseg-rt add-model FILE`", "--save_tif": "nothing: masks are TIFF",
+    "--verbose": "nothing: progress is shown (-q for less)", "--exclude_on_edges": None,
+}
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    state = CliState(debug="--debug" in argv)
+    with state.installed():
+        code = _dispatch(argv, state)
+    _wait_for_streams()
+    if code == 130:
+        state.interrupted()
+    return code
+
+
+def _click_exceptions():
+    """The click exceptions module Typer uses (click's, or the copy newer Typers ship)."""
+    import typer
+
+    return sys.modules[typer.BadParameter.__module__]
+
+
+def _dispatch(argv: list[str], state: CliState) -> int:
+    import typer
+    import typer.main
+
+    from nucseg_rt.cli._app import app, flag_names, tidy_help
+    from nucseg_rt.errors import NucsegError
+
+    clickx = _click_exceptions()
+    command = tidy_help(typer.main.get_command(app))
+    state.flags = flag_names(command, argv)
+    try:
+        code = command.main(args=argv, prog_name="nucseg-rt", standalone_mode=False, obj=state)
+    except getattr(clickx, "NoArgsIsHelpError", ()) as exc:
+        print(exc.ctx.get_help())
+        return 0
+    except clickx.UsageError as exc:
+        report(exc, state, message=_usage_message(exc))
+        return 2
+    except typer.Abort:
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except (NucsegError, OSError, MemoryError) as exc:
+        report(exc, state)
+        return 1
+    except Exception as exc:  # a bug: say so, with the traceback
+        report(exc, state, internal=True)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def _usage_message(exc) -> str:
+    text = exc.format_message()
+    if isinstance(exc, _click_exceptions().NoSuchOption):
+        name = exc.option_name
+        ours = CELLPOSE_FLAGS.get(name) if name in CELLPOSE_FLAGS else None
+        dashed = name.replace("_", "-")
+        if ours is None and dashed != name and exc.ctx is not None and any(
+                dashed in p.opts for p in exc.ctx.command.params):
+            ours = dashed
+        if ours is not None:
+            return f"no such option {name} (Cellpose's spelling); nucseg-rt: {ours}"
+        if name in CELLPOSE_FLAGS:
+            return f"no such option {name}: Cellpose's, not offered by nucseg-rt"
+    command = exc.ctx.command_path if exc.ctx is not None else "nucseg-rt"
+    return f"{text} (see `{command} --help`)"
+
+
+def _wait_for_streams(timeout: float = 30.0) -> None:
+    """Let the network's stream threads finish their batch of tiles before the interpreter
+    exits: destroying onnxruntime sessions under a running thread aborts the process."""
+    import os
+
+    for thread in threading.enumerate():
+        if thread.name.startswith("nucseg-stream") and thread.is_alive():
+            thread.join(timeout)
+            if thread.is_alive():  # stuck inside onnxruntime: leave without finalising
+                sys.stderr.flush()
+                os._exit(130)

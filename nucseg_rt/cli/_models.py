@@ -1,0 +1,260 @@
+"""Model and environment commands: ``add-model``, ``models``, ``remove-model``, ``model-info``,
+``quantize``, ``export-cellpose``, ``info``, ``train``, ``make-crops``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional  # noqa: UP035 (typer on 3.10)
+
+import typer
+
+from nucseg_rt.cli._options import DebugOpt, Precision, Variant, app
+
+__all__ = ["add_model", "models", "remove_model", "model_info", "quantize", "export_cellpose",
+           "info", "train", "make_crops"]
+
+
+def _describe(metadata: dict, key: str) -> str:
+    return metadata.get(key, "") or "-"
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+@app.command("add-model", no_args_is_help=True)
+def add_model(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="ONNX model, or Cellpose 3 model file "
+                                              "(converted; needs the export extra).",
+                                         metavar="FILE")],
+    name: Annotated[Optional[str], typer.Option(
+        help="Registry name (default: the file name).", metavar="NAME",
+        show_default=False)] = None,
+    ortho: Annotated[Optional[Path], typer.Option(help="Model for ZY/ZX planes.",
+                                                  metavar="FILE")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a model of that name.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also make its int8 variant "
+                                                      "(see `nucseg-rt quantize`).")] = False,
+    calibration: Annotated[Optional[Path], typer.Option(
+        help="With --int8: folder of TIFF z-stacks to calibrate on (default: synthetic nuclei).",
+        metavar="DIR", show_default=False)] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Validate a model and copy it into the registry (with its sha256)."""
+    from nucseg_rt.cli._report import stderr_console
+    from nucseg_rt.errors import InvalidInputError
+    from nucseg_rt.models import registry
+
+    stderr_console(ctx.obj)
+    if calibration is not None and not int8:
+        raise InvalidInputError("--calibration needs --int8")
+    rec = registry.add_model(file, name=name, ortho=ortho, force=force)
+    has_ortho = "yes" if rec.files.ortho_path else "no"
+    kind = "" if rec.precision == "fp32" else f" as {rec.precision} model"
+    print(f"added {rec.name!r}{kind} (diam_mean {_describe(rec.metadata, 'diam_mean')}, "
+          f"nchan {_describe(rec.metadata, 'nchan')}, ortho {has_ortho}) -> {rec.files.path}")
+    if int8:
+        _quantize(rec.name, "int8", calibration, force=True)
+
+
+@app.command("models")
+def models(debug: DebugOpt = False) -> None:
+    """List registered models (the bundled default is marked)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from nucseg_rt.cli._report import stdout_console
+    from nucseg_rt.models import registry
+
+    records = registry.list_models()
+    home = registry.registry_home()
+    table = Table(title="nucseg-rt models")
+    for column in ("name", "diam_mean", "nchan", "ortho", "size", "precisions", "source"):
+        table.add_column(column, overflow="fold")
+    for rec in records:
+        label = f"{rec.name} (default)" if rec.name == registry.BUNDLED_DEFAULT else rec.name
+        cells = (label, _describe(rec.metadata, "diam_mean"), _describe(rec.metadata, "nchan"),
+                 "yes" if rec.files.ortho_path else "no", f"{rec.size / 1e6:.1f} MB",
+                 ", ".join(rec.precisions), "bundled" if rec.bundled else rec.source)
+        table.add_row(*(Text(c) for c in cells))
+    console = stdout_console()
+    console.print(table)
+    if not records:
+        console.print("no models: add one with `nucseg-rt add-model FILE --name NAME`",
+                      markup=False)
+    console.print(f"registry: {home}", markup=False)
+
+
+@app.command("remove-model", no_args_is_help=True)
+def remove_model(name: Annotated[str, typer.Argument(help="Registered model name.",
+                                                     metavar="NAME")],
+                 debug: DebugOpt = False) -> None:
+    """Remove a model from the registry and delete its files."""
+    from nucseg_rt.models import registry
+
+    rec = registry.remove_model(name)
+    print(f"removed {rec.name!r}")
+
+
+@app.command("model-info", no_args_is_help=True)
+def model_info(spec: Annotated[str, typer.Argument(help="Registered name or .onnx file.",
+                                                   metavar="NAME")],
+               debug: DebugOpt = False) -> None:
+    """Show a model's files, hashes, integrity and metadata."""
+    from nucseg_rt.cli._report import stdout_console
+    from nucseg_rt.errors import ModelNotFoundError
+    from nucseg_rt.models import modelfile, registry
+
+    try:
+        rec = registry.model_info(spec)
+    except ModelNotFoundError:
+        if not Path(spec).is_file():
+            raise
+        metadata, _ = modelfile.inspect_model(spec)
+        fields = {"file": spec, "sha256": modelfile.sha256_file(spec)}
+    else:
+        metadata = rec.metadata
+        fields = {"name": rec.name, "bundled": str(rec.bundled), "source": rec.source,
+                  "added": rec.added, "precisions": ", ".join(rec.precisions),
+                  "file": str(rec.files.path), "sha256": rec.files.sha256,
+                  "ortho file": str(rec.files.ortho_path or "-"), "integrity": _integrity(rec)}
+    console = stdout_console()
+    fields.update((f"metadata {key}", value) for key, value in sorted(metadata.items()))
+    for key, value in fields.items():
+        console.print(f"{key:>24}: {value}", markup=False)
+
+
+def _integrity(rec) -> str:
+    from nucseg_rt.cli._report import one_line
+    from nucseg_rt.errors import ModelIntegrityError, ModelNotFoundError
+    from nucseg_rt.models import registry
+
+    try:
+        registry.verify_model(rec)
+    except (ModelIntegrityError, ModelNotFoundError) as exc:
+        return f"FAILED, loading will be refused: {one_line(exc)}"
+    return "ok"
+
+
+@app.command("quantize", no_args_is_help=True)
+def quantize(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Registered model name.", metavar="NAME")],
+    calibration: Annotated[Optional[Path], typer.Option(
+        help="Folder of TIFF z-stacks like yours to calibrate on (default: synthetic nuclei).",
+        metavar="DIR", show_default=False)] = None,
+    precision: Annotated[Variant, typer.Option(
+        help="int8 (CPU) or fp16 (CUDA).", metavar="int8|fp16")] = Variant.int8,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing variant.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Add a registered model's int8 (or fp16) variant; run it with --precision int8."""
+    from nucseg_rt.cli._report import stderr_console
+
+    stderr_console(ctx.obj)
+    _quantize(name, precision.value, calibration, force=force)
+
+
+def _quantize(name: str, precision: str, calibration, *, force: bool) -> None:
+    import logging
+
+    from nucseg_rt.models.quantize import quantize_registered
+
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs per tensor
+    record, reports = quantize_registered(name, precision=precision, calibration=calibration,
+                                          force=force)
+    for role, rep in zip(("model", "ortho"), reports):
+        print(f"{name} {role} -> {precision}: flow correlation with fp32 "
+              f"{rep.flow_correlation:.4f}, inside/outside agreement {rep.cellprob_agreement:.4f} "
+              f"on {rep.n_check_tiles} held-out tiles ({rep.seconds:.0f} s)")
+    print(f"added the {precision} variant of {name!r} -> {record.variants[precision].path}")
+
+
+# --- environment, conversion, training ------------------------------------------------------------
+
+
+@app.command("info")
+def info(
+    probe: Annotated[bool, typer.Option(
+        "--probe", help="Time the network for each batch size and thread count, and per pixel "
+                        "for tile sizes (~40 s).")] = False,
+    save: Annotated[bool, typer.Option(
+        "--save", help="With --probe: use the fastest setting by default from now on.")] = False,
+    model: Annotated[str, typer.Option(help="With --probe: model to time.",
+                                       metavar="NAME")] = "nuclei_3d",
+    precision: Annotated[Precision, typer.Option(
+        help="With --probe: precision to time.", metavar="fp32|int8|fp16")] = Precision.fp32,
+    seconds: Annotated[float, typer.Option(
+        help="With --probe: seconds of timing per setting.", metavar="S")] = 1.5,
+    debug: DebugOpt = False,
+) -> None:
+    """Versions, execution providers, registry location, numba threading layer."""
+    from nucseg_rt.errors import InvalidInputError
+
+    if probe:
+        from nucseg_rt.cli._probe import print_probe
+
+        print_probe(model, precision.value, save, seconds)
+        return
+    if save:
+        raise InvalidInputError("--save needs --probe")
+    from nucseg_rt.cli._probe import environment
+
+    for key, value in environment():
+        print(f"{key:>22}: {value}")
+
+
+@app.command("export-cellpose", no_args_is_help=True)
+def export_cellpose(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="Cellpose 3 model file.", metavar="FILE")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.",
+                                      metavar="OUT.onnx")],
+    ortho: Annotated[Optional[Path], typer.Option(
+        help="Cellpose 3 model for ZY/ZX planes.", metavar="FILE")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert a Cellpose 3 model to ONNX (needs the export extra: PyTorch)."""
+    from nucseg_rt.cli._report import stderr_console
+    from nucseg_rt.errors import InvalidInputError
+    from nucseg_rt.models import modelfile
+
+    stderr_console(ctx.obj)
+    modelfile.existing_model_file(file)
+    if out.exists() and not force:
+        raise InvalidInputError(f"{out} already exists; use --force to replace it")
+    report = modelfile.convert_cellpose(file, out, ortho=ortho)
+    diff = getattr(report, "max_abs_diff", None)
+    checked = f" (max |onnxruntime - torch| = {diff:.2e})" if diff is not None else ""
+    print(f"wrote {out}{checked}")
+
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _run_export_tool(ctx: typer.Context, submodule: str, purpose: str) -> None:
+    """Hand the remaining arguments to ``nucseg_rt_export.<submodule>.main(argv)``."""
+    from nucseg_rt.models.modelfile import import_export_module
+
+    tool = import_export_module(submodule, purpose=purpose)
+    code = tool.main(list(ctx.args))
+    raise typer.Exit(int(code or 0))
+
+
+@app.command("train", context_settings=_PASS_THROUGH)
+def train(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """Train a Cellpose-compatible network (needs the export extra); arguments are passed on.
+
+    Run `nucseg-rt train -- --help` for the trainer's options.
+    """
+    _run_export_tool(ctx, "train", "training")
+
+
+@app.command("make-crops", context_settings=_PASS_THROUGH)
+def make_crops(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """Cut YX/ZY/ZX training crops from z-stacks and labels (needs the export extra).
+
+    Run `nucseg-rt make-crops -- --help` for the crop maker's options.
+    """
+    _run_export_tool(ctx, "crops", "making training crops")

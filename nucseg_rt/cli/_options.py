@@ -1,0 +1,106 @@
+"""The Typer application and the options several commands share (each defined once)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path  # noqa: F401 (used in annotations of the command modules)
+from typing import Annotated, Optional  # noqa: UP035 (typer on 3.10)
+
+import typer
+
+app = typer.Typer(
+    name="nucseg-rt", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_show_locals=False, context_settings={"help_option_names": ["-h", "--help"]},
+    help="Cellpose-3-compatible 3D nuclei segmentation on ONNX Runtime, without PyTorch.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from nucseg_rt import __version__
+
+        print(f"nucseg-rt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Show the version and exit.")] = False) -> None:
+    """Cellpose-3-compatible 3D nuclei segmentation on ONNX Runtime, without PyTorch."""
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    int8 = "int8"
+    fp16 = "fp16"
+
+
+class Variant(str, Enum):
+    int8 = "int8"
+    fp16 = "fp16"
+
+
+class WorkAvoidanceChoice(str, Enum):
+    default = "default"
+    plain = "plain"
+
+
+class Dynamics(str, Enum):
+    stable = "stable"
+    cellpose = "cellpose"
+
+
+class OutputFormat(str, Enum):
+    tif = "tif"
+    zarr = "zarr"
+
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")]
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registered model name or .onnx file.",
+                                       metavar="NAME|FILE", rich_help_panel="Model")]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    help="fp32 (reference), int8 (fast on CPU; `nucseg-rt quantize NAME` makes it) or fp16 "
+         "(CUDA).", metavar="fp32|int8|fp16", rich_help_panel="Model")]
+AnisotropyOpt = Annotated[Optional[float], typer.Option(
+    help="Z step / XY pixel size, e.g. 4 for 2 um planes of 0.5 um pixels (default: from the "
+         "file's calibration when it gives both, else 1 with a warning).", metavar="A",
+    rich_help_panel="Algorithm", show_default=False)]
+DiameterOpt = Annotated[Optional[str], typer.Option(
+    help="Typical nucleus diameter in XY pixels, or 'auto' to estimate it per file (default: "
+         "the model's training diameter).", metavar="D|auto", rich_help_panel="Algorithm",
+    show_default=False)]
+StitchThresholdOpt = Annotated[float, typer.Option(
+    help="> 0: segment YX planes in 2D and link masks with IoU above this.", metavar="T",
+    rich_help_panel="Algorithm")]
+MinSizeOpt = Annotated[int, typer.Option(help="Remove masks smaller than this many voxels.",
+                                         metavar="N", rich_help_panel="Algorithm")]
+CellprobThresholdOpt = Annotated[float, typer.Option(
+    help="Lower to find more and larger nuclei.", metavar="X", rich_help_panel="Algorithm")]
+ChannelAxisOpt = Annotated[Optional[int], typer.Option(
+    help="Axis holding channels, 0-based (default: from the file, else guessed).", metavar="I",
+    rich_help_panel="Input", show_default=False)]
+ZAxisOpt = Annotated[Optional[int], typer.Option(
+    help="Axis holding Z, 0-based (default: from the file, else the first).", metavar="I",
+    rich_help_panel="Input", show_default=False)]
+ChanOpt = Annotated[int, typer.Option(help="Channel to segment: 0 gray, 1 red, 2 green, 3 blue.",
+                                      metavar="C", rich_help_panel="Input")]
+SaveFlowsOpt = Annotated[bool, typer.Option(
+    "--save-flows", help="Also write <stem>_flows.npz (flows, cellprob).",
+    rich_help_panel="Output")]
+OutputFormatOpt = Annotated[OutputFormat, typer.Option(
+    help="Labels as <stem>_masks.tif or <stem>_masks.ome.zarr (OME-Zarr labels group; needs "
+         "the large extra).", metavar="tif|zarr", rich_help_panel="Output")]
+DeviceOpt = Annotated[Device, typer.Option(
+    help="'auto': CUDA when onnxruntime offers it, else the CPU.", metavar="auto|cpu|cuda",
+    rich_help_panel="Hardware")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    help="CPU threads for the network (per stream) and dynamics (default: all cores).",
+    metavar="N", rich_help_panel="Hardware", show_default=False)]

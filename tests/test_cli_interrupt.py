@@ -1,0 +1,112 @@
+"""Ctrl-C during ``nucseg-rt segment`` (issue 14): at any moment, exit code 130, one
+``interrupted`` line, finished files kept whole, nothing partial written, never an abort.
+
+The runs use the default two network streams on the CPU: the first SIGINT must stop them
+between batches of tiles (not leave them running inside onnxruntime while the interpreter exits,
+which aborted the process with "terminate called without an active exception").
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+from test_cli_segment import blob_volume, write_calibrated
+
+N_FILES = 5
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Five (40, 192, 216) volumes (a few seconds each, with the tiny model) and their masks."""
+    from conftest import make_tiny_onnx
+    from nucseg_rt import Segmenter
+
+    folder = tmp_path_factory.mktemp("interrupt")
+    model = make_tiny_onnx(folder / "tiny.onnx")
+    vol = np.tile(blob_volume(), (2, 3, 3))
+    files = [write_calibrated(folder / f"v{k}.tif", vol) for k in range(N_FILES)]
+    expected = Segmenter(model, device="cpu").segment(vol, anisotropy=1.0, diameter=30.0).masks
+    return model, files, expected
+
+
+def _interrupt(args, delay, out, group=False, after_first=None):
+    """Run ``segment ARGS``; SIGINT it after ``delay`` s, or once ``out`` holds a file matching
+    the pattern ``after_first``."""
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nucseg_rt.cli", "segment", *map(str, args),
+                             "--out-dir", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=group)
+    if after_first:
+        end = time.monotonic() + 120
+        while not list(out.glob(after_first)) and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(delay)
+    else:
+        time.sleep(delay)
+    if group:  # a terminal's Ctrl-C reaches the whole process group (dask workers too)
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=180)
+    return proc.returncode, stdout, stderr
+
+
+def _check(code, stdout, stderr, out, expected):
+    assert code == 130, (code, stderr[-2000:])
+    for bad in ("Traceback", "terminate called", "Aborted"):
+        assert bad not in stderr, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if "interrupted" in line.lower()]
+    assert len(said) == 1 and said[0].startswith("interrupted"), stderr[-2000:]
+    written = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert all(name.endswith("_masks.tif") for name in written), written  # no temporary file
+    for name in written:  # a finished file is whole
+        np.testing.assert_array_equal(tifffile.imread(out / name), expected)
+    done = [line for line in stdout.splitlines() if "│ done" in line]
+    if "nucseg-rt segment" in stdout:  # the summary: exactly the finished files were kept
+        assert len(done) == len(written), stdout
+    return len(written)
+
+
+def test_ctrl_c_at_ten_moments(work, tmp_path):
+    """Start-up, reading, the network's three views, the dynamics, writing: 10 seeded moments."""
+    model, files, expected = work
+    args = [*files, "--model", model, "--diameter", "30"]
+    for k, delay in enumerate(sorted(np.random.default_rng(14).uniform(0.5, 6.0, 10))):
+        out = tmp_path / f"out{k}"
+        _check(*_interrupt(args, delay, out), out, expected)
+
+
+def test_ctrl_c_after_a_finished_file_keeps_it(work, tmp_path):
+    model, files, expected = work
+    out = tmp_path / "out"
+    code, stdout, stderr = _interrupt([*files, "--model", model, "--diameter", "30"], 0, out,
+                                      after_first="*_masks.tif")
+    assert _check(code, stdout, stderr, out, expected) >= 1
+    assert "file(s) done and kept" in stderr
+
+
+def test_ctrl_c_in_a_dask_run(work, tmp_path):
+    pytest.importorskip("zarr")
+    pytest.importorskip("distributed")
+    model, files, expected = work
+    out = tmp_path / "out"
+    code, stdout, stderr = _interrupt(
+        [*files[:2], "--model", model, "--diameter", "30", "--block-size", "64",
+         "--scheduler", "local", "--workers", "2"], 0.5, out, group=True,
+        after_first="*.blocks/block_*.npz")  # while the cluster computes blocks
+    assert code == 130, (code, stderr[-2000:])
+    assert "Traceback" not in stderr and "terminate called" not in stderr
+    said = [line for line in stderr.splitlines() if "interrupted" in line.lower()]
+    assert len(said) == 1 and said[0].startswith("interrupted"), stderr[-2000:]
+    # no output under its name; the blocks already computed stay for --resume
+    assert all(p.name.endswith("_masks.tif.blocks") or p.name.endswith("_masks.tif")
+               for p in out.iterdir())
