@@ -10,10 +10,12 @@ Importing this package is cheap and side-effect free; heavy modules load on firs
 """
 
 __version__ = "0.1.0"
-__all__ = ["Segmenter", "SegmentationResult", "run_batch", "BatchRunner", "RunSettings",
-           "FileResult", "__version__"]
+__all__ = ["Segmenter", "SegmentationResult", "Flows", "MaskParams", "InputSpec", "Normalization",
+           "run_batch", "BatchRunner", "RunSettings", "FileResult", "__version__"]
 
-_LAZY = {"Segmenter": "nucseg_rt.segment", "SegmentationResult": "nucseg_rt.segment",
+_LAZY = {"Segmenter": "nucseg_rt.segment", "SegmentationResult": "nucseg_rt.results",
+         "Flows": "nucseg_rt.results", "MaskParams": "nucseg_rt.params", "InputSpec": "nucseg_rt.params",
+         "Normalization": "nucseg_rt.params",
          "run_batch": "nucseg_rt.batch", "BatchRunner": "nucseg_rt.batch",
          "RunSettings": "nucseg_rt.batch", "FileResult": "nucseg_rt.batch"}
 

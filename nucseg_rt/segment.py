@@ -158,9 +158,9 @@ class Segmenter:
         streams = int(streams)
         if threads is None and streams > 1:
             threads = max(1, (os.cpu_count() or 1) // streams)
-        self.nets = [load_net(self.model.path, providers, threads, replica=k)
+        self.nets = [load_net(self.model.path, providers, threads)
                      for k in range(streams)]
-        self.nets_ortho = ([load_net(self.model.ortho_path, providers, threads, replica=k)
+        self.nets_ortho = ([load_net(self.model.ortho_path, providers, threads)
                             for k in range(streams)] if self.model.ortho_path is not None else None)
         self.streams, self.threads = streams, threads
         if self.net_ortho is not None and self.net_ortho.info.nchan != self.net.info.nchan:

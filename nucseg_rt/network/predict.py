@@ -145,14 +145,10 @@ class OnnxNet:
         return np.concatenate((flows, cellprob), axis=1)
 
 
-def load_net(path: str | os.PathLike, providers: list, threads: int | None = None,
-             replica: int = 0) -> OnnxNet:
+def load_net(path: str | os.PathLike, providers: list, threads: int | None = None) -> OnnxNet:
     """A new :class:`OnnxNet` (its own onnxruntime session) for ``path``; the caller owns it
-    and closes it (:meth:`OnnxNet.close`).
-
-    ``replica`` is unused: every call makes a separate session (streams running side by side
-    need one each). It remains only because ``Segmenter`` passes it; drop both together.
-    """
+    and closes it (:meth:`OnnxNet.close`). Every call makes a separate session: streams running
+    side by side need one each."""
     return OnnxNet(Path(path).resolve(), providers, threads)
 
 
