@@ -55,11 +55,22 @@ def _summary(rows: list[dict]) -> dict:
                 n_true=sum(r["n_true"] for r in rows), n_pred=sum(r["n_pred"] for r in rows),
                 faint=sum(r.get("faint", 0) for r in rows), faint_missed=sum(r.get("faint_missed", 0) for r in rows),
                 seconds=float(np.mean([r["seconds"] for r in rows])),
-                diameter=float(np.mean([r["diameter"] for r in rows])))
+                diameter=float(np.mean([r["diameter"] for r in rows])),
+                ap50_vs_fp32=(float(np.mean([r["ap50_vs_fp32"] for r in rows])) if "ap50_vs_fp32" in rows[0]
+                              else None))
+
+
+def _vs_ref(ref, r: dict, masks, make_ref) -> None:
+    """With a reference (fp32) segmenter: AP@0.5 of these masks against its masks."""
+    if ref is None:
+        return
+    from nucseg_rt.eval.metrics import average_precision
+
+    r["ap50_vs_fp32"] = float(average_precision(make_ref(), masks, thresholds=(0.5,))[0][0])
 
 
 def evaluate_synthetic(seg, anisotropies, n_volumes: int, shape_iso, methods, diameter: float,
-                       auto: bool, merge: bool) -> dict:
+                       auto: bool, merge: bool, ref=None) -> dict:
     from nucseg_rt.eval.synth import make_volume
 
     out = {}
@@ -80,12 +91,15 @@ def evaluate_synthetic(seg, anisotropies, n_volumes: int, shape_iso, methods, di
                         r.update(faint=len(meta["faint_labels"]),
                                  faint_missed=sum(1 for x in meta["faint_labels"] if x not in hit),
                                  seconds=tnet + time.perf_counter() - t0, diameter=f.diameter)
+                        _vs_ref(ref, r, masks, lambda: ref.masks_from_flows(
+                            ref.predict_flows(img, anisotropy=a, diameter=f.diameter), method=m,
+                            merge_fragments=mf))
                         rows.setdefault(f"{dmode}/{m}{'+merge' if mf else ''}", []).append(r)
         out[str(a)] = {key: _summary(v) for key, v in rows.items()}
     return out
 
 
-def evaluate_real(seg, sources, cache: Path, auto: bool, merge: bool) -> dict:
+def evaluate_real(seg, sources, cache: Path, auto: bool, merge: bool, ref=None) -> dict:
     from nucseg_rt.eval.metrics import label_diameter
     from nucseg_rt_export.real_data import load_source
 
@@ -106,6 +120,9 @@ def evaluate_real(seg, sources, cache: Path, auto: bool, merge: bool) -> dict:
                     masks = seg.masks_from_flows(f, stitch_threshold=0.5, merge_fragments=mf)[0]
                     r = _scores(img.labels, masks)
                     r.update(seconds=tnet, diameter=f.diameter, true_diameter=true_d)
+                    _vs_ref(ref, r, masks, lambda: ref.masks_from_flows(
+                        ref.predict_flows(vol, anisotropy=1.0, diameter=f.diameter, z_axis=0, mode="stitch"),
+                        stitch_threshold=0.5, merge_fragments=mf)[0])
                     rows.setdefault(f"{dmode}{'+merge' if mf else ''}", []).append(r)
         out[name] = {key: _summary(v) for key, v in rows.items()}
     return out
@@ -118,8 +135,9 @@ def _print(title: str, res: dict) -> None:
     for a, rows in res.items():
         for key, r in rows.items():
             faint = f"{r['faint_missed']:>6d} / {r['faint']:<5d}" if r["faint"] else f"{'-':>13s}"
+            vs = "" if r["ap50_vs_fp32"] is None else f"  AP@0.5 vs fp32 {r['ap50_vs_fp32']:.3f}"
             print(f"{a:>10s} {key:>22s} {r['ap50']:7.3f} {r['ap75']:8.3f} {r['split']:6.3f} {r['n_true']:5d} "
-                  f"{r['n_pred']:5d} {faint} {r['diameter']:6.1f} {r['seconds']:6.1f}")
+                  f"{r['n_pred']:5d} {faint} {r['diameter']:6.1f} {r['seconds']:6.1f}{vs}")
 
 
 def main(argv=None):
@@ -137,19 +155,21 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="+", default=["stable", "cellpose"])
     ap.add_argument("--auto", action="store_true", help="also run with diameter='auto'")
     ap.add_argument("--merge", action="store_true", help="also run with merge_fragments=True")
+    ap.add_argument("--vs-fp32", action="store_true", help="with --precision int8: also AP against fp32 masks")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from nucseg_rt import Segmenter
 
     seg = Segmenter(args.model, device="cpu", precision=args.precision)
+    ref = Segmenter(args.model, device="cpu") if args.vs_fp32 else None
     if args.real:
         from nucseg_rt_export.real_data import HELDOUT_SOURCES
 
-        res = evaluate_real(seg, args.sources or HELDOUT_SOURCES, args.cache, args.auto, args.merge)
+        res = evaluate_real(seg, args.sources or HELDOUT_SOURCES, args.cache, args.auto, args.merge, ref)
         _print(f"model {args.model} ({args.precision}): held-out real 2D images", res)
     else:
         res = evaluate_synthetic(seg, args.anisotropy, args.n_volumes, tuple(args.shape), args.methods,
-                                 args.diameter, args.auto, args.merge)
+                                 args.diameter, args.auto, args.merge, ref)
         _print(f"model {args.model} ({args.precision}): {args.n_volumes} held-out volumes of "
                f"{tuple(args.shape)} (iso) per anisotropy", res)
     if args.json:
