@@ -16,7 +16,9 @@ NEEDS_EXTRA: dict[str, str] = {
 
 #: every module of the package, found on disk: new modules are covered without editing this file
 ALL_MODULES = sorted(m.name for m in pkgutil.walk_packages(nucseg_rt.__path__, "nucseg_rt."))
-RUNTIME_MODULES = ["nucseg_rt"] + [m for m in ALL_MODULES if m not in NEEDS_EXTRA]
+#: ``__main__`` modules run a program when imported (``python -m nucseg_rt.cli``): not imported here
+RUNTIME_MODULES = ["nucseg_rt"] + [m for m in ALL_MODULES
+                                   if m not in NEEDS_EXTRA and not m.endswith(".__main__")]
 
 #: not core dependencies of the runtime: blocked in the subprocess that imports it
 BLOCKED = ("torch", "cellpose", "cv2", "fastremap", "fill_voids", "scipy", "zarr", "dask",
