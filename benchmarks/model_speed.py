@@ -36,7 +36,7 @@ def run(old: str, new: str, diameters, anisotropies, precision: str, repeat: int
             img, labels, _ = make_volume((nz, 192, 192), anisotropy=a, seed=20_000 + int(d), diameter_mean=d)
             row = dict(diameter=d, anisotropy=a, shape=list(img.shape))
             for key, seg in segs.items():
-                seg.segment(img[:2], anisotropy=a, diameter=d)  # warm-up (numba, sessions)
+                seg.segment(img[:6], anisotropy=a, diameter=d, z_axis=0)  # warm-up (numba, sessions)
                 times = []
                 for _ in range(repeat):
                     t0 = time.perf_counter()
