@@ -420,7 +420,28 @@ def compute_block(ctx: BlockContext, index: int, segmenter) -> Path:
     with atomic_write(path) as fh:
         np.savez_compressed(fh, offset=offset, labels=labels, owned=owned,
                             core=np.array(ctx.plan.core_box(index)))
+    del res, labels
+    release_freed_memory()
     return path
+
+
+def release_freed_memory() -> bool:
+    """Return the memory freed by the last block to the operating system (glibc only).
+
+    glibc keeps freed heap memory for reuse, fragmented over the heaps of the threads that
+    used it (numpy, numba, onnxruntime, zarr), so the resident memory left after a block
+    depended on the blocks before it (251-312 MB between the blocks of one run);
+    ``malloc_trim`` hands the free pages back. Returns False where there is no ``malloc_trim``.
+    """
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
 
 
 def select_masks(masks: np.ndarray, read_box, core_box, shape, halo):

@@ -11,10 +11,13 @@ on each other's side). Each mask is compared with the labels already painted und
   label: the earlier block wins contested voxels); fewer than ``min_size`` free voxels: skipped.
 
 Only one block's region of the output is in memory at a time, plus one integer per nucleus.
+For a TIFF output the merge paints a scratch array whose chunks are a few planes deep
+(:func:`scratch_chunks`), so the plane-by-plane TIFF writer decodes about one plane at a time.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +25,14 @@ import numpy as np
 
 from nucseg_rt.blockwise.blocks import BlockPlan, block_file
 
-__all__ = ["MergeStats", "merge_blocks"]
+__all__ = ["MergeStats", "merge_blocks", "scratch_chunks"]
+
+#: Z depth of the chunks of the scratch array a TIFF output is merged into. A plane read decodes
+#: every chunk it crosses whole: block-deep chunks made writing one plane of a 96x576x576 volume
+#: decode 96 planes, so the writer's memory grew with the block depth times the plane size.
+SCRATCH_CHUNK_DEPTH = 8
+#: Largest Y and X chunk side of the merged labels (scratch and OME-Zarr output).
+CHUNK_SIDE = 256
 
 
 @dataclass
@@ -34,6 +44,13 @@ class MergeStats:
     candidates_painted: int = 0
     duplicates: int = 0
     too_small: int = 0
+
+
+def scratch_chunks(core) -> tuple[int, int, int]:
+    """Chunks ``(Z, Y, X)`` of the scratch array a TIFF output is merged into, for core blocks
+    ``core``: at most :data:`SCRATCH_CHUNK_DEPTH` planes deep, at most :data:`CHUNK_SIDE` wide."""
+    return (min(int(core[0]), SCRATCH_CHUNK_DEPTH),
+            *(min(int(c), CHUNK_SIDE) for c in core[1:]))
 
 
 def merge_blocks(plan: BlockPlan, workdir, out, *, iou_threshold: float = 0.5,
@@ -54,7 +71,7 @@ def merge_blocks(plan: BlockPlan, workdir, out, *, iou_threshold: float = 0.5,
         Masks with fewer free voxels are not painted.
     """
     stats = MergeStats()
-    sizes = [0]  # voxels per painted id
+    sizes = array("q", [0])  # voxels per painted id: 8 bytes per nucleus
     total = 2 * len(plan)
     for step in range(total):
         index, owned_pass = step % len(plan), step < len(plan)

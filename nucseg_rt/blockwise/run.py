@@ -313,12 +313,12 @@ def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, sett
                      min_size: int, progress):
     """Merge the block files into the output: an OME-Zarr labels group built under a temporary
     name, or a scratch zarr in the work folder copied plane by plane into a TIFF."""
-    from nucseg_rt.blockwise.merge import merge_blocks
+    from nucseg_rt.blockwise.merge import CHUNK_SIDE, merge_blocks, scratch_chunks
     from nucseg_rt.io.lazy import (atomic_dir, create_labels_zarr, is_zarr_path,
                                   write_labels_tif_streamed)
     from nucseg_rt.masks.postprocess import label_dtype
 
-    chunks = tuple(min(c, 256) for c in plan.core)
+    chunks = tuple(min(c, CHUNK_SIDE) for c in plan.core)
     merge = dict(iou_threshold=settings.iou_threshold, min_size=min_size, progress=progress)
     if is_zarr_path(out_path):
         with atomic_dir(out_path) as tmp:
@@ -327,7 +327,7 @@ def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, sett
             return merge_blocks(plan, workdir, out, **merge)
     scratch = workdir / "labels.zarr"
     shutil.rmtree(scratch, ignore_errors=True)
-    out = create_labels_zarr(scratch, plan.shape, chunks=chunks)
+    out = create_labels_zarr(scratch, plan.shape, chunks=scratch_chunks(plan.core))
     stats = merge_blocks(plan, workdir, out, **merge)
     if progress is not None:
         progress("write TIFF", 0, 1)

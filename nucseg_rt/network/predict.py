@@ -107,6 +107,11 @@ class OnnxNet:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Tiles come in several shapes (plane sizes differ between orientations and blocks).
+        # A memory pattern is one arena block per input shape, and the arena keeps them all:
+        # off, the same calls took 22-27 MB less and grew less from shape to shape, at the
+        # same speed and with identical outputs (docs/benchmarks.md, blockwise memory).
+        opts.enable_mem_pattern = False
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
