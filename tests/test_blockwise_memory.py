@@ -183,9 +183,11 @@ def test_freed_heap_memory_is_handed_back():
 def test_each_block_hands_its_memory_back(tmp_path, monkeypatch):
     labels = _balls((30, 40, 40), seed=4)
     plan = blockwise.plan_blocks(labels.shape, CORE, diameter=8, anisotropy=1, halo=HALO)
-    ctx = blockwise.BlockContext(source=labels.astype(np.uint16), channel_axis=None, z_axis=None,
-                                 plan=plan, options={}, normalize=None, bounds=((0.0, 1.0),),
-                                 workdir=str(tmp_path), spec=None)
+    from nucseg_rt.params import InputSpec, MaskParams
+
+    ctx = blockwise.BlockContext(source=labels.astype(np.uint16), inputs=InputSpec(), params=MaskParams(),
+                                 anisotropy=1.0, diameter=8.0, resample=True, plan=plan,
+                                 bounds=((0.0, 1.0),), workdir=str(tmp_path), spec=None)
     events = []
 
     class FoundLabels:

@@ -259,25 +259,37 @@ class _HistogramStats:
 def _hist_percentile(cum: np.ndarray, q: float, offset: int) -> np.float32:
     """``np.percentile(values_float32, q)`` from the cumulative histogram of the values.
 
-    Same arithmetic as numpy's linear method on float32 data: ``q / float32(100)``, virtual
-    index ``(n - 1) * q`` in float32, and numpy's two-sided lerp.
+    Same arithmetic as the installed numpy's linear method on float32 data. numpy < 2.1 works
+    in float32 (``q / float32(100)``, virtual index ``(n - 1) * q`` in float32); numpy >= 2.1
+    keeps a Python-float ``q`` in float64 (virtual index and weight in float64) and passes the
+    weight to the lerp as a Python float, so the lerp runs in float32. Both use numpy's two-sided
+    lerp.
     """
     n = int(cum[-1])
 
     def order_stat(k: int) -> np.float32:
         return np.float32(int(np.searchsorted(cum, k, side="right")) - offset)
 
-    qq = np.true_divide(q, np.float32(100))
-    vi = np.asarray(np.float32(n - 1) * qq)
+    if _FLOAT64_Q:
+        qq = np.true_divide(float(q), 100)
+        vi = np.asarray((n - 1) * qq)
+    else:
+        qq = np.true_divide(q, np.float32(100))
+        vi = np.asarray(np.float32(n - 1) * qq)
     k = int(np.floor(vi))
-    gamma = np.asarray(vi - k, dtype=vi.dtype)
+    # numpy >= 2.1: the weight is a Python float (weak), so the lerp itself runs in float32
+    gamma = float(vi - k) if _FLOAT64_Q else np.asarray(vi - k, dtype=vi.dtype)
     a = np.asarray(order_stat(k))
     b = np.asarray(order_stat(min(k + 1, n - 1)))
     diff = np.subtract(b, a)
     res = np.asanyarray(np.add(a, diff * gamma))
     if gamma >= 0.5:
         res = np.asanyarray(np.subtract(b, diff * (1 - gamma)), dtype=res.dtype)
-    return res[()]
+    return np.float32(res[()])
+
+
+#: numpy >= 2.1 computes percentiles of float32 data with a float64 ``q`` (NEP 50 weak scalars)
+_FLOAT64_Q = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
 
 
 # --- one block -------------------------------------------------------------------------------
