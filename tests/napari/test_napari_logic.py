@@ -131,7 +131,10 @@ def test_model_choices_from_the_registry(monkeypatch):
     assert default == "nuclei_3d" and names[0] == "nuclei_3d" and error is None
     assert logic.precision_choices("nuclei_3d") == ["fp32", "int8"]
     assert logic.precision_choices("not-there") == ["fp32"]
-    assert logic.default_diameter("nuclei_3d") == 30.0
+    from nucseg_rt import Segmenter
+
+    # the registry's record agrees with the network's own metadata (17 for the bundled model)
+    assert logic.default_diameter("nuclei_3d") == Segmenter("nuclei_3d", device="cpu").diam_labels == 17.0
     assert logic.default_diameter("not-there", 17.0) == 17.0
     from nucseg_rt.models import registry
 
