@@ -176,7 +176,7 @@ def test_ome_zarr_calibration_needs_one_unit(tmp_path):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from conftest import make_tiny_onnx
+    from _tinyonnx import make_tiny_onnx
 
     return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
 

@@ -26,7 +26,7 @@ N_FILES = 5
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Five (40, 192, 216) volumes (a few seconds each, with the tiny model) and their masks."""
-    from conftest import make_tiny_onnx
+    from _tinyonnx import make_tiny_onnx
     from nucseg_rt import Segmenter
 
     folder = tmp_path_factory.mktemp("interrupt")

@@ -119,7 +119,7 @@ def _qdq_copy(src: Path, dst: Path, metadata: dict | None = None) -> Path:
 
 
 def test_int8_onnx_added_is_int8(tmp_path, volume):
-    from conftest import make_tiny_onnx
+    from _tinyonnx import make_tiny_onnx
 
     q8 = _qdq_copy(make_tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "q8.onnx",
                    {"precision": "int8"})
@@ -138,7 +138,7 @@ def test_int8_onnx_added_is_int8(tmp_path, volume):
 
 
 def test_quantizing_a_quantized_file_is_a_clear_error(tmp_path):
-    from conftest import make_tiny_onnx
+    from _tinyonnx import make_tiny_onnx
 
     from nucseg_rt.errors import ModelFormatError
     from nucseg_rt.models.quantize import quantize_int8

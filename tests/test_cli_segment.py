@@ -1,6 +1,6 @@
 """``nucseg-rt segment`` end to end (subprocess) with a tiny ONNX model: outputs, resume, bad input.
 
-The tiny model (tests/conftest.py) makes flows that point to the centres of bright blobs, so
+The tiny model (tests/_tinyonnx.py) makes flows that point to the centres of bright blobs, so
 well separated Gaussian blobs come out as one nucleus each.
 """
 
@@ -40,7 +40,7 @@ def summary_row(stdout: str, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from conftest import make_tiny_onnx
+    from _tinyonnx import make_tiny_onnx
 
     return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
 

@@ -58,7 +58,7 @@ def test_import_is_quiet_and_light():
 
 def test_segmenter_runs_without_torch(tmp_path):
     """A full segmentation with torch unimportable (the tiny ONNX model has no torch origin)."""
-    from conftest import make_tiny_onnx
+    from _tinyonnx import make_tiny_onnx
 
     model = make_tiny_onnx(tmp_path / "tiny.onnx")
     code = ("import sys\nsys.modules['torch'] = None\n"

@@ -181,7 +181,7 @@ def test_read_record_tolerates_garbage(tmp_path):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from conftest import make_tiny_onnx
+    from _tinyonnx import make_tiny_onnx
 
     return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
 

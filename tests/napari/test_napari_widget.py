@@ -81,6 +81,7 @@ def test_run_on_the_sample_equals_the_library(make_napari_viewer, qtbot, sample,
     assert widget.image.value is image
     assert widget.anisotropy.value == 4.0  # from the layer's scale
     assert widget.model.value == "nuclei_3d" and widget.diameter.value == 17.0  # the model's diam_labels
+    widget.diameter.value = 30.0  # the sample's nuclei
     widget.precision.value = "int8"
     widget.add_cellprob.value = widget.add_flows.value = True
 
