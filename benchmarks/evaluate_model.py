@@ -143,6 +143,8 @@ def _print(title: str, res: dict) -> None:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="nuclei_3d")
+    ap.add_argument("--ortho", default=None,
+                    help="ortho partner (.onnx) for the ZY/ZX planes (default: the model's own, if any)")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--real", action="store_true", help="held-out real 2D sources instead of synthetic 3D")
     ap.add_argument("--sources", nargs="+", default=None, help="real sources (default: the held-out ones)")
@@ -160,8 +162,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from nucseg_rt import Segmenter
 
-    seg = Segmenter(args.model, device="cpu", precision=args.precision)
-    ref = Segmenter(args.model, device="cpu") if args.vs_fp32 else None
+    seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision)
+    ref = Segmenter(args.model, ortho=args.ortho, device="cpu") if args.vs_fp32 else None
+    ortho = seg.model.ortho_path.name if seg.model.ortho_path is not None else "none"
     if args.real:
         from nucseg_rt_export.real_data import HELDOUT_SOURCES
 
@@ -170,7 +173,7 @@ def main(argv=None):
     else:
         res = evaluate_synthetic(seg, args.anisotropy, args.n_volumes, tuple(args.shape), args.methods,
                                  args.diameter, args.auto, args.merge, ref)
-        _print(f"model {args.model} ({args.precision}): {args.n_volumes} held-out volumes of "
+        _print(f"model {args.model} ({args.precision}, ortho {ortho}): {args.n_volumes} held-out volumes of "
                f"{tuple(args.shape)} (iso) per anisotropy", res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -74,9 +74,10 @@ def _to_onnx_bytes(net: nn.Module, nchan: int, opset: int) -> bytes:
 
 
 def _metadata(m: LoadedModel, *, role: str, opset: int, ortho_name: str = "",
-              ortho_sha: str = "") -> dict[str, str]:
+              ortho_sha: str = "", min_anisotropy: float | None = None) -> dict[str, str]:
     from nucseg_rt import __version__
 
+    extra = {} if min_anisotropy is None else {"min_anisotropy": repr(float(min_anisotropy))}
     return {
         "nucseg_rt.format": FORMAT_VERSION,
         "diam_mean": repr(float(m.diam_mean)),
@@ -93,6 +94,7 @@ def _metadata(m: LoadedModel, *, role: str, opset: int, ortho_name: str = "",
         "role": role,
         "ortho_file": ortho_name,
         "ortho_sha256": ortho_sha,
+        **extra,
     }
 
 
@@ -128,12 +130,13 @@ def _write_atomic(model: onnx.ModelProto, out: Path) -> None:
 
 
 def _export_one(m: LoadedModel, out: Path, *, role: str, opset: int, atol: float,
-                ortho_name: str = "", ortho_sha: str = "") -> float:
+                ortho_name: str = "", ortho_sha: str = "", min_anisotropy: float | None = None) -> float:
     raw = _to_onnx_bytes(m.net, m.nbase[0], opset)
     diff = _verify(m.net, raw, m.nbase[0], atol)
     model = onnx.load_from_string(raw)
     onnx.checker.check_model(model)
-    meta = _metadata(m, role=role, opset=opset, ortho_name=ortho_name, ortho_sha=ortho_sha)
+    meta = _metadata(m, role=role, opset=opset, ortho_name=ortho_name, ortho_sha=ortho_sha,
+                     min_anisotropy=min_anisotropy)
     del model.metadata_props[:]
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
@@ -150,7 +153,7 @@ def ortho_path_for(out: str | os.PathLike) -> Path:
 
 def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
                     ortho: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
-                    atol: float = 1e-4) -> ExportReport:
+                    atol: float = 1e-4, ortho_min_anisotropy: float | None = None) -> ExportReport:
     """Export a Cellpose 3 model file (and optional ortho model) to ONNX.
 
     Parameters
@@ -166,6 +169,10 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
         ONNX opset (>= 17).
     atol : float
         Largest allowed absolute difference between onnxruntime and torch outputs.
+    ortho_min_anisotropy : float, optional
+        Stored in the ortho file's metadata (``min_anisotropy``): the runtime uses the ortho
+        network only for stacks at least this anisotropic, the main network below (an ortho model
+        trained on coarse-Z planes). Default: the ortho network always (as Cellpose).
 
     Returns
     -------
@@ -176,6 +183,9 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
         raise ValueError(f"`opset` must be >= 17, got {opset}")
     if atol <= 0:
         raise ValueError(f"`atol` must be > 0, got {atol}")
+    if ortho_min_anisotropy is not None and (ortho is None or not ortho_min_anisotropy >= 1):
+        raise ValueError("`ortho_min_anisotropy` needs `ortho` and must be >= 1, "
+                         f"got {ortho_min_anisotropy}")
     out = Path(out)
     main = load_cellpose_model(src)
     ortho_out, ortho_name, ortho_sha, worst = None, "", "", 0.0
@@ -185,7 +195,8 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
             raise ModelFormatError(
                 f"ortho model takes {om.nbase[0]} channels but the main model takes {main.nbase[0]}")
         ortho_out = ortho_path_for(out)
-        worst = _export_one(om, ortho_out, role="ortho", opset=opset, atol=atol)
+        worst = _export_one(om, ortho_out, role="ortho", opset=opset, atol=atol,
+                            min_anisotropy=ortho_min_anisotropy)
         ortho_name, ortho_sha = ortho_out.name, file_sha256(ortho_out)
     worst = max(worst, _export_one(main, out, role="main", opset=opset, atol=atol,
                                    ortho_name=ortho_name, ortho_sha=ortho_sha))

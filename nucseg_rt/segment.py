@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from nucseg_rt.errors import Cancelled, ClosedError, InvalidInputError
+from nucseg_rt.errors import Cancelled, ClosedError, InvalidInputError, ModelFormatError
 from nucseg_rt.masks.assemble import masks_from_flows as _masks_from_flows
 from nucseg_rt.network.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
                                        select_providers)
@@ -82,6 +82,8 @@ class Segmenter:
         A registered model name (``"nuclei_3d"`` is bundled) or an ``.onnx`` file.
     ortho : path-like, optional
         ONNX network for ZY/ZX planes (default: the model's registered/embedded partner, if any).
+        It runs for stacks at least as anisotropic as its metadata ``min_anisotropy`` (when set,
+        e.g. a partner trained on coarse-Z planes); the main network takes the planes below that.
     device : {"auto", "cpu", "cuda"}
         ``"auto"`` uses CUDA when onnxruntime offers it, else the CPU.
     precision : {"fp32", "int8", "fp16"}
@@ -163,6 +165,7 @@ class Segmenter:
         self.nets_ortho = ([load_net(self.model.ortho_path, providers, threads)
                             for k in range(streams)] if self.model.ortho_path is not None else None)
         self.streams, self.threads = streams, threads
+        self.ortho_min_anisotropy = _ortho_min_anisotropy(self.model.ortho_metadata, self.model.ortho_path)
         if self.net_ortho is not None and self.net_ortho.info.nchan != self.net.info.nchan:
             raise InvalidInputError(
                 f"ortho model takes {self.net_ortho.info.nchan} channels, main model {self.net.info.nchan}")
@@ -254,7 +257,11 @@ class Segmenter:
                           else np.ascontiguousarray(x, np.float32))
             del x
             stats: dict = {}
-            yf = run_3d(self.nets, xr, net_ortho=self.nets_ortho, batch_size=self.batch_size,
+            use_ortho = self.nets_ortho is not None and anisotropy >= self.ortho_min_anisotropy
+            info["ortho"] = (getattr(self.model.ortho_path, "name", "ortho network") if use_ortho
+                             else None)
+            yf = run_3d(self.nets, xr, net_ortho=self.nets_ortho if use_ortho else None,
+                        batch_size=self.batch_size,
                         bsize=self.bsize, tile_overlap=self.tile_overlap, progress=progress,
                         avoid=avoid, yx_native=native, stats=stats, cancel=cancel)
             info["tiles"] = stats
@@ -500,3 +507,18 @@ class Segmenter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _ortho_min_anisotropy(metadata: dict | None, path) -> float:
+    """The least anisotropy the ortho partner is used at (its metadata ``min_anisotropy``; 0: always)."""
+    value = (metadata or {}).get("min_anisotropy", "")
+    if not value:
+        return 0.0
+    try:
+        out = float(value)
+    except ValueError:
+        out = float("nan")
+    if not out >= 0:
+        raise ModelFormatError(f"ortho model {path}: metadata min_anisotropy must be a number >= 0, "
+                               f"got {value!r}")
+    return out

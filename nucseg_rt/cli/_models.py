@@ -212,6 +212,9 @@ def export_cellpose(
                                       metavar="OUT.onnx")],
     ortho: Annotated[Optional[Path], typer.Option(
         help="Cellpose 3 model for ZY/ZX planes.", metavar="FILE")] = None,
+    ortho_min_anisotropy: Annotated[Optional[float], typer.Option(
+        help="Use the ortho model only for stacks at least this anisotropic (stored in its "
+             "metadata); default: always.", metavar="A")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -224,7 +227,11 @@ def export_cellpose(
     modelfile.existing_model_file(file)
     if out.exists() and not force:
         raise InvalidInputError(f"{out} already exists; use --force to replace it")
-    report = modelfile.convert_cellpose(file, out, ortho=ortho)
+    if ortho_min_anisotropy is not None and (ortho is None or not ortho_min_anisotropy >= 1):
+        raise InvalidInputError("--ortho-min-anisotropy needs --ortho and must be >= 1, "
+                                f"got {ortho_min_anisotropy}")
+    report = modelfile.convert_cellpose(file, out, ortho=ortho,
+                                        ortho_min_anisotropy=ortho_min_anisotropy)
     diff = getattr(report, "max_abs_diff", None)
     checked = f" (max |onnxruntime - torch| = {diff:.2e})" if diff is not None else ""
     print(f"wrote {out}{checked}")

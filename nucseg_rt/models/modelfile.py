@@ -196,14 +196,16 @@ def ortho_partner(path: Path, metadata: dict[str, str]) -> Path | None:
 
 
 def convert_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
-                     ortho: str | os.PathLike | None = None):
+                     ortho: str | os.PathLike | None = None,
+                     ortho_min_anisotropy: float | None = None):
     """Convert a Cellpose 3 model file to ONNX (needs the ``export`` extra: PyTorch).
 
     Calls ``nucseg_rt_export.onnx_export.export_cellpose`` and returns its report; with
-    ``ortho`` the ortho network is written beside ``out`` and named in its metadata.
+    ``ortho`` the ortho network is written beside ``out`` and named in its metadata, with
+    ``ortho_min_anisotropy`` the least anisotropy it is used at (its ``min_anisotropy``).
     """
     export = import_export_module("onnx_export", purpose="converting a Cellpose model")
-    return export.export_cellpose(src, out, ortho=ortho)
+    return export.export_cellpose(src, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy)
 
 
 def import_export_module(submodule: str, *, purpose: str) -> ModuleType:

@@ -33,3 +33,22 @@ def test_make_crops_passes_arguments_through():
     proc = run_cli("make-crops", "--", "--help")
     assert proc.returncode == 0, proc.stderr
     assert "--anisotropy" in proc.stdout and "--crop-size" in proc.stdout
+
+
+@pytest.mark.slow
+def test_export_cellpose_ortho_min_anisotropy(tmp_path):
+    pytest.importorskip("cellpose")
+    from modelfactory import make_cellpose_net
+
+    from nucseg_rt.models.modelfile import read_metadata
+    main, ortho = tmp_path / "cp_main", tmp_path / "cp_ortho"
+    make_cellpose_net(seed=5).save_model(str(main))
+    make_cellpose_net(seed=6).save_model(str(ortho))
+    out = tmp_path / "pair.onnx"
+    proc = run_cli("export-cellpose", main, "--ortho", ortho, "--ortho-min-anisotropy", "6", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert read_metadata(tmp_path / "pair.ortho.onnx")["min_anisotropy"] == "6.0"
+    assert "min_anisotropy" not in read_metadata(out)
+    bad = run_cli("export-cellpose", main, "--ortho-min-anisotropy", "6", "-o", tmp_path / "x.onnx")
+    assert bad.returncode != 0 and "--ortho-min-anisotropy needs --ortho" in bad.stderr
+    assert not (tmp_path / "x.onnx").exists()
