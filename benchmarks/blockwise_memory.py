@@ -14,7 +14,8 @@ A block's own work depends on its shape, and V's blocks are smaller than the oth
 halo of 25 voxels the largest block read is 32x121x121 in V, 64x146x146 in 8V and 96x146x146 in
 27V (the volumes are only 32, 64 and 96 planes deep). So each volume's largest block is also
 segmented on its own (whole, same settings) and the run's peak above that is printed: what the
-blockwise machinery (bounds, block reads, merge, writer) adds.
+blockwise machinery (bounds, block reads, merge, writer) adds. ``--sizes W,27`` compares volumes
+whose largest blocks are equal: W = 96x288x288, the first quarter of 27V (9 blocks, 27V has 36).
 
 A first, unrecorded run on a small volume lets numba compile and cache its kernels; the
 compiler's ~100 MB would otherwise count in the first measured run only.
@@ -26,6 +27,7 @@ at its faces, which does not matter here.
 
     python benchmarks/blockwise_memory.py --model tiny     # V and 8V, ~5 min on 2 cores
     python benchmarks/blockwise_memory.py --model tiny --sizes 1,8,27   # ~15 min more
+    python benchmarks/blockwise_memory.py --model tiny --sizes W,27     # same block, 4x volume
     python benchmarks/blockwise_memory.py                  # bundled model: ~40 min with 8V
     python benchmarks/blockwise_memory.py --streams 0      # the CLI's default streams
 
@@ -112,6 +114,26 @@ def crop_tiff(src: Path, box: str, dst: Path) -> dict:
     return {"shape": [z1 - z0, y1 - y0, x1 - x0]}
 
 
+FACTORS = {"1": 1, "8": 2, "27": 3}
+#: W: the first quarter of 27V (3x3 of its 6x6 block columns), whose largest block is 27V's
+W_BOX = ((0, 96), (0, 288), (0, 288))
+
+
+def _volume(folder: Path, size: str) -> tuple[Path, dict]:
+    """The TIFF of volume ``size`` ("1", "8", "27" or "W") in ``folder``, made if missing."""
+    if size == "W":
+        src = folder / "volW.tif"
+        if not src.exists():
+            whole, _ = _volume(folder, "27")
+            _in_child("--_crop", str(whole), ",".join(str(v) for ab in W_BOX for v in ab),
+                      str(src))
+        return src, {"shape": [b - a for a, b in W_BOX], "n_nuclei": None}
+    src = folder / f"vol{size}V.tif"
+    if not src.exists():
+        return src, _in_child("--_make", str(FACTORS[size]), str(src))
+    return src, {"shape": [FACTORS[size] * s for s in V_SHAPE], "n_nuclei": None}
+
+
 def run_segment(cli: list[str], src: Path, out_dir: Path, args, count: bool = True,
                 blockwise: bool = True) -> dict:
     """``nucseg-rt segment`` on ``src`` in a child process (blockwise, or ``src`` whole); its
@@ -163,7 +185,8 @@ def _in_child(*argv: str) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="1,8", help="volumes as multiples of V: 1, 8 and/or 27")
+    ap.add_argument("--sizes", default="1,8",
+                    help="volumes: 1, 8, 27 (multiples of V) and W (96x288x288, a quarter of 27V)")
     ap.add_argument("--block-size", type=int, default=96)
     ap.add_argument("--streams", type=int, default=1, help="0: the CLI's default")
     ap.add_argument("--model", default="nuclei_3d",
@@ -191,17 +214,16 @@ def main(argv=None) -> None:
         return
     if args._tiny:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from conftest import make_tiny_onnx
+        from _tinyonnx import make_tiny_onnx
 
         print(json.dumps({"path": str(make_tiny_onnx(Path(args._tiny)))}))
         return
     if args._crop:
         print(json.dumps(crop_tiff(Path(args._crop[0]), args._crop[1], Path(args._crop[2]))))
         return
-    factors = {1: 1, 8: 2, 27: 3}
-    sizes = [int(s) for s in args.sizes.split(",")]
-    if not sizes or any(s not in factors for s in sizes):
-        raise SystemExit(f"--sizes must be from 1, 8, 27, got {args.sizes!r}")
+    sizes = [s.strip() for s in args.sizes.split(",")]
+    if not sizes or any(s not in FACTORS and s != "W" for s in sizes):
+        raise SystemExit(f"--sizes must be from 1, 8, 27, W, got {args.sizes!r}")
     exe = Path(sys.executable).with_name("nucseg-rt")
     cli = [str(exe)] if exe.exists() else [shutil.which("nucseg-rt") or "nucseg-rt"]
     folder = args.keep or Path(tempfile.mkdtemp(prefix="blockmem_"))
@@ -217,25 +239,22 @@ def main(argv=None) -> None:
         (folder / "warmup_out").mkdir(exist_ok=True)
         run_segment(cli, warm, folder / "warmup_out", args, count=False)
         for size in sizes:
-            src = folder / f"vol{size}V.tif"
-            if not src.exists():
-                info = _in_child("--_make", str(factors[size]), str(src))
-            else:
-                info = {"shape": [factors[size] * s for s in V_SHAPE], "n_nuclei": None}
-            out_dir = folder / f"out{size}V"
+            src, info = _volume(folder, size)
+            name = size if size == "W" else f"{size}V"
+            out_dir = folder / f"out{name}"
             shutil.rmtree(out_dir, ignore_errors=True)
             out_dir.mkdir()
             res = run_segment(cli, src, out_dir, args)
             box = _largest_read(info["shape"], args.block_size)
             res.update(info, largest_block_read=[b - a for a, b in box])
             if not args.no_block_alone:
-                block = folder / f"block{size}V.tif"
+                block = folder / f"block{name}.tif"
                 _in_child("--_crop", str(src), ",".join(str(v) for ab in box for v in ab),
                           str(block))
                 alone = run_segment(cli, block, out_dir, args, count=False, blockwise=False)
                 res["block_alone_peak_mb"] = alone["peak_mb"]
-            results[f"{size}V"] = res
-            print(f"{size:>2}V {'x'.join(map(str, info['shape'])):>12}: peak {res['peak_mb']:7.1f} MB "
+            results[name] = res
+            print(f"{name:>3} {'x'.join(map(str, info['shape'])):>12}: peak {res['peak_mb']:7.1f} MB "
                   f"(polled VmHWM {res['polled_mb']:.1f}), {res['seconds']:6.1f} s, "
                   f"{res['nuclei']} nuclei, labels sha256 {res['labels_sha256'][:12]}; largest "
                   f"block read {'x'.join(map(str, res['largest_block_read']))}, alone: "
@@ -245,11 +264,15 @@ def main(argv=None) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     parent = _vm_hwm_mb() or 0.0
     if "1V" in results:
-        for key in results:
-            if key != "1V":
+        for key in ("8V", "27V"):
+            if key in results:
                 ratio = results[key]["peak_mb"] / results["1V"]["peak_mb"]
                 results[key]["ratio_to_V"] = ratio
                 print(f"{key}/V peak ratio: {ratio:.3f} (goal <= 1.1)")
+    if "W" in results and "27V" in results:
+        ratio = results["27V"]["peak_mb"] / results["W"]["peak_mb"]
+        results["27V"]["ratio_to_W"] = ratio
+        print(f"27V/W peak ratio (same largest block, 4x the blocks): {ratio:.3f}")
     for key, res in results.items():
         if "block_alone_peak_mb" in res:
             print(f"{key}: peak above its largest block segmented alone: "
