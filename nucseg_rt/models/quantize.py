@@ -142,10 +142,15 @@ def prepare_int8_graph(model):
 # --- calibration data -------------------------------------------------------------------------
 
 
+#: Anisotropies of the synthetic calibration volumes: isotropic, moderate and an embryo's coarse Z
+#: (whose ZY/ZX planes, blurred along one axis, have activations the others do not reach).
+CALIBRATION_ANISOTROPIES = (1.0, 4.0, 11.5)
+
+
 def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray, float, dict]]:
     from nucseg_rt.eval.synth import make_volume
 
-    for k, anisotropy in enumerate((1.0, 4.0)):
+    for k, anisotropy in enumerate(CALIBRATION_ANISOTROPIES):
         image, _, _ = make_volume((64, 224, 224), seed=seed + k, anisotropy=anisotropy,
                                   diameter_mean=diameter)
         yield image, anisotropy, {}
@@ -176,8 +181,8 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
     nchan : int
         Channels the network takes.
     folder : path, optional
-        Folder of 3D TIFF z-stacks (nuclei in the first channel); default: two seeded
-        synthetic volumes (anisotropy 1 and 4). A TIFF's anisotropy comes from its voxel size.
+        Folder of 3D TIFF z-stacks (nuclei in the first channel); default: three seeded
+        synthetic volumes (anisotropy 1, 4 and 11.5). A TIFF's anisotropy comes from its voxel size.
     seed : int
         Seed of the synthetic volumes (different seeds give held-out data).
     per_orientation : int

@@ -144,3 +144,20 @@ def test_finetune_from_cellpose_file(tmp_path):
     assert sd["downsample.down.res_down_0.proj.1.weight"].shape == (8, 2, 1, 1)
     with pytest.raises(SystemExit, match="does not match"):
         tr.main(["--out", str(out), "--pretrained", str(tmp_path / "cp_nuclei"), "--nbase", "2,16,32,64,128", *TINY[2:]])
+
+
+def test_recipe_stages_are_valid_train_arguments(tmp_path):
+    from nucseg_rt_export import recipe
+
+    parser = tr.build_parser()
+    for stage in recipe.STAGES:
+        argv = recipe.stage_argv(stage, tmp_path, real_cache=tmp_path / "pkgs", threads=1)
+        args = parser.parse_args(argv)  # exits (SystemExit) on any bad flag
+        assert args.out == tmp_path / stage and not args.resume and args.diam_mean == 17
+    assert parser.parse_args(recipe.stage_argv("main", tmp_path, real_cache=tmp_path,
+                                               threads=1)).pretrained == tmp_path / "base" / "nuclei_3d"
+    (tmp_path / "ortho").mkdir()
+    (tmp_path / "ortho" / "nuclei_3d_ortho.trainstate").write_bytes(b"")
+    assert "--resume" in recipe.stage_argv("ortho", tmp_path, real_cache=tmp_path, threads=1)
+    with pytest.raises(SystemExit):
+        recipe.main(["--out", str(tmp_path), "--stages", "base,typo"])

@@ -1,0 +1,135 @@
+"""The bundled ``nuclei_3d`` model from scratch: three training stages, export, int8, index.
+
+One command reproduces the shipped files (see models/README.md for the data and the results):
+
+    python -m nucseg_rt_export.recipe --out runs/nuclei_3d --models models
+
+Stages (each a ``nucseg_rt_export.train`` run in ``<out>/<stage>``, resumable: re-running the
+command continues an interrupted stage with ``--resume`` and skips finished ones):
+
+1. ``base``: the main network from scratch on real 2D crops (60 %) and synthetic planes of
+   stacks at anisotropy 1-11.5 (40 %), at ``diam_mean`` 17;
+2. ``main``: the same data, a second cosine cycle from stage 1's weights (a warm restart);
+3. ``ortho``: the partner for ZY/ZX planes of coarse-Z stacks, fine-tuned from stage 2 on ZY/ZX
+   planes of synthetic stacks at anisotropy 8-12 and on real crops of which 80 % are given a
+   coarse axis (Z step 4-16 px at the network's scale).
+
+Then stage 2 and 3 are exported together (``export-cellpose --ortho``, the partner used from
+anisotropy ``ORTHO_MIN_ANISOTROPY``), the int8 variants are made, and the bundled index is written.
+``--stages`` runs a subset (for example ``--stages base,main`` then export without a partner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: Arguments every stage shares: network, crops, real sources.
+COMMON = ["--diam-mean", "17", "--steps-per-epoch", "150", "--batch-size", "8", "--crop", "128",
+          "--volume-shape", "96,160,160", "--min-masks", "3",
+          "--real-sources", "mnfinder,hela_ctc,dsb2018,ncmir_osf"]
+
+#: The stages: name, model file name, arguments (the epochs are those of the shipped run).
+STAGES = {
+    "base": ("nuclei_3d", ["--nbase", "2,16,32,64,128", "--epochs", "34", "--lr", "2e-3",
+                           "--warmup-steps", "200", "--n-volumes", "40", "--n-val-volumes", "4",
+                           "--yx-step", "4", "--ortho-step", "8", "--seed", "0"]),
+    "main": ("nuclei_3d", ["--pretrained", "{base}", "--epochs", "16", "--lr", "1e-3",
+                           "--warmup-steps", "100", "--n-volumes", "40", "--n-val-volumes", "4",
+                           "--yx-step", "4", "--ortho-step", "8", "--seed", "0"]),
+    "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "10", "--lr", "5e-4",
+                                  "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
+                                  "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
+                                  "--synth-axes", "ZY,ZX", "--real-weight", "0.5",
+                                  "--real-ortho-prob", "0.8", "--ortho-steps", "4,16", "--seed", "2"]),
+}
+
+#: The ortho partner runs for stacks at least this anisotropic (its metadata ``min_anisotropy``).
+ORTHO_MIN_ANISOTROPY = 8.0
+
+
+def stage_argv(stage: str, out: Path, *, real_cache: Path, threads: int) -> list[str]:
+    """The ``nucseg_rt_export.train`` arguments of ``stage`` (``--resume`` when it was started)."""
+    name, args = STAGES[stage]
+    folder = out / stage
+    weights = {s: str(out / s / STAGES[s][0]) for s in STAGES}
+    argv = ["--out", str(folder), "--name", name, *COMMON, *[a.format(**weights) for a in args],
+            "--real-cache", str(real_cache), "--threads", str(threads)]
+    if (folder / f"{name}.trainstate").exists():
+        argv.append("--resume")
+    return argv
+
+
+def share_cache(out: Path, stage: str) -> None:
+    """Stage ``main`` draws the same synthetic planes as ``base``: copy base's cache (the trainer
+    checks its parameters and regenerates it if they differ) instead of regenerating it."""
+    import shutil
+
+    src, dst = out / "base" / "cache", out / stage / "cache"
+    if stage == "main" and src.is_dir() and not dst.exists():
+        shutil.copytree(src, dst)
+
+
+def export_models(out: Path, models: Path, *, ortho: bool) -> None:
+    """Export stage ``main`` (and ``ortho``) into ``models``, make the int8 files, write the index."""
+    import shutil
+
+    from nucseg_rt.models.quantize import quantize_int8
+    from nucseg_rt.models.registry import write_bundled_index
+    from nucseg_rt_export.onnx_export import export_cellpose
+
+    models.mkdir(parents=True, exist_ok=True)
+    main_pth = models / "nuclei_3d.pth"
+    shutil.copyfile(out / "main" / STAGES["main"][0], main_pth)
+    ortho_pth = None
+    if ortho:
+        ortho_pth = models / "nuclei_3d.ortho.pth"
+        shutil.copyfile(out / "ortho" / STAGES["ortho"][0], ortho_pth)
+    rep = export_cellpose(main_pth, models / "nuclei_3d.onnx", ortho=ortho_pth,
+                          ortho_min_anisotropy=ORTHO_MIN_ANISOTROPY if ortho else None)
+    print(f"exported {rep.path} (ortho {rep.ortho_path}); max |onnxruntime - torch| "
+          f"{rep.max_abs_diff:.2e}")
+    print(quantize_int8(models / "nuclei_3d.onnx", models / "nuclei_3d.int8.onnx", overwrite=True))
+    int8_ortho = models / "nuclei_3d.int8.ortho.onnx"
+    if ortho:
+        print(quantize_int8(rep.ortho_path, int8_ortho, overwrite=True))
+    else:
+        int8_ortho.unlink(missing_ok=True)
+    write_bundled_index(models)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: run the stages, then export; returns an exit code."""
+    p = argparse.ArgumentParser(prog="python -m nucseg_rt_export.recipe",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="training folder (one subfolder a stage)")
+    p.add_argument("--models", type=Path, default=None,
+                   help="write the exported files here (the repository's models/); default: no export")
+    p.add_argument("--stages", default="base,main,ortho", help="stages to run, comma separated")
+    p.add_argument("--real-cache", type=Path, default=None,
+                   help="folder for the real-data packages (default <out>/packages)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = p.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        p.error(f"--stages must be from {', '.join(STAGES)}, got {args.stages!r}")
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
+    from nucseg_rt_export import train
+
+    cache = args.real_cache or args.out / "packages"
+    for stage in stages:
+        print(f"== stage {stage}", flush=True)
+        share_cache(args.out, stage)
+        code = train.main(stage_argv(stage, args.out, real_cache=cache, threads=args.threads))
+        if code:
+            return code
+    if args.models is not None:
+        export_models(args.out, args.models, ortho="ortho" in stages)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
