@@ -95,7 +95,10 @@ def test_merge_memory_does_not_grow_with_the_number_of_blocks(tmp_path):
     peak_large, out_large = _merge_peak(large_, tmp_path / "large")
     assert _same_partition(out_small, small) and _same_partition(out_large, large_)
     assert int(out_large.max()) == int(large_.max()) > 8 * int(small.max()) - 40
-    assert peak_large <= 1.1 * peak_small, (peak_small, peak_large)
+    # threads left by earlier tests (onnxruntime, dask, watchers) allocate while tracemalloc runs:
+    # up to ~70 kB seen in a full run. A merge that kept the output in memory (12 MB here) or a
+    # few plane-sized buffers per block (72x72x4 = 20 kB each, 216 blocks) still fails by far.
+    assert peak_large <= 1.1 * peak_small + 128 * 1024, (peak_small, peak_large)
 
 
 def test_scratch_chunks_are_a_few_planes_deep():
