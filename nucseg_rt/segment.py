@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from nucseg_rt.errors import Cancelled, ClosedError, InvalidInputError, ModelFormatError
+from nucseg_rt.errors import Cancelled, ClosedError, InvalidInputError
 from nucseg_rt.masks.assemble import masks_from_flows as _masks_from_flows
 from nucseg_rt.network.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
                                        select_providers)
@@ -165,7 +165,8 @@ class Segmenter:
         self.nets_ortho = ([load_net(self.model.ortho_path, providers, threads)
                             for k in range(streams)] if self.model.ortho_path is not None else None)
         self.streams, self.threads = streams, threads
-        self.ortho_min_anisotropy = _ortho_min_anisotropy(self.model.ortho_metadata, self.model.ortho_path)
+        # checked when the model was resolved (modelfile.inspect_model); empty: always
+        self.ortho_min_anisotropy = float((self.model.ortho_metadata or {}).get("min_anisotropy") or 0.0)
         if self.net_ortho is not None and self.net_ortho.info.nchan != self.net.info.nchan:
             raise InvalidInputError(
                 f"ortho model takes {self.net_ortho.info.nchan} channels, main model {self.net.info.nchan}")
@@ -508,17 +509,3 @@ class Segmenter:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _ortho_min_anisotropy(metadata: dict | None, path) -> float:
-    """The least anisotropy the ortho partner is used at (its metadata ``min_anisotropy``; 0: always)."""
-    value = (metadata or {}).get("min_anisotropy", "")
-    if not value:
-        return 0.0
-    try:
-        out = float(value)
-    except ValueError:
-        out = float("nan")
-    if not out >= 0:
-        raise ModelFormatError(f"ortho model {path}: metadata min_anisotropy must be a number >= 0, "
-                               f"got {value!r}")
-    return out

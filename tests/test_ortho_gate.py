@@ -46,5 +46,7 @@ def test_ortho_partner_runs_from_its_min_anisotropy(tmp_path):
 
 
 def test_bad_min_anisotropy_is_a_model_error(tmp_path):
-    with pytest.raises(ModelFormatError, match="min_anisotropy must be a number >= 0, got 'steep'"):
+    with pytest.raises(ModelFormatError, match="'min_anisotropy' must be a number, found 'steep'"):
         Segmenter(_pair(tmp_path, "steep"), device="cpu")
+    with pytest.raises(ModelFormatError, match="'min_anisotropy' must be >= 0, found '-2'"):
+        Segmenter(_pair(tmp_path, "-2"), device="cpu")

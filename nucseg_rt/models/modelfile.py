@@ -102,6 +102,10 @@ def _check_signature(proto, metadata: dict[str, str], path: Path) -> int:
         raise ModelFormatError(
             f"{path}: model metadata needs 'diam_mean' > 0, found {metadata.get('diam_mean')!r} "
             f"(models converted by `nucseg-rt export-cellpose` carry it)")
+    min_anisotropy = _metadata_number(metadata, "min_anisotropy", float, path)  # ortho partners
+    if min_anisotropy is not None and not min_anisotropy >= 0:
+        raise ModelFormatError(f"{path}: model metadata 'min_anisotropy' must be >= 0, "
+                               f"found {metadata['min_anisotropy']!r}")
     return nchan
 
 
