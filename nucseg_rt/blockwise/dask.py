@@ -87,6 +87,7 @@ def open_client(scheduler: str, *, workers: int | None = None,
             cluster = distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1,
                                                processes=True, dashboard_address=None)
         with cluster, distributed.Client(cluster) as client:
+            client.run(_drop_heartbeat_race)
             logger.info("dask: started a LocalCluster of %d workers at %s", workers or 2,
                         cluster.scheduler_address)
             yield client
@@ -100,6 +101,26 @@ def open_client(scheduler: str, *, workers: int | None = None,
                 len(client.nthreads()))
     with client:
         yield client
+
+
+class _HeartbeatRace(logging.Filter):
+    """Drops a local worker's "Failed to communicate with scheduler during heartbeat" record.
+
+    When the run ends (Ctrl-C included) the LocalCluster closes its scheduler, which lives in
+    this process, while a worker busy with a block may still send one heartbeat: distributed
+    then logs that OSError with a full traceback on the terminal, although nothing failed (the
+    worker is being closed). Only our own local workers get the filter; a ``tcp://`` cluster's
+    logs are its owner's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to communicate with scheduler during heartbeat")
+
+
+def _drop_heartbeat_race() -> None:
+    """Run in each worker of a LocalCluster: install :class:`_HeartbeatRace` once."""
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _HeartbeatRace) for f in log.filters):
+        log.addFilter(_HeartbeatRace())
 
 
 @contextlib.contextmanager
