@@ -17,6 +17,13 @@ segmented on its own (whole, same settings) and the run's peak above that is pri
 blockwise machinery (bounds, block reads, merge, writer) adds. ``--sizes W,27`` compares volumes
 whose largest blocks are equal: W = 96x288x288, the first quarter of 27V (9 blocks, 27V has 36).
 
+A volume with fewer than 3 blocks a side has no block with its whole halo, so its blocks are
+smaller and it peaks lower (the growth above is that). ``--v-shape`` picks a V that does hold
+such an interior block, so that V, 8V and 27V all have the same largest block and the ratios ask
+only what the volume adds: ``--v-shape 144,144,144 --block-size 48`` (3 blocks a side, largest
+block 98^3 in all three) with ``--model tiny --tiny-diam-mean 17`` (no zoom at diameter 17, so
+27V's 81 M voxels run in minutes).
+
 A first, unrecorded run on a small volume lets numba compile and cache its kernels; the
 compiler's ~100 MB would otherwise count in the first measured run only.
 
@@ -28,6 +35,8 @@ at its faces, which does not matter here.
     python benchmarks/blockwise_memory.py --model tiny     # V and 8V, ~5 min on 2 cores
     python benchmarks/blockwise_memory.py --model tiny --sizes 1,8,27   # ~15 min more
     python benchmarks/blockwise_memory.py --model tiny --sizes W,27     # same block, 4x volume
+    python benchmarks/blockwise_memory.py --model tiny --tiny-diam-mean 17 --sizes 1,8,27 \
+        --v-shape 144,144,144 --block-size 48                             # V with an interior block
     python benchmarks/blockwise_memory.py                  # bundled model: ~40 min with 8V
     python benchmarks/blockwise_memory.py --streams 0      # the CLI's default streams
 
@@ -63,19 +72,19 @@ def _vm_hwm_mb(pid: int | str = "self") -> float | None:
     return None
 
 
-def make_tiff(factor: int, path: Path, seed: int = 0) -> dict:
+def make_tiff(factor: int, path: Path, seed: int = 0, v_shape=V_SHAPE) -> dict:
     """A ``factor``**3 mosaic of V-sized ``make_volume`` pieces written as an uncompressed TIFF."""
     import numpy as np
     import tifffile
 
     from nucseg_rt.eval.synth import make_volume
 
-    shape = tuple(factor * s for s in V_SHAPE)
+    shape = tuple(factor * s for s in v_shape)
     img = np.empty(shape, np.uint16)
     n = 0
     for k, ijk in enumerate(np.ndindex(factor, factor, factor)):
-        piece, _, meta = make_volume(V_SHAPE, diameter_mean=DIAMETER, seed=seed + 1000 * factor + k)
-        img[tuple(slice(i * s, (i + 1) * s) for i, s in zip(ijk, V_SHAPE))] = piece
+        piece, _, meta = make_volume(v_shape, diameter_mean=DIAMETER, seed=seed + 1000 * factor + k)
+        img[tuple(slice(i * s, (i + 1) * s) for i, s in zip(ijk, v_shape))] = piece
         n += meta["n_nuclei"]
     tifffile.imwrite(path, img, imagej=True, metadata={"axes": "ZYX"})
     return {"shape": list(shape), "n_nuclei": n}
@@ -115,23 +124,29 @@ def crop_tiff(src: Path, box: str, dst: Path) -> dict:
 
 
 FACTORS = {"1": 1, "8": 2, "27": 3}
-#: W: the first quarter of 27V (3x3 of its 6x6 block columns), whose largest block is 27V's
-W_BOX = ((0, 96), (0, 288), (0, 288))
 
 
-def _volume(folder: Path, size: str) -> tuple[Path, dict]:
+def w_box(v_shape) -> tuple[tuple[int, int], ...]:
+    """W: the first quarter of 27V (all its planes, 1.5 V in Y and X; for the default V and
+    block 96, 3x3 of 27V's 6x6 block columns), whose largest block is 27V's."""
+    vz, vy, vx = v_shape
+    return ((0, 3 * vz), (0, 3 * vy // 2), (0, 3 * vx // 2))
+
+
+def _volume(folder: Path, size: str, v_shape=V_SHAPE) -> tuple[Path, dict]:
     """The TIFF of volume ``size`` ("1", "8", "27" or "W") in ``folder``, made if missing."""
     if size == "W":
         src = folder / "volW.tif"
+        box = w_box(v_shape)
         if not src.exists():
-            whole, _ = _volume(folder, "27")
-            _in_child("--_crop", str(whole), ",".join(str(v) for ab in W_BOX for v in ab),
+            whole, _ = _volume(folder, "27", v_shape)
+            _in_child("--_crop", str(whole), ",".join(str(v) for ab in box for v in ab),
                       str(src))
-        return src, {"shape": [b - a for a, b in W_BOX], "n_nuclei": None}
+        return src, {"shape": [b - a for a, b in box], "n_nuclei": None}
     src = folder / f"vol{size}V.tif"
     if not src.exists():
-        return src, _in_child("--_make", str(FACTORS[size]), str(src))
-    return src, {"shape": [FACTORS[size] * s for s in V_SHAPE], "n_nuclei": None}
+        return src, _in_child("--_make", str(FACTORS[size]), str(src), ",".join(map(str, v_shape)))
+    return src, {"shape": [FACTORS[size] * s for s in v_shape], "n_nuclei": None}
 
 
 def run_segment(cli: list[str], src: Path, out_dir: Path, args, count: bool = True,
@@ -186,8 +201,13 @@ def _in_child(*argv: str) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1,8",
-                    help="volumes: 1, 8, 27 (multiples of V) and W (96x288x288, a quarter of 27V)")
+                    help="volumes: 1, 8, 27 (multiples of V) and W (a quarter of 27V)")
     ap.add_argument("--block-size", type=int, default=96)
+    ap.add_argument("--v-shape", default=",".join(map(str, V_SHAPE)),
+                    help="V as Z,Y,X; with at least 3 blocks a side V holds a block with its whole "
+                         "halo (an interior block), as 8V and 27V do")
+    ap.add_argument("--tiny-diam-mean", type=float, default=30.0,
+                    help="diam_mean of --model tiny (17: no zoom at --diameter 17)")
     ap.add_argument("--streams", type=int, default=1, help="0: the CLI's default")
     ap.add_argument("--model", default="nuclei_3d",
                     help="model name or .onnx file; 'tiny': the tests' one-convolution model "
@@ -197,14 +217,15 @@ def main(argv=None) -> None:
                     help="skip segmenting each volume's largest block on its own")
     ap.add_argument("--keep", type=Path, help="write volumes and labels here and keep them")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--_make", nargs=2, metavar=("FACTOR", "PATH"), help=argparse.SUPPRESS)
+    ap.add_argument("--_make", nargs=3, metavar=("FACTOR", "PATH", "VSHAPE"), help=argparse.SUPPRESS)
     ap.add_argument("--_count", metavar="PATH", help=argparse.SUPPRESS)
     ap.add_argument("--_warmup", metavar="PATH", help=argparse.SUPPRESS)
-    ap.add_argument("--_tiny", metavar="PATH", help=argparse.SUPPRESS)
+    ap.add_argument("--_tiny", nargs=2, metavar=("PATH", "DIAM"), help=argparse.SUPPRESS)
     ap.add_argument("--_crop", nargs=3, metavar=("SRC", "BOX", "DST"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._make:
-        print(json.dumps(make_tiff(int(args._make[0]), Path(args._make[1]))))
+        print(json.dumps(make_tiff(int(args._make[0]), Path(args._make[1]),
+                                   v_shape=tuple(int(v) for v in args._make[2].split(",")))))
         return
     if args._count:
         print(json.dumps(count_labels(Path(args._count))))
@@ -216,11 +237,18 @@ def main(argv=None) -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from _tinyonnx import make_tiny_onnx
 
-        print(json.dumps({"path": str(make_tiny_onnx(Path(args._tiny)))}))
+        print(json.dumps({"path": str(make_tiny_onnx(Path(args._tiny[0]),
+                                                     diam_mean=float(args._tiny[1])))}))
         return
     if args._crop:
         print(json.dumps(crop_tiff(Path(args._crop[0]), args._crop[1], Path(args._crop[2]))))
         return
+    try:
+        v_shape = tuple(int(v) for v in args.v_shape.split(","))
+    except ValueError:
+        v_shape = ()
+    if len(v_shape) != 3 or min(v_shape) < 16:
+        raise SystemExit(f"--v-shape must be Z,Y,X (whole numbers >= 16), got {args.v_shape!r}")
     sizes = [s.strip() for s in args.sizes.split(",")]
     if not sizes or any(s not in FACTORS and s != "W" for s in sizes):
         raise SystemExit(f"--sizes must be from 1, 8, 27, W, got {args.sizes!r}")
@@ -229,7 +257,7 @@ def main(argv=None) -> None:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="blockmem_"))
     folder.mkdir(parents=True, exist_ok=True)
     if args.model == "tiny":
-        args.model = _in_child("--_tiny", str(folder / "tiny.onnx"))["path"]
+        args.model = _in_child("--_tiny", str(folder / "tiny.onnx"), str(args.tiny_diam_mean))["path"]
     results = {}
     try:
         # numba compiles the kernels on a first run and caches them next to the sources; the
@@ -239,7 +267,7 @@ def main(argv=None) -> None:
         (folder / "warmup_out").mkdir(exist_ok=True)
         run_segment(cli, warm, folder / "warmup_out", args, count=False)
         for size in sizes:
-            src, info = _volume(folder, size)
+            src, info = _volume(folder, size, v_shape)
             name = size if size == "W" else f"{size}V"
             out_dir = folder / f"out{name}"
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -280,7 +308,8 @@ def main(argv=None) -> None:
     print(f"this process's own peak: {parent:.1f} MB (must be below the children's)")
     if args.json:
         meta = dict(machine=platform.processor() or platform.machine(), date=time.strftime("%Y-%m-%d"),
-                    block_size=args.block_size, streams=args.streams or "default", model=args.model,
+                    block_size=args.block_size, v_shape=list(v_shape), streams=args.streams or "default",
+                    model=args.model, tiny_diam_mean=args.tiny_diam_mean,
                     parent_peak_mb=parent)
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
 
