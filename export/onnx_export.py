@@ -29,6 +29,8 @@ logger = logging.getLogger("nucseg_rt")
 FORMAT_VERSION = "1"
 DEFAULT_OPSET = 17
 VERIFY_SHAPES = ((1, 224, 224), (2, 80, 144), (1, 64, 64))
+#: Relative part of the export check's tolerance (see ``_verify``).
+RTOL = 1e-5
 
 
 class ExportVerificationError(ModelFormatError):
@@ -98,7 +100,11 @@ def _metadata(m: LoadedModel, *, role: str, opset: int, ortho_name: str = "",
     }
 
 
-def _verify(net: nn.Module, model_bytes: bytes, nchan: int, atol: float) -> float:
+def _verify(net: nn.Module, model_bytes: bytes, nchan: int, atol: float, rtol: float = RTOL) -> float:
+    """Largest |onnxruntime - torch| over ``VERIFY_SHAPES``; raises where it exceeds
+    ``atol + rtol * max|torch|`` on that input. float32 rounding grows with the size of the
+    terms summed, i.e. with the output's scale, not with each value (large terms cancel to small
+    outputs), and a network fed signal in a channel it never saw gives logits above 100."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -114,12 +120,15 @@ def _verify(net: nn.Module, model_bytes: bytes, nchan: int, atol: float) -> floa
         with torch.no_grad():
             y, _ = net(torch.from_numpy(x))
         y = y.numpy()
-        diff = max(float(np.abs(flows - y[:, :2]).max()), float(np.abs(cellprob - y[:, 2:3]).max()))
+        got = np.concatenate([flows, cellprob], axis=1)
+        err = np.abs(got - y[:, :3])
+        diff = float(err.max())
         worst = max(worst, diff)
-        if diff > atol:
+        scale = float(np.abs(y[:, :3]).max())
+        if diff > atol + rtol * scale:
             raise ExportVerificationError(
-                f"onnxruntime differs from torch by {diff:.3g} (> atol {atol:g}) on input "
-                f"{(b, nchan, h, w)}")
+                f"onnxruntime differs from torch by {diff:.3g} (> atol {atol:g} + rtol {rtol:g} x "
+                f"the largest output {scale:.4g}) on input {(b, nchan, h, w)}")
     return worst
 
 
@@ -168,7 +177,8 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
     opset : int
         ONNX opset (>= 17).
     atol : float
-        Largest allowed absolute difference between onnxruntime and torch outputs.
+        Allowed difference between onnxruntime and torch outputs, plus ``RTOL`` (1e-5) times
+        the largest output.
     ortho_min_anisotropy : float, optional
         Stored in the ortho file's metadata (``min_anisotropy``): the runtime uses the ortho
         network only for stacks at least this anisotropic, the main network below (an ortho model

@@ -89,6 +89,25 @@ def test_export_matches_torch_and_carries_metadata(cellpose_file, tmp_path):
     assert np.abs(flows - y[:, :2]).max() < 1e-4 and np.abs(cellprob - y[:, 2:]).max() < 1e-4
 
 
+def test_export_check_scales_with_the_output_and_catches_a_wrong_graph(cellpose_file):
+    """The onnxruntime-vs-torch check is numpy's allclose rule (atol + rtol x |torch|): float32
+    rounding of outputs in the thousands passes; another network's graph does not."""
+    from nucseg_rt_export import onnx_export as oe
+
+    path, _ = cellpose_file
+    m = load_cellpose_model(path)
+    nchan = m.nbase[0]
+    plain = oe._to_onnx_bytes(m.net, nchan, 17)
+    assert oe._verify(m.net, plain, nchan, atol=1e-4) < 1e-4
+    with torch.no_grad():  # the same network with outputs x 3000
+        m.net.output[2].weight.mul_(3000.0)
+        m.net.output[2].bias.mul_(3000.0)
+    loud = oe._to_onnx_bytes(m.net, nchan, 17)
+    assert oe._verify(m.net, loud, nchan, atol=1e-4) > 1e-4  # an absolute 1e-4 alone would fail
+    with pytest.raises(oe.ExportVerificationError, match="differs from torch"):
+        oe._verify(m.net, plain, nchan, atol=1e-4)  # the graph of the unscaled network
+
+
 def test_cellpose4_file_refused(tmp_path):
     path = tmp_path / "cpsam"
     torch.save({"encoder.patch_embed.proj.weight": torch.zeros(4, 3, 8, 8),
