@@ -36,16 +36,16 @@ COMMON = ["--diam-mean", "17", "--steps-per-epoch", "150", "--batch-size", "8", 
           "--volume-shape", "96,160,160", "--min-masks", "3",
           "--real-sources", "mnfinder,hela_ctc,dsb2018,ncmir_osf"]
 
-#: Synthetic planes of stages base and main: the same arguments, so main reuses base's cache.
-MAIN_SYNTH = ["--n-volumes", "40", "--n-val-volumes", "4", "--yx-step", "4", "--ortho-step", "8",
-              "--seed", "0"]
+#: Synthetic planes of stages base and main (main draws other volumes: ``--seed 1``).
+MAIN_SYNTH = ["--n-volumes", "40", "--n-val-volumes", "4", "--yx-step", "4", "--ortho-step", "8"]
 
 #: The stages: name, model file name, arguments (the epochs are those of the runs made).
 STAGES = {
     "base": ("nuclei_3d", ["--nbase", "2,16,32,64,128", "--epochs", "34", "--lr", "2e-3",
-                           "--warmup-steps", "200", *MAIN_SYNTH]),
-    "main": ("nuclei_3d", ["--pretrained", "{base}", "--epochs", "16", "--lr", "1e-3",
-                           "--warmup-steps", "100", *MAIN_SYNTH]),
+                           "--warmup-steps", "200", *MAIN_SYNTH, "--seed", "0"]),
+    "main": ("nuclei_3d", ["--pretrained", "{base}", "--epochs", "36", "--lr", "1e-3",
+                           "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "1",
+                           "--real-weight", "0.5"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -67,16 +67,6 @@ def stage_argv(stage: str, out: Path, *, real_cache: Path, threads: int) -> list
     if (folder / f"{name}.trainstate").exists():
         argv.append("--resume")
     return argv
-
-
-def share_cache(out: Path, stage: str) -> None:
-    """Stage ``main`` draws the same synthetic planes as ``base``: copy base's cache (the trainer
-    checks its parameters and regenerates it if they differ) instead of regenerating it."""
-    import shutil
-
-    src, dst = out / "base" / "cache", out / stage / "cache"
-    if stage == "main" and src.is_dir() and not dst.exists():
-        shutil.copytree(src, dst)
 
 
 def export_models(out: Path, models: Path, *, main_stage: str, ortho: bool) -> None:
@@ -130,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.real_cache or args.out / "packages"
     for stage in stages:
         print(f"== stage {stage}", flush=True)
-        share_cache(args.out, stage)
         code = train.main(stage_argv(stage, args.out, real_cache=cache, threads=args.threads))
         if code:
             return code
