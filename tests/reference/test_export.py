@@ -90,8 +90,8 @@ def test_export_matches_torch_and_carries_metadata(cellpose_file, tmp_path):
 
 
 def test_export_check_scales_with_the_output_and_catches_a_wrong_graph(cellpose_file):
-    """The onnxruntime-vs-torch check is numpy's allclose rule (atol + rtol x |torch|): float32
-    rounding of outputs in the thousands passes; another network's graph does not."""
+    """The onnxruntime-vs-torch check allows atol + rtol x the largest output: float32 rounding
+    of outputs in the thousands passes; another network's graph does not."""
     from nucseg_rt_export import onnx_export as oe
 
     path, _ = cellpose_file
