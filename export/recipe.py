@@ -45,6 +45,8 @@ STAGES = {
     "main": ("nuclei_3d", ["--pretrained", "{base}", "--epochs", "36", "--lr", "1e-3",
                            "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "1",
                            "--real-weight", "0.5"]),
+    "refine": ("nuclei_3d", ["--pretrained", "{main}", "--epochs", "36", "--lr", "7e-4",
+                             "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "3", "--real-weight", "0.65"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -56,8 +58,10 @@ STAGES = {
 ORTHO_MIN_ANISOTROPY = 8.0
 
 
-def stage_argv(stage: str, out: Path, *, real_cache: Path, threads: int) -> list[str]:
-    """The ``nucseg_rt_export.train`` arguments of ``stage`` (``--resume`` when it was started)."""
+def stage_argv(stage: str, out: Path, *, real_cache: Path, threads: int,
+               max_minutes: float | None = None) -> list[str]:
+    """The ``nucseg_rt_export.train`` arguments of ``stage`` (``--resume`` when it was started;
+    ``--max-minutes`` fits the stage's cosine schedule into that time)."""
     name, args = STAGES[stage]
     folder = out / stage
     weights = {s: str(out / s / STAGES[s][0]) for s in STAGES}
@@ -65,6 +69,8 @@ def stage_argv(stage: str, out: Path, *, real_cache: Path, threads: int) -> list
             "--real-cache", str(real_cache), "--threads", str(threads)]
     if (folder / f"{name}.trainstate").exists():
         argv.append("--resume")
+    if max_minutes is not None:
+        argv += ["--max-minutes", str(max_minutes)]
     return argv
 
 
@@ -108,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--real-cache", type=Path, default=None,
                    help="folder for the real-data packages (default <out>/packages)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="time budget of each stage: its cosine schedule ends at the last epoch that fits")
     args = p.parse_args(argv)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -120,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.real_cache or args.out / "packages"
     for stage in stages:
         print(f"== stage {stage}", flush=True)
-        code = train.main(stage_argv(stage, args.out, real_cache=cache, threads=args.threads))
+        code = train.main(stage_argv(stage, args.out, real_cache=cache, threads=args.threads,
+                                     max_minutes=args.max_minutes))
         if code:
             return code
     if args.models is not None:

@@ -23,6 +23,13 @@ __all__ = ["Normalization", "InputSpec", "MaskParams", "DEFAULT_NITER", "validat
 
 #: Cellpose's Euler steps at the network's scale (scaled by 1 / rescale on the input grid)
 DEFAULT_NITER = 200
+#: Coarse Z: when the network ran at least this many Z planes per input plane, the "stable" 3D
+#: dynamics follow the flows on the network's (isotropic) grid and the labels are then resized to
+#: the input grid. On the input grid one Z step spans that many network voxels, so the Euler steps
+#: in Z overshoot (step x gain > 2) and nuclei are split or joined across planes: measured on
+#: held-out synthetic stacks (seeds 20,000-20,002, not the evaluation seeds), AP@0.5 at
+#: anisotropy 8 / 11.5 0.921 / 0.747 on the input grid, 0.974 / 0.939 on the network grid.
+GRID_Z_FACTOR = 2.0
 
 
 def validate_positive(name: str, value) -> float:

@@ -41,6 +41,10 @@ class Flows:
         The volume was constant: there is nothing to segment.
     info : dict
         Diagnostics only (axes decisions, tiles run, seconds, diameter estimate).
+    grid_flows, grid_cellprob : (3, Z', Y', X') and (Z', Y', X') float32, or None
+        Coarse-Z stacks only (the network ran at least ``GRID_Z_FACTOR`` planes per input plane,
+        with ``resampled``): the same outputs on the network's isotropic grid, which the
+        "stable" 3D dynamics follow before the labels go to the input grid. None otherwise.
     """
 
     flows: np.ndarray
@@ -53,6 +57,8 @@ class Flows:
     mode: Literal["3d", "stitch"] = "3d"
     constant_input: bool = False
     info: dict = field(default_factory=dict)
+    grid_flows: np.ndarray | None = None
+    grid_cellprob: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield self.flows

@@ -21,7 +21,8 @@ from nucseg_rt.masks.assemble import masks_from_flows as _masks_from_flows
 from nucseg_rt.network.predict import (Device, Progress, WorkAvoidance, load_net, run_3d, run_planes,
                                        select_providers)
 from nucseg_rt.network.tiling import is_tile_size
-from nucseg_rt.params import InputSpec, MaskParams, Normalization, validate_diameter, validate_positive
+from nucseg_rt.params import (GRID_Z_FACTOR, InputSpec, MaskParams, Normalization, validate_diameter,
+                              validate_positive)
 from nucseg_rt.prep import axes
 from nucseg_rt.prep import normalize as preprocess
 from nucseg_rt.prep.resample import rescale_volume, resize_flows_back, resize_linear
@@ -242,8 +243,11 @@ class Segmenter:
         logger.info("estimated nucleus diameter: %.1f px (%s)", est.diameter, est.summary())
         return est.diameter
 
-    def _run_network(self, x, *, mode, rescale, anisotropy, resample, progress, cancel, info) -> np.ndarray:
-        """``(4, Z, Y, X)``: Z, Y, X flows and cellprob (stitch mode: Z flow zero)."""
+    def _run_network(self, x, *, mode, rescale, anisotropy, resample, progress, cancel,
+                     info) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(4, Z, Y, X)``: Z, Y, X flows and cellprob (stitch mode: Z flow zero), and the
+        network-grid outputs when they are kept for the mask stage (coarse Z, see
+        :data:`GRID_Z_FACTOR`), else None."""
         shape = x.shape[:3]
         t0 = time.perf_counter()
         if mode == "stitch":
@@ -268,15 +272,19 @@ class Segmenter:
             info["tiles"] = stats
             del xr, native
         info["seconds_network"] = time.perf_counter() - t0
+        grid = None
         if resample and yf.shape[1:] != shape:
             if mode == "3d":
+                if yf.shape[1] >= GRID_Z_FACTOR * shape[0]:
+                    grid = yf
+                    info["dynamics_grid"] = tuple(int(s) for s in yf.shape[1:])
                 yf = _resize_channels_back(yf, shape)
             else:  # planes resized in XY, the three network outputs together (as Cellpose)
                 out = np.zeros((4, *shape), np.float32)
                 out[1:] = np.moveaxis(resize_linear(np.ascontiguousarray(np.moveaxis(yf[1:], 0, -1)),
                                                     *shape[1:]), -1, 0)
                 yf = out
-        return yf
+        return yf, grid
 
     def _run_yx_planes(self, x, *, rescale, progress, cancel) -> np.ndarray:
         """Stitch mode's network pass: every YX plane in 2D, ``(4, Z, Y', X')`` (Z flow zero)."""
@@ -360,10 +368,11 @@ class Segmenter:
             zeros = np.zeros(shape, np.float32)
             return Flows(np.zeros((3, *shape), np.float32), zeros, shape, rescale, anisotropy, d,
                          resampled=True, mode=mode, constant_input=True, info=info)
-        yf = self._run_network(x, mode=mode, rescale=rescale, anisotropy=anisotropy, resample=resample,
-                               progress=progress, cancel=cancel, info=info)
+        yf, grid = self._run_network(x, mode=mode, rescale=rescale, anisotropy=anisotropy,
+                                     resample=resample, progress=progress, cancel=cancel, info=info)
         return Flows(yf[:3], yf[3], shape, rescale, anisotropy, d, resampled=bool(resample),
-                     mode=mode, info=info)
+                     mode=mode, info=info, grid_flows=None if grid is None else grid[:3],
+                     grid_cellprob=None if grid is None else grid[3])
 
     def estimate_diameter(self, vol: np.ndarray, *, anisotropy: float = 1.0,
                           inputs: InputSpec | None = None, progress: Progress | None = None,

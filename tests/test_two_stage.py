@@ -28,6 +28,9 @@ def vol():
     (dict(anisotropy=2.0, diameter=26.0), dict(cellprob_threshold=0.0)),
     (dict(anisotropy=2.0, diameter=14.0), dict(cellprob_threshold=-0.5, min_size=30, dp_smooth=1.0)),
     (dict(anisotropy=2.0, diameter=23.0, resample=False), dict(dynamics_method="cellpose", niter=120)),
+    # coarse Z: the stable dynamics run on the network grid (Flows.grid_flows)
+    (dict(anisotropy=8.0, diameter=20.0), dict(cellprob_threshold=0.0, dp_smooth=1.0)),
+    (dict(anisotropy=8.0, diameter=20.0, resample=False), dict(min_size=10)),
     (dict(anisotropy=2.0, diameter=20.0), dict(stitch_threshold=0.3)),
     (dict(anisotropy=2.0, diameter=25.0), dict(stitch_threshold=0.25, flow_threshold=0.6, min_size=5)),
 ])

@@ -19,15 +19,21 @@ from nucseg_rt.masks import dynamics, postprocess, stitch
 from nucseg_rt.masks.fragments import merge_fragments
 from nucseg_rt.params import DEFAULT_NITER, MaskParams
 from nucseg_rt.prep.filters import smooth_flows
-from nucseg_rt.prep.resample import resize_labels_3d, resize_nearest
+from nucseg_rt.prep.resample import resize_labels_3d, resize_labels_centred, resize_nearest
 from nucseg_rt.results import Flows
 
 logger = logging.getLogger("nucseg_rt")
 
-__all__ = ["masks_from_flows", "niter_for"]
+__all__ = ["masks_from_flows", "niter_for", "on_network_grid"]
 
 #: Cellpose's default flow-error threshold for 2D masks (stitch mode)
 STITCH_FLOW_THRESHOLD = 0.4
+
+
+def on_network_grid(params: MaskParams, flows: Flows) -> bool:
+    """Whether the 3D dynamics follow ``flows.grid_flows`` (coarse Z, "stable" method; see
+    :data:`nucseg_rt.params.GRID_Z_FACTOR`) rather than the flows on the input grid."""
+    return params.method == "stable" and not params.stitch and flows.grid_flows is not None
 
 
 def niter_for(params: MaskParams, flows: Flows) -> int:
@@ -35,7 +41,9 @@ def niter_for(params: MaskParams, flows: Flows) -> int:
     input grid, as Cellpose scales it)."""
     if params.niter:
         return int(params.niter)
-    return int(DEFAULT_NITER / flows.rescale) if flows.resampled else DEFAULT_NITER
+    if flows.resampled and not on_network_grid(params, flows):
+        return int(DEFAULT_NITER / flows.rescale)
+    return DEFAULT_NITER
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:
@@ -86,14 +94,18 @@ def masks_from_flows(flows: Flows, params: MaskParams, *, cancel: threading.Even
 def _followed_3d(f: Flows, p: MaskParams, niter: int) -> np.ndarray:
     if p.flow_threshold is not None:
         logger.warning("flow_threshold applies to 2D/stitch mode only; ignored in 3D")
-    dP = smooth_flows(f.flows, p.dp_smooth) if p.dp_smooth > 0 else f.flows
-    masks = dynamics.compute_masks(dP, f.cellprob, niter=niter, cellprob_threshold=p.cellprob_threshold,
+    flows, cellprob = (f.grid_flows, f.grid_cellprob) if on_network_grid(p, f) else (f.flows, f.cellprob)
+    dP = smooth_flows(flows, p.dp_smooth) if p.dp_smooth > 0 else flows
+    masks = dynamics.compute_masks(dP, cellprob, niter=niter, cellprob_threshold=p.cellprob_threshold,
                                    min_size=-1, max_size_fraction=p.max_size_fraction, method=p.method)
     del dP
     if p.merge_fragments and p.method == "stable":
-        masks = merge_fragments(masks, f.cellprob)
+        masks = merge_fragments(masks, cellprob)
     if masks.shape != tuple(f.shape):
-        masks = resize_labels_3d(masks, tuple(f.shape))
+        # "cellpose": Cellpose's nearest rule (exact); "stable": pixel centres aligned, as the
+        # flows were resampled (Cellpose's rule shifts labels by up to a plane at coarse Z)
+        resize = resize_labels_3d if p.method == "cellpose" else resize_labels_centred
+        masks = resize(masks, tuple(f.shape))
     return postprocess.fill_holes_and_remove_small_masks(masks, min_size=p.min_size)
 
 

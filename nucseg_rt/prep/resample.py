@@ -23,7 +23,7 @@ from numba import njit, prange
 from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["resize_linear", "resize_nearest", "rescale_volume", "resize_flows_back",
-           "resize_labels_3d", "z_interpolation"]
+           "resize_labels_3d", "resize_labels_centred", "z_interpolation"]
 
 
 def resize_linear(arr: np.ndarray, Ly: int, Lx: int, *, channels_last: bool = True) -> np.ndarray:
@@ -251,6 +251,37 @@ def _linear_coords(n_in: int, n_out: int, exact: bool):
     return i0, i1, (1 - frac).astype(np.float32), frac.astype(np.float32)
 
 
+def resize_labels_centred(labels: np.ndarray, shape_zyx: tuple[int, int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of (Z', Y', X') labels to ``shape_zyx`` with pixel centres aligned.
+
+    The inverse of the linear resize that made the network grid (OpenCV's half-pixel rule: input
+    voxel ``i`` lies at ``(i + 0.5) * n' / n - 0.5`` on the grid), so each output voxel takes the
+    label of the grid voxel nearest to its centre. :func:`resize_labels_3d` (Cellpose's rule,
+    ``floor(i * n' / n)``) shifts labels by up to one input voxel, which at coarse Z is a whole
+    plane.
+
+    Parameters
+    ----------
+    labels : (Z', Y', X') integer array
+    shape_zyx : (int, int, int)
+
+    Returns
+    -------
+    (Z, Y, X) array of ``labels.dtype``
+        ``labels`` itself when the shapes already agree.
+    """
+    labels = _validate_numeric(labels, "labels", integer_only=True)
+    if labels.ndim != 3 or 0 in labels.shape:
+        raise InvalidInputError(f"`labels` must be a non-empty (Z, Y, X) array, got {labels.shape}")
+    shape = _validate_shape(shape_zyx)
+    if labels.shape == shape:
+        return labels
+    out = np.empty(shape, labels.dtype)
+    idx = [_centred_index(n_in, n_out) for n_in, n_out in zip(labels.shape, shape)]
+    _gather_nearest(np.ascontiguousarray(labels), out, *idx)
+    return out
+
+
 def z_interpolation(n_in: int, n_out: int):
     """Linear interpolation from ``n_in`` to ``n_out`` samples (OpenCV's half-pixel rule).
 
@@ -262,6 +293,11 @@ def z_interpolation(n_in: int, n_out: int):
 def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
     scale = 1.0 / (n_out / n_in)
     return np.minimum(np.floor(np.arange(n_out) * scale).astype(np.int64), n_in - 1)
+
+
+def _centred_index(n_in: int, n_out: int) -> np.ndarray:
+    """Source index nearest to each output pixel centre: ``floor((k + 0.5) * n_in / n_out)``."""
+    return np.minimum(((2 * np.arange(n_out, dtype=np.int64) + 1) * n_in) // (2 * n_out), n_in - 1)
 
 
 # --- 3D resampling -------------------------------------------------------------------------
