@@ -28,7 +28,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = {"iso64": dict(shape_iso=(64, 256, 256), anisotropy=1.0),
-         "aniso16": dict(shape_iso=(61, 256, 256), anisotropy=4.0)}
+         "aniso16": dict(shape_iso=(61, 256, 256), anisotropy=4.0),
+         # an embryo's coarse Z: 12 planes at anisotropy 11.5 (the "stable" dynamics run on the
+         # network grid here, Cellpose's on the input grid)
+         "coarse12": dict(shape_iso=(138, 256, 256), anisotropy=11.5)}
 
 
 def _rss_mb() -> float:

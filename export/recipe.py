@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = "main" if "main" in stages else "base"
+        main_stage = next(s for s in ("refine", "main", "base") if s in stages or s == "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 

@@ -156,6 +156,11 @@ def test_recipe_stages_are_valid_train_arguments(tmp_path):
         assert args.out == tmp_path / stage and not args.resume and args.diam_mean == 17
     assert parser.parse_args(recipe.stage_argv("main", tmp_path, real_cache=tmp_path,
                                                threads=1)).pretrained == tmp_path / "base" / "nuclei_3d"
+    refine = parser.parse_args(recipe.stage_argv("refine", tmp_path, real_cache=tmp_path, threads=1,
+                                                 max_minutes=95))
+    assert refine.pretrained == tmp_path / "main" / "nuclei_3d" and refine.max_minutes == 95
+    assert parser.parse_args(recipe.stage_argv("base", tmp_path, real_cache=tmp_path,
+                                               threads=1)).max_minutes is None
     (tmp_path / "ortho").mkdir()
     (tmp_path / "ortho" / "nuclei_3d_ortho.trainstate").write_bytes(b"")
     assert "--resume" in recipe.stage_argv("ortho", tmp_path, real_cache=tmp_path, threads=1)
