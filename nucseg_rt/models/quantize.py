@@ -147,6 +147,15 @@ def prepare_int8_graph(model):
 CALIBRATION_ANISOTROPIES = (1.0, 4.0, 11.5)
 
 
+#: Activation ranges: the mean over calibration tiles of each tile's min and max (onnxruntime's
+#: MinMax "moving average"), not the extremes over all tiles, which a few bright tiles stretch so
+#: that every other tile is quantized coarsely. Measured on the bundled model (2026-12-05): flow
+#: correlation with fp32 on held-out synthetic tiles 0.9968 -> 0.9989, cell-probability sign
+#: agreement 0.9933 -> 0.9961; int8 vs fp32 masks on real 2D images AP@0.5 0.973 -> 0.983
+#: (mnfinder, a training source) and 0.928 -> 0.969 (BBBC007, held out).
+CALIBRATION_OPTIONS = {"CalibMovingAverage": True}
+
+
 def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray, float, dict]]:
     from nucseg_rt.eval.synth import make_volume
 
@@ -362,7 +371,8 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
         onnx.save(prepare_int8_graph(source), str(prepared))
         quantize_static(str(prepared), str(out), _Reader(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options=CALIBRATION_OPTIONS)
         check = calibration_tiles(calibration_planes(nchan, seed=seed + 100, per_orientation=3,
                                                      diameter=diam_mean), nchan)
         corr, agree, maxdiff = compare_outputs(_session(src), _session(out), check)
@@ -371,6 +381,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
         _check_report(report, src)
         _copy_metadata(source, out, {**report.as_metadata(), "calibration":
                                      "synthetic" if calibration is None else Path(calibration).name,
+                                     "calibration_ranges": "mean of per-tile min/max",
                                      "fp32_sha256": _sha(src)})
         with open(out, "rb") as fin, atomic_write(dst) as fout:
             fout.write(fin.read())
