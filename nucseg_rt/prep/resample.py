@@ -169,16 +169,42 @@ def resize_labels_3d(labels: np.ndarray, shape_zyx: tuple[int, int, int]) -> np.
         ``labels`` itself when the shapes already agree. Cellpose skips the YX step
         when only X differs; here every axis is always resized to ``shape_zyx``.
     """
+    return _resize_labels(labels, shape_zyx, _nearest_index)
+
+
+def resize_labels_centred(labels: np.ndarray, shape_zyx: tuple[int, int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of (Z', Y', X') labels to ``shape_zyx`` with pixel centres aligned.
+
+    The inverse of the linear resize that made the network grid (OpenCV's half-pixel rule: input
+    voxel ``i`` lies at ``(i + 0.5) * n' / n - 0.5`` on the grid), so each output voxel takes the
+    label of the grid voxel nearest to its centre. :func:`resize_labels_3d` (Cellpose's rule,
+    ``floor(i * n' / n)``) shifts labels by up to one input voxel, which at coarse Z is a whole
+    plane.
+
+    Parameters
+    ----------
+    labels : (Z', Y', X') integer array
+    shape_zyx : (int, int, int)
+
+    Returns
+    -------
+    (Z, Y, X) array of ``labels.dtype``
+        ``labels`` itself when the shapes already agree.
+    """
+    return _resize_labels(labels, shape_zyx, _centred_index)
+
+
+def _resize_labels(labels, shape_zyx, index) -> np.ndarray:
+    """Nearest-neighbour resize of 3D labels with the source index rule ``index(n_in, n_out)``."""
     labels = _validate_numeric(labels, "labels", integer_only=True)
     if labels.ndim != 3 or 0 in labels.shape:
         raise InvalidInputError(f"`labels` must be a non-empty (Z, Y, X) array, got {labels.shape}")
     shape = _validate_shape(shape_zyx)
     if labels.shape == shape:
         return labels
-    src = np.ascontiguousarray(labels)
     out = np.empty(shape, labels.dtype)
-    idx = [_nearest_index(n_in, n_out) for n_in, n_out in zip(labels.shape, shape)]
-    _gather_nearest(src, out, *idx)
+    _gather_nearest(np.ascontiguousarray(labels), out,
+                    *[index(n_in, n_out) for n_in, n_out in zip(labels.shape, shape)])
     return out
 
 
@@ -249,37 +275,6 @@ def _linear_coords(n_in: int, n_out: int, exact: bool):
     i0[high] = n_in - 1
     i1 = np.minimum(i0 + 1, n_in - 1)
     return i0, i1, (1 - frac).astype(np.float32), frac.astype(np.float32)
-
-
-def resize_labels_centred(labels: np.ndarray, shape_zyx: tuple[int, int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of (Z', Y', X') labels to ``shape_zyx`` with pixel centres aligned.
-
-    The inverse of the linear resize that made the network grid (OpenCV's half-pixel rule: input
-    voxel ``i`` lies at ``(i + 0.5) * n' / n - 0.5`` on the grid), so each output voxel takes the
-    label of the grid voxel nearest to its centre. :func:`resize_labels_3d` (Cellpose's rule,
-    ``floor(i * n' / n)``) shifts labels by up to one input voxel, which at coarse Z is a whole
-    plane.
-
-    Parameters
-    ----------
-    labels : (Z', Y', X') integer array
-    shape_zyx : (int, int, int)
-
-    Returns
-    -------
-    (Z, Y, X) array of ``labels.dtype``
-        ``labels`` itself when the shapes already agree.
-    """
-    labels = _validate_numeric(labels, "labels", integer_only=True)
-    if labels.ndim != 3 or 0 in labels.shape:
-        raise InvalidInputError(f"`labels` must be a non-empty (Z, Y, X) array, got {labels.shape}")
-    shape = _validate_shape(shape_zyx)
-    if labels.shape == shape:
-        return labels
-    out = np.empty(shape, labels.dtype)
-    idx = [_centred_index(n_in, n_out) for n_in, n_out in zip(labels.shape, shape)]
-    _gather_nearest(np.ascontiguousarray(labels), out, *idx)
-    return out
 
 
 def z_interpolation(n_in: int, n_out: int):
