@@ -22,20 +22,24 @@ import time
 from pathlib import Path
 
 
-def run(old: str, new: str, diameters, anisotropies, precision: str, repeat: int) -> list[dict]:
+def run(old: str, new: str, diameters, anisotropies, precision: str, repeat: int,
+        old_input_grid: bool = False) -> list[dict]:
+    import nucseg_rt.segment as segment_module
     from nucseg_rt import Segmenter
     from nucseg_rt.eval.metrics import average_precision
     from nucseg_rt.eval.synth import make_volume
 
     segs = {"old": Segmenter(old, device="cpu", precision=precision),
             "new": Segmenter(new, device="cpu", precision=precision)}
-    rows = []
+    rows, grid = [], segment_module.GRID_Z_FACTOR
     for d in diameters:
         for a in anisotropies:
             nz = int(round(96 * (1 if a < 4 else 1.5)))
             img, labels, _ = make_volume((nz, 192, 192), anisotropy=a, seed=20_000 + int(d), diameter_mean=d)
             row = dict(diameter=d, anisotropy=a, shape=list(img.shape))
             for key, seg in segs.items():
+                # the pipeline before 2026-12-05 followed coarse-Z flows on the acquired planes
+                segment_module.GRID_Z_FACTOR = float("inf") if key == "old" and old_input_grid else grid
                 seg.segment(img[:6], anisotropy=a, diameter=d, z_axis=0)  # warm-up (numba, sessions)
                 times = []
                 for _ in range(repeat):
@@ -60,10 +64,14 @@ def main(argv=None):
     ap.add_argument("--anisotropy", type=float, nargs="+", default=[1.0, 4.0, 11.5])
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--old-input-grid", action="store_true",
+                    help="run the old model as the pipeline did before 2026-12-05: coarse-Z flows "
+                         "followed on the acquired planes, not on the network grid")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, precision {args.precision}")
-    rows = run(args.old, args.new, args.diameters, args.anisotropy, args.precision, args.repeat)
+    rows = run(args.old, args.new, args.diameters, args.anisotropy, args.precision, args.repeat,
+               old_input_grid=args.old_input_grid)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
