@@ -3,8 +3,8 @@
     python -m nucseg_rt_export.recipe --out runs --models models --stages base,main
 
 The shipped ``nuclei_3d`` (2026-12-04) is stage ``main`` (36 epochs warm-restarted from stage
-``base``); see models/README.md for the data and the results. Stage ``ortho`` was run once
-(2026-12-02, 9 epochs) and is not shipped. The shipped runs used ``--max-minutes`` (their cosine
+``base``); see models/README.md for the data and the results. Stages ``ortho`` (2026-12-02, 9
+epochs) and ``refine`` (2026-12-05, 34 epochs) were run once and are not shipped. The shipped runs used ``--max-minutes`` (their cosine
 schedules refitted to the epochs that fitted), so a run with the fixed epoch counts below is
 close to, not identical with, the shipped weights.
 
@@ -17,11 +17,15 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    synthetic volumes (seed 1) and half of each batch synthetic, for 3D accuracy;
 3. ``ortho``: the partner for ZY/ZX planes of coarse-Z stacks, fine-tuned from stage 2 on ZY/ZX
    planes of synthetic stacks at anisotropy 8-12 and on real crops of which 80 % are given a
-   coarse axis (Z step 4-16 px at the network's scale).
+   coarse axis (Z step 4-16 px at the network's scale);
+4. ``refine``: a third cosine cycle from stage 2 with real crops 65 % of each batch and 40 other
+   synthetic volumes (seed 3). Run once (2026-12-05, 34 epochs in 95 minutes) and not shipped:
+   it scored below stage 2 on the held-out sets (models/README.md).
 
-With ``--models``, the last main-network stage run (``main``, else ``base``) is exported, with
-stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used from anisotropy
-``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made and the bundled index is written.
+With ``--models``, the last main-network stage run (``refine``, ``main``, else ``base``) is
+exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
+from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
+the mean of per-tile min/max) and the bundled index is written.
 """
 
 from __future__ import annotations
