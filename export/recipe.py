@@ -4,9 +4,9 @@
 
 The shipped ``nuclei_3d`` (2026-12-04) is stage ``main`` (36 epochs warm-restarted from stage
 ``base``); see models/README.md for the data and the results. Stages ``ortho`` (2026-12-02, 9
-epochs) and ``refine`` (2026-12-05, 34 epochs) were run once and are not shipped. The shipped runs used ``--max-minutes`` (their cosine
-schedules refitted to the epochs that fitted), so a run with the fixed epoch counts below is
-close to, not identical with, the shipped weights.
+epochs) and ``refine`` (2026-12-05, 34 epochs) were run once and are not shipped. The shipped
+runs used ``--max-minutes`` (their cosine schedules refitted to the epochs that fitted), so a run
+with the fixed epoch counts below is close to, not identical with, the shipped weights.
 
 Stages (each a ``nucseg_rt_export.train`` run in ``<out>/<stage>``, resumable: re-running the
 command continues an interrupted stage with ``--resume`` and skips finished ones):
@@ -50,7 +50,8 @@ STAGES = {
                            "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "1",
                            "--real-weight", "0.5"]),
     "refine": ("nuclei_3d", ["--pretrained", "{main}", "--epochs", "36", "--lr", "7e-4",
-                             "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "3", "--real-weight", "0.65"]),
+                             "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "3",
+                             "--real-weight", "0.65"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next(s for s in ("refine", "main", "base") if s in stages or s == "base")
+        main_stage = next((s for s in ("refine", "main") if s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 

@@ -33,7 +33,7 @@ STITCH_FLOW_THRESHOLD = 0.4
 def on_network_grid(params: MaskParams, flows: Flows) -> bool:
     """Whether the 3D dynamics follow ``flows.grid_flows`` (coarse Z, "stable" method; see
     :data:`nucseg_rt.params.GRID_Z_FACTOR`) rather than the flows on the input grid."""
-    return params.method == "stable" and not params.stitch and flows.grid_flows is not None
+    return params.method == "stable" and flows.grid_flows is not None
 
 
 def niter_for(params: MaskParams, flows: Flows) -> int:
