@@ -20,9 +20,13 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    coarse axis (Z step 4-16 px at the network's scale);
 4. ``refine``: a third cosine cycle from stage 2 with real crops 65 % of each batch and 40 other
    synthetic volumes (seed 3). Run once (2026-12-05, 34 epochs in 95 minutes) and not shipped:
-   it scored below stage 2 on the held-out sets (models/README.md).
+   it scored below stage 2 on the held-out sets (models/README.md);
+5. ``robust``: a third cosine cycle from stage 2 at a lower learning rate, with the batch mix of
+   stage 2, 40 other synthetic volumes (seed 4), and optical blur and camera noise on 30 % of the
+   crops each (real and synthetic), so that the network leans less on the sharpness and noise
+   level of the few real sources.
 
-With ``--models``, the last main-network stage run (``refine``, ``main``, else ``base``) is
+With ``--models``, the last main-network stage run (``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
@@ -52,6 +56,9 @@ STAGES = {
     "refine": ("nuclei_3d", ["--pretrained", "{main}", "--epochs", "36", "--lr", "7e-4",
                              "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "3",
                              "--real-weight", "0.65"]),
+    "robust": ("nuclei_3d", ["--pretrained", "{main}", "--epochs", "36", "--lr", "5e-4",
+                             "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "4",
+                             "--real-weight", "0.5", "--blur-prob", "0.3", "--noise-prob", "0.3"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next((s for s in ("refine", "main") if s in stages), "base")
+        main_stage = next((s for s in ("robust", "refine", "main") if s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 

@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ortho-steps", default="1.5,12", help="range of the coarse axis step, px at the network's scale")
     a("--wide-scale", default="8,80", help="nucleus size range (px) of the wide scale augmentation")
     a("--wide-prob", type=float, default=0.2, help="fraction of crops zoomed to --wide-scale")
+    a("--blur-prob", type=float, default=0.0, help="fraction of crops blurred (sigma 0.5-2 px)")
+    a("--noise-prob", type=float, default=0.0, help="fraction of crops given camera noise (sd 0.02-0.12)")
     a("--seed", type=int, default=0)
     a("--threads", type=int, default=2)
     a("--max-minutes", type=float, default=None, help="stop after the epoch that would exceed this")
@@ -340,7 +342,8 @@ def _batch(args, sets, rng: np.random.Generator, nchan: int):
     synth, real = sets
     n_real = int((rng.random(args.batch_size) < args.real_weight).sum()) if real is not None else 0
     common = dict(crop=args.crop, nchan=nchan, diam_mean=args.diam_mean, wide=tuple(_floats(args.wide_scale)),
-                  wide_prob=args.wide_prob, ortho_steps=tuple(_floats(args.ortho_steps)))
+                  wide_prob=args.wide_prob, ortho_steps=tuple(_floats(args.ortho_steps)),
+                  blur_prob=args.blur_prob, noise_prob=args.noise_prob)
     parts = []
     if n_real:
         parts.append(augment_batch(real, rng.integers(0, len(real), n_real), rng,

@@ -295,6 +295,25 @@ def coarse_axis(im: torch.Tensor, step: float, sigma: float, phase: float) -> to
     return (1 - g) * samples[j0] + g * samples[j1]
 
 
+def gaussian_blur(im: torch.Tensor, sigma: float) -> torch.Tensor:
+    """An (H, W) image blurred with an isotropic Gaussian of ``sigma`` px (edges replicated)."""
+    if sigma <= 0:
+        return im
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    k = k / k.sum()
+    x = F.pad(im[None, None], (r, r, r, r), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, -1, 1))
+    return F.conv2d(x, k.view(1, 1, 1, -1))[0, 0]
+
+
+def camera_noise(im: torch.Tensor, sd: float, rng: np.random.Generator) -> torch.Tensor:
+    """Read plus shot noise on a normalised image (0-1 = 1st-99th percentile): Gaussian with
+    variance ``sd**2 * (1 + max(im, 0))``, drawn from ``rng``."""
+    z = torch.from_numpy(rng.standard_normal(tuple(im.shape)).astype(np.float32))
+    return im + z * sd * torch.sqrt(1.0 + im.clamp(min=0))
+
+
 def _scale(ps: PlaneSet, i: int, rng: np.random.Generator, diam_mean: float | None, scale_jitter: float,
            wide: tuple[float, float] | None, wide_prob: float) -> float:
     """Zoom factor of one sample: nuclei to ``diam_mean`` x jitter, or (``wide_prob``) to a size
@@ -334,6 +353,10 @@ def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, aug: 
     im = im * fmap
     g = math.exp(rng.uniform(-math.log(aug["gamma_range"]), math.log(aug["gamma_range"])))
     im = torch.where(im > 0, im.clamp(min=0) ** g, im)
+    if aug["blur_prob"] > 0 and rng.random() < aug["blur_prob"]:
+        im = gaussian_blur(im, rng.uniform(*aug["blur_sigma"]))
+    if aug["noise_prob"] > 0 and rng.random() < aug["noise_prob"]:
+        im = camera_noise(im, rng.uniform(*aug["noise_sd"]), rng)
     return im, fl, lb
 
 
@@ -341,14 +364,20 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
                   scale_jitter: float = 1.4, brightness_sd: float = 0.3, faint_prob: float = 0.1,
                   gamma_range: float = 1.4, nchan: int = 2, diam_mean: float | None = None,
                   wide: tuple[float, float] | None = None, wide_prob: float = 0.0,
-                  ortho_prob: float = 0.0, ortho_steps: tuple[float, float] = (1.5, 12.0)):
-    """Random crops with scale jitter, 90-degree rotations/flips, per-nucleus brightness, gamma.
+                  ortho_prob: float = 0.0, ortho_steps: tuple[float, float] = (1.5, 12.0),
+                  blur_prob: float = 0.0, blur_sigma: tuple[float, float] = (0.5, 2.0),
+                  noise_prob: float = 0.0, noise_sd: tuple[float, float] = (0.02, 0.12)):
+    """Random crops with scale jitter, 90-degree rotations/flips, per-nucleus brightness, gamma,
+    and optionally optical blur and camera noise.
 
     With ``diam_mean``, each plane is zoomed so that its nuclei (``ps.diams``) are ``diam_mean``
     px across (times the jitter), or with probability ``wide_prob`` a size drawn log-uniformly
     from ``wide`` (px). With probability ``ortho_prob`` a crop is made to look like a ZY/ZX plane
     of a coarse-Z stack (``coarse_axis``, Z step drawn log-uniformly from ``ortho_steps`` px at
-    the network's scale) before its random rotation.
+    the network's scale) before its random rotation. With probability ``blur_prob`` a crop is
+    blurred (``gaussian_blur``, sigma drawn uniformly from ``blur_sigma`` px at the network's
+    scale: a softer objective or defocus), and with probability ``noise_prob`` given camera
+    noise (``camera_noise``, sd drawn uniformly from ``noise_sd`` in normalised units).
 
     Returns
     -------
@@ -358,7 +387,8 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
     """
     aug = dict(scale_jitter=scale_jitter, brightness_sd=brightness_sd, faint_prob=faint_prob,
                gamma_range=gamma_range, diam_mean=diam_mean, wide=wide, wide_prob=wide_prob,
-               ortho_prob=ortho_prob, ortho_steps=ortho_steps)
+               ortho_prob=ortho_prob, ortho_steps=ortho_steps, blur_prob=blur_prob, blur_sigma=blur_sigma,
+               noise_prob=noise_prob, noise_sd=noise_sd)
     xs, fs, cs = [], [], []
     for i in idx:
         im, fl, lb = _one_sample(ps, int(i), rng, crop, aug)

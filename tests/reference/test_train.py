@@ -80,6 +80,28 @@ def test_augment_batch_shapes_and_targets():
     assert not fl[cp[:, None].expand_as(fl) == 0].any()
 
 
+def test_blur_and_noise_augmentations():
+    from nucseg_rt_export.train_data import camera_noise, gaussian_blur
+
+    im = torch.zeros(33, 33)
+    im[16, 16] = 1.0
+    b = gaussian_blur(im, 1.5)
+    assert abs(float(b.sum()) - 1.0) < 1e-5 and int(b.argmax()) == 16 * 33 + 16
+    assert torch.allclose(b, b.T, atol=1e-7) and float(b.max()) < 0.1  # isotropic, spread out
+    assert gaussian_blur(im, 0.0) is im
+    flat = torch.full((200, 200), 0.5)
+    n = camera_noise(flat, 0.1, np.random.default_rng(0)) - flat
+    assert abs(float(n.std()) - 0.1 * 1.5 ** 0.5) < 0.005 and abs(float(n.mean())) < 0.005
+    # the augmentations change the image, never the targets (one sample: they draw from the rng
+    # after the crop, so later samples of a batch are other crops)
+    ps = PlaneSet.from_planes([(np.random.default_rng(i).random((40, 44)), _labels(i)) for i in range(3)])
+    plain = augment_batch(ps, [1], np.random.default_rng(5), crop=32)
+    aug = augment_batch(ps, [1], np.random.default_rng(5), crop=32, blur_prob=1.0, noise_prob=1.0)
+    assert not torch.allclose(plain[0][:, 0], aug[0][:, 0], atol=1e-3)
+    torch.testing.assert_close(plain[1], aug[1])
+    torch.testing.assert_close(plain[2], aug[2])
+
+
 def test_few_steps_lower_loss():
     torch.manual_seed(0)
     ps = PlaneSet.from_planes([(_labels(i).astype(np.float32) > 0, _labels(i)) for i in range(4)])
@@ -159,6 +181,9 @@ def test_recipe_stages_are_valid_train_arguments(tmp_path):
     refine = parser.parse_args(recipe.stage_argv("refine", tmp_path, real_cache=tmp_path, threads=1,
                                                  max_minutes=95))
     assert refine.pretrained == tmp_path / "main" / "nuclei_3d" and refine.max_minutes == 95
+    robust = parser.parse_args(recipe.stage_argv("robust", tmp_path, real_cache=tmp_path, threads=1))
+    assert robust.pretrained == tmp_path / "main" / "nuclei_3d" and robust.blur_prob == robust.noise_prob == 0.3
+    assert parser.parse_args(recipe.stage_argv("main", tmp_path, real_cache=tmp_path, threads=1)).blur_prob == 0
     assert parser.parse_args(recipe.stage_argv("base", tmp_path, real_cache=tmp_path,
                                                threads=1)).max_minutes is None
     (tmp_path / "ortho").mkdir()
