@@ -267,6 +267,13 @@ def _region(arr: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
     return out
 
 
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 1D Gaussian of ``sigma`` px, radius ``ceil(3 sigma)`` (at least 1)."""
+    r = max(1, int(math.ceil(3 * sigma)))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    return k / k.sum()
+
+
 def coarse_axis(im: torch.Tensor, step: float, sigma: float, phase: float) -> torch.Tensor:
     """What a coarse Z axis does to an (H, W) image, along its rows (axis 0).
 
@@ -277,10 +284,9 @@ def coarse_axis(im: torch.Tensor, step: float, sigma: float, phase: float) -> to
     """
     h = im.shape[0]
     if sigma > 0:
-        r = max(1, int(math.ceil(3 * sigma)))
-        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-        k = (k / k.sum()).view(1, 1, -1, 1)
-        im = F.conv2d(F.pad(im[None, None], (0, 0, r, r), mode="replicate"), k)[0, 0]
+        k = _gaussian_kernel(sigma)
+        r = len(k) // 2
+        im = F.conv2d(F.pad(im[None, None], (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))[0, 0]
     pos = torch.arange(phase, h - 1e-6, step, dtype=torch.float64)
     if len(pos) < 2:
         return im
@@ -299,9 +305,8 @@ def gaussian_blur(im: torch.Tensor, sigma: float) -> torch.Tensor:
     """An (H, W) image blurred with an isotropic Gaussian of ``sigma`` px (edges replicated)."""
     if sigma <= 0:
         return im
-    r = max(1, int(math.ceil(3 * sigma)))
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
-    k = k / k.sum()
+    k = _gaussian_kernel(sigma)
+    r = len(k) // 2
     x = F.pad(im[None, None], (r, r, r, r), mode="replicate")
     x = F.conv2d(x, k.view(1, 1, -1, 1))
     return F.conv2d(x, k.view(1, 1, 1, -1))[0, 0]

@@ -102,6 +102,20 @@ def test_blur_and_noise_augmentations():
     torch.testing.assert_close(plain[2], aug[2])
 
 
+def test_coarse_axis_samples_rows_and_interpolates_back():
+    from nucseg_rt_export.train_data import coarse_axis
+
+    im = torch.from_numpy(np.random.default_rng(3).random((40, 7)).astype(np.float32))
+    out = coarse_axis(im, 4.0, 0.0, 0.0)
+    torch.testing.assert_close(out[::4], im[::4])  # the acquired rows are kept
+    torch.testing.assert_close(out[2], (im[0] + im[4]) / 2)  # rows between are linear
+    torch.testing.assert_close(out[37:], im[36].expand(3, 7))  # the end is held
+    flat = torch.full((30, 5), 0.7)
+    torch.testing.assert_close(coarse_axis(flat, 5.5, 2.0, 1.3), flat)  # blur and resampling keep a constant
+    ramp = torch.arange(30, dtype=torch.float32)[:, None].expand(30, 5)
+    assert not torch.allclose(coarse_axis(ramp * (ramp % 6 == 0), 6.0, 2.0, 0.0), ramp * (ramp % 6 == 0))
+
+
 def test_few_steps_lower_loss():
     torch.manual_seed(0)
     ps = PlaneSet.from_planes([(_labels(i).astype(np.float32) > 0, _labels(i)) for i in range(4)])
