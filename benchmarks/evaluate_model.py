@@ -12,6 +12,10 @@ Cellpose's 2D dynamics) at its true median diameter and with ``diameter="auto"``
     python benchmarks/evaluate_model.py --model nuclei_3d
     python benchmarks/evaluate_model.py --model nuclei_3d --real --cache /tmp/pkgs
 
+``--real --stability`` also scores the masks against the same model's masks of the image shifted
+by one pixel and at a 1 % larger diameter: the floor below which ``--vs-fp32`` agreement cannot
+be blamed on the lower precision.
+
 Masks come from ``Segmenter.predict_flows`` + ``Segmenter.masks_from_flows`` (what ``segment``
 gives), so one network pass serves every mask setting.
 """
@@ -128,6 +132,31 @@ def evaluate_real(seg, sources, cache: Path, auto: bool, merge: bool, ref=None) 
     return out
 
 
+def stability_real(seg, sources, cache: Path) -> dict:
+    """How much the masks move under perturbations that should not matter: AP@0.5 of the masks of
+    each image against the same model's masks of the image shifted by one pixel in X (shifted
+    back), and at a diameter 1 % larger. This is the floor for comparing two precisions: int8
+    masks cannot be expected to agree with fp32 better than fp32 agrees with itself."""
+    from nucseg_rt.eval.metrics import average_precision, label_diameter
+    from nucseg_rt_export.real_data import load_source
+
+    def masks(image, diameter):
+        f = seg.predict_flows(np.stack([image, image]), anisotropy=1.0, diameter=diameter, z_axis=0, mode="stitch")
+        return seg.masks_from_flows(f, stitch_threshold=0.5)[0]
+
+    out = {}
+    for name in sources:
+        rows: dict = {}
+        for img in load_source(name, cache):
+            d = label_diameter(img.labels)
+            base = masks(img.image, d)
+            for key, m in (("shift 1 px", np.roll(masks(np.roll(img.image, 1, axis=1), d), -1, axis=1)),
+                           ("diameter x 1.01", masks(img.image, d * 1.01))):
+                rows.setdefault(key, []).append(float(average_precision(base, m, thresholds=(0.5,))[0][0]))
+        out[name] = {key: float(np.mean(v)) for key, v in rows.items()}
+    return out
+
+
 def _print(title: str, res: dict) -> None:
     print(title)
     print(f"{'set':>10s} {'setting':>22s} {'AP@0.5':>7s} {'AP@0.75':>8s} {'split':>6s} {'true':>5s} {'pred':>5s} "
@@ -158,6 +187,9 @@ def main(argv=None):
     ap.add_argument("--auto", action="store_true", help="also run with diameter='auto'")
     ap.add_argument("--merge", action="store_true", help="also run with merge_fragments=True")
     ap.add_argument("--vs-fp32", action="store_true", help="with --precision int8: also AP against fp32 masks")
+    ap.add_argument("--stability", action="store_true",
+                    help="with --real: AP@0.5 of the masks against the same model's after a 1-px shift "
+                         "or a 1 %% larger diameter (the floor for --vs-fp32)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from nucseg_rt import Segmenter
@@ -170,6 +202,12 @@ def main(argv=None):
 
         res = evaluate_real(seg, args.sources or HELDOUT_SOURCES, args.cache, args.auto, args.merge, ref)
         _print(f"model {args.model} ({args.precision}): held-out real 2D images", res)
+        if args.stability:
+            stab = stability_real(seg, args.sources or HELDOUT_SOURCES, args.cache)
+            print("masks against the same model's masks of a perturbed input (AP@0.5):")
+            for name, rows in stab.items():
+                print(f"{name:>10s} " + "   ".join(f"{k}: {v:.3f}" for k, v in rows.items()))
+            res = {**res, "stability": stab}
     else:
         res = evaluate_synthetic(seg, args.anisotropy, args.n_volumes, tuple(args.shape), args.methods,
                                  args.diameter, args.auto, args.merge, ref)
