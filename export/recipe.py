@@ -4,7 +4,8 @@
 
 The shipped ``nuclei_3d`` (2026-12-04) is stage ``main`` (36 epochs warm-restarted from stage
 ``base``); see models/README.md for the data and the results. Stages ``ortho`` (2026-12-02, 9
-epochs) and ``refine`` (2026-12-05, 34 epochs) were run once and are not shipped. The shipped
+epochs), ``refine`` (2026-12-05, 34 epochs) and ``robust`` (2026-12-05, 36 epochs) were run once
+and are not shipped. The shipped
 runs used ``--max-minutes`` (their cosine schedules refitted to the epochs that fitted), so a run
 with the fixed epoch counts below is close to, not identical with, the shipped weights.
 
@@ -24,7 +25,8 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
 5. ``robust``: a third cosine cycle from stage 2 at a lower learning rate, with the batch mix of
    stage 2, 40 other synthetic volumes (seed 4), and optical blur and camera noise on 30 % of the
    crops each (real and synthetic), so that the network leans less on the sharpness and noise
-   level of the few real sources.
+   level of the few real sources. Run once (2026-12-05, 36 epochs in 90 minutes) and not
+   shipped: within a nucleus or two of stage 2 everywhere, lower on real 2D (models/README.md).
 
 With ``--models``, the last main-network stage run (``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
