@@ -103,6 +103,17 @@ def evaluate_synthetic(seg, anisotropies, n_volumes: int, shape_iso, methods, di
     return out
 
 
+def _flows_2d(seg, image, diameter):
+    """Flows of one 2D image. The Segmenter takes stacks: two copies of the image, run plane by
+    plane (stitch mode: YX network pass, Cellpose's 2D dynamics); plane 0 is the 2D result."""
+    return seg.predict_flows(np.stack([image, image]), anisotropy=1.0, diameter=diameter, z_axis=0, mode="stitch")
+
+
+def _masks_2d(seg, flows, merge: bool = False):
+    """The 2D masks of ``_flows_2d``'s flows."""
+    return seg.masks_from_flows(flows, stitch_threshold=0.5, merge_fragments=merge)[0]
+
+
 def evaluate_real(seg, sources, cache: Path, auto: bool, merge: bool, ref=None) -> dict:
     from nucseg_rt.eval.metrics import label_diameter
     from nucseg_rt_export.real_data import load_source
@@ -112,21 +123,15 @@ def evaluate_real(seg, sources, cache: Path, auto: bool, merge: bool, ref=None) 
         rows: dict = {}
         for img in load_source(name, cache):
             true_d = label_diameter(img.labels)
-            # the Segmenter takes stacks: two copies of the image, run plane by plane (stitch
-            # mode: YX network pass, Cellpose's 2D dynamics); plane 0's masks are the 2D result
-            vol = np.stack([img.image, img.image])
             for dmode in (["given", "auto"] if auto else ["given"]):
                 t0 = time.perf_counter()
-                f = seg.predict_flows(vol, anisotropy=1.0, diameter=true_d if dmode == "given" else "auto", z_axis=0,
-                                      mode="stitch")
+                f = _flows_2d(seg, img.image, true_d if dmode == "given" else "auto")
                 tnet = time.perf_counter() - t0
                 for mf in ([False, True] if merge else [False]):
-                    masks = seg.masks_from_flows(f, stitch_threshold=0.5, merge_fragments=mf)[0]
+                    masks = _masks_2d(seg, f, mf)
                     r = _scores(img.labels, masks)
                     r.update(seconds=tnet, diameter=f.diameter, true_diameter=true_d)
-                    _vs_ref(ref, r, masks, lambda: ref.masks_from_flows(
-                        ref.predict_flows(vol, anisotropy=1.0, diameter=f.diameter, z_axis=0, mode="stitch"),
-                        stitch_threshold=0.5, merge_fragments=mf)[0])
+                    _vs_ref(ref, r, masks, lambda: _masks_2d(ref, _flows_2d(ref, img.image, f.diameter), mf))
                     rows.setdefault(f"{dmode}{'+merge' if mf else ''}", []).append(r)
         out[name] = {key: _summary(v) for key, v in rows.items()}
     return out
@@ -141,8 +146,7 @@ def stability_real(seg, sources, cache: Path) -> dict:
     from nucseg_rt_export.real_data import load_source
 
     def masks(image, diameter):
-        f = seg.predict_flows(np.stack([image, image]), anisotropy=1.0, diameter=diameter, z_axis=0, mode="stitch")
-        return seg.masks_from_flows(f, stitch_threshold=0.5)[0]
+        return _masks_2d(seg, _flows_2d(seg, image, diameter))
 
     out = {}
     for name in sources:
