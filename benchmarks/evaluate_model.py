@@ -103,6 +103,88 @@ def evaluate_synthetic(seg, anisotropies, n_volumes: int, shape_iso, methods, di
     return out
 
 
+def object_scores(labels, masks, edge_labels=()) -> dict:
+    """AP@0.5/0.75, split, and per true nucleus: matched at IoU >= 0.5 or missed, with the
+    volume ratio (predicted / true voxels) of each matched pair, and misses among ``edge_labels``."""
+    r = _scores(labels, masks)
+    t = labels.ravel().astype(np.int64)
+    p = masks.ravel().astype(np.int64)
+    both = (t > 0) & (p > 0)
+    pairs, inter = np.unique(t[both] * (int(p.max()) + 1) + p[both], return_counts=True)
+    ti, pi = pairs // (int(p.max()) + 1), pairs % (int(p.max()) + 1)
+    at, ap = np.bincount(t, minlength=int(t.max()) + 1), np.bincount(p, minlength=int(p.max()) + 1)
+    iou = inter / (at[ti] + ap[pi] - inter)
+    ok = iou >= 0.5
+    ratios = ap[pi[ok]] / at[ti[ok]]
+    hit = set(ti[ok].tolist())
+    present = set(np.flatnonzero(at[1:]) + 1)
+    edge = [e for e in edge_labels if e in present]
+    r.update(n_missed=len(present - hit), ratios=ratios.tolist(), fg_ratio=float((p > 0).sum() / max((t > 0).sum(), 1)),
+             n_edge=len(edge), n_edge_missed=sum(1 for e in edge if e not in hit))
+    return r
+
+
+def _tex_summary(rows: list[dict]) -> dict:
+    ratios = [x for r in rows for x in r["ratios"]]
+    n_true = sum(r["n_true"] for r in rows)
+    return dict(ap50=float(np.mean([r["ap50"] for r in rows])), ap75=float(np.mean([r["ap75"] for r in rows])),
+                volume_ratio=float(np.median(ratios)) if ratios else float("nan"),
+                fg_ratio=float(np.mean([r["fg_ratio"] for r in rows])),
+                split=sum(r["n_split"] for r in rows) / max(n_true, 1),
+                missed=sum(r["n_missed"] for r in rows) / max(n_true, 1),
+                edge_missed=sum(r["n_edge_missed"] for r in rows) / max(sum(r["n_edge"] for r in rows), 1),
+                n_true=n_true, n_pred=sum(r["n_pred"] for r in rows),
+                diameter=float(np.mean([r["diameter"] for r in rows])),
+                true_diameter=float(np.mean([r["true_diameter"] for r in rows])),
+                seconds=float(np.mean([r["seconds"] for r in rows])))
+
+
+def realtex_volumes(sources, cache: Path, settings, n_volumes: int, seed: int):
+    """Yield ``(setting, k, image, labels, meta)``: real-texture volumes (``nucseg_rt.eval.realtex``)
+    built from the nuclei of ``sources``, ``n_volumes`` per setting, seeds ``seed + 100 * i + k``."""
+    from nucseg_rt.eval import realtex
+    from nucseg_rt_export.real_data import load_source
+
+    bank = realtex.nucleus_bank([(r.image, r.labels) for s in sources for r in load_source(s, cache)])
+    for i, name in enumerate(settings):
+        for k in range(n_volumes):
+            img, lab, meta = realtex.make_volume(bank, realtex.HELDOUT_SETTINGS[name], seed=seed + 100 * i + k)
+            yield name, k, img, lab, meta
+
+
+def evaluate_realtex(seg, sources, cache: Path, settings, n_volumes: int, auto: bool, mask_sets: dict,
+                     seed: int) -> dict:
+    """Per setting and mask setting: AP@0.5/0.75, median volume ratio, split, missed, edge-cut missed."""
+    rows: dict = {}
+    for name, k, img, lab, meta in realtex_volumes(sources, cache, settings, n_volumes, seed):
+        for dmode in (["given", "auto"] if auto else ["given"]):
+            t0 = time.perf_counter()
+            f = seg.predict_flows(img, anisotropy=meta["anisotropy"],
+                                  diameter=meta["diameter"] if dmode == "given" else "auto")
+            tnet = time.perf_counter() - t0
+            for key, mp in mask_sets.items():
+                masks = seg.masks_from_flows(f, **mp)
+                r = object_scores(lab, masks, meta["edge_labels"])
+                r.update(seconds=tnet, diameter=f.diameter, true_diameter=meta["diameter"])
+                rows.setdefault(name, {}).setdefault(f"{dmode}/{key}", []).append(r)
+    return {name: {key: _tex_summary(v) for key, v in d.items()} for name, d in rows.items()}
+
+
+def _print_realtex(title: str, res: dict) -> None:
+    print(title)
+    print(f"{'setting':>10s} {'masks':>24s} {'AP@0.5':>7s} {'AP@0.75':>8s} {'vol':>5s} {'fg':>5s} {'split':>6s} "
+          f"{'missed':>7s} {'edge miss':>9s} {'true':>5s} {'pred':>5s} {'diam':>6s} {'true d':>6s}")
+    for name, rows in res.items():
+        for key, r in rows.items():
+            print(f"{name:>10s} {key:>24s} {r['ap50']:7.3f} {r['ap75']:8.3f} {r['volume_ratio']:5.2f} "
+                  f"{r['fg_ratio']:5.2f} {r['split']:6.3f} {r['missed']:7.3f} {r['edge_missed']:9.3f} "
+                  f"{r['n_true']:5d} {r['n_pred']:5d} {r['diameter']:6.1f} {r['true_diameter']:6.1f}")
+    keys = next(iter(res.values())).keys()
+    for key in keys:
+        print(f"{'mean':>10s} {key:>24s} {np.mean([res[n][key]['ap50'] for n in res]):7.3f} "
+              f"{np.mean([res[n][key]['ap75'] for n in res]):8.3f}")
+
+
 def _flows_2d(seg, image, diameter):
     """Flows of one 2D image. The Segmenter takes stacks: two copies of the image, run plane by
     plane (stitch mode: YX network pass, Cellpose's 2D dynamics); plane 0 is the 2D result."""
@@ -194,14 +276,34 @@ def main(argv=None):
     ap.add_argument("--stability", action="store_true",
                     help="with --real: AP@0.5 of the masks against the same model's after a 1-px shift "
                          "or a 1 %% larger diameter (the floor for --vs-fp32)")
+    ap.add_argument("--realtex", action="store_true",
+                    help="real-texture 3D volumes built from real 2D nuclei (default: the held-out BBBC007)")
+    ap.add_argument("--settings", nargs="+", default=None,
+                    help="with --realtex: settings of nucseg_rt.eval.realtex.HELDOUT_SETTINGS (default all)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="with --realtex: first seed (default realtex.HELDOUT_SEED; calibration uses others)")
+    ap.add_argument("--mask-sets", type=str, default=None,
+                    help="with --realtex: JSON {name: masks_from_flows keywords} (default: the defaults)")
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from nucseg_rt import Segmenter
 
-    seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision)
-    ref = Segmenter(args.model, ortho=args.ortho, device="cpu") if args.vs_fp32 else None
+    seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision, threads=args.threads)
+    ref = Segmenter(args.model, ortho=args.ortho, device="cpu", threads=args.threads) if args.vs_fp32 else None
     ortho = seg.model.ortho_path.name if seg.model.ortho_path is not None else "none"
-    if args.real:
+    if args.realtex:
+        from nucseg_rt.eval import realtex
+        from nucseg_rt_export.real_data import HELDOUT_SOURCES
+
+        settings = args.settings or list(realtex.HELDOUT_SETTINGS)
+        mask_sets = json.loads(args.mask_sets) if args.mask_sets else {"defaults": {}}
+        sources = args.sources or HELDOUT_SOURCES
+        res = evaluate_realtex(seg, sources, args.cache, settings, args.n_volumes, args.auto, mask_sets,
+                               args.seed if args.seed is not None else realtex.HELDOUT_SEED)
+        _print_realtex(f"model {args.model} ({args.precision}): real-texture 3D volumes from {', '.join(sources)}, "
+                       f"{args.n_volumes} per setting", res)
+    elif args.real:
         from nucseg_rt_export.real_data import HELDOUT_SOURCES
 
         res = evaluate_real(seg, args.sources or HELDOUT_SOURCES, args.cache, args.auto, args.merge, ref)

@@ -61,6 +61,9 @@ STAGES = {
     "robust": ("nuclei_3d", ["--pretrained", "{main}", "--epochs", "36", "--lr", "5e-4",
                              "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "4",
                              "--real-weight", "0.5", "--blur-prob", "0.3", "--noise-prob", "0.3"]),
+    "optical": ("nuclei_3d", ["--pretrained", "{main}", "--epochs", "36", "--lr", "7e-4",
+                              "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "5", "--real-weight", "0.3",
+                              "--realtex-volumes", "48", "--realtex-weight", "0.45"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next((s for s in ("robust", "refine", "main") if s in stages), "base")
+        main_stage = next((s for s in ("optical", "robust", "refine", "main") if s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 

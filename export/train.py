@@ -44,7 +44,7 @@ from rich.console import Console
 
 from nucseg_rt.eval.metrics import average_precision
 from nucseg_rt_export.train_data import (PlaneSet, augment_batch, load_or_make_cache, load_pairs,
-                                         synthetic_planes)
+                                         realtex_planes, synthetic_planes)
 from nucseg_rt_export.unet import CPnet, nbase_from_state_dict
 
 __all__ = ["main", "cellpose_loss", "build_parser"]
@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ortho-steps", default="1.5,12", help="range of the coarse axis step, px at the network's scale")
     a("--wide-scale", default="8,80", help="nucleus size range (px) of the wide scale augmentation")
     a("--wide-prob", type=float, default=0.2, help="fraction of crops zoomed to --wide-scale")
+    a("--realtex-volumes", type=int, default=0,
+      help="real-texture 3D volumes (nucseg_rt.eval.realtex) built from the --real-sources nuclei")
+    a("--realtex-weight", type=float, default=0.0, help="fraction of each batch drawn from their planes")
     a("--blur-prob", type=float, default=0.0, help="fraction of crops blurred (sigma 0.5-2 px)")
     a("--noise-prob", type=float, default=0.0, help="fraction of crops given camera noise (sd 0.02-0.12)")
     a("--seed", type=int, default=0)
@@ -110,23 +113,50 @@ def _floats(s: str) -> list[float]:
     return [float(v) for v in s.split(",")]
 
 
-def _real_data(args, console) -> PlaneSet | None:
+def _real_images(args, console) -> list:
+    """The training sources' real 2D images (never a held-out source)."""
     from nucseg_rt_export.real_data import HELDOUT_SOURCES, load_source
 
     names = [n for n in args.real_sources.split(",") if n]
-    if not names:
-        return None
     held = sorted(set(names) & set(HELDOUT_SOURCES))
     if held:
         raise SystemExit(f"--real-sources: {', '.join(held)} is held out for evaluation, not for training")
     cache = args.real_cache or args.out / "packages"
-    planes = []
+    images = []
     for name in names:
         imgs = load_source(name, cache)
         n = sum(int(np.count_nonzero(np.bincount(r.labels.ravel())[1:])) for r in imgs)
         console.print(f"real: {name}: {len(imgs)} images, {n} nuclei")
-        planes += [(r.image, r.labels) for r in imgs]
-    return PlaneSet.from_planes(planes)
+        images += imgs
+    return images
+
+
+def _real_data(images) -> PlaneSet | None:
+    return PlaneSet.from_planes([(r.image, r.labels) for r in images]) if images else None
+
+
+def _realtex_data(args, images, console) -> PlaneSet | None:
+    """Planes of ``--realtex-volumes`` real-texture volumes built from ``images`` (cached)."""
+    if args.realtex_volumes <= 0:
+        return None
+    if not images:
+        raise SystemExit("--realtex-volumes needs --real-sources (the nuclei they are built from)")
+    from nucseg_rt.eval.realtex import nucleus_bank
+
+    params = dict(n=args.realtex_volumes, seed=args.seed, sources=args.real_sources, diam=args.diam_mean,
+                  yx_step=args.yx_step, ortho_step=args.ortho_step, min_masks=args.min_masks, v=1)
+    t = time.time()
+
+    def make():
+        bank = nucleus_bank([(r.image, r.labels) for r in images])
+        console.print(f"realtex: {len(bank)} nuclei in the bank")
+        return realtex_planes(bank, args.realtex_volumes, seed=args.seed, diam_mean=args.diam_mean,
+                              yx_step=args.yx_step, ortho_step=args.ortho_step, min_masks=args.min_masks,
+                              progress=lambda k, n: console.print(f"  realtex volume {k}/{n}", highlight=False))
+
+    ps = load_or_make_cache(args.out / "cache" / "realtex.npz", params, make)
+    console.print(f"realtex: {len(ps)} planes ({time.time() - t:.0f} s)")
+    return ps
 
 
 def _folder_data(args, console) -> tuple[PlaneSet, PlaneSet]:
@@ -256,7 +286,10 @@ def _setup(args, console):
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     train, val = _data(args, console)
-    real = _real_data(args, console)
+    if args.real_weight + args.realtex_weight > 1:
+        raise SystemExit(f"--real-weight + --realtex-weight must be <= 1, got {args.real_weight + args.realtex_weight}")
+    images = _real_images(args, console)
+    real, tex = _real_data(images), _realtex_data(args, images, console)
     console.print(f"mean 2D label diameter of the training planes: {train.diam_labels():.1f} px")
     net = _make_net(args, args.diam_labels if args.diam_labels else args.diam_mean)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -281,7 +314,7 @@ def _setup(args, console):
         plan["epochs"] = state.get("planned_epochs", args.epochs)
         console.print(f"resumed at epoch {state['epoch']} (step {state['step']})")
     state["plan"] = plan
-    return (train, real), val, net, opt, sched, state
+    return (train, real, tex), val, net, opt, sched, state
 
 
 def _fit_plan(args, state, t0, console) -> None:
@@ -338,9 +371,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _batch(args, sets, rng: np.random.Generator, nchan: int):
-    """One batch: each sample from the real set with probability ``--real-weight``, else synthetic."""
-    synth, real = sets
-    n_real = int((rng.random(args.batch_size) < args.real_weight).sum()) if real is not None else 0
+    """One batch: each sample from the real set with probability ``--real-weight``, from the
+    real-texture volumes with ``--realtex-weight``, else synthetic."""
+    synth, real, tex = sets
+    u = rng.random(args.batch_size) if real is not None else np.ones(args.batch_size)
+    n_real = int((u < args.real_weight).sum())
+    n_tex = int(((u >= args.real_weight) & (u < args.real_weight + args.realtex_weight)).sum()) if tex is not None else 0
     common = dict(crop=args.crop, nchan=nchan, diam_mean=args.diam_mean, wide=tuple(_floats(args.wide_scale)),
                   wide_prob=args.wide_prob, ortho_steps=tuple(_floats(args.ortho_steps)),
                   blur_prob=args.blur_prob, noise_prob=args.noise_prob)
@@ -348,8 +384,11 @@ def _batch(args, sets, rng: np.random.Generator, nchan: int):
     if n_real:
         parts.append(augment_batch(real, rng.integers(0, len(real), n_real), rng,
                                    ortho_prob=args.real_ortho_prob, **common))
-    if args.batch_size - n_real:
-        parts.append(augment_batch(synth, rng.integers(0, len(synth), args.batch_size - n_real), rng, **common))
+    if n_tex:
+        parts.append(augment_batch(tex, rng.integers(0, len(tex), n_tex), rng, **common))
+    if args.batch_size - n_real - n_tex:
+        parts.append(augment_batch(synth, rng.integers(0, len(synth), args.batch_size - n_real - n_tex), rng,
+                                   **common))
     return tuple(torch.cat(p) for p in zip(*parts))
 
 

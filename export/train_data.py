@@ -21,7 +21,7 @@ from nucseg_rt.eval.metrics import label_diameter
 from nucseg_rt.masks.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
-           "load_pairs", "augment_batch", "rotate_flip_flows", "label_diameter", "coarse_axis"]
+           "load_pairs", "realtex_planes", "augment_batch", "rotate_flip_flows", "label_diameter", "coarse_axis"]
 
 
 def resample_z(vol: np.ndarray, anisotropy: float, *, order: Literal[0, 1] = 1,
@@ -182,6 +182,35 @@ def synthetic_planes(n_volumes: int, *, seed: int, shape_iso=(96, 160, 160),
                                            min_masks=min_masks):
             if axis in axes:
                 planes.append((ip, lp, dm))
+        if progress is not None:
+            progress(k + 1, n_volumes)
+    return planes
+
+
+def realtex_planes(bank, n_volumes: int, *, seed: int, diam_mean: float = 17.0, yx_step: int = 4,
+                   ortho_step: int = 8, min_masks: int = 1, progress=None):
+    """Planes of seeded real-texture volumes (``nucseg_rt.eval.realtex``) made from ``bank``.
+
+    Volume ``k`` uses seed ``[seed, k]`` and a spec from ``realtex.draw_spec`` (nuclei around
+    ``diam_mean`` px, anisotropy 1-11.5, some thin stacks and small crops whose borders cut
+    nuclei). Its planes are resampled back to isotropic in Z as the runtime does; the labels are
+    the true isotropic cross-sections. YX planes every ``yx_step``-th, ZY/ZX every
+    ``ortho_step``-th, with at least ``min_masks`` nuclei. Returns ``(image, labels, diameter)``
+    tuples, ``diameter`` the volume's median mid-section diameter (what a user passes).
+    """
+    from nucseg_rt.eval import realtex
+
+    planes = []
+    for k in range(n_volumes):
+        rng = np.random.default_rng([seed, k])
+        spec = realtex.draw_spec(rng, diameter=diam_mean)
+        img, _, meta = realtex.make_volume(bank, spec, seed=int(rng.integers(2**31)), keep_iso=True)
+        lab_iso = meta["labels_iso"]
+        nz = min(int(math.floor((img.shape[0] - 1) * spec.anisotropy)) + 1, lab_iso.shape[0])
+        iso = resample_z(img, spec.anisotropy, nz_out=nz, align="corners")
+        for _, _, ip, lp in iter_planes(iso, lab_iso[:nz], yx_step=yx_step, ortho_step=ortho_step,
+                                        min_masks=min_masks):
+            planes.append((ip, lp, meta["diameter"]))
         if progress is not None:
             progress(k + 1, n_volumes)
     return planes

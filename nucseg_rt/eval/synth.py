@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.eval.optics import acquire, blur, uneven_background
 
 __all__ = ["make_volume", "subsample_z"]
 
@@ -129,32 +130,15 @@ def _normalised_distance(nu, shape):
     return tuple(slice(a, b) for a, b in zip(lo, hi)), d
 
 
-def _gauss_fourier(shape, sigmas):
-    """Product of 1D Gaussian transfer functions for an rfftn of ``shape``."""
-    out = None
-    for ax, (n, s) in enumerate(zip(shape, sigmas)):
-        f = np.fft.rfftfreq(n) if ax == len(shape) - 1 else np.fft.fftfreq(n)
-        g = np.exp(-2 * (np.pi * f * s) ** 2).astype(np.float32)
-        g = g.reshape([-1 if i == ax else 1 for i in range(len(shape))])
-        out = g if out is None else out * g
-    return out
 
 
-def _blur(img, sigmas, *, halo=0.0, halo_sigma=12.0):
-    pad = [(int(3 * s) + 1, int(3 * s) + 1) for s in sigmas]
-    p = np.pad(img, pad, mode="reflect")
-    tf = _gauss_fourier(p.shape, sigmas)
-    if halo:
-        tf = tf + halo * _gauss_fourier(p.shape, [halo_sigma] * 3)
-    out = np.fft.irfftn(np.fft.rfftn(p) * tf, s=p.shape, axes=tuple(range(p.ndim))).astype(np.float32)
-    return out[tuple(slice(a, a + n) for (a, _), n in zip(pad, img.shape))]
 
 
 def _texture(rng, shape):
     """Chromatin texture in [0, 1]: band-passed noise, fine spots plus coarse domains."""
     noise = rng.normal(size=shape).astype(np.float32)
-    fine = _blur(noise, [1.2, 1.2, 1.2])
-    coarse = _blur(noise, [4.0, 4.0, 4.0])
+    fine = blur(noise, [1.2, 1.2, 1.2])
+    coarse = blur(noise, [4.0, 4.0, 4.0])
     t = fine / (fine.std() + 1e-6) + 0.7 * coarse / (coarse.std() + 1e-6)
     return np.clip(0.5 + 0.2 * t, 0, 1)
 
@@ -199,13 +183,6 @@ def _darken(img, labels, lab, centre, r, factor):
     img[sl][inside] *= factor
 
 
-def _background(rng, shape):
-    z, y, x = np.meshgrid(*[np.linspace(0, 1, n, dtype=np.float32) for n in shape], indexing="ij", sparse=True)
-    bg = np.ones(shape, np.float32)
-    for _ in range(3):
-        k = rng.normal(size=3) * 2.5
-        bg = bg + 0.25 * np.cos(k[0] * z + k[1] * y + k[2] * x + rng.uniform(0, 2 * np.pi)).astype(np.float32)
-    return np.clip(bg, 0.2, None)
 
 
 def subsample_z(vol: np.ndarray, anisotropy: float, *, order: int = 1) -> np.ndarray:
@@ -278,11 +255,11 @@ def make_volume(shape_zyx_iso, *, n_nuclei: int | None = None, density: float | 
                                   irregular_fraction=irregular_fraction, dividing_fraction=dividing_fraction)
     labels_iso, clean, bright, faint = _paint(rng, shape, nuclei, faint_fraction)
     sxy = psf_sigma_xy * rng.uniform(0.8, 1.25)
-    blurred = _blur(clean, [psf_sigma_z * rng.uniform(0.8, 1.25), sxy, sxy], halo=0.08)
+    blurred = blur(clean, [psf_sigma_z * rng.uniform(0.8, 1.25), sxy, sxy], halo=0.08)
     img = subsample_z(blurred, anisotropy)
     labels = subsample_z(labels_iso, anisotropy, order=0)
     labels, ids = _relabel(labels)
-    img = _acquire(rng, img, subsample_z(_background(rng, shape), anisotropy))
+    img = acquire(rng, img, subsample_z(uneven_background(rng, shape), anisotropy))
     idx = ids - 1
     meta: dict[str, Any] = dict(
         n_nuclei=int(ids.size), anisotropy=float(anisotropy), seed=seed,
@@ -298,12 +275,3 @@ def make_volume(shape_zyx_iso, *, n_nuclei: int | None = None, density: float | 
         meta["image_iso"] = blurred
     return img, labels, meta
 
-
-def _acquire(rng, img, bg):
-    """Photon counts, Poisson + read noise, offset -> uint16."""
-    peak = rng.uniform(150, 1500)
-    bg_level = peak * rng.uniform(0.02, 0.12)
-    photons = rng.poisson(np.clip(img * peak + bg * bg_level, 0, None)).astype(np.float32)
-    read = rng.uniform(1.0, 5.0)
-    out = 100 + photons * rng.uniform(1.0, 3.0) + rng.normal(0, read, size=img.shape)
-    return np.clip(np.round(out), 0, 65535).astype(np.uint16)
