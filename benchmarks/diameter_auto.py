@@ -4,7 +4,7 @@ Seeded synthetic stacks (seeds 30_000+, never used in training) with nuclei of k
 diameter at several anisotropies: for each, the estimate (and the raw median YX cross-section
 before the stack correction), the ratio estimate / truth, and masks AP@0.5 at the true diameter
 and at the estimate. The ratio ``truth / raw median`` is what ``CUT_CORRECTION`` in
-``nucseg_rt/network/diameter.py`` stands for.
+``nucseg_rt/diameter.py`` stands for.
 
     python benchmarks/diameter_auto.py [--diameters 12 17 30 50] [--anisotropy 1 4 11.5]
 """

@@ -32,7 +32,7 @@ CASES = {
 
 def _steps():
     from nucseg_rt.network.predict import WorkAvoidance
-    from nucseg_rt.segment import DEFAULT_WORK_AVOIDANCE as d
+    from nucseg_rt.network.engine import DEFAULT_WORK_AVOIDANCE as d
 
     return {"plain": WorkAvoidance.plain(),
             "native_yx": WorkAvoidance(native_yx=True),

@@ -10,12 +10,14 @@ Importing this package is cheap and side-effect free; heavy modules load on firs
 """
 
 __version__ = "0.1.0"
-__all__ = ["Segmenter", "SegmentationResult", "Flows", "MaskParams", "InputSpec", "Normalization",
-           "run_batch", "BatchRunner", "RunSettings", "FileResult", "__version__"]
+__all__ = ["Segmenter", "SegmentationResult", "Flows", "RunInfo", "MaskParams", "InputSpec",
+           "Normalization", "EngineOptions", "run_batch", "BatchRunner", "RunSettings", "FileResult",
+           "__version__"]
 
 _LAZY = {"Segmenter": "nucseg_rt.segment", "SegmentationResult": "nucseg_rt.results",
-         "Flows": "nucseg_rt.results", "MaskParams": "nucseg_rt.params", "InputSpec": "nucseg_rt.params",
-         "Normalization": "nucseg_rt.params",
+         "Flows": "nucseg_rt.results", "RunInfo": "nucseg_rt.results",
+         "MaskParams": "nucseg_rt.params", "InputSpec": "nucseg_rt.params",
+         "Normalization": "nucseg_rt.params", "EngineOptions": "nucseg_rt.network.engine",
          "run_batch": "nucseg_rt.batch", "BatchRunner": "nucseg_rt.batch",
          "RunSettings": "nucseg_rt.batch", "FileResult": "nucseg_rt.batch"}
 

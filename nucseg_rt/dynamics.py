@@ -1,7 +1,10 @@
-"""Public path of the mask step: ``from nucseg_rt.dynamics import compute_masks``.
+"""Public path of the mask step's flow following: ``from nucseg_rt.dynamics import compute_masks``.
 
-The implementation lives in :mod:`nucseg_rt.masks.dynamics`.
+``compute_masks(dP, cellprob, niter=200, cellprob_threshold=0.0, min_size=15,
+max_size_fraction=0.4, method="stable")`` turns flows into labels; the implementation lives in
+:mod:`nucseg_rt.masks.dynamics`.
 """
 
-from nucseg_rt.masks.dynamics import *  # noqa: F401,F403
-from nucseg_rt.masks.dynamics import __all__  # noqa: F401
+from nucseg_rt.masks.dynamics import compute_masks
+
+__all__ = ["compute_masks"]

@@ -1,12 +1,37 @@
-"""Exceptions raised by nucseg-rt.
+"""Exceptions raised by nucseg-rt, the one cancellation check and the one error describer.
 
-Each subclasses a built-in so callers can catch either; the CLI turns them into
-one line on stderr and a non-zero exit.
+Each error subclasses a built-in so callers can catch either; the CLI turns them into one line
+on stderr and a non-zero exit. An error about a parameter carries its name in ``param`` (one
+name, or a tuple of names), so the CLI can say the flag instead (``anisotropy`` ->
+``--anisotropy``) without parsing the message.
 """
+
+from __future__ import annotations
+
+import threading
+
+__all__ = ["NucsegError", "InvalidInputError", "SettingsError", "ModelNotFoundError",
+           "ModelFormatError", "ModelIntegrityError", "DeviceUnavailableError",
+           "MissingDependencyError", "Cancelled", "ClosedError", "check_cancel", "describe_error", "quoted_names",
+           "params_of"]
 
 
 class NucsegError(Exception):
-    """Base class of every error nucseg-rt raises on purpose."""
+    """Base class of every error nucseg-rt raises on purpose.
+
+    Parameters
+    ----------
+    message : str
+        Names each parameter as written in the library (`` `anisotropy` ``).
+    param : str or tuple of str, optional
+        The parameter(s) the error is about, as the library names them. Default: the names the
+        message quotes in backticks (the house style: "`` `anisotropy` `` must be > 0, got
+        -2.0"), so every error says what it concerns.
+    """
+
+    def __init__(self, *args, param: str | tuple[str, ...] | None = None):
+        super().__init__(*args)
+        self.param = param if param is not None else quoted_names(str(args[0]) if args else "")
 
 
 class InvalidInputError(NucsegError, ValueError):
@@ -47,3 +72,35 @@ class ClosedError(NucsegError, ValueError):
     """An object was used after ``close()`` released its resources (e.g. a closed Segmenter).
 
     A ``ValueError`` like Python's "I/O operation on closed file"."""
+
+
+def quoted_names(message: str) -> tuple[str, ...]:
+    """The identifiers quoted in backticks in ``message``, in order, each once."""
+    parts = message.split("`")[1:-1:2] if message.count("`") >= 2 else []
+    return tuple(dict.fromkeys(p for p in parts if p.isidentifier()))
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise :class:`Cancelled` when ``cancel`` is set (None: never)."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")
+
+
+def params_of(exc: BaseException) -> tuple[str, ...]:
+    """The parameter names an error carries (``exc.param``), as a tuple (empty: none)."""
+    param = getattr(exc, "param", None)
+    if param is None:
+        return ()
+    return (param,) if isinstance(param, str) else tuple(param)
+
+
+def describe_error(exc: BaseException, *, bug: str = "internal error ({kind}: {text})") -> str:
+    """One line for a failure: the message, "not enough memory (...)", or for an exception that
+    is neither a nucseg-rt error nor the machine's (a bug) ``bug`` filled with its type name
+    (``kind``) and message (``text``)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return f"not enough memory ({text})"
+    if isinstance(exc, (NucsegError, OSError)):
+        return text
+    return bug.format(kind=type(exc).__name__, text=text)

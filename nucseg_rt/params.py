@@ -13,13 +13,65 @@ these instead of a loose dict of keyword arguments.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["Normalization", "InputSpec", "MaskParams", "DEFAULT_NITER", "validate_positive",
-           "validate_diameter"]
+           "validate_diameter", "validate_choice", "settings_or_keywords", "Precision",
+           "PRECISIONS", "DynamicsMethod", "DYNAMICS_METHODS", "Device", "DEVICES", "Mode",
+           "MODES"]
+
+# --- the choices: one Literal per choice, its values derived from it ---------------------------
+
+#: model variant: fp32 is the reference; int8 the quantized variant; fp16 for CUDA only
+Precision = Literal["fp32", "int8", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: 3D flow following: "stable" (default) or exactly Cellpose 3.1's
+DynamicsMethod = Literal["stable", "cellpose"]
+DYNAMICS_METHODS: tuple[str, ...] = get_args(DynamicsMethod)
+#: execution device: "auto" takes CUDA when onnxruntime offers it
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(Device)
+#: views the network runs: YX, ZY and ZX planes, or YX planes only (stitch mode)
+Mode = Literal["3d", "stitch"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+def _or_list(choices: tuple[str, ...]) -> str:
+    quoted = [repr(c) for c in choices]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+
+
+def validate_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else an InvalidInputError naming ``name``."""
+    if value not in choices:
+        raise InvalidInputError(f"`{name}` must be {_or_list(choices)}, got {value!r}", param=name)
+    return value
+
+
+def settings_or_keywords(obj, name: str, kind: type, keywords: dict[str, Any], *,
+                         build: Callable[..., Any] | None = None):
+    """The one rule of every entry point taking a settings object or keywords: ``obj`` (a
+    ``kind``, given as ``name``) or one built from the keywords, never both.
+
+    ``keywords`` maps each keyword to its value, None meaning "not given" (the settings
+    object's default applies); ``build`` makes the object from the given ones (default
+    ``kind``). Given both, an InvalidInputError names the keywords that would be ignored.
+    """
+    given = {k: v for k, v in keywords.items() if v is not None}
+    if obj is None:
+        return (build or kind)(**given)
+    if not isinstance(obj, kind):
+        raise InvalidInputError(f"`{name}` must be a {kind.__name__}, got {type(obj).__name__}",
+                                param=name)
+    if given:
+        names = ", ".join(f"`{k}`" for k in given)
+        raise InvalidInputError(f"give the settings either as `{name}` or as keywords, not both: "
+                                f"{names} would be ignored", param=(name, *given))
+    return obj
 
 #: Cellpose's Euler steps at the network's scale (scaled by 1 / rescale on the input grid)
 DEFAULT_NITER = 200
@@ -37,9 +89,10 @@ def validate_positive(name: str, value) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"`{name}` must be a number > 0, got {value!r}") from None
+        raise InvalidInputError(f"`{name}` must be a number > 0, got {value!r}",
+                                param=name) from None
     if not math.isfinite(v) or v <= 0:
-        raise InvalidInputError(f"`{name}` must be > 0, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be > 0, got {value!r}", param=name)
     return v
 
 
@@ -55,9 +108,9 @@ def validate_diameter(diameter) -> float | Literal["auto"] | None:
 
 def _whole(name: str, value, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise InvalidInputError(f"`{name}` must be a whole number, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be a whole number, got {value!r}", param=name)
     if minimum is not None and value < minimum:
-        raise InvalidInputError(f"`{name}` must be >= {minimum}, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be >= {minimum}, got {value!r}", param=name)
     return int(value)
 
 
@@ -65,9 +118,9 @@ def _finite(name: str, value) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"`{name}` must be a number, got {value!r}") from None
+        raise InvalidInputError(f"`{name}` must be a number, got {value!r}", param=name) from None
     if not math.isfinite(v):
-        raise InvalidInputError(f"`{name}` must be finite, got {value!r}")
+        raise InvalidInputError(f"`{name}` must be finite, got {value!r}", param=name)
     return v
 
 
@@ -179,7 +232,7 @@ class MaskParams:
     min_size: int = 15
     max_size_fraction: float = 0.4
     niter: int | None = None
-    method: Literal["stable", "cellpose"] = "stable"
+    method: DynamicsMethod = "stable"
     dp_smooth: float = 0.0
     stitch_threshold: float = 0.0
     flow_threshold: float | None = None
@@ -195,8 +248,7 @@ class MaskParams:
         set_(self, "max_size_fraction", mf)
         if self.niter is not None:
             set_(self, "niter", _whole("niter", self.niter, minimum=0) or None)
-        if self.method not in ("stable", "cellpose"):
-            raise InvalidInputError(f"`method` must be 'stable' or 'cellpose', got {self.method!r}")
+        validate_choice("method", self.method, DYNAMICS_METHODS)
         dp = _finite("dp_smooth", self.dp_smooth)
         if dp < 0:
             raise InvalidInputError(f"`dp_smooth` must be >= 0, got {self.dp_smooth!r}")

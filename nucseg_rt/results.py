@@ -1,13 +1,74 @@
-"""What the two stages return: :class:`Flows` (network) and :class:`SegmentationResult` (masks)."""
+"""What the two stages return: :class:`Flows` (network) and :class:`SegmentationResult` (masks),
+and :class:`RunInfo`, what the network stage decided and did."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Flows", "SegmentationResult"]
+from nucseg_rt.params import Mode
+
+__all__ = ["Flows", "SegmentationResult", "RunInfo"]
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What :meth:`nucseg_rt.Segmenter.predict_flows` decided and did, typed.
+
+    Attributes
+    ----------
+    shape : (Z, Y, X)
+        The input volume's shape.
+    axes : tuple of str
+        The axis and channel decisions (also logged).
+    anisotropy, diameter, rescale : float
+        The scale the volume ran at (``rescale = diam_mean / diameter``).
+    diameter_source : str
+        "given", "auto" or "model default" (and why).
+    mode : {"3d", "stitch"}
+    diameter_estimate : dict, optional
+        ``diameter="auto"``: the estimate (:class:`nucseg_rt.diameter.DiameterEstimate` as a dict).
+    network_shape : (Z', Y', X'), optional
+        The network grid (3D runs).
+    ortho : str, optional
+        The ZY/ZX network's file name when one ran.
+    tiles : dict, optional
+        Per orientation: ``tiles_run``, ``tiles_skipped``, ``pixels`` (3D runs).
+    seconds_network : float, optional
+    dynamics_grid : (Z', Y', X'), optional
+        Coarse Z: the grid the "stable" dynamics follow.
+    """
+
+    shape: tuple
+    axes: tuple
+    anisotropy: float
+    diameter: float
+    diameter_source: str
+    rescale: float
+    mode: Mode = "3d"
+    diameter_estimate: dict | None = None
+    network_shape: tuple | None = None
+    ortho: str | None = None
+    tiles: dict | None = None
+    seconds_network: float | None = None
+    dynamics_grid: tuple | None = None
+
+    def as_dict(self) -> dict:
+        """The diagnostics as a dict (entries that do not apply to this run left out)."""
+        d = dict(axes=list(self.axes), shape=self.shape, diameter_source=self.diameter_source)
+        if self.diameter_estimate is not None:
+            d["diameter_estimate"] = self.diameter_estimate
+        d.update(rescale=self.rescale, anisotropy=self.anisotropy, diameter=self.diameter,
+                 mode=self.mode)
+        if self.network_shape is not None:
+            d.update(network_shape=self.network_shape, ortho=self.ortho, tiles=self.tiles)
+        if self.seconds_network is not None:
+            d["seconds_network"] = self.seconds_network
+        if self.dynamics_grid is not None:
+            d["dynamics_grid"] = self.dynamics_grid
+        return d
 
 
 @dataclass
@@ -39,8 +100,9 @@ class Flows:
         Views run: YX, ZY and ZX (3D) or YX planes only (stitch mode).
     constant_input : bool
         The volume was constant: there is nothing to segment.
-    info : dict
-        Diagnostics only (axes decisions, tiles run, seconds, diameter estimate).
+    run : RunInfo, optional
+        What the network stage decided and did (axes, diameter and its source, tiles, seconds);
+        ``info`` gives it as a dict.
     grid_flows, grid_cellprob : (3, Z', Y', X') and (Z', Y', X') float32, or None
         Coarse-Z stacks only (the network ran at least ``GRID_Z_FACTOR`` planes per input plane,
         with ``resampled``): the same outputs on the network's isotropic grid, which the
@@ -54,11 +116,16 @@ class Flows:
     anisotropy: float
     diameter: float
     resampled: bool = True
-    mode: Literal["3d", "stitch"] = "3d"
+    mode: Mode = "3d"
     constant_input: bool = False
-    info: dict = field(default_factory=dict)
+    run: RunInfo | None = None
     grid_flows: np.ndarray | None = None
     grid_cellprob: np.ndarray | None = None
+
+    @property
+    def info(self) -> dict:
+        """Diagnostics: :attr:`run` as a dict (empty without one)."""
+        return self.run.as_dict() if self.run is not None else {}
 
     def __iter__(self) -> Iterator[np.ndarray]:
         yield self.flows
@@ -81,9 +148,18 @@ class SegmentationResult:
     info : dict
         Diagnostics: settings used (rescale, diameter and its source, niter, axes decisions),
         tiles run and seconds per stage.
+    run : RunInfo, optional
+        The network stage's :class:`RunInfo` (typed: the diameter the volume ran at and its
+        source, for reports).
     """
 
     masks: np.ndarray
     flows: np.ndarray
     cellprob: np.ndarray
     info: dict = field(default_factory=dict)
+    run: RunInfo | None = None
+
+    @property
+    def n_masks(self) -> int:
+        """Number of masks (the largest label)."""
+        return int(self.masks.max()) if self.masks.size else 0

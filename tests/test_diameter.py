@@ -9,7 +9,7 @@ import pytest
 from nucseg_rt import Segmenter
 from nucseg_rt.errors import Cancelled, InvalidInputError
 from nucseg_rt.eval.synth import make_volume
-from nucseg_rt.network.diameter import _choose_planes
+from nucseg_rt.diameter import _choose_planes
 
 
 @pytest.fixture(scope="module")

@@ -147,5 +147,5 @@ def test_segmenter_spec_rebuilds_the_segmenter():
     from nucseg_rt import Segmenter
 
     tiled = blockwise.SegmenterSpec.from_segmenter(Segmenter("nuclei_3d", device="cpu", bsize=320))
-    assert tiled.build().bsize == 320  # workers tile as the Segmenter they were made from
+    assert tiled.build().engine.bsize == 320  # workers tile as the Segmenter they were made from
     assert tiled.labels_key() != spec.labels_key()  # and a resume with other tiles starts over

@@ -35,7 +35,7 @@ def test_ortho_partner_runs_from_its_min_anisotropy(tmp_path):
     plain = make_tiny_onnx(tmp_path / "plain.onnx")  # the same main network, no partner
     vol = _blobs()
     with Segmenter(pair, device="cpu") as seg, Segmenter(plain, device="cpu") as ref:
-        assert seg.ortho_min_anisotropy == 3.0
+        assert seg.engine.ortho_min_anisotropy == 3.0
         low = seg.predict_flows(vol, anisotropy=2.0, diameter=30.0)
         np.testing.assert_array_equal(low.flows, ref.predict_flows(vol, anisotropy=2.0, diameter=30.0).flows)
         assert low.info["ortho"] is None

@@ -24,7 +24,7 @@ def _vol():
 
 def test_context_manager_releases_the_sessions(tiny_onnx_pair):
     with Segmenter(tiny_onnx_pair, device="cpu", streams=2, threads=1) as seg:
-        nets = [*seg.nets, *seg.nets_ortho]
+        nets = [*seg.engine.nets, *seg.engine.nets_ortho]
         assert len(nets) == 4 and not any(n.closed for n in nets)
         res = seg.segment(_vol(), diameter=30.0)
     assert res.masks.max() >= 1

@@ -112,7 +112,7 @@ def test_segmenter_streams(tmp_path):
     np.testing.assert_array_equal(runs[2].flows, runs[1].flows)
     np.testing.assert_array_equal(runs[2].masks, runs[1].masks)
     seg = Segmenter("nuclei_3d", device="cpu")
-    assert seg.streams == min(2, os.cpu_count() or 1) and len(seg.nets) == seg.streams
+    assert seg.streams == min(2, os.cpu_count() or 1) and len(seg.engine.nets) == seg.streams
     assert Segmenter("nuclei_3d", device="cpu", threads=1).streams == 1
     for bad in (0, 65, 1.5, True):
         with pytest.raises(InvalidInputError, match="`streams`"):
@@ -190,7 +190,7 @@ def test_probe_times_settings_and_saved_defaults_are_used():
 
 
 def test_default_limits_approximate_steps_by_anisotropy():
-    from nucseg_rt.segment import DEFAULT_WORK_AVOIDANCE as d
+    from nucseg_rt.network.engine import DEFAULT_WORK_AVOIDANCE as d
 
     assert d.at(4.0) == d
     high = d.at(11.5)

@@ -16,7 +16,7 @@
 >>> results = run_batch(["a.tif"], Segmenter("nuclei_3d"), run=RunSettings(diameter="auto"))
 """
 
-from nucseg_rt.batch._file import FilePlan, FileResult, describe_error, plan_file, segment_file
+from nucseg_rt.batch._file import FilePlan, FileResult, plan_file, segment_file
 from nucseg_rt.batch._plan import (Job, check_output_folders, check_writable, find_images,
                                    pending_outputs, plan_jobs)
 from nucseg_rt.batch._runner import BatchRunner, run_batch
@@ -24,4 +24,4 @@ from nucseg_rt.batch._settings import RunSettings
 
 __all__ = ["BatchRunner", "run_batch", "RunSettings", "Job", "FilePlan", "FileResult",
            "find_images", "plan_jobs", "pending_outputs", "check_writable",
-           "check_output_folders", "plan_file", "segment_file", "describe_error"]
+           "check_output_folders", "plan_file", "segment_file"]

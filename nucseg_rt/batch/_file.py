@@ -14,13 +14,13 @@ from typing import Literal
 
 from nucseg_rt.batch._plan import Job, pending_outputs
 from nucseg_rt.batch._settings import RunSettings
-from nucseg_rt.errors import (Cancelled, InvalidInputError, MissingDependencyError, NucsegError,
-                              SettingsError)
+from nucseg_rt.errors import (InvalidInputError, MissingDependencyError, NucsegError, SettingsError,
+                              check_cancel)
 from nucseg_rt.io.tiff import VolumeInfo
 from nucseg_rt.params import InputSpec, MaskParams
 from nucseg_rt.prep.axes import AxisPlan
 
-__all__ = ["FilePlan", "FileResult", "plan_file", "segment_file", "describe_error"]
+__all__ = ["FilePlan", "FileResult", "plan_file", "segment_file"]
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -109,16 +109,6 @@ class FileResult:
 FILE_ERRORS = (NucsegError, OSError, MemoryError)
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for a failure: the message, "not enough memory (...)", or "internal error (...)"."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, MemoryError):
-        return f"not enough memory ({text})"
-    if isinstance(exc, (NucsegError, OSError)):
-        return text
-    return f"internal error ({type(exc).__name__}: {text})"
-
-
 # --- the header -------------------------------------------------------------------------------
 
 
@@ -165,7 +155,7 @@ def _anisotropy(run: RunSettings, info: VolumeInfo, source: Path) -> tuple[float
         value, where = info.anisotropy()
         if value is None:
             logger.warning("%s: %s; anisotropy 1.0 assumed (give `anisotropy`: Z step / XY "
-                           "pixel size)", source.name, where)
+                           "pixel size)", source.name, where, extra={"param": "anisotropy"})
             value, where = 1.0, f"default ({where})"
     return float(value), where
 
@@ -231,11 +221,6 @@ def _refuse_scale(plan, rescale, diameter, whole, smallest, budget, blockwise, e
 # --- one file ---------------------------------------------------------------------------------
 
 
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
-
-
 def segment_file(segmenter, job: Job, *, inputs: InputSpec | None = None,
                  params: MaskParams | None = None, run: RunSettings | None = None,
                  plan: FilePlan | None = None,
@@ -276,7 +261,7 @@ def segment_file(segmenter, job: Job, *, inputs: InputSpec | None = None,
     t0 = time.perf_counter()
     plan = plan if plan is not None else plan_file(job.source, inputs=inputs, run=run)
     block = _choose_blocks(plan, segmenter, run, params)
-    _check_cancel(cancel)
+    check_cancel(cancel)
     if block is not None:
         return _blockwise(segmenter, job, plan, inputs, params, run, todo, progress, cancel,
                           client, t0)
@@ -303,12 +288,12 @@ def _read(plan: FilePlan, inputs: InputSpec, progress):
 
 def _whole(segmenter, job, plan, inputs, params, run, todo, progress, cancel, t0) -> FileResult:
     volume, spec = _read(plan, inputs, progress)
-    _check_cancel(cancel)
+    check_cancel(cancel)
     result = segmenter.segment(volume, anisotropy=plan.anisotropy, diameter=run.diameter,
                                resample=run.resample, params=params, inputs=spec,
                                progress=progress, cancel=cancel)
     del volume
-    _check_cancel(cancel)
+    check_cancel(cancel)
     if progress is not None:
         progress("write", 0, 1)
     job.masks.parent.mkdir(parents=True, exist_ok=True)

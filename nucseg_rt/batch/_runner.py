@@ -14,12 +14,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
-from nucseg_rt.batch._file import (FILE_ERRORS, FilePlan, FileResult, describe_error, plan_file,
-                                   segment_file)
+from nucseg_rt.batch._file import FILE_ERRORS, FilePlan, FileResult, plan_file, segment_file
 from nucseg_rt.batch._plan import Job, check_output_folders, pending_outputs, plan_jobs
 from nucseg_rt.batch._settings import RunSettings
 from nucseg_rt.errors import (Cancelled, DeviceUnavailableError, InvalidInputError,
-                              ModelIntegrityError, SettingsError)
+                              ModelIntegrityError, SettingsError, describe_error)
 from nucseg_rt.params import InputSpec, MaskParams
 
 __all__ = ["BatchRunner", "run_batch"]
@@ -84,13 +83,20 @@ class BatchRunner:
 
     @property
     def segmenter(self):
-        """The Segmenter (made on first use when a factory was given)."""
+        """The Segmenter (made on first use when a factory was given; it is then this runner's
+        and :meth:`close` closes it)."""
         if self._segmenter is None:
             self._segmenter = self._make()
+            self._stack.callback(self._close_made)
         return self._segmenter
 
+    def _close_made(self) -> None:
+        self._segmenter.close()
+        self._segmenter = None  # made again if the runner is used again
+
     def close(self) -> None:
-        """Stop the dask cluster started for this runner, if any."""
+        """Stop the dask cluster started for this runner and close the Segmenter it made, if
+        any (a Segmenter given loaded stays its owner's)."""
         self._client = None
         self._stack.close()
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.network.engine import EngineOptions
 from nucseg_rt.params import InputSpec, MaskParams
 from nucseg_rt.prep import axes
 
@@ -297,45 +298,34 @@ _FLOAT64_Q = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
 
 @dataclass(frozen=True)
 class SegmenterSpec:
-    """How to build a :class:`nucseg_rt.Segmenter` in another process (dask workers).
-
-    ``extra`` holds further ``Segmenter`` keywords as ``(name, value)`` pairs (picklable,
-    hashable); they are part of a run's fingerprint, ``threads`` and ``batch_size`` are not
-    (they do not change the labels).
+    """How to build a :class:`nucseg_rt.Segmenter` in another process (dask workers): its
+    resolved model file(s) and its :class:`~nucseg_rt.network.engine.EngineOptions` (picklable,
+    hashable). What can change the labels is part of a run's fingerprint (:meth:`labels_key`);
+    threads, batch size and streams are not.
     """
 
     model: str
     ortho: str | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    threads: int | None = None
-    batch_size: int | None = None
-    extra: tuple = ()
-
-    #: Segmenter attributes carried over by :meth:`from_segmenter` when present -> keyword
-    _EXTRA_ATTRIBUTES = (("avoid", "work_avoidance"), ("bsize", "bsize"),
-                         ("tile_overlap", "tile_overlap"))
+    engine: EngineOptions = dataclasses.field(default_factory=EngineOptions)
 
     @classmethod
     def from_segmenter(cls, seg, threads: int | None = None) -> SegmenterSpec:
-        """The spec of a loaded Segmenter: its resolved model file(s), device and settings."""
+        """The spec of a loaded Segmenter: its model file(s), device, batch size and options;
+        ``threads`` per worker (streams: the worker's default)."""
         ortho = seg.model.ortho_path
-        extra = tuple((kw, getattr(seg, attr)) for attr, kw in cls._EXTRA_ATTRIBUTES
-                      if hasattr(seg, attr))
+        engine = seg.options.replace(device=seg.device, threads=threads,
+                                     batch_size=seg.batch_size, streams=None)
         return cls(model=str(seg.model.path), ortho=None if ortho is None else str(ortho),
-                   device=seg.device, precision=getattr(seg, "precision", "fp32"),
-                   threads=threads, batch_size=seg.batch_size, extra=extra)
+                   engine=engine)
 
     def build(self):
         from nucseg_rt import Segmenter
 
-        return Segmenter(self.model, ortho=self.ortho, device=self.device,
-                         precision=self.precision, threads=self.threads,
-                         batch_size=self.batch_size, **dict(self.extra))
+        return Segmenter(self.model, ortho=self.ortho, engine=self.engine)
 
     def labels_key(self) -> str:
         """What in this spec can change the labels (for the resume fingerprint)."""
-        return repr((self.precision, self.extra))
+        return self.engine.labels_key()
 
 
 @dataclass(frozen=True)

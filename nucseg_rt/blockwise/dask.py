@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 
-from nucseg_rt.errors import Cancelled, InvalidInputError, MissingDependencyError
+from nucseg_rt.errors import InvalidInputError, MissingDependencyError, check_cancel
 
 __all__ = ["validate_scheduler", "check_available", "open_client", "LazyClient", "run_blocks"]
 
@@ -215,8 +215,7 @@ def run_blocks(client, ctx, todo: list[int], *,
     pending = list(futures)
     try:
         while pending:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled("cancelled")
+            check_cancel(cancel)
             finished = [fut for fut in pending if fut.done()]
             if not finished:
                 time.sleep(poll)

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from nucseg_rt.blockwise import blocks as blockwise
-from nucseg_rt.errors import Cancelled, InvalidInputError
+from nucseg_rt.errors import InvalidInputError, check_cancel
 from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
 
 __all__ = ["LargeSettings", "BlockwiseResult", "choose_mode", "segment_blockwise",
@@ -259,7 +259,7 @@ def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
     ctx = blockwise.BlockContext(source=source, inputs=inputs, params=params,
                                  anisotropy=anisotropy, diameter=d, resample=bool(resample),
                                  plan=plan, bounds=bounds, workdir=str(workdir), spec=spec)
-    _check_cancel(cancel)
+    check_cancel(cancel)
     _prepare_workdir(workdir, ctx.fingerprint(segmenter.model.sha256), settings.resume)
     todo = [i for i in range(len(plan)) if not blockwise.block_file(workdir, i).exists()]
     reused = len(plan) - len(todo)
@@ -267,7 +267,7 @@ def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
         _compute(ctx, todo, segmenter, settings, reused, progress, cancel, client)
     finally:
         blockwise.release_volumes()
-    _check_cancel(cancel)
+    check_cancel(cancel)
     stats = _merge_and_write(plan, workdir, out_path, voxel_size, unit, settings,
                              params.min_size, progress)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -276,11 +276,6 @@ def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
                 stats.duplicates)
     return BlockwiseResult(out_path, shape, stats.n_labels, len(plan), len(todo), reused,
                            time.perf_counter() - t0, plan.core, d, d_source)
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
 
 
 #: ``diameter="auto"`` in a blockwise run: planes sampled over Z and the central window's side
@@ -342,7 +337,7 @@ def _compute(ctx, todo, segmenter, settings, reused, progress, cancel, client) -
         progress("blocks", reused, total)
     if settings.scheduler is None and client is None:
         for n, index in enumerate(todo, 1):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             blockwise.compute_block(ctx, index, segmenter)
             if progress is not None:
                 progress("blocks", reused + n, total)

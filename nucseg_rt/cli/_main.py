@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 
 from nucseg_rt.cli._report import CliState, report
 
@@ -25,7 +24,6 @@ def run(argv: list[str] | None = None) -> int:
     state = CliState(debug="--debug" in argv)
     with state.installed():
         code = _dispatch(argv, state)
-    _wait_for_streams()
     if code == 130:
         state.interrupted()
     return code
@@ -84,16 +82,3 @@ def _usage_message(exc) -> str:
             return f"no such option {name}: Cellpose's, not offered by nucseg-rt"
     command = exc.ctx.command_path if exc.ctx is not None else "nucseg-rt"
     return f"{text} (see `{command} --help`)"
-
-
-def _wait_for_streams(timeout: float = 30.0) -> None:
-    """Let the network's stream threads finish their batch of tiles before the interpreter
-    exits: destroying onnxruntime sessions under a running thread aborts the process."""
-    import os
-
-    for thread in threading.enumerate():
-        if thread.name.startswith("nucseg-stream") and thread.is_alive():
-            thread.join(timeout)
-            if thread.is_alive():  # stuck inside onnxruntime: leave without finalising
-                sys.stderr.flush()
-                os._exit(130)

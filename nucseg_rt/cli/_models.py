@@ -125,14 +125,13 @@ def model_info(spec: Annotated[str, typer.Argument(help="Registered name or .onn
 
 
 def _integrity(rec) -> str:
-    from nucseg_rt.cli._report import one_line
-    from nucseg_rt.errors import ModelIntegrityError, ModelNotFoundError
+    from nucseg_rt.errors import ModelIntegrityError, ModelNotFoundError, describe_error
     from nucseg_rt.models import registry
 
     try:
         registry.verify_model(rec)
     except (ModelIntegrityError, ModelNotFoundError) as exc:
-        return f"FAILED, loading will be refused: {one_line(exc)}"
+        return f"FAILED, loading will be refused: {describe_error(exc)}"
     return "ok"
 
 

@@ -1,15 +1,15 @@
 """What the command line prints, and the one path every error takes.
 
-The library names its parameters in messages as `` `channel_axis` ``; :func:`translate` turns
-each name the current command has a flag for into that flag (`` `--channel-axis` ``), so a
-message names what the user typed. Errors and log lines both go through it.
+An error carries the library parameter(s) it concerns (``err.param``, see
+:mod:`nucseg_rt.errors`); :func:`say_flags` turns each into the flag the current command has for
+it (`` `channel_axis` `` -> `` `--channel-axis` ``, table :data:`SAID`), so a message names what
+the user typed. Log records name theirs in ``extra={"param": ...}``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import signal
 import sys
 import threading
@@ -17,33 +17,50 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["CliState", "one_line", "translate", "report", "stderr_console", "stdout_console"]
+from nucseg_rt.errors import describe_error, params_of
 
-#: library words that are no flag, as the command line should say them
-_WORDS = {"`vol`": "the image", "`rescale`=": "the zoom (diam_mean / `--diameter`) ",
-          "`dynamics_method`": "`--dynamics`", "`method`": "`--dynamics`",
-          "`bsize`": "`--tile-size`"}
-_NAME = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
+__all__ = ["CliState", "SAID", "say_flags", "report", "stderr_console", "stdout_console"]
 
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if not isinstance(exc, MemoryError) else f"not enough memory ({text})"
+#: library parameters the command line says otherwise than by a flag of the same name
+SAID = {"vol": "the image", "rescale": "the zoom (diam_mean / `--diameter`)",
+        "dynamics_method": "`--dynamics`", "method": "`--dynamics`", "bsize": "`--tile-size`"}
 
 
-def translate(message: str, flags: dict[str, str]) -> str:
-    """Library parameter names in ``message`` -> the command's flags (``flags``: name -> flag).
+def _is_word_char(c: str) -> bool:
+    return c.isalnum() or c in "_-`"
 
-    Backticked names are replaced; bare names with an underscore (``pass z_axis=0``) too.
-    """
-    for word, said in _WORDS.items():
-        message = message.replace(word, said)
-    message = _NAME.sub(lambda m: f"`{flags[m.group(1)]}`" if m.group(1) in flags else m.group(0),
-                        message)
-    for name, flag in flags.items():
-        if "_" in name:
-            message = re.sub(rf"(?<![`\w-]){name}=(\S+)", rf"{flag} \1", message)
-            message = re.sub(rf"(?<![`\w-]){name}\b", flag, message)
+
+def _replace_bare(message: str, name: str, flag: str) -> str:
+    """``name=value`` -> ``flag value`` and ``name`` -> ``flag`` where ``name`` stands alone
+    (``pass z_axis=0``), not inside a longer word or path."""
+    out, i = [], 0
+    while (j := message.find(name, i)) >= 0:
+        end = j + len(name)
+        alone = ((j == 0 or not _is_word_char(message[j - 1]))
+                 and (end == len(message) or not (message[end].isalnum() or message[end] == "_")))
+        out.append(message[i:j])
+        if alone and message.startswith("=", end):
+            out.append(f"{flag} ")
+            end += 1
+        else:
+            out.append(flag if alone else name)
+        i = end
+    return "".join(out) + message[i:]
+
+
+def say_flags(message: str, params, flags: dict[str, str]) -> str:
+    """``message`` with each library parameter of ``params`` said as the command line says it:
+    its flag (``flags``: parameter name -> flag of the running command) or :data:`SAID`."""
+    for name in params:
+        flag = flags.get(name)
+        said = f"`{flag}`" if flag is not None else SAID.get(name)
+        if said is None:
+            continue
+        if name == "rescale":  # "`rescale`=2.5 resizes": the zoom, as the user did not give it
+            message = message.replace("`rescale`=", f"{said} ")
+        message = message.replace(f"`{name}`", said)
+        if flag is not None and "_" in name:
+            message = _replace_bare(message, name, flag)
     return message
 
 
@@ -103,22 +120,25 @@ def report(exc: BaseException, state: CliState, source=None, internal: bool = Fa
     """Print ``error: [source: ]message`` on stderr (the traceback first with ``--debug``)."""
     if state.debug or internal:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    text = translate(message or one_line(exc), state.flags)
+    text = say_flags(message or describe_error(exc), params_of(exc), state.flags)
     if internal:
-        text = (f"internal error ({type(exc).__name__}: {text}); "
-                f"please report it with the traceback above")
+        text = f"{text}; please report it with the traceback above"
     if source is not None and not text.startswith(str(source)):
         text = f"{source}: {text}"
     print(f"error: {text}", file=sys.stderr, flush=True)
 
 
-class _Translate(logging.Filter):
+class _SayFlags(logging.Filter):
+    """Log records that name parameters (``extra={"param": ...}``) say the flags instead."""
+
     def __init__(self, flags: dict):
         super().__init__()
         self.flags = flags
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = translate(record.getMessage(), self.flags), None
+        params = params_of(record)
+        if params:
+            record.msg, record.args = say_flags(record.getMessage(), params, self.flags), None
         return True
 
 
@@ -127,7 +147,7 @@ def _install_log_handler(handler: logging.Handler, flags: dict, level: int) -> N
     for old in [h for h in log.handlers if getattr(h, "_nucseg_cli", False)]:
         log.removeHandler(old)
     handler._nucseg_cli = True
-    handler.addFilter(_Translate(flags))
+    handler.addFilter(_SayFlags(flags))
     log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False

@@ -13,7 +13,7 @@ from nucseg_rt.cli._options import (AnisotropyOpt, CellprobThresholdOpt, Channel
                                     PrecisionOpt, QuietOpt, SaveFlowsOpt, StitchThresholdOpt,
                                     ThreadsOpt, WorkAvoidanceChoice, ZAxisOpt, app)
 
-__all__ = ["segment", "load_segmenter", "parse_diameter", "check_hardware"]
+__all__ = ["segment", "parse_diameter"]
 
 _LARGE = "Large volumes (need the large extra)"
 
@@ -116,10 +116,12 @@ def segment(
     Without --anisotropy, each file's calibration (Z step / pixel size) is used; the summary
     shows the anisotropy and diameter each file ran at and where they came from.
     """
+    from nucseg_rt import EngineOptions, Segmenter
     from nucseg_rt.batch import BatchRunner, RunSettings
     from nucseg_rt.blockwise.run import LargeSettings
     from nucseg_rt.cli._batch import gather_jobs, run_and_report
     from nucseg_rt.cli._report import stderr_console
+    from nucseg_rt.masks import dynamics_threads
     from nucseg_rt.params import InputSpec, MaskParams, Normalization
 
     state = ctx.obj
@@ -135,15 +137,18 @@ def segment(
         run = RunSettings(anisotropy=anisotropy, diameter=parse_diameter(diameter),
                           resample=not no_resample, output_format=output_format.value,
                           save_flows=save_flows, overwrite=overwrite, blockwise=large)
-        check_hardware(batch_size=batch_size, threads=threads, streams=streams,
-                       tile_size=tile_size, device=device.value)
-        runner = BatchRunner(lambda: load_segmenter(
-            model, ortho=ortho, device=device.value, precision=precision.value, threads=threads,
-            batch_size=batch_size, work_avoidance=work_avoidance.value, tile_size=tile_size,
-            streams=streams), inputs=inputs, params=params, run=run)
+        engine = EngineOptions(device=device.value, precision=precision.value, threads=threads,
+                               batch_size=batch_size, streams=streams,
+                               work_avoidance=work_avoidance.value,
+                               **({} if tile_size is None else {"bsize": tile_size}))
+        engine.providers()  # the device is there and runs the precision (before any file)
+        runner = BatchRunner(lambda: Segmenter(model, ortho=ortho, engine=engine),
+                             inputs=inputs, params=params, run=run)
         jobs = gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, run)
-        check_model(model, ortho, precision.value, device.value)
-        with runner:  # closes a dask cluster it started
+        check_model(model, ortho, engine.precision)
+        # numba's threads follow --threads (the cores all the streams use) for this command
+        cores = None if threads is None else threads * (streams or 1)
+        with dynamics_threads(cores), runner:  # the runner closes what it started
             code, kept = run_and_report(runner, jobs, console, state, cancel)
     if code == 130:
         state.interrupted(kept)
@@ -162,46 +167,9 @@ def parse_diameter(text: str | None):
         raise InvalidInputError(f"`diameter` must be a number > 0 or 'auto', got {text!r}") from None
 
 
-def check_hardware(*, batch_size: int | None, threads: int | None, streams: int | None,
-                   tile_size: int | None, device: str) -> None:
-    """The hardware options, before any file is read (the Segmenter checks them again when the
-    model loads; here they fail before the batch starts), and the device's availability."""
-    from nucseg_rt.errors import InvalidInputError
-    from nucseg_rt.network.predict import select_providers
-    from nucseg_rt.network.tiling import is_tile_size
-
-    for flag, value in (("--batch-size", batch_size), ("--threads", threads)):
-        if value is not None and value < 1:
-            raise InvalidInputError(f"`{flag}` must be >= 1, got {value}")
-    if streams is not None and not 1 <= streams <= 64:
-        raise InvalidInputError(f"`--streams` must be from 1 to 64, got {streams}")
-    if tile_size is not None and not is_tile_size(tile_size):
-        raise InvalidInputError(f"`--tile-size` must be a multiple of 16 from 64 to 1024, "
-                                f"got {tile_size}")
-    select_providers(device)
-
-
-def check_model(model: str, ortho: str | None, precision: str, device: str) -> None:
-    """The model (and its variant) exists, is intact and can run on the device, before any
-    file is read (the Segmenter loads it once the files' headers are checked)."""
+def check_model(model: str, ortho: str | None, precision: str) -> None:
+    """The model (and its variant) exists and is intact, before any file is read (the
+    Segmenter loads it once the files' headers are checked)."""
     from nucseg_rt.models.registry import resolve_model
-    from nucseg_rt.network.predict import select_providers
-    from nucseg_rt.segment import check_precision
 
-    check_precision(precision, select_providers(device))
     resolve_model(model, ortho=ortho, precision=precision)
-
-
-def load_segmenter(model, *, ortho=None, device="auto", precision="fp32", threads=None,
-                   batch_size=None, work_avoidance="default", tile_size=None, streams=None):
-    """The Segmenter of a command (numba's threads follow ``--threads``: this process is ours)."""
-    from nucseg_rt import Segmenter
-
-    if threads is not None:
-        import numba
-
-        # dynamics: the cores all the streams use
-        numba.set_num_threads(min(threads * (streams or 1), numba.config.NUMBA_NUM_THREADS))
-    return Segmenter(model, ortho=ortho, device=device, precision=precision, threads=threads,
-                     batch_size=batch_size, work_avoidance=work_avoidance, streams=streams,
-                     **({} if tile_size is None else {"bsize": tile_size}))

@@ -58,10 +58,12 @@ def watch(
     import signal
     import threading
 
+    from nucseg_rt import EngineOptions, Segmenter
     from nucseg_rt import watch as service
     from nucseg_rt.batch import RunSettings
     from nucseg_rt.cli._report import plain_log
-    from nucseg_rt.cli._segment import check_hardware, check_model, load_segmenter, parse_diameter
+    from nucseg_rt.cli._segment import check_model, parse_diameter
+    from nucseg_rt.masks import dynamics_threads
     from nucseg_rt.params import InputSpec, MaskParams
 
     state = ctx.obj
@@ -77,15 +79,14 @@ def watch(
                             cellprob_threshold=cellprob_threshold)
         run = RunSettings(anisotropy=anisotropy, diameter=parse_diameter(diameter),
                           output_format=output_format.value, save_flows=save_flows)
-        check_hardware(batch_size=None, threads=threads, streams=None, tile_size=None,
-                       device=device.value)
-        check_model(model, None, precision.value, device.value)
+        engine = EngineOptions(device=device.value, precision=precision.value, threads=threads)
+        engine.providers()
+        check_model(model, None, engine.precision)
         run.check_environment()
         service.check_folders(folder, out_dir)
-        segmenter = load_segmenter(model, device=device.value, precision=precision.value,
-                                   threads=threads)
-        summary = service.watch_folder(folder, out_dir, segmenter, inputs=inputs, params=params,
-                                       run=run, settings=settings, cancel=stop)
+        with dynamics_threads(threads), Segmenter(model, engine=engine) as segmenter:
+            summary = service.watch_folder(folder, out_dir, segmenter, inputs=inputs,
+                                           params=params, run=run, settings=settings, cancel=stop)
     name = signal.Signals(received[0]).name if received else "stop"
     logging.getLogger("nucseg_rt.watch").info(
         "stopped (%s): %d done, %d failed, %d abandoned in this run", name, summary.done,

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from nucseg_rt.errors import Cancelled, InvalidInputError
+from nucseg_rt.errors import InvalidInputError, check_cancel
 from nucseg_rt.masks import dynamics, postprocess, stitch
 from nucseg_rt.masks.fragments import merge_fragments
 from nucseg_rt.params import DEFAULT_NITER, MaskParams
@@ -44,11 +44,6 @@ def niter_for(params: MaskParams, flows: Flows) -> int:
     if flows.resampled and not on_network_grid(params, flows):
         return int(DEFAULT_NITER / flows.rescale)
     return DEFAULT_NITER
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
 
 
 def masks_from_flows(flows: Flows, params: MaskParams, *, cancel: threading.Event | None = None,
@@ -82,7 +77,7 @@ def masks_from_flows(flows: Flows, params: MaskParams, *, cancel: threading.Even
     if flows.constant_input:
         logger.warning("the volume is constant: no nuclei to find")
         return np.zeros(flows.shape, np.uint16)
-    _check_cancel(cancel)
+    check_cancel(cancel)
     t0 = time.perf_counter()
     n = niter_for(params, flows)
     info["niter"] = n
@@ -93,7 +88,8 @@ def masks_from_flows(flows: Flows, params: MaskParams, *, cancel: threading.Even
 
 def _followed_3d(f: Flows, p: MaskParams, niter: int) -> np.ndarray:
     if p.flow_threshold is not None:
-        logger.warning("flow_threshold applies to 2D/stitch mode only; ignored in 3D")
+        logger.warning("flow_threshold applies to 2D/stitch mode only; ignored in 3D",
+                       extra={"param": "flow_threshold"})
     flows, cellprob = (f.grid_flows, f.grid_cellprob) if on_network_grid(p, f) else (f.flows, f.cellprob)
     dP = smooth_flows(flows, p.dp_smooth) if p.dp_smooth > 0 else flows
     masks = dynamics.compute_masks(dP, cellprob, niter=niter, cellprob_threshold=p.cellprob_threshold,
@@ -114,7 +110,7 @@ def _stitched(f: Flows, p: MaskParams, niter: int, cancel) -> np.ndarray:
     flow_threshold = STITCH_FLOW_THRESHOLD if p.flow_threshold is None else p.flow_threshold
     masks = np.zeros((nz, ly, lx), np.uint32)
     for z in range(nz):
-        _check_cancel(cancel)
+        check_cancel(cancel)
         dP = np.ascontiguousarray(f.flows[1:, z])
         m = dynamics.compute_masks(dP, f.cellprob[z], niter=niter, cellprob_threshold=p.cellprob_threshold,
                                    min_size=-1, max_size_fraction=p.max_size_fraction,

@@ -28,22 +28,37 @@ Accuracy and speed of both methods: ``benchmarks/dynamics_methods.py``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
-from typing import Literal
+from collections.abc import Iterator
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-from nucseg_rt.masks import postprocess
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.masks import postprocess
+from nucseg_rt.params import DYNAMICS_METHODS, DynamicsMethod
 
-__all__ = ["compute_masks", "Method"]
+__all__ = ["compute_masks", "dynamics_threads"]
 
 logger = logging.getLogger(__name__)
 
-Method = Literal["stable", "cellpose"]
-_METHODS = ("stable", "cellpose")
+
+@contextlib.contextmanager
+def dynamics_threads(n: int | None) -> Iterator[None]:
+    """numba's threads (the dynamics) set to ``n`` (at most numba's maximum) within the block,
+    the previous number restored after it; None: unchanged."""
+    if n is None:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 class _DefaultFloat(float):
@@ -436,8 +451,9 @@ def _validate_real(name: str, value, *, low: float | None = None, strict: bool =
 
 def _validate_options(niter, cellprob_threshold, min_size, max_size_fraction, method,
                       flow_threshold) -> int:
-    if method not in _METHODS:
-        raise InvalidInputError(f"`method` must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
+    if method not in DYNAMICS_METHODS:
+        raise InvalidInputError(f"`method` must be one of {', '.join(map(repr, DYNAMICS_METHODS))}, "
+                                f"got {method!r}")
     niter = int(_validate_real("niter", niter, low=0))  # truncated like Cellpose's np.uint32(niter)
     _validate_real("cellprob_threshold", cellprob_threshold)
     postprocess._validate_min_size(min_size)
@@ -461,7 +477,7 @@ def _follow(dP, active, idx, niter, method) -> np.ndarray:
 
 def compute_masks(dP: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
                   cellprob_threshold: float = 0.0, min_size: int = 15,
-                  max_size_fraction: float = 0.4, method: Method = "stable",
+                  max_size_fraction: float = 0.4, method: DynamicsMethod = "stable",
                   flow_threshold: float | None = _FLOW_THRESHOLD_DEFAULT) -> np.ndarray:
     """Label image from flows and cell probability (Cellpose 3.1's ``compute_masks``).
 
@@ -504,7 +520,8 @@ def compute_masks(dP: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
                               flow_threshold)
     dP, cellprob = _validate_arrays(dP, cellprob, method)
     if cellprob.ndim == 3 and flow_threshold is not _FLOW_THRESHOLD_DEFAULT:
-        logger.warning("flow_threshold=%s is ignored in 3D (Cellpose applies it to 2D only)", flow_threshold)
+        logger.warning("flow_threshold=%s is ignored in 3D (Cellpose applies it to 2D only)", flow_threshold,
+                       extra={"param": "flow_threshold"})
     active = cellprob > cellprob_threshold
     idx = np.flatnonzero(active)
     if idx.size == 0:

@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from nucseg_rt.errors import Cancelled, InvalidInputError, ModelNotFoundError, NucsegError
+from nucseg_rt import errors
+from nucseg_rt.errors import (Cancelled, InvalidInputError, ModelNotFoundError, NucsegError,
+                              check_cancel)
 from nucseg_rt.models.registry import PRECISIONS
 from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
 
@@ -360,8 +362,7 @@ def run_flows(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowPara
     flows = seg.predict_flows(vol, progress=progress, cancel=cancel,
                               **flow_params.predict_kwargs(inp))
     t2 = time.perf_counter()
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("cancelled")
+    check_cancel(cancel)
     masks = seg.masks_from_flows(flows, mask_params, cancel=cancel)
     t3 = time.perf_counter()
     cache = FlowCache(inp.name, seg, flow_params, flows, inp.scale, inp.translate)
@@ -404,7 +405,6 @@ def is_cancelled(exc: BaseException) -> bool:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for the viewer: the message of a nucseg-rt error, else the type and message."""
-    if isinstance(exc, NucsegError):
-        return str(exc)
-    return f"segmentation failed: {type(exc).__name__}: {exc}"
+    """One line for the viewer (:func:`nucseg_rt.errors.describe_error`; a bug is "segmentation
+    failed: <type>: <message>")."""
+    return errors.describe_error(exc, bug="segmentation failed: {kind}: {text}")

@@ -12,19 +12,20 @@ import json
 import logging
 import os
 import threading
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from nucseg_rt.errors import (Cancelled, ClosedError, DeviceUnavailableError, InvalidInputError,
-                              ModelFormatError)
+from nucseg_rt.errors import (ClosedError, DeviceUnavailableError, InvalidInputError,
+                              ModelFormatError, check_cancel)
 from nucseg_rt.network.tiling import TileGrid, blend_weights, grid_taper, make_grid
+from nucseg_rt.params import DEVICES, Device, validate_choice
 
 logger = logging.getLogger("nucseg_rt")
 
-Device = Literal["auto", "cpu", "cuda"]
 Progress = Callable[[str, int, int], None]
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
@@ -44,8 +45,7 @@ def select_providers(device: Device, available: Sequence[str] | None = None) -> 
     ``"auto"`` takes CUDA when this onnxruntime offers it, else the CPU; ``"cuda"`` without CUDA
     is an error, never a silent fallback.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise InvalidInputError(f"`device` must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    validate_choice("device", device, DEVICES)
     if available is None:
         import onnxruntime as ort
 
@@ -276,7 +276,8 @@ def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_si
                bsize: int = 224, tile_overlap: float = 0.1,
                sink: Callable[[int, np.ndarray], None], progress: Progress | None = None,
                label: str = "", avoid: WorkAvoidance | None = None,
-               counter: _Counter | None = None, cancel: threading.Event | None = None) -> None:
+               counter: _Counter | None = None, cancel: threading.Event | None = None,
+               pool: Executor | None = None) -> None:
     """Run the network over every plane of ``planes (N, H, W, C)`` (C <= nchan, zero-filled).
 
     Planes are batched as Cellpose batches them (``batch_size // ntiles`` planes per group).
@@ -288,6 +289,8 @@ def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_si
     same, only the order in which ``sink`` is called changes.
     ``cancel``: when set, :class:`nucseg_rt.errors.Cancelled` is raised before the next group of
     planes (one batch of tiles), in every stream.
+    ``pool``: the threads running the streams (those of a :class:`nucseg_rt.network.engine.Engine`);
+    default: threads started for this call and joined before it returns.
     """
     nets = [net] if isinstance(net, OnnxNet) else list(net)
     if not nets:
@@ -304,8 +307,7 @@ def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_si
     groups = [range(g0, min(n, g0 + per_group)) for g0 in range(0, n, per_group)]
 
     def run_group(one: OnnxNet, idx: range, count: _Counter) -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
+        check_cancel(cancel)
         tiles = np.empty((len(idx) * grid.ntiles, nchan, *grid.tile), np.float32)
         for j, i in enumerate(idx):
             plane_tiles(planes[i], grid, nchan, tiles[j * grid.ntiles:(j + 1) * grid.ntiles])
@@ -319,14 +321,21 @@ def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_si
             if progress is not None:
                 progress(label, idx[-1] + 1, n)
         return
-    _run_groups_streamed(nets, groups, run_group, counter, progress, label, n)
+    if pool is not None:
+        _run_groups_streamed(nets, groups, run_group, counter, progress, label, n, pool)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(nets), thread_name_prefix="nucseg-stream") as own:
+        _run_groups_streamed(nets, groups, run_group, counter, progress, label, n, own)
 
 
 def _run_groups_streamed(nets, groups, run_group, counter: _Counter, progress, label: str,
-                         n: int) -> None:
-    """``run_group(net, idx, counter)`` for every group, ``len(nets)`` at a time in threads."""
+                         n: int, pool: Executor) -> None:
+    """``run_group(net, idx, counter)`` for every group, ``len(nets)`` at a time on ``pool``;
+    returns (or raises the first error) once no task of this call runs any more."""
     import queue
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait
 
     free: queue.SimpleQueue = queue.SimpleQueue()
     for one in nets:
@@ -346,21 +355,22 @@ def _run_groups_streamed(nets, groups, run_group, counter: _Counter, progress, l
             if progress is not None:
                 progress(label, done[0], n)
 
-    with ThreadPoolExecutor(len(nets), thread_name_prefix="nucseg-stream") as pool:
-        futures = [pool.submit(task, idx) for idx in groups]
-        try:
-            for fut in futures:
-                fut.result()  # the first error, raised here
-        finally:
-            for fut in futures:
-                fut.cancel()
+    futures = [pool.submit(task, idx) for idx in groups]
+    try:
+        for fut in futures:
+            fut.result()  # the first error, raised here
+    finally:
+        for fut in futures:
+            fut.cancel()
+        wait(futures)  # the groups already running finish their batch of tiles
 
 
 def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
            net_ortho: OnnxNet | Sequence[OnnxNet] | None = None, batch_size: int = 8,
            bsize: int = 224, tile_overlap: float = 0.1, progress: Progress | None = None,
            avoid: WorkAvoidance | None = None, yx_native: np.ndarray | None = None,
-           stats: dict | None = None, cancel: threading.Event | None = None) -> np.ndarray:
+           stats: dict | None = None, cancel: threading.Event | None = None,
+           pool: Executor | None = None) -> np.ndarray:
     """Network outputs over YX, ZX and ZY planes of ``x (Z, Y, X, C)``, combined.
 
     Parameters
@@ -372,6 +382,8 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
         Filled with tiles run / skipped and network pixels per orientation.
     cancel : threading.Event, optional
         Raises :class:`nucseg_rt.errors.Cancelled` within one batch of tiles once set.
+    pool : concurrent.futures.Executor, optional
+        The threads running the streams (see :func:`run_planes`).
 
     Returns
     -------
@@ -388,7 +400,8 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
     for name, (perm, comps) in ORIENTATIONS.items():
         counter = _Counter()
         common = dict(batch_size=batch_size, bsize=bsize, tile_overlap=tile_overlap,
-                      progress=progress, label=name, avoid=avoid, counter=counter, cancel=cancel)
+                      progress=progress, label=name, avoid=avoid, counter=counter, cancel=cancel,
+                      pool=pool)
         if name == "YX" and yx_native is not None:
             _yx_interpolated(net, yx_native, yf, common)
         else:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.errors import InvalidInputError, quoted_names
 
 __all__ = ["AxisPlan", "resolve_axes", "to_zyxc", "MAX_GUESSED_CHANNELS"]
 
@@ -83,10 +83,11 @@ class AxisPlan:
 
     def log(self, prefix: str = "", level: int = logging.INFO) -> None:
         """Log the notes at ``level`` and the warnings at WARNING on the ``"nucseg_rt"`` logger."""
+        extra = {"param": _AXES}  # the lines name them: "pass channel_axis to override"
         for line in self.notes:
-            logger.log(level, "%s%s", prefix, line)
+            logger.log(level, "%s%s", prefix, line, extra=extra)
         for line in self.warnings:
-            logger.warning("%s%s", prefix, line)
+            logger.warning("%s%s", prefix, line, extra=extra)
 
 
 def resolve_axes(shape, *, letters: str | None = None, channel_axis: int | None = None,
@@ -135,7 +136,7 @@ def resolve_axes(shape, *, letters: str | None = None, channel_axis: int | None 
         caxis = _guess_channel_axis(shape, keep, zaxis, notes, warnings, what,
                                     guessing=letters is None)
     elif len(keep) == 3:
-        raise InvalidInputError(
+        raise _axes_error(
             f"{what} of shape {shape} with channel_axis={caxis} leaves a 2D image: 3D "
             "segmentation needs a Z axis; 2D images are not supported in 3D mode")
     elif channel_axis is not None:
@@ -306,6 +307,15 @@ def _validate_axis(axis, name: str, shape: tuple[int, ...], what: str = "`vol`")
     return int(axis) % ndim
 
 
+#: the parameters axis decisions name without backticks ("pass z_axis=0")
+_AXES = ("channel_axis", "z_axis")
+
+
+def _axes_error(message: str) -> InvalidInputError:
+    """An error about the axes: it concerns the array (quoted) and the axis parameters."""
+    return InvalidInputError(message, param=(*quoted_names(message), *_AXES))
+
+
 def _guess_channel_axis(shape, keep, zaxis, notes, warnings, what, guessing) -> int | None:
     cands = [i for i in keep if i != zaxis]
     smallest = min(shape[i] for i in cands)
@@ -313,7 +323,7 @@ def _guess_channel_axis(shape, keep, zaxis, notes, warnings, what, guessing) -> 
     if len(keep) == 3:
         if smallest <= MAX_GUESSED_CHANNELS and zaxis is None and guessing:
             ax = ties[0]
-            raise InvalidInputError(
+            raise _axes_error(
                 f"{what} of shape {shape} is ambiguous: axis {ax} (size {smallest}) looks like "
                 "channels, which would leave a 2D image (3D segmentation needs a Z axis; 2D "
                 f"images are not supported in 3D mode). If axis {ax} is Z, pass z_axis={ax}"
@@ -322,12 +332,12 @@ def _guess_channel_axis(shape, keep, zaxis, notes, warnings, what, guessing) -> 
                      "(pass channel_axis if one axis is channels)")
         return None
     if smallest > MAX_GUESSED_CHANNELS:
-        raise InvalidInputError(
+        raise _axes_error(
             f"{what} of shape {shape} is ambiguous: 4 non-singleton axes but none of size <= "
             f"{MAX_GUESSED_CHANNELS} to be channels; pass channel_axis (and z_axis)"
         )
     if len(ties) > 1:
-        raise InvalidInputError(
+        raise _axes_error(
             f"{what} of shape {shape} is ambiguous: axes {_join(ties)} all have size {smallest}; "
             "pass channel_axis (and z_axis)"
         )

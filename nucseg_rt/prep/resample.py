@@ -23,7 +23,7 @@ from numba import njit, prange
 from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["resize_linear", "resize_nearest", "rescale_volume", "resize_flows_back",
-           "resize_labels_3d", "resize_labels_centred", "z_interpolation"]
+           "resize_channels_back", "resize_labels_3d", "resize_labels_centred", "z_interpolation"]
 
 
 def resize_linear(arr: np.ndarray, Ly: int, Lx: int, *, channels_last: bool = True) -> np.ndarray:
@@ -153,6 +153,15 @@ def resize_flows_back(yf: np.ndarray, shape_zyx: tuple[int, int, int]) -> np.nda
     """
     yf = _validate_volume(yf, "yf", ndim=4)
     return _resample_3d(yf, _validate_shape(shape_zyx), yf.shape[-1])
+
+
+def resize_channels_back(yf: np.ndarray, shape_zyx: tuple[int, int, int]) -> np.ndarray:
+    """:func:`resize_flows_back` for channel-first ``yf (K, Z', Y', X')`` -> ``(K, Z, Y, X)``
+    float32, one channel at a time (bounded extra memory)."""
+    out = np.empty((yf.shape[0], *shape_zyx), np.float32)
+    for c in range(yf.shape[0]):
+        out[c] = resize_flows_back(yf[c][..., np.newaxis], shape_zyx)[..., 0]
+    return out
 
 
 def resize_labels_3d(labels: np.ndarray, shape_zyx: tuple[int, int, int]) -> np.ndarray:

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from nucseg_rt.batch import RunSettings, describe_error
-from nucseg_rt.errors import InvalidInputError, NucsegError
+
+from nucseg_rt.batch import RunSettings
+from nucseg_rt.errors import InvalidInputError, NucsegError, describe_error
 from nucseg_rt.params import InputSpec, MaskParams
 from nucseg_rt.watch.detect import (Snapshot, StabilityTracker, find_candidates, snapshot,
                                     tiff_problem)

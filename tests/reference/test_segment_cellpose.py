@@ -1,6 +1,8 @@
 """Segmenter end to end: flows equal Cellpose 3.1's eval(do_3D=True) on the same weights
 (reference: torch + Cellpose)."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -19,15 +21,18 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("anisotropy,diameter,ortho", [(1.0, 24.0, False), (2.5, 36.0, True),
                                                        (2.5, None, False)])
-def test_flows_equal_cellpose(tiny, anisotropy, diameter, ortho):
+def test_flows_equal_cellpose(tiny, anisotropy, diameter, ortho, tmp_path):
     path, net, ortho_net = tiny
     vol = blobs((11, 97, 131), seed=1)
     ref = cellpose_model(net, ortho_net if ortho else None)
     _, (_, dP, cp), _ = ref.eval(vol, channels=None, z_axis=0, do_3D=True, anisotropy=anisotropy,
                                  diameter=diameter, compute_masks=False)
+    if not ortho:  # the main network alone: a copy without its ortho partner beside it
+        alone = tmp_path / path.name
+        shutil.copy(path, alone)
+        path = alone
     seg = Segmenter(str(path), device="cpu", work_avoidance="plain")  # Cellpose's exact passes
-    if not ortho:
-        seg.net_ortho = None
+    assert (seg.engine.nets_ortho is not None) == ortho
     flows, cellprob = seg.predict_flows(vol, anisotropy=anisotropy, diameter=diameter)
     assert flows.shape == dP.shape == (3, 11, 97, 131)
     assert cellprob.shape == cp.shape

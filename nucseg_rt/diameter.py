@@ -24,8 +24,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from nucseg_rt.errors import Cancelled
-from nucseg_rt.network.predict import Progress, run_planes
+from nucseg_rt.errors import check_cancel
+from nucseg_rt.masks import dynamics
+from nucseg_rt.masks.fragments import merge_fragments
+from nucseg_rt.masks.postprocess import label_counts
+from nucseg_rt.network.engine import Engine
+from nucseg_rt.network.predict import Progress
 from nucseg_rt.prep.resample import resize_linear
 
 __all__ = ["DiameterEstimate", "estimate_diameter", "CUT_CORRECTION"]
@@ -90,12 +94,9 @@ def _window(x: np.ndarray, planes: list[int], side: int) -> np.ndarray:
     return np.ascontiguousarray(x[planes, y0:y0 + wy, x0:x0 + wx])
 
 
-def _cross_sections(seg, planes: np.ndarray, rescale: float, progress, cancel) -> np.ndarray:
+def _cross_sections(engine: Engine, planes: np.ndarray, rescale: float, progress,
+                    cancel) -> np.ndarray:
     """Equivalent-circle diameters (input pixels) of the 2D masks not touching the edge."""
-    from nucseg_rt.masks import dynamics
-    from nucseg_rt.masks.fragments import merge_fragments
-    from nucseg_rt.masks.postprocess import label_counts
-
     ly, lx = planes.shape[1:3]
     if rescale != 1.0:
         planes = resize_linear(planes, max(1, int(ly * rescale)), max(1, int(lx * rescale)))
@@ -104,12 +105,10 @@ def _cross_sections(seg, planes: np.ndarray, rescale: float, progress, cancel) -
     def sink(i, o):
         outs[i] = o
 
-    run_planes(seg.nets, planes, batch_size=seg.batch_size, bsize=seg.bsize, tile_overlap=seg.tile_overlap,
-               sink=sink, progress=progress, label="diameter", cancel=cancel)
+    engine.run_planes(planes, sink=sink, progress=progress, label="diameter", cancel=cancel)
     diam = []
     for o in outs:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("cancelled")
+        check_cancel(cancel)
         m = dynamics.compute_masks(o[:2], o[2], niter=200, cellprob_threshold=0.0, min_size=15,
                                    method="cellpose", flow_threshold=0.4)
         m = merge_fragments(m, o[2])  # pieces of a nucleus would bias the sizes down
@@ -125,15 +124,15 @@ def _cross_sections(seg, planes: np.ndarray, rescale: float, progress, cancel) -
     return np.concatenate(diam) if diam else np.zeros(0)
 
 
-def estimate_diameter(seg, x: np.ndarray, *, anisotropy: float = 1.0, n_planes: int = 5,
+def estimate_diameter(engine: Engine, x: np.ndarray, *, anisotropy: float = 1.0, n_planes: int = 5,
                       window: int = 448, max_passes: int = 3, progress: Progress | None = None,
                       cancel: threading.Event | None = None) -> DiameterEstimate:
     """Estimate the typical nucleus diameter of a normalised volume.
 
     Parameters
     ----------
-    seg : nucseg_rt.Segmenter
-        Provides the networks, tiling settings and ``diam_mean``.
+    engine : nucseg_rt.network.engine.Engine
+        The networks (with their tiling settings and ``diam_mean``).
     x : (Z, Y, X, C) float32
         The normalised volume (as the Segmenter prepares it).
     anisotropy : float
@@ -151,17 +150,18 @@ def estimate_diameter(seg, x: np.ndarray, *, anisotropy: float = 1.0, n_planes: 
     -------
     DiameterEstimate
     """
-    diam_mean = float(seg.diam_mean)
+    diam_mean = float(engine.info.diam_mean)
     planes = _choose_planes(x, n_planes)
     correction = CUT_CORRECTION if x.shape[0] >= 3 else 1.0
     rescale, passes = 1.0, []
     for _ in range(max_passes):
         side = max(64, int(window / rescale))
-        d = _cross_sections(seg, _window(x, planes, side), rescale, progress, cancel)
+        d = _cross_sections(engine, _window(x, planes, side), rescale, progress, cancel)
         if d.size == 0:
             if passes:  # nothing at the new scale: keep the last estimate
                 break
-            return DiameterEstimate(float(seg.diam_labels), passes, tuple(planes), correction, True)
+            return DiameterEstimate(float(engine.info.diam_labels), passes, tuple(planes), correction,
+                                    True)
         med = float(np.median(d))
         passes.append(dict(rescale=rescale, median_px=med, n_masks=int(d.size)))
         at_net = med * rescale / diam_mean

@@ -1,0 +1,344 @@
+"""The network stage as one object: :class:`EngineOptions` (how to run it, validated once) and
+:class:`Engine` (the onnxruntime sessions of every stream, the stream threads, and the passes
+over a prepared volume).
+
+An Engine owns what it makes: :meth:`Engine.close` joins its stream threads, then releases its
+sessions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal, Union
+
+import numpy as np
+
+from nucseg_rt.errors import ClosedError, InvalidInputError
+from nucseg_rt.network.predict import (Progress, WorkAvoidance, load_net, run_3d, run_planes,
+                                       select_providers)
+from nucseg_rt.network.tiling import TILE_SIZE_RANGE, is_tile_size
+from nucseg_rt.params import (DEVICES, GRID_Z_FACTOR, PRECISIONS, Device, Mode, Precision,
+                              validate_choice)
+from nucseg_rt.prep.resample import rescale_volume, resize_channels_back, resize_linear
+
+__all__ = ["EngineOptions", "Engine", "NetworkRun", "DEFAULT_WORK_AVOIDANCE", "check_precision"]
+
+logger = logging.getLogger("nucseg_rt")
+
+CPU_BATCH_SIZE = 2
+GPU_BATCH_SIZE = 8
+DEFAULT_CPU_STREAMS = 2
+MAX_STREAMS = 64
+#: on by default where measured to keep masks at AP@0.5 >= 0.99 against the plain run
+#: (benchmarks/work_avoidance.py, docs/benchmarks.md): background tiles everywhere; YX on the
+#: acquired planes and compact tiles up to anisotropy 8 (at 11.5 they moved AP to 0.98-0.99)
+DEFAULT_WORK_AVOIDANCE = WorkAvoidance(native_yx=True, compact_tiles=True, background_bound=0.05,
+                                       max_anisotropy=8.0)
+_CUDA = "CUDAExecutionProvider"
+
+WorkAvoidanceChoice = Union[WorkAvoidance, Literal["default", "plain"]]
+
+
+def check_precision(precision: str, providers: list) -> None:
+    """fp16 runs on CUDA only (onnxruntime has no fast fp16 CPU kernels)."""
+    if precision == "fp16" and _CUDA not in providers:
+        raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
+                                "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'",
+                                param=("precision", "device"))
+
+
+def _whole_at_least(name: str, value, low: int, high: int | None = None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or int(value) != value or value < low or (high and value > high):
+        span = f">= {low}" if high is None else f"from {low} to {high}"
+        raise InvalidInputError(f"`{name}` must be a whole number {span}, got {value!r}",
+                                param=name)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the network runs: device, model variant, threads, streams, tiles, work avoidance.
+
+    Validated once, here; the Segmenter, the command line and blockwise workers share it.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        ``"auto"`` uses CUDA when onnxruntime offers it, else the CPU.
+    precision : {"fp32", "int8", "fp16"}
+        Model variant; fp32 is the reference, fp16 is for CUDA only.
+    threads : int, optional
+        onnxruntime intra-op threads per stream (default: the cores shared out between streams).
+    batch_size : int, optional
+        Tiles per network call (default 2 on the CPU, 8 on CUDA).
+    streams : int, optional
+        Network sessions running groups of planes side by side, 1 to 64 (default: the saved
+        probe's; else 2 on the CPU, 1 when ``threads`` is given or on CUDA).
+    tile_overlap : float
+        Overlap of neighbouring tiles as a fraction of the tile, in [0.05, 0.5].
+    bsize : int
+        Tile edge in pixels, a multiple of 16 in [64, 1024] (224 is Cellpose's).
+    work_avoidance : WorkAvoidance, "default" or "plain"
+        Network work skipped; kept as a :class:`WorkAvoidance` ("plain": Cellpose's passes).
+    use_probe : bool
+        On the CPU, take ``batch_size``, ``threads`` and ``streams`` not given from the saved
+        probe (``nucseg-rt info --probe --save``).
+    """
+
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    threads: int | None = None
+    batch_size: int | None = None
+    streams: int | None = None
+    tile_overlap: float = 0.1
+    bsize: int = 224
+    work_avoidance: WorkAvoidanceChoice = "default"
+    use_probe: bool = True
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        validate_choice("precision", self.precision, PRECISIONS)
+        set_(self, "work_avoidance", _work_avoidance(self.work_avoidance))
+        _whole_at_least("batch_size", self.batch_size, 1)
+        _whole_at_least("threads", self.threads, 1)
+        _whole_at_least("streams", self.streams, 1, MAX_STREAMS)
+        if not is_tile_size(self.bsize):
+            lo, hi = TILE_SIZE_RANGE
+            raise InvalidInputError(f"`bsize` must be a multiple of 16 from {lo} to {hi}, "
+                                    f"got {self.bsize!r}", param="bsize")
+        if not 0.05 <= self.tile_overlap <= 0.5:
+            raise InvalidInputError(f"`tile_overlap` must be in [0.05, 0.5], got {self.tile_overlap!r}",
+                                    param="tile_overlap")
+        validate_choice("device", self.device, DEVICES)
+        for name in ("threads", "batch_size", "streams"):
+            if getattr(self, name) is not None:
+                set_(self, name, int(getattr(self, name)))
+        set_(self, "bsize", int(self.bsize))
+        set_(self, "tile_overlap", float(self.tile_overlap))
+
+    def providers(self) -> list:
+        """The onnxruntime execution providers for ``device``, checked against ``precision``
+        (raises DeviceUnavailableError for CUDA without CUDA, InvalidInputError for fp16 on
+        the CPU)."""
+        providers = select_providers(self.device)
+        check_precision(self.precision, providers)
+        return providers
+
+    def replace(self, **changes) -> EngineOptions:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def labels_key(self) -> str:
+        """What in these options can change the labels (for a blockwise resume fingerprint);
+        threads, batch size and streams cannot."""
+        return repr((self.precision, (("work_avoidance", self.work_avoidance),
+                                      ("bsize", self.bsize), ("tile_overlap", self.tile_overlap))))
+
+
+def _work_avoidance(value) -> WorkAvoidance:
+    if isinstance(value, WorkAvoidance):
+        return value
+    if value == "default":
+        return DEFAULT_WORK_AVOIDANCE
+    if value == "plain":
+        return WorkAvoidance.plain()
+    raise InvalidInputError(
+        f"`work_avoidance` must be a WorkAvoidance, 'default' or 'plain', got {value!r}",
+        param="work_avoidance")
+
+
+@dataclass(frozen=True)
+class NetworkRun:
+    """What one network pass did (diagnostics, typed).
+
+    Attributes
+    ----------
+    network_shape : (Z', Y', X') or None
+        The network grid of a 3D run (None in stitch mode).
+    ortho : str or None
+        The ZY/ZX network's file name when one ran.
+    tiles : dict
+        Per orientation: ``tiles_run``, ``tiles_skipped``, ``pixels``.
+    seconds : float
+        Wall time of the pass.
+    dynamics_grid : (Z', Y', X') or None
+        Set when the network-grid outputs are kept for the mask stage (coarse Z).
+    """
+
+    network_shape: tuple | None = None
+    ortho: str | None = None
+    tiles: dict = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    dynamics_grid: tuple | None = None
+
+
+class Engine:
+    """The onnxruntime sessions of one model, one per stream, and the threads running them.
+
+    Parameters
+    ----------
+    path, ortho_path : path-like
+        The main network and the optional ZY/ZX network.
+    options : EngineOptions
+        ``batch_size``, ``threads`` and ``streams`` not given take the built-in defaults here.
+    providers : list, optional
+        From :meth:`EngineOptions.providers` (made here if not given).
+    ortho_min_anisotropy : float
+        The ZY/ZX network runs for stacks at least this anisotropic (0: always).
+
+    Use it as a context manager or call :meth:`close`: it joins the stream threads, then
+    releases the sessions.
+    """
+
+    def __init__(self, path, ortho_path=None, *, options: EngineOptions,
+                 providers: list | None = None, ortho_min_anisotropy: float = 0.0):
+        providers = providers if providers is not None else options.providers()
+        on_cpu = _CUDA not in providers
+        streams, threads = options.streams, options.threads
+        if streams is None:  # CPU: two streams were faster than one on both 2-core CPUs measured
+            streams = (min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1) if on_cpu and threads is None
+                       else 1)
+        if threads is None and streams > 1:
+            threads = max(1, (os.cpu_count() or 1) // streams)
+        self._nets = [load_net(path, providers, threads) for _ in range(streams)]
+        self.nets_ortho = ([load_net(ortho_path, providers, threads) for _ in range(streams)]
+                           if ortho_path is not None else None)
+        self.ortho_name = getattr(ortho_path, "name", "ortho network") if ortho_path else None
+        self.ortho_min_anisotropy = float(ortho_min_anisotropy)
+        self.streams, self.threads = streams, threads
+        if self.nets_ortho is not None and self.nets_ortho[0].info.nchan != self.info.nchan:
+            raise InvalidInputError(f"ortho model takes {self.nets_ortho[0].info.nchan} channels, "
+                                    f"main model {self.info.nchan}")
+        self.device = "cuda" if _CUDA in self._nets[0].providers else "cpu"
+        batch_size = options.batch_size
+        if batch_size is None:  # CPU: 2 tiles per call was fastest and keeps activations small
+            batch_size = CPU_BATCH_SIZE if self.device == "cpu" else GPU_BATCH_SIZE
+        self.batch_size, self.bsize, self.tile_overlap = batch_size, options.bsize, options.tile_overlap
+        self.avoid = options.work_avoidance
+        self._pool = (ThreadPoolExecutor(streams, thread_name_prefix="nucseg-stream")
+                      if streams > 1 else None)
+        self._closed = False
+
+    # -- what it runs ----------------------------------------------------------------------------
+    @property
+    def nets(self) -> list:
+        """The main network of each stream; raises ClosedError after :meth:`close`."""
+        if self._closed:
+            raise ClosedError("this Segmenter was closed (close() or the end of its `with` "
+                              "block); make a new Segmenter")
+        return self._nets
+
+    @property
+    def info(self):
+        """The main network's :class:`nucseg_rt.network.predict.NetInfo` (channels, diameters)."""
+        return self._nets[0].info
+
+    @property
+    def providers(self) -> list:
+        return self._nets[0].providers
+
+    def _tiling(self) -> dict:
+        return dict(batch_size=self.batch_size, bsize=self.bsize, tile_overlap=self.tile_overlap,
+                    pool=self._pool)
+
+    def run_planes(self, planes: np.ndarray, *, sink, progress: Progress | None = None,
+                   label: str = "", cancel: threading.Event | None = None,
+                   avoid: WorkAvoidance | None = None) -> None:
+        """:func:`nucseg_rt.network.predict.run_planes` on this engine's streams and tiles."""
+        run_planes(self.nets, planes, sink=sink, progress=progress, label=label, avoid=avoid,
+                   cancel=cancel, **self._tiling())
+
+    def predict(self, x: np.ndarray, *, mode: Mode, rescale: float, anisotropy: float,
+                resample: bool, progress: Progress | None = None,
+                cancel: threading.Event | None = None) -> tuple[np.ndarray, np.ndarray | None, NetworkRun]:
+        """Network outputs for a prepared ``(Z, Y, X, C)`` volume.
+
+        Returns
+        -------
+        yf : (4, Z, Y, X) float32
+            Z, Y, X flows and cellprob (stitch mode: Z flow zero), on the input grid when
+            ``resample`` (else on the network grid).
+        grid : (4, Z', Y', X') float32 or None
+            The network-grid outputs when kept for the mask stage (coarse Z, see
+            :data:`nucseg_rt.params.GRID_Z_FACTOR`).
+        run : NetworkRun
+        """
+        shape = x.shape[:3]
+        t0 = time.perf_counter()
+        network_shape = ortho = None
+        stats: dict = {}
+        if mode == "stitch":
+            yf = self._yx_planes(x, rescale=rescale, progress=progress, cancel=cancel)
+            del x
+        else:
+            xr = rescale_volume(x, rescale=rescale, anisotropy=anisotropy, nchan=self.info.nchan)
+            network_shape = tuple(int(s) for s in xr.shape[:3])
+            native, avoid = None, self.avoid.at(anisotropy)
+            if avoid.native_yx and xr.shape[0] > x.shape[0]:
+                native = (resize_linear(x, *xr.shape[1:3]) if xr.shape[1:3] != x.shape[1:3]
+                          else np.ascontiguousarray(x, np.float32))
+            del x
+            use_ortho = self.nets_ortho is not None and anisotropy >= self.ortho_min_anisotropy
+            ortho = self.ortho_name if use_ortho else None
+            yf = run_3d(self.nets, xr, net_ortho=self.nets_ortho if use_ortho else None,
+                        progress=progress, avoid=avoid, yx_native=native, stats=stats,
+                        cancel=cancel, **self._tiling())
+            del xr, native
+        seconds = time.perf_counter() - t0
+        grid = grid_shape = None
+        if resample and yf.shape[1:] != shape:
+            if mode == "3d":
+                if yf.shape[1] >= GRID_Z_FACTOR * shape[0]:
+                    grid = yf
+                    grid_shape = tuple(int(s) for s in yf.shape[1:])
+                yf = resize_channels_back(yf, shape)
+            else:  # planes resized in XY, the three network outputs together (as Cellpose)
+                out = np.zeros((4, *shape), np.float32)
+                out[1:] = np.moveaxis(resize_linear(np.ascontiguousarray(np.moveaxis(yf[1:], 0, -1)),
+                                                    *shape[1:]), -1, 0)
+                yf = out
+        return yf, grid, NetworkRun(network_shape, ortho, stats, seconds, grid_shape)
+
+    def _yx_planes(self, x, *, rescale, progress, cancel) -> np.ndarray:
+        """Stitch mode's network pass: every YX plane in 2D, ``(4, Z, Y', X')`` (Z flow zero)."""
+        ly, lx = x.shape[1:3]
+        if rescale != 1.0:
+            x = resize_linear(x, int(ly * rescale), int(lx * rescale))
+        yf = np.zeros((4, *x.shape[:3]), np.float32)
+
+        def sink(i, out):
+            yf[1:, i] = out
+
+        self.run_planes(x, sink=sink, progress=progress, label="YX", avoid=self.avoid,
+                        cancel=cancel)
+        return yf
+
+    # -- resources -------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Join the stream threads (each finishes its batch of tiles), then release every
+        session (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        for net in [*self._nets, *(self.nets_ortho or [])]:
+            net.close()
+        self.nets_ortho = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
