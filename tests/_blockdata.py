@@ -57,7 +57,7 @@ def whole_masks(case: str = "iso") -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def blockwise_masks(case: str, block: str):
     """(BlockwiseResult, labels) of the in-process blockwise run of ``case`` with ``block``."""
-    from nucseg_rt.blockwise import blocks as blockwise
+    from nucseg_rt.blockwise import blocks
     from nucseg_rt.blockwise import run as large
 
     _, aniso = volume(case)
@@ -65,7 +65,7 @@ def blockwise_masks(case: str, block: str):
     res = large.segment_blockwise(tiff(case), out, segmenter(),
                                   diameter=30.0, anisotropy=aniso,
                                   settings=large.LargeSettings(),
-                                  block_size=blockwise.parse_block_size(block))
+                                  block_size=blocks.parse_block_size(block))
     masks = tifffile.imread(res.path)
     masks.setflags(write=False)
     return res, masks

@@ -12,7 +12,8 @@ pytest.importorskip("zarr")
 
 import _blockdata as data  # noqa: E402
 from nucseg_rt.prep import axes
-from nucseg_rt.blockwise import blocks as blockwise
+from nucseg_rt.blockwise import blocks
+from nucseg_rt.blockwise.plan import BASE_BYTES, choose_block_size, estimate_bytes, plan_run
 from nucseg_rt.blockwise import run as large  # noqa: E402
 from nucseg_rt.blockwise.merge import merge_blocks  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
@@ -27,7 +28,7 @@ DIAMETER = 30.0
 
 
 def test_plan_tiles_the_volume_once():
-    plan = blockwise.plan_blocks((23, 101, 77), "10,40,32", diameter=30, anisotropy=2)
+    plan = blocks.plan_blocks((23, 101, 77), "10,40,32", diameter=30, anisotropy=2)
     assert plan.grid == (3, 3, 3) and plan.halo == (19, 38, 38)
     seen = np.zeros(plan.shape, int)
     for i in range(len(plan)):
@@ -41,22 +42,44 @@ def test_plan_tiles_the_volume_once():
 @pytest.mark.parametrize("value, expected", [("48", (48, 48, 48)), ("16,64,80", (16, 64, 80)),
                                              (32, (32, 32, 32)), ((8, 9, 10), (8, 9, 10))])
 def test_parse_block_size(value, expected):
-    assert blockwise.parse_block_size(value) == expected
+    assert blocks.parse_block_size(value) == expected
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "abc", "1.5", "4,4", "8,8,8,8", "7"])
 def test_parse_block_size_bad(value):
     with pytest.raises(InvalidInputError, match="block_size"):
-        blockwise.parse_block_size(value)
+        blocks.parse_block_size(value)
 
 
 def test_block_size_from_memory_budget():
     kw = dict(anisotropy=1.0, rescale=1.0, halo=(38, 38, 38))
-    assert blockwise.choose_block_size((64, 256, 256), 2 * 10**9, **kw) is None  # fits whole
-    block = blockwise.choose_block_size((400, 2000, 2000), 2 * 10**9, **kw)
+    assert choose_block_size((64, 256, 256), 2 * 10**9, **kw) is None  # fits whole
+    block = choose_block_size((400, 2000, 2000), 2 * 10**9, **kw)
     read = [min(s, b + 2 * h) for s, b, h in zip((400, 2000, 2000), block, kw["halo"])]
-    assert blockwise.estimate_bytes(read, anisotropy=1, rescale=1) <= 2 * 10**9 - blockwise.BASE_BYTES
+    assert estimate_bytes(read, anisotropy=1, rescale=1) <= 2 * 10**9 - BASE_BYTES
     assert block[1] >= 64 and block[1] % 16 == 0
+
+
+def test_plan_run_whole_blocks_or_refused():
+    """One decision: whole when it fits (or without blockwise settings), blocks when not (or
+    when a block size or a scheduler asks), refused when even the smallest block cannot fit."""
+    scale = dict(anisotropy=1.0, rescale=1.0, diameter=30.0)
+    gib = 2**30
+    fits = plan_run((64, 256, 256), settings=large.LargeSettings(max_memory=2 * gib), **scale)
+    assert (fits.mode, fits.block) == ("whole", None) and fits.budget == 2 * gib
+    big = plan_run((400, 2000, 2000), settings=large.LargeSettings(max_memory=2 * gib), **scale)
+    assert big.mode == "blocks" and big.block == choose_block_size(
+        (400, 2000, 2000), 2 * gib, halo=(38, 38, 38), anisotropy=1.0, rescale=1.0)
+    given = plan_run((64, 256, 256), settings=large.LargeSettings(block_size=32), **scale)
+    assert (given.mode, given.block) == ("blocks", (32, 32, 32))
+    spread = plan_run((64, 600, 600), settings=large.LargeSettings(scheduler="local", workers=1,
+                                                                   max_memory=64 * gib), **scale)
+    assert spread.mode == "blocks" and spread.block == (64, 256, 256)
+    huge = plan_run((64, 256, 256), settings=large.LargeSettings(max_memory=2 * gib),
+                    **dict(scale, anisotropy=1e6))
+    assert huge.mode == "refused" and huge.smallest_bytes + BASE_BYTES > huge.budget
+    assert plan_run((64, 256, 256), **dict(scale, anisotropy=1e9)).mode == "refused"
+    assert plan_run((64, 256, 256), **scale).mode == "whole"  # no settings: whole or refused
 
 
 # --- global normalisation equals a whole-volume run's ---------------------------------------------
@@ -72,7 +95,7 @@ def test_global_bounds_equal_whole_volume_bounds(shape, dtype):
     x, _ = axes.to_zyxc(vol, nchan=2)
     expected = _percentile_bounds(x[..., 0], 1.0, 99.0)
     with open_volume(vol) as lazy:
-        bounds = blockwise.global_bounds(lazy, nchan=2, slab_bytes=2**20)
+        bounds = blocks.global_bounds(lazy, nchan=2, slab_bytes=2**20)
     assert tuple(bounds[0]) == tuple(float(v) for v in expected)
     assert tuple(bounds[1]) == (0.0, 1.0)  # the zero channel stays zero
 
@@ -82,7 +105,7 @@ def test_global_bounds_two_channels_float():
     vol = rng.normal(10, 3, (6, 2, 40, 50)).astype(np.float32)
     x, _ = axes.to_zyxc(vol, channel_axis=1, chan=2, chan2=1, nchan=2)
     with open_volume(vol, channel_axis=1) as lazy:
-        bounds = blockwise.global_bounds(lazy, chan=2, chan2=1, nchan=2)
+        bounds = blocks.global_bounds(lazy, chan=2, chan2=1, nchan=2)
     for c in range(2):
         assert tuple(bounds[c]) == tuple(float(v) for v in _percentile_bounds(x[..., c], 1, 99))
 
@@ -96,7 +119,7 @@ def test_select_masks_owned_and_candidates():
     masks[2:6, 4:10, 22:30] = 5    # centre x 25.5 + 20 = 45.5: outside core, within margin
     masks[2:6, 4:10, 34:40] = 9    # touches the block's inner face at x = 39: not a candidate
     read_box, core_box = ((0, 10), (0, 40), (20, 60)), ((0, 10), (0, 40), (20, 40))
-    offset, labels, owned = blockwise.select_masks(masks, read_box, core_box, (10, 40, 100),
+    offset, labels, owned = blocks.select_masks(masks, read_box, core_box, (10, 40, 100),
                                                    (4, 16, 16))
     assert list(owned) == [True, False]
     assert tuple(offset) == (2, 4, 24) and labels.shape == (4, 6, 26)
@@ -104,12 +127,12 @@ def test_select_masks_owned_and_candidates():
 
 
 def _write_block(workdir, index, offset, labels, owned):
-    np.savez_compressed(blockwise.block_file(workdir, index), offset=np.array(offset),
+    np.savez_compressed(blocks.block_file(workdir, index), offset=np.array(offset),
                         labels=labels, owned=np.array(owned), core=np.zeros((3, 2), int))
 
 
 def test_merge_paints_a_nucleus_seen_by_two_blocks_once(tmp_path):
-    plan = blockwise.BlockPlan((8, 20, 40), (8, 20, 20), (0, 0, 10))
+    plan = blocks.BlockPlan((8, 20, 40), (8, 20, 20), (0, 0, 10))
     a = np.zeros((4, 10, 12), np.uint16)
     a[:, :, :] = 1                         # nucleus at x 14..25, owned by block 0
     b = np.zeros((4, 10, 12), np.uint16)
@@ -117,7 +140,7 @@ def test_merge_paints_a_nucleus_seen_by_two_blocks_once(tmp_path):
     b2 = np.zeros((4, 10, 4), np.uint16)
     b2[:] = 1                              # a nucleus only block 1 saw, as a candidate
     _write_block(tmp_path, 0, (2, 5, 14), a, [True])
-    np.savez_compressed(blockwise.block_file(tmp_path, 1), offset=np.array((2, 5, 14)),
+    np.savez_compressed(blocks.block_file(tmp_path, 1), offset=np.array((2, 5, 14)),
                         labels=np.concatenate([b, b2 * 2], axis=2)[:, :, :16],
                         owned=np.array([True, False]), core=np.zeros((3, 2), int))
     out = np.zeros(plan.shape, np.uint32)
@@ -135,7 +158,7 @@ def _blockwise(folder, case, block, name="masks.tif", **kw):
     res = large.segment_blockwise(data.tiff(case), folder / name, data.segmenter(),
                                   diameter=DIAMETER, anisotropy=aniso,
                                   settings=large.LargeSettings(),
-                                  block_size=blockwise.parse_block_size(block), **kw)
+                                  block_size=blocks.parse_block_size(block), **kw)
     return res, tifffile.imread(res.path)
 
 
@@ -184,15 +207,15 @@ def test_resume_computes_only_the_missing_blocks(tmp_path):
 
 
 def test_changed_settings_do_not_reuse_blocks(tmp_path):
-    plan = blockwise.plan_blocks((24, 128, 128), 64, diameter=30, anisotropy=1)
+    plan = blocks.plan_blocks((24, 128, 128), 64, diameter=30, anisotropy=1)
     from nucseg_rt.params import InputSpec, MaskParams
 
-    ctx = blockwise.BlockContext(source=str(data.tiff("iso")), inputs=InputSpec(),
+    ctx = blocks.BlockContext(source=str(data.tiff("iso")), inputs=InputSpec(),
                                  params=MaskParams(min_size=15), anisotropy=1.0, diameter=30.0,
                                  resample=True, plan=plan, bounds=((0.0, 1.0),),
                                  workdir=str(tmp_path / "w"))
-    changed = blockwise.BlockContext(**{**ctx.__dict__, "params": MaskParams(min_size=16)})
-    rescaled = blockwise.BlockContext(**{**ctx.__dict__, "diameter": 25.0})
+    changed = blocks.BlockContext(**{**ctx.__dict__, "params": MaskParams(min_size=16)})
+    rescaled = blocks.BlockContext(**{**ctx.__dict__, "diameter": 25.0})
     assert ctx.fingerprint("abc") != rescaled.fingerprint("abc")  # the scale is part of it
     assert ctx.fingerprint("abc") == ctx.fingerprint("abc") != changed.fingerprint("abc")
     assert ctx.fingerprint("abc") != ctx.fingerprint("abd")  # another model
@@ -225,4 +248,4 @@ def test_histogram_percentile_is_numpys():
         values = rng.integers(0, int(rng.choice([5, 300, 65535])), n).astype(np.float32)
         cum = np.cumsum(np.bincount(values.astype(np.int64)))
         for q in (1.0, 99.0, float(rng.uniform(0, 100))):
-            assert blockwise._hist_percentile(cum, q, 0) == np.percentile(values, q)
+            assert blocks._hist_percentile(cum, q, 0) == np.percentile(values, q)

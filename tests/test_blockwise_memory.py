@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucseg_rt.blockwise import blocks as blockwise
+from nucseg_rt.blockwise import blocks
 from nucseg_rt.blockwise import merge as merging
 from nucseg_rt.blockwise import run as large
 from nucseg_rt.io import lazy
@@ -47,16 +47,16 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _block_files(labels: np.ndarray, workdir) -> blockwise.BlockPlan:
+def _block_files(labels: np.ndarray, workdir) -> blocks.BlockPlan:
     """Write the block files ``compute_block`` would write if each block found ``labels``."""
-    plan = blockwise.plan_blocks(labels.shape, CORE, diameter=8, anisotropy=1, halo=HALO)
+    plan = blocks.plan_blocks(labels.shape, CORE, diameter=8, anisotropy=1, halo=HALO)
     workdir.mkdir(parents=True, exist_ok=True)
     for i in range(len(plan)):
         box = plan.read_box(i)
         crop = labels[tuple(slice(a, b) for a, b in box)]
-        offset, sub, owned = blockwise.select_masks(crop, box, plan.core_box(i), plan.shape,
+        offset, sub, owned = blocks.select_masks(crop, box, plan.core_box(i), plan.shape,
                                                     plan.halo)
-        np.savez_compressed(blockwise.block_file(workdir, i), offset=offset, labels=sub,
+        np.savez_compressed(blocks.block_file(workdir, i), offset=offset, labels=sub,
                             owned=owned, core=np.array(plan.core_box(i)))
     return plan
 
@@ -178,17 +178,17 @@ def test_freed_heap_memory_is_handed_back():
         keep.append(np.full(300, i))   # 2.4 KB each, still alive above them
     del freed
     resident = _rss_bytes()
-    assert blockwise.release_freed_memory()
+    assert blocks.release_freed_memory()
     assert resident - _rss_bytes() > 0.5 * 2000 * 96_000
     assert len(keep) == 2000
 
 
 def test_each_block_hands_its_memory_back(tmp_path, monkeypatch):
     labels = _balls((30, 40, 40), seed=4)
-    plan = blockwise.plan_blocks(labels.shape, CORE, diameter=8, anisotropy=1, halo=HALO)
+    plan = blocks.plan_blocks(labels.shape, CORE, diameter=8, anisotropy=1, halo=HALO)
     from nucseg_rt.params import InputSpec, MaskParams
 
-    ctx = blockwise.BlockContext(source=labels.astype(np.uint16), inputs=InputSpec(), params=MaskParams(),
+    ctx = blocks.BlockContext(source=labels.astype(np.uint16), inputs=InputSpec(), params=MaskParams(),
                                  anisotropy=1.0, diameter=8.0, resample=True, plan=plan,
                                  bounds=((0.0, 1.0),), workdir=str(tmp_path), spec=None)
     events = []
@@ -198,7 +198,8 @@ def test_each_block_hands_its_memory_back(tmp_path, monkeypatch):
             events.append("segment")
             return types.SimpleNamespace(masks=block.astype(np.uint32))
 
-    monkeypatch.setattr(blockwise, "release_freed_memory",
-                        lambda: events.append(blockwise.block_file(tmp_path, 0).exists()))
-    blockwise.compute_block(ctx, 0, FoundLabels())
+    monkeypatch.setattr(blocks, "release_freed_memory",
+                        lambda: events.append(blocks.block_file(tmp_path, 0).exists()))
+    with blocks.BlockReader() as reader:
+        blocks.compute_block(ctx, 0, FoundLabels(), reader)
     assert events == ["segment", True]  # released once the block file is written

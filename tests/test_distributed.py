@@ -13,7 +13,7 @@ pytest.importorskip("zarr")
 distributed = pytest.importorskip("distributed")
 
 import _blockdata as data  # noqa: E402
-from nucseg_rt.blockwise import blocks as blockwise
+from nucseg_rt.blockwise import blocks
 from nucseg_rt.blockwise import run as large  # noqa: E402
 from nucseg_rt.blockwise import dask as nd  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
@@ -27,7 +27,7 @@ _COUNTS = {"segmenters": 0, "blocks": 0}
 def _count_in_worker() -> None:
     """Run in each worker (client.run): wrap what the dask task calls so the worker counts the
     Segmenters it builds and the blocks it computes."""
-    build, compute = blockwise.SegmenterSpec.build, blockwise.compute_block
+    build, compute = blocks.SegmenterSpec.build, blocks.compute_block
 
     def counted_build(spec):
         _COUNTS["segmenters"] += 1
@@ -37,8 +37,8 @@ def _count_in_worker() -> None:
         _COUNTS["blocks"] += 1
         return compute(*args, **kwargs)
 
-    blockwise.SegmenterSpec.build = counted_build
-    blockwise.compute_block = counted_compute
+    blocks.SegmenterSpec.build = counted_build
+    blocks.compute_block = counted_compute
 
 
 def _worker_counts() -> dict:
@@ -84,7 +84,7 @@ def test_local_cluster_equals_in_process(tmp_path):
         res = large.segment_blockwise(
             data.tiff("iso"), tmp_path / "d.ome.zarr", data.segmenter(),
             diameter=30.0, anisotropy=aniso, settings=settings,
-            block_size=blockwise.parse_block_size(block), client=client,
+            block_size=blocks.parse_block_size(block), client=client,
             progress=lambda stage, done, total: seen.append((stage, done, total)))
         stats = client.run(_worker_counts)
         filters = client.run(_worker_log_filters)
@@ -94,29 +94,32 @@ def test_local_cluster_equals_in_process(tmp_path):
     assert len(stats) == 2
     assert all(s["segmenters"] == (s["blocks"] > 0) for s in stats.values())  # model loaded once
     assert sum(s["blocks"] for s in stats.values()) == res.n_blocks
-    blocks = [done for stage, done, _ in seen if stage == "blocks"]
-    assert blocks[-1] == res.n_blocks and blocks == sorted(blocks)  # progress from the futures
+    done_blocks = [done for stage, done, _ in seen if stage == "blocks"]
+    assert done_blocks[-1] == res.n_blocks and done_blocks == sorted(done_blocks)  # progress from the futures
 
 
-def test_worker_holds_one_segmenter_and_closes_the_previous(monkeypatch):
-    """A worker keeps the Segmenter of the last spec only (bounded, released when replaced)."""
+def test_worker_holds_one_segmenter_and_closes_the_previous():
+    """A worker keeps the Segmenter of the last spec only (bounded, released when replaced),
+    and closing the worker releases it."""
     built, closed = [], []
 
     @dataclasses.dataclass(frozen=True)
     class FakeSpec:  # hashable like SegmenterSpec; builds a stand-in that records close()
         name: str
-        threads: int | None = None
 
         def build(self):
             built.append(self.name)
             return types.SimpleNamespace(close=lambda: closed.append(self.name))
 
-    monkeypatch.setattr(nd, "_HELD", {})
+    worker = nd.BlockWorker()
     a, b = FakeSpec("a"), FakeSpec("b")
-    first = nd._segmenter(a)
-    assert nd._segmenter(a) is first and built == ["a"] and closed == []
-    nd._segmenter(b)
-    assert built == ["a", "b"] and closed == ["a"] and list(nd._HELD) == [b]
+    first = worker.segmenter(a)
+    assert worker.segmenter(a) is first and built == ["a"] and closed == []
+    worker.segmenter(b)
+    assert built == ["a", "b"] and closed == ["a"]
+    worker.close()
+    worker.close()  # idempotent
+    assert closed == ["a", "b"]
 
 
 @pytest.mark.parametrize("address", ["tcp://", "http://host:8786", "tcp://host", "cluster",
@@ -140,12 +143,12 @@ def test_local_threads_share_the_cores():
 
 def test_segmenter_spec_rebuilds_the_segmenter():
     seg = data.segmenter()
-    spec = blockwise.SegmenterSpec.from_segmenter(seg, threads=1)
+    spec = blocks.SegmenterSpec.from_segmenter(seg, threads=1)
     again = spec.build()
     assert again.model.sha256 == seg.model.sha256 and again.batch_size == seg.batch_size
-    assert hash(spec) == hash(blockwise.SegmenterSpec.from_segmenter(seg, threads=1))
+    assert hash(spec) == hash(blocks.SegmenterSpec.from_segmenter(seg, threads=1))
     from nucseg_rt import Segmenter
 
-    tiled = blockwise.SegmenterSpec.from_segmenter(Segmenter("nuclei_3d", device="cpu", bsize=320))
+    tiled = blocks.SegmenterSpec.from_segmenter(Segmenter("nuclei_3d", device="cpu", bsize=320))
     assert tiled.build().engine.bsize == 320  # workers tile as the Segmenter they were made from
     assert tiled.labels_key() != spec.labels_key()  # and a resume with other tiles starts over

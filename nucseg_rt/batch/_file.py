@@ -174,36 +174,21 @@ def _choose_blocks(plan: FilePlan, segmenter, run: RunSettings, params: MaskPara
     refused first: a :class:`SettingsError` (the batch stops) when the value to blame was given
     for the run, an InvalidInputError (this file fails) when it is the file's calibration.
     """
-    from nucseg_rt.blockwise import blocks
-    from nucseg_rt.blockwise.run import choose_mode
-    from nucseg_rt.io.lazy import physical_memory
+    from nucseg_rt.blockwise import plan_run
 
     known = run.diameter if isinstance(run.diameter, float) else None  # "auto": model's, here
     rescale, diameter = segmenter.rescale_for(known), float(known or segmenter.diam_labels)
     a = 1.0 if params.stitch else plan.anisotropy  # stitch mode does not resample Z
-    shape, nchan, large = plan.axes.shape_zyx, plan.axes.nchan or 1, run.blockwise
-
-    def need(anisotropy: float) -> tuple[int, int]:
-        """Bytes for the whole volume and for the smallest unit of work (block or whole)."""
-        whole = blocks.estimate_bytes(shape, anisotropy=anisotropy, rescale=rescale, nchan=nchan)
-        if large is None:
-            return whole, whole
-        h = large.halo or blocks.default_halo(diameter, plan.anisotropy)
-        side = (blocks.MIN_BLOCK + 2 * h[0], 32 + 2 * h[1], 32 + 2 * h[2])
-        return whole, blocks.estimate_bytes(tuple(min(s, b) for s, b in zip(shape, side)),
-                                            anisotropy=anisotropy, rescale=rescale, nchan=nchan)
-
-    budget = physical_memory() if large is None else large.budget()
-    whole, smallest = need(a)
-    if smallest + blocks.BASE_BYTES > budget:
-        diameter_alone = need(1.0)[1] + blocks.BASE_BYTES > budget
+    scale = dict(rescale=rescale, diameter=diameter, nchan=plan.axes.nchan or 1,
+                 settings=run.blockwise, halo_anisotropy=plan.anisotropy)
+    planned = plan_run(plan.axes.shape_zyx, anisotropy=a, **scale)
+    if planned.mode == "refused":
+        diameter_alone = plan_run(plan.axes.shape_zyx, anisotropy=1.0, **scale).mode == "refused"
         culprit_given = (known is not None) if diameter_alone else run.anisotropy is not None
-        _refuse_scale(plan, rescale, diameter, whole, smallest, budget, large is not None,
+        _refuse_scale(plan, rescale, diameter, planned.whole_bytes, planned.smallest_bytes,
+                      planned.budget, run.blockwise is not None,
                       SettingsError if culprit_given else InvalidInputError)
-    if large is None:
-        return None
-    return choose_mode(shape, anisotropy=a, rescale=rescale, diameter=diameter,
-                       settings=large, nchan=nchan)
+    return planned.block
 
 
 def _refuse_scale(plan, rescale, diameter, whole, smallest, budget, blockwise, error) -> None:
@@ -298,10 +283,9 @@ def _whole(segmenter, job, plan, inputs, params, run, todo, progress, cancel, t0
         progress("write", 0, 1)
     job.masks.parent.mkdir(parents=True, exist_ok=True)
     _write_whole(job, plan, result, todo, run.overwrite)
-    info = result.info
-    return FileResult(job.source, "done", plan.shape, int(info.get("n_masks", result.masks.max())),
-                      time.perf_counter() - t0, plan.anisotropy, plan.anisotropy_source,
-                      info.get("diameter"), info.get("diameter_source", ""), tuple(todo))
+    return FileResult(job.source, "done", plan.shape, result.n_masks, time.perf_counter() - t0,
+                      plan.anisotropy, plan.anisotropy_source, result.run.diameter,
+                      result.run.diameter_source, tuple(todo))
 
 
 def _write_whole(job: Job, plan: FilePlan, result, todo, overwrite: bool) -> None:
@@ -339,8 +323,7 @@ def _blockwise(segmenter, job, plan, inputs, params, run, todo, progress, cancel
             client = client.get()  # the batch's cluster, started on first use
     res = segment_blockwise(job.source, job.masks, segmenter, anisotropy=plan.anisotropy,
                             diameter=run.diameter, resample=run.resample, params=params,
-                            inputs=inputs, settings=run.blockwise,
-                            block_size=run.blockwise.block_size, progress=progress,
+                            inputs=inputs, settings=run.blockwise, progress=progress,
                             cancel=cancel, client=client)
     note = (f" (blockwise {'x'.join(map(str, res.block_size))}: {res.n_blocks} blocks"
             + (f", {res.reused} resumed" if res.reused else "") + ")")

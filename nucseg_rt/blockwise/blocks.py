@@ -29,25 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
+from nucseg_rt.blockwise.plan import MIN_BLOCK, default_halo
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.network.engine import EngineOptions
 from nucseg_rt.params import InputSpec, MaskParams
 from nucseg_rt.prep import axes
 
-__all__ = ["BlockPlan", "SegmenterSpec", "BlockContext", "plan_blocks", "global_bounds",
-           "compute_block", "block_file", "estimate_bytes", "choose_block_size",
-           "parse_block_size"]
+__all__ = ["BlockPlan", "SegmenterSpec", "BlockContext", "BlockReader", "plan_blocks",
+           "global_bounds", "compute_block", "block_file", "parse_block_size"]
 
 logger = logging.getLogger("nucseg_rt")
 
-#: Rough peak bytes per voxel on the network grid of a whole-volume run (input, resampled
-#: input, 4 output channels, resized flows, dynamics): 407 MB measured for 64x256x256 minus
-#: ~150 MB of libraries and model is ~61 B/voxel (docs/benchmarks.md).
-BYTES_PER_VOXEL = 64
-#: Memory taken by the libraries and the loaded model, whatever the volume.
-BASE_BYTES = 300 * 10**6
-#: Smallest core block side accepted (input voxels).
-MIN_BLOCK = 8
 BLOCK_FILE_VERSION = 1
 
 
@@ -112,12 +104,6 @@ def parse_block_size(value) -> tuple[int, int, int] | None:
     return tuple(sizes)
 
 
-def default_halo(diameter: float, anisotropy: float) -> tuple[int, int, int]:
-    """One diameter plus 8 voxels in Y and X; the same physical distance in Z."""
-    hxy = int(math.ceil(diameter)) + 8
-    return int(math.ceil(hxy / anisotropy)), hxy, hxy
-
-
 def plan_blocks(shape_zyx, block_size, *, diameter: float, anisotropy: float,
                 halo=None) -> BlockPlan:
     """The :class:`BlockPlan` for a volume; ``block_size`` from :func:`parse_block_size`."""
@@ -127,34 +113,6 @@ def plan_blocks(shape_zyx, block_size, *, diameter: float, anisotropy: float,
     if len(halo) != 3 or min(halo) < 0:
         raise InvalidInputError(f"`halo` must be 3 whole numbers >= 0, got {halo!r}")
     return BlockPlan(shape, core, halo)
-
-
-def estimate_bytes(shape_zyx, *, anisotropy: float, rescale: float, nchan: int = 1) -> int:
-    """Rough peak memory of segmenting a ``shape_zyx`` volume whole (see ``BYTES_PER_VOXEL``)."""
-    z, y, x = shape_zyx
-    net = max(z * anisotropy, 1) * rescale * y * rescale * x * rescale
-    return int(BYTES_PER_VOXEL * max(net, z * y * x) + 4 * nchan * z * y * x)
-
-
-def choose_block_size(shape_zyx, budget: int, *, anisotropy: float, rescale: float,
-                      halo, nchan: int = 1) -> tuple[int, int, int] | None:
-    """Largest core block (sides multiples of 16 in XY) whose halo'd block fits ``budget`` bytes.
-
-    Returns None when the whole volume fits (no blocks needed).
-    """
-    avail = budget - BASE_BYTES
-    if estimate_bytes(shape_zyx, anisotropy=anisotropy, rescale=rescale, nchan=nchan) <= avail:
-        return None
-    z, y, x = shape_zyx
-    side = 16 * (max(y, x) // 16 + 1)
-    while side > 32:
-        side -= 16
-        bz = min(z, max(MIN_BLOCK, int(round(side / anisotropy))))
-        read = (min(z, bz + 2 * halo[0]), min(y, side + 2 * halo[1]), min(x, side + 2 * halo[2]))
-        if estimate_bytes(read, anisotropy=anisotropy, rescale=rescale, nchan=nchan) <= avail:
-            return bz, min(y, side), min(x, side)
-    bz = min(z, max(MIN_BLOCK, int(round(32 / anisotropy))))
-    return bz, min(y, 32), min(x, 32)
 
 
 # --- global normalisation --------------------------------------------------------------------
@@ -370,46 +328,56 @@ def block_file(workdir: str | os.PathLike, index: int) -> Path:
     return Path(workdir) / f"block_{index:06d}.npz"
 
 
-#: The input volume :func:`compute_block` reads from, kept open in this process between blocks:
-#: at most one entry, by (path, channel_axis, z_axis). Opening a TIFF / zarr store parses its
-#: metadata, which every block of a run (and every task a dask worker runs) would otherwise
-#: repeat. Another volume closes it first; an in-process run closes it at its end
-#: (:func:`release_volumes`); a dask worker keeps it until its next run on another file.
-_VOLUMES: dict = {}
+class BlockReader:
+    """The input volume :func:`compute_block` reads from, kept open between blocks: one at a
+    time, by (path, channel_axis, z_axis). Opening a TIFF / zarr store parses its metadata,
+    which every block of a run (and every task a dask worker runs) would otherwise repeat.
+    Another volume closes the previous one; :meth:`close` (or the end of a ``with`` block)
+    closes the last.
+    """
+
+    def __init__(self):
+        self._key = None
+        self._volume = None
+
+    def open(self, ctx: BlockContext):
+        """The context's volume (a path: opened once and kept; an array: opened each time)."""
+        from nucseg_rt.io.lazy import open_volume
+
+        axes = dict(channel_axis=ctx.inputs.channel_axis, z_axis=ctx.inputs.z_axis)
+        if not isinstance(ctx.source, (str, os.PathLike)):
+            return open_volume(ctx.source, **axes)
+        key = (str(ctx.source), axes["channel_axis"], axes["z_axis"])
+        if key != self._key:
+            self.close()
+            self._volume, self._key = open_volume(ctx.source, **axes), key
+        return self._volume
+
+    def close(self) -> None:
+        if self._volume is not None:
+            self._volume.close()
+        self._volume = self._key = None
+
+    def __enter__(self) -> BlockReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def _open_cached(ctx: BlockContext):
-    """The context's volume, opened once per process (see ``_VOLUMES``)."""
-    from nucseg_rt.io.lazy import open_volume
-
-    axes = dict(channel_axis=ctx.inputs.channel_axis, z_axis=ctx.inputs.z_axis)
-    if not isinstance(ctx.source, (str, os.PathLike)):
-        return open_volume(ctx.source, **axes)
-    key = (str(ctx.source), axes["channel_axis"], axes["z_axis"])
-    if key not in _VOLUMES:
-        release_volumes()
-        _VOLUMES[key] = open_volume(ctx.source, **axes)
-    return _VOLUMES[key]
-
-
-def release_volumes() -> None:
-    """Close the files :func:`compute_block` keeps open in this process."""
-    while _VOLUMES:
-        _VOLUMES.popitem()[1].close()
-
-
-def compute_block(ctx: BlockContext, index: int, segmenter) -> Path:
+def compute_block(ctx: BlockContext, index: int, segmenter, reader: BlockReader) -> Path:
     """Segment block ``index`` and write its owned and candidate masks to its block file.
 
-    The file (written atomically, so its presence means the block is done) holds ``offset``
-    (3,) of the crop in volume coordinates, ``labels`` (z, y, x) the crop with local ids 1..k,
-    ``owned`` (k,) bool, and ``core`` (3, 2) the block's core box.
+    ``reader`` keeps the input open between the blocks of a run. The file (written atomically,
+    so its presence means the block is done) holds ``offset`` (3,) of the crop in volume
+    coordinates, ``labels`` (z, y, x) the crop with local ids 1..k, ``owned`` (k,) bool, and
+    ``core`` (3, 2) the block's core box.
     """
     from nucseg_rt.io.tiff import atomic_write
 
     path = block_file(ctx.workdir, index)
     box = ctx.plan.read_box(index)
-    vol = _open_cached(ctx)
+    vol = reader.open(ctx)
     block = vol.read(tuple(slice(a, b) for a, b in box))
     norm = dataclasses.replace(ctx.inputs.normalize, lowhigh=np.asarray(ctx.bounds))
     inputs = dataclasses.replace(ctx.inputs, channel_axis=vol.channel_axis, z_axis=0,

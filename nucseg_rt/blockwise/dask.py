@@ -22,19 +22,17 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 
+from nucseg_rt.blockwise import blocks
+from nucseg_rt.blockwise.blocks import BlockReader
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError, check_cancel
 
-__all__ = ["validate_scheduler", "check_available", "open_client", "LazyClient", "run_blocks"]
+__all__ = ["validate_scheduler", "check_available", "open_client", "LazyClient", "BlockWorker",
+           "run_blocks"]
 
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[^\s/:]+:\d{1,5}$")
 logger = logging.getLogger("nucseg_rt")
-#: The Segmenter this (worker) process holds for dask tasks, by the spec it was built from: at
-#: most one entry. A task cannot carry a Segmenter (its onnxruntime sessions do not pickle), and
-#: building one per task would load the model (create its sessions) again for every block, so a
-#: worker builds one on its first block and reuses it for the run's other blocks (and for the next files of a batch that shares
-#: the cluster, see LazyClient). A task with another spec closes the held Segmenter first, so a
-#: long-lived worker never holds more than one model.
-_HELD: dict = {}
+#: name of the worker plugin holding each worker's :class:`BlockWorker`
+PLUGIN = "nucseg-rt-blocks"
 
 
 def _import_distributed():
@@ -172,26 +170,70 @@ class LazyClient:
         self.close()
 
 
-def _segmenter(spec):
-    """This process's Segmenter for ``spec``: built (model loaded) on the first task with this
-    spec, kept for the following ones; the previously held one is closed."""
-    seg = _HELD.get(spec)
-    if seg is None:
-        while _HELD:
-            _HELD.popitem()[1].close()
-        if spec.threads is not None:
-            import numba
+class BlockWorker:
+    """What one process keeps between the blocks it computes: the Segmenter of one spec and
+    the open input volume (:class:`nucseg_rt.blockwise.blocks.BlockReader`).
 
-            numba.set_num_threads(min(spec.threads, numba.config.NUMBA_NUM_THREADS))
-        seg = _HELD[spec] = spec.build()
-    return seg
+    A task cannot carry a Segmenter (its onnxruntime sessions do not pickle), and building one
+    per task would load the model again for every block, so the Segmenter is built on the
+    first block of a spec and kept for the following ones (and for the next files of a batch
+    sharing the cluster, see :class:`LazyClient`); another spec closes it first, so a
+    long-lived worker holds at most one model. numba's threads follow the spec's ``threads``
+    while a block runs (restored after it). :meth:`close` releases everything.
+    """
+
+    def __init__(self):
+        self._spec = None
+        self._segmenter = None
+        self._reader = BlockReader()
+
+    def segmenter(self, spec):
+        """The Segmenter for ``spec`` (the previous one closed when the spec changes)."""
+        if self._segmenter is None or spec != self._spec:
+            self._close_segmenter()
+            self._segmenter, self._spec = spec.build(), spec
+        return self._segmenter
+
+    def compute(self, ctx, index: int):
+        """:func:`nucseg_rt.blockwise.blocks.compute_block` with this worker's state."""
+        from nucseg_rt.masks import dynamics_threads
+
+        segmenter = self.segmenter(ctx.spec)
+        with dynamics_threads(ctx.spec.engine.threads):
+            return blocks.compute_block(ctx, index, segmenter, self._reader)
+
+    def _close_segmenter(self) -> None:
+        if self._segmenter is not None:
+            self._segmenter.close()
+        self._segmenter = self._spec = None
+
+    def close(self) -> None:
+        self._close_segmenter()
+        self._reader.close()
+
+
+def _plugin():
+    """A worker plugin giving each worker one :class:`BlockWorker`, closed with the worker."""
+    distributed = _import_distributed()
+
+    class BlockWorkerPlugin(distributed.WorkerPlugin):
+        idempotent = True  # registered once per cluster: workers keep their model between files
+
+        def setup(self, worker) -> None:
+            self.blocks = BlockWorker()
+
+        def teardown(self, worker) -> None:
+            self.blocks.close()
+
+    return BlockWorkerPlugin()
 
 
 def _task(ctx, index: int) -> tuple[int, int]:
-    """Dask task: compute one block file; returns (block index, worker pid)."""
-    from nucseg_rt.blockwise.blocks import compute_block
+    """Dask task: compute one block file with the worker's BlockWorker; returns (block index,
+    worker pid)."""
+    from distributed import get_worker
 
-    compute_block(ctx, index, _segmenter(ctx.spec))
+    get_worker().plugins[PLUGIN].blocks.compute(ctx, index)
     return index, os.getpid()
 
 
@@ -209,6 +251,7 @@ def run_blocks(client, ctx, todo: list[int], *,
     _import_distributed()
     if ctx.spec is None or not isinstance(ctx.source, (str, os.PathLike)):
         raise InvalidInputError("dask runs need a file input and a SegmenterSpec")
+    client.register_plugin(_plugin(), name=PLUGIN)
     tag = f"nucseg-{abs(hash((str(ctx.workdir), str(ctx.source)))) % 10**8}"
     futures = [client.submit(_task, ctx, i, key=f"{tag}-{i}", pure=False) for i in todo]
     done: dict[int, int] = {}

@@ -1,7 +1,7 @@
 """Segment one volume of any size: whole when it fits in memory, else blockwise, optionally on dask.
 
-:func:`choose_mode` decides from the volume's shape (read from the file's header, nothing
-loaded) and a memory budget; :func:`segment_blockwise` runs the blockwise pipeline
+:func:`nucseg_rt.blockwise.plan.plan_run` decides from the volume's shape (read from the file's
+header, nothing loaded) and a memory budget; :func:`segment_blockwise` runs the blockwise pipeline
 (:mod:`nucseg_rt.blockwise.blocks`: global normalisation bounds, block files in a work folder,
 :mod:`nucseg_rt.blockwise.merge`: merge) and writes the labels to OME-Zarr or TIFF. The work folder
 ``<output>.blocks`` is the resume state: a re-run with the same input and settings computes
@@ -24,12 +24,13 @@ from typing import Literal
 
 import numpy as np
 
-from nucseg_rt.blockwise import blocks as blockwise
+from nucseg_rt.blockwise import blocks
+from nucseg_rt.blockwise.plan import plan_run
 from nucseg_rt.errors import InvalidInputError, check_cancel
 from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
 
-__all__ = ["LargeSettings", "BlockwiseResult", "choose_mode", "segment_blockwise",
-           "volume_shape", "workdir_for"]
+__all__ = ["LargeSettings", "BlockwiseResult", "segment_blockwise", "volume_shape",
+           "workdir_for"]
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -71,7 +72,7 @@ class LargeSettings:
 
     def __post_init__(self):
         if self.block_size is not None:
-            object.__setattr__(self, "block_size", blockwise.parse_block_size(self.block_size))
+            object.__setattr__(self, "block_size", blocks.parse_block_size(self.block_size))
         if self.max_memory is not None:
             from nucseg_rt.io.lazy import parse_memory
 
@@ -119,22 +120,6 @@ def volume_shape(source, *, channel_axis=None, z_axis=None) -> tuple[tuple[int, 
     axes = resolve_axes(shape, letters=info.axes, channel_axis=channel_axis, z_axis=z_axis,
                         what=str(source))
     return shape, axes.shape_zyx, axes.nchan or 1
-
-
-def choose_mode(shape_zyx, *, anisotropy: float, rescale: float, diameter: float,
-                settings: LargeSettings, nchan: int = 1) -> tuple[int, int, int] | None:
-    """Core block size for a blockwise run, or None to segment the volume whole.
-
-    ``rescale`` and ``diameter`` as the Segmenter runs them (:meth:`nucseg_rt.Segmenter.rescale_for`).
-    """
-    if settings.block_size is not None:
-        return settings.block_size
-    halo = settings.halo or blockwise.default_halo(diameter, anisotropy)
-    block = blockwise.choose_block_size(shape_zyx, settings.budget(), anisotropy=anisotropy,
-                                        rescale=rescale, halo=halo, nchan=nchan)
-    if block is None and settings.scheduler is not None:
-        block = tuple(min(s, b) for s, b in zip(shape_zyx, (max(8, round(256 / anisotropy)), 256, 256)))
-    return block
 
 
 def workdir_for(out_path: str | os.PathLike) -> Path:
@@ -236,16 +221,15 @@ def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
             progress("normalisation bounds", 0, 1)
         bounds = inputs.normalize.lowhigh
         if bounds is None:
-            bounds = blockwise.global_bounds(vol, percentile=inputs.normalize.percentile,
+            bounds = blocks.global_bounds(vol, percentile=inputs.normalize.percentile,
                                              chan=inputs.chan, chan2=inputs.chan2,
                                              nchan=segmenter.net.info.nchan)
         bounds = tuple(map(tuple, np.asarray(bounds, np.float64).reshape(-1, 2)))
         d, d_source = _run_diameter(vol, segmenter, diameter, inputs, bounds, anisotropy,
                                     progress, cancel)
-        block = block_size or choose_mode(shape, anisotropy=anisotropy,
-                                          rescale=segmenter.rescale_for(d), diameter=d,
-                                          settings=settings, nchan=vol.nchan or 1)
-        plan = blockwise.plan_blocks(shape, block or shape, diameter=d, anisotropy=anisotropy,
+        block = block_size or plan_run(shape, anisotropy=anisotropy, rescale=segmenter.rescale_for(d),
+                                       diameter=d, nchan=vol.nchan or 1, settings=settings).block
+        plan = blocks.plan_blocks(shape, block or shape, diameter=d, anisotropy=anisotropy,
                                      halo=settings.halo)
         voxel_size = voxel_size or vol.info.voxel_size_zyx
         unit = unit or vol.info.unit
@@ -254,19 +238,16 @@ def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
         from nucseg_rt.blockwise.dask import local_threads
 
         threads = local_threads(settings.workers or 2)
-    spec = blockwise.SegmenterSpec.from_segmenter(segmenter, threads=threads)
+    spec = blocks.SegmenterSpec.from_segmenter(segmenter, threads=threads)
     workdir = workdir_for(out_path)
-    ctx = blockwise.BlockContext(source=source, inputs=inputs, params=params,
+    ctx = blocks.BlockContext(source=source, inputs=inputs, params=params,
                                  anisotropy=anisotropy, diameter=d, resample=bool(resample),
                                  plan=plan, bounds=bounds, workdir=str(workdir), spec=spec)
     check_cancel(cancel)
     _prepare_workdir(workdir, ctx.fingerprint(segmenter.model.sha256), settings.resume)
-    todo = [i for i in range(len(plan)) if not blockwise.block_file(workdir, i).exists()]
+    todo = [i for i in range(len(plan)) if not blocks.block_file(workdir, i).exists()]
     reused = len(plan) - len(todo)
-    try:
-        _compute(ctx, todo, segmenter, settings, reused, progress, cancel, client)
-    finally:
-        blockwise.release_volumes()
+    _compute(ctx, todo, segmenter, settings, reused, progress, cancel, client)
     check_cancel(cancel)
     stats = _merge_and_write(plan, workdir, out_path, voxel_size, unit, settings,
                              params.min_size, progress)
@@ -336,11 +317,12 @@ def _compute(ctx, todo, segmenter, settings, reused, progress, cancel, client) -
     if progress is not None:
         progress("blocks", reused, total)
     if settings.scheduler is None and client is None:
-        for n, index in enumerate(todo, 1):
-            check_cancel(cancel)
-            blockwise.compute_block(ctx, index, segmenter)
-            if progress is not None:
-                progress("blocks", reused + n, total)
+        with blocks.BlockReader() as reader:
+            for n, index in enumerate(todo, 1):
+                check_cancel(cancel)
+                blocks.compute_block(ctx, index, segmenter, reader)
+                if progress is not None:
+                    progress("blocks", reused + n, total)
         return
     from nucseg_rt.blockwise.dask import open_client, run_blocks
 
