@@ -22,7 +22,7 @@ import numpy as np
 import tifffile
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.prep import normalize as _runtime
+from nucseg_rt import prep as _runtime
 from nucseg_rt_export.train_data import iter_planes, resample_z
 
 __all__ = ["main", "make_crops", "tile_normalize", "smooth_sharpen"]

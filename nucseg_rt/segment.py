@@ -24,8 +24,7 @@ from nucseg_rt.network.predict import Progress, WorkAvoidance
 from nucseg_rt.params import (MODES, Device, DynamicsMethod, InputSpec, MaskParams, Mode,
                               Normalization, Precision, settings_or_keywords, validate_choice,
                               validate_diameter, validate_positive)
-from nucseg_rt.prep.axes import to_zyxc
-from nucseg_rt.prep.normalize import normalize as normalize_volume
+from nucseg_rt.prep import normalize, to_zyxc
 from nucseg_rt.results import Flows, RunInfo, SegmentationResult
 
 logger = logging.getLogger("nucseg_rt")
@@ -160,9 +159,8 @@ class Segmenter:
                            chan=spec.chan, chan2=spec.chan2, nchan=self.engine.info.nchan)
         constant = all(x[..., c].min() == x[..., c].max() for c in range(x.shape[-1]))
         nm = spec.normalize
-        x = normalize_volume(x, percentile=nm.percentile, lowhigh=nm.lowhigh,
-                             tile_norm=nm.tile_norm, sharpen_radius=nm.sharpen_radius,
-                             invert=nm.invert, copy=False)
+        x = normalize(x, percentile=nm.percentile, lowhigh=nm.lowhigh, tile_norm=nm.tile_norm,
+                      sharpen_radius=nm.sharpen_radius, invert=nm.invert, copy=False)
         # trailing all-zero channels (the zeros Cellpose appends) are re-created per tile
         keep = x.shape[-1]
         while keep > 1 and not x[..., keep - 1].any():

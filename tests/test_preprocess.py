@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from nucseg_rt.prep import normalize as P
+from nucseg_rt import prep
 from nucseg_rt.errors import InvalidInputError
 
 SHAPE = (23, 97, 131)
@@ -25,7 +25,7 @@ def _vol(shape=SHAPE, seed=0, dtype=np.uint16, scale=1000):
 
 def test_zyx_gray_gets_a_zero_second_channel():
     vol = _vol()
-    x, lines = P.to_zyxc(vol)
+    x, lines = prep.to_zyxc(vol)
     assert x.dtype == np.float32 and x.shape == SHAPE + (2,)
     np.testing.assert_array_equal(x[..., 0], vol)
     assert not x[..., 1].any()
@@ -36,31 +36,31 @@ def test_zyx_gray_gets_a_zero_second_channel():
 @pytest.mark.parametrize("perm", [(0, 1, 2, 3), (3, 0, 1, 2), (1, 2, 3, 0), (1, 0, 3, 2)])  # Y before X
 def test_any_axis_order_with_axes_given(perm):
     base = np.random.default_rng(2).random((23, 97, 131, 3)).astype(np.float32)
-    ref, _ = P.to_zyxc(base, chan=3, chan2=1)
+    ref, _ = prep.to_zyxc(base, chan=3, chan2=1)
     moved = np.transpose(base, np.argsort(perm))  # axis i of base lands at position perm[i]
     z_axis, c_axis = perm[0], perm[3] - moved.ndim  # negative channel_axis is allowed
-    x, lines = P.to_zyxc(moved, channel_axis=c_axis, z_axis=z_axis, chan=3, chan2=1)
+    x, lines = prep.to_zyxc(moved, channel_axis=c_axis, z_axis=z_axis, chan=3, chan2=1)
     np.testing.assert_array_equal(x, ref)
     assert f"using axis {perm[0]} (size 23) as Z (z_axis)" in lines
 
 
 def test_singletons_squeezed_and_thin_stack_needs_z_axis():
     vol = _vol()
-    x, lines = P.to_zyxc(vol[None, :, None])
-    np.testing.assert_array_equal(x, P.to_zyxc(vol)[0])
+    x, lines = prep.to_zyxc(vol[None, :, None])
+    np.testing.assert_array_equal(x, prep.to_zyxc(vol)[0])
     assert any(line.startswith("squeezing singleton axes 0 and 2") for line in lines)
     thin = _vol((3, 97, 131))
     with pytest.raises(InvalidInputError, match=r"axis 0 \(size 3\) looks like channels.*z_axis=0"):
-        P.to_zyxc(thin)
-    x, _ = P.to_zyxc(thin, z_axis=0)
+        prep.to_zyxc(thin)
+    x, _ = prep.to_zyxc(thin, z_axis=0)
     assert x.shape == (3, 97, 131, 2)
-    one = P.to_zyxc(vol[:1], z_axis=0)[0]  # an explicitly named singleton Z is kept
+    one = prep.to_zyxc(vol[:1], z_axis=0)[0]  # an explicitly named singleton Z is kept
     assert one.shape == (1, 97, 131, 2)
 
 
 def test_guesses_are_logged(caplog):
     with caplog.at_level(logging.INFO, logger="nucseg_rt"):
-        _, lines = P.to_zyxc(np.zeros((23, 2, 97, 131), np.uint8))
+        _, lines = prep.to_zyxc(np.zeros((23, 2, 97, 131), np.uint8))
     assert [r.getMessage() for r in caplog.records if r.name == "nucseg_rt"] == lines
 
 
@@ -86,7 +86,7 @@ def test_guesses_are_logged(caplog):
 ])
 def test_bad_input_raises(vol, kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
-        P.to_zyxc(vol, **kwargs)
+        prep.to_zyxc(vol, **kwargs)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])
@@ -94,7 +94,7 @@ def test_non_finite_values_raise(bad):
     vol = np.ones((23, 97, 131))
     vol[5, 3, 7] = bad
     with pytest.raises(InvalidInputError, match=r"NaN or Inf values \(first in Z plane 5"):
-        P.to_zyxc(vol)
+        prep.to_zyxc(vol)
 
 
 # --- normalization --------------------------------------------------------------------------
@@ -104,57 +104,57 @@ def _x(seed=3, two=False):
     vol = _vol(seed=seed).astype(np.float32)
     if two:
         vol = np.stack([vol, _vol(seed=seed + 1)[::-1].astype(np.float32) * 0.3], axis=1)
-        return P.to_zyxc(vol, chan=1, chan2=2)[0]
-    return P.to_zyxc(vol)[0]
+        return prep.to_zyxc(vol, chan=1, chan2=2)[0]
+    return prep.to_zyxc(vol)[0]
 
 
 def test_smooth_sharpen_is_normalizes_sharpening():
     x = _x(seed=6, two=True)[:4].copy()
     x0 = x.copy()
-    out = P.smooth_sharpen(x, sharpen_radius=3.0)
+    out = prep.smooth_sharpen(x, sharpen_radius=3.0)
     np.testing.assert_array_equal(x, x0)
     assert out.dtype == np.float32 and out.shape == x.shape
-    np.testing.assert_array_equal(P.normalize(out), P.normalize(x, sharpen_radius=3.0))
-    np.testing.assert_array_equal(P.smooth_sharpen(x, sharpen_radius=0.0), x)
+    np.testing.assert_array_equal(prep.normalize(out), prep.normalize(x, sharpen_radius=3.0))
+    np.testing.assert_array_equal(prep.smooth_sharpen(x, sharpen_radius=0.0), x)
 
 
 def test_smooth_sharpen_of_a_constant():
     x = np.full((2, 40, 52, 1), 7.0, np.float32)
-    np.testing.assert_allclose(P.smooth_sharpen(x, sharpen_radius=0.0, smooth_radius=3.0), 7.0,
+    np.testing.assert_allclose(prep.smooth_sharpen(x, sharpen_radius=0.0, smooth_radius=3.0), 7.0,
                                rtol=1e-6)  # the smoothing kernel sums to 1
-    np.testing.assert_allclose(P.smooth_sharpen(x, sharpen_radius=5.0, smooth_radius=2.0), 0.0,
+    np.testing.assert_allclose(prep.smooth_sharpen(x, sharpen_radius=5.0, smooth_radius=2.0), 0.0,
                                atol=1e-5)  # a difference of two such kernels
     with pytest.raises(InvalidInputError, match=r"`smooth_radius` must be a finite number >= 0"):
-        P.smooth_sharpen(x, sharpen_radius=1.0, smooth_radius=-1.0)
+        prep.smooth_sharpen(x, sharpen_radius=1.0, smooth_radius=-1.0)
     with pytest.raises(InvalidInputError, match=r"`x_zyxc` must be a non-empty \(Z, Y, X, C\)"):
-        P.smooth_sharpen(x[0], sharpen_radius=1.0)
+        prep.smooth_sharpen(x[0], sharpen_radius=1.0)
 
 
 def test_constant_volume_gives_zeros():
-    x, _ = P.to_zyxc(np.full(SHAPE, 500, np.uint16))
+    x, _ = prep.to_zyxc(np.full(SHAPE, 500, np.uint16))
     for kwargs in ({}, {"invert": True}, {"tile_norm": 40}, {"sharpen_radius": 3.0, "invert": True},
                    {"norm3D": False, "invert": True}, {"tile_norm": 40, "norm3D": False}):
-        out = P.normalize(x, **kwargs)
+        out = prep.normalize(x, **kwargs)
         assert np.isfinite(out).all() and not out.any(), kwargs
 
 
 def test_constant_plane_zeroed_per_plane_only():
     x = _x()
     x[4] = 123.0
-    out = P.normalize(x, norm3D=False)
+    out = prep.normalize(x, norm3D=False)
     assert not out[4].any() and out[5, ..., 0].any()
-    assert P.normalize(x)[4, ..., 0].any()  # whole-volume bounds: the plane is just data
+    assert prep.normalize(x)[4, ..., 0].any()  # whole-volume bounds: the plane is just data
 
 
 def test_invert_applies_with_tile_norm():
     x = _x(two=True)
-    np.testing.assert_allclose(P.normalize(x, tile_norm=40, invert=True),
-                               1 - P.normalize(x, tile_norm=40), atol=1e-6)
+    np.testing.assert_allclose(prep.normalize(x, tile_norm=40, invert=True),
+                               1 - prep.normalize(x, tile_norm=40), atol=1e-6)
 
 
 def test_normalize_in_place_when_asked():
     x = _x()
-    assert P.normalize(x, copy=False) is x
+    assert prep.normalize(x, copy=False) is x
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -169,16 +169,16 @@ def test_normalize_in_place_when_asked():
 ])
 def test_normalize_bad_parameters(kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
-        P.normalize(_x(), **kwargs)
+        prep.normalize(_x(), **kwargs)
 
 
 def test_normalize_bad_arrays():
     with pytest.raises(InvalidInputError, match=r"\(Z, Y, X, C\) array, got shape \(23, 97, 131\)"):
-        P.normalize(np.ones(SHAPE, np.float32))
+        prep.normalize(np.ones(SHAPE, np.float32))
     x = _x()
     x[2, 3, 4, 0] = np.nan
     with pytest.raises(InvalidInputError, match="NaN or Inf"):
-        P.normalize(x)
+        prep.normalize(x)
 
 
 # --- resizing -------------------------------------------------------------------------------
@@ -186,39 +186,39 @@ def test_normalize_bad_arrays():
 
 def test_resize_nearest_labels_exact_beyond_float32():
     lab = np.random.default_rng(7).integers(2**24, 2**32 - 1, (23, 97, 131), dtype=np.uint32)
-    got = P.resize_nearest(lab, 150, 77)
+    got = prep.resize_nearest(lab, 150, 77)
     yi = np.minimum(np.floor(np.arange(150) * (1 / (150 / 97))).astype(int), 96)
     xi = np.minimum(np.floor(np.arange(77) * (1 / (77 / 131))).astype(int), 130)
     np.testing.assert_array_equal(got, lab[:, yi][:, :, xi])
 
 
 def test_rescale_with_dropped_zero_channel_matches_two_channel_run():
-    x = P.normalize(_x())
-    two = P.rescale_volume(x, rescale=0.6, anisotropy=2.5)
-    one = P.rescale_volume(np.ascontiguousarray(x[..., :1]), rescale=0.6, anisotropy=2.5, nchan=2)
+    x = prep.normalize(_x())
+    two = prep.rescale_volume(x, rescale=0.6, anisotropy=2.5)
+    one = prep.rescale_volume(np.ascontiguousarray(x[..., :1]), rescale=0.6, anisotropy=2.5, nchan=2)
     np.testing.assert_array_equal(one[..., 0], two[..., 0])
 
 
 def test_3d_helpers_no_op_returns_input():
-    x = P.normalize(_x())
-    assert P.rescale_volume(x, rescale=1.0, anisotropy=None) is x
-    assert P.resize_flows_back(x, SHAPE) is x
+    x = prep.normalize(_x())
+    assert prep.rescale_volume(x, rescale=1.0, anisotropy=None) is x
+    assert prep.resize_flows_back(x, SHAPE) is x
     lab = np.zeros(SHAPE, np.uint32)
-    assert P.resize_labels_3d(lab, SHAPE) is lab
+    assert prep.resize_labels_3d(lab, SHAPE) is lab
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda x: P.rescale_volume(x, rescale=0.0, anisotropy=1.0), r"`rescale` must be a finite number > 0, got 0.0"),
-    (lambda x: P.rescale_volume(x, rescale=float("nan"), anisotropy=1.0), "`rescale` must be a finite"),
-    (lambda x: P.rescale_volume(x, rescale=1.0, anisotropy=-2.0), r"`anisotropy` must be .* got -2.0"),
-    (lambda x: P.rescale_volume(x, rescale=1.0, anisotropy=0.01), "anisotropy too low"),
-    (lambda x: P.rescale_volume(x, rescale=0.005, anisotropy=1.0), "diameter too large"),
-    (lambda x: P.rescale_volume(x[0], rescale=0.5, anisotropy=1.0), r"\(Z, Y, X, C\) array"),
-    (lambda x: P.resize_flows_back(x, (23, 97)), "three sizes"),
-    (lambda x: P.resize_flows_back(x, (23, 0, 5)), r"`shape_zyx` must be an integer >= 1, got 0"),
-    (lambda x: P.resize_linear(x, 0, 5), r"`Ly` must be an integer >= 1, got 0"),
-    (lambda x: P.resize_nearest(x[..., 0], 5, 5), "`labels` must have an integer dtype"),
-    (lambda x: P.resize_labels_3d(np.zeros((3, 4), np.uint16), SHAPE), r"\(Z, Y, X\) array"),
+    (lambda x: prep.rescale_volume(x, rescale=0.0, anisotropy=1.0), r"`rescale` must be a finite number > 0, got 0.0"),
+    (lambda x: prep.rescale_volume(x, rescale=float("nan"), anisotropy=1.0), "`rescale` must be a finite"),
+    (lambda x: prep.rescale_volume(x, rescale=1.0, anisotropy=-2.0), r"`anisotropy` must be .* got -2.0"),
+    (lambda x: prep.rescale_volume(x, rescale=1.0, anisotropy=0.01), "anisotropy too low"),
+    (lambda x: prep.rescale_volume(x, rescale=0.005, anisotropy=1.0), "diameter too large"),
+    (lambda x: prep.rescale_volume(x[0], rescale=0.5, anisotropy=1.0), r"\(Z, Y, X, C\) array"),
+    (lambda x: prep.resize_flows_back(x, (23, 97)), "three sizes"),
+    (lambda x: prep.resize_flows_back(x, (23, 0, 5)), r"`shape_zyx` must be an integer >= 1, got 0"),
+    (lambda x: prep.resize_linear(x, 0, 5), r"`Ly` must be an integer >= 1, got 0"),
+    (lambda x: prep.resize_nearest(x[..., 0], 5, 5), "`labels` must have an integer dtype"),
+    (lambda x: prep.resize_labels_3d(np.zeros((3, 4), np.uint16), SHAPE), r"\(Z, Y, X\) array"),
 ])
 def test_resize_bad_input_raises(call, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -229,9 +229,9 @@ def test_resize_inputs_unchanged():
     x = _x(two=True)
     lab = np.random.default_rng(10).integers(0, 9, SHAPE).astype(np.uint16)
     x0, lab0 = x.copy(), lab.copy()
-    P.resize_linear(x, 50, 60)
-    P.resize_nearest(lab, 50, 60)
-    P.resize_labels_3d(lab, (30, 50, 60))
-    P.resize_flows_back(x, (30, 50, 60))
+    prep.resize_linear(x, 50, 60)
+    prep.resize_nearest(lab, 50, 60)
+    prep.resize_labels_3d(lab, (30, 50, 60))
+    prep.resize_flows_back(x, (30, 50, 60))
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(lab, lab0)

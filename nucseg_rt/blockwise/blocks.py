@@ -122,7 +122,7 @@ def global_bounds(volume, *, percentile=(1.0, 99.0), chan: int = 0, chan2: int =
                   nchan: int = 2, slab_bytes: int = 16 * 2**20) -> np.ndarray:
     """Per network channel ``(C, 2)`` normalisation bounds, equal to a whole-volume run's.
 
-    ``nucseg_rt.prep.normalize.normalize`` takes the 1st/99th percentile (``np.percentile``,
+    ``nucseg_rt.prep.normalize`` takes the 1st/99th percentile (``np.percentile``,
     linear interpolation, in float32) of each channel over the whole volume, or over a strided
     subsample (every ``Z//50``-th plane, ``Y//224``-th row, ``X//224``-th column) when the
     volume has more than 224**3 voxels. The same voxels are visited here slab by slab through
@@ -137,7 +137,7 @@ def global_bounds(volume, *, percentile=(1.0, 99.0), chan: int = 0, chan2: int =
     A channel whose values are all equal gets ``(v, v + 1)``, so it normalises to 0 as a
     whole-volume run makes it. ``volume`` is a :class:`nucseg_rt.io.lazy.LazyVolume`.
     """
-    from nucseg_rt.prep.normalize import _DOWNSAMPLE_SIZE
+    from nucseg_rt.prep.intensity import _DOWNSAMPLE_SIZE
 
     zn, yn, xn = volume.shape_zyx
     steps = (1, 1, 1)
@@ -179,7 +179,7 @@ class _ValueStats:
             part.append(np.ascontiguousarray(x[..., c]).ravel())
 
     def bounds(self, low: float, high: float) -> np.ndarray:
-        from nucseg_rt.prep.normalize import _percentile_bounds
+        from nucseg_rt.prep.intensity import _percentile_bounds
 
         out = np.zeros((len(self.parts), 2))
         for c in range(len(self.parts)):

@@ -9,6 +9,7 @@ from typing import Annotated, Optional  # noqa: UP035 (typer on 3.10)
 import typer
 
 from nucseg_rt.cli._options import DebugOpt, Precision, Variant, app
+from nucseg_rt.params import PRECISIONS
 
 __all__ = ["add_model", "models", "remove_model", "model_info", "quantize", "export_cellpose",
            "info", "train", "make_crops"]
@@ -143,7 +144,7 @@ def quantize(
         help="Folder of TIFF z-stacks like yours to calibrate on (default: synthetic nuclei).",
         metavar="DIR", show_default=False)] = None,
     precision: Annotated[Variant, typer.Option(
-        help="int8 (CPU) or fp16 (CUDA).", metavar="int8|fp16")] = Variant.int8,
+        help="int8 (CPU) or fp16 (CUDA).", metavar="|".join(PRECISIONS[1:]))] = Variant.int8,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing variant.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -182,7 +183,7 @@ def info(
     model: Annotated[str, typer.Option(help="With --probe: model to time.",
                                        metavar="NAME")] = "nuclei_3d",
     precision: Annotated[Precision, typer.Option(
-        help="With --probe: precision to time.", metavar="fp32|int8|fp16")] = Precision.fp32,
+        help="With --probe: precision to time.", metavar="|".join(PRECISIONS))] = Precision.fp32,
     seconds: Annotated[float, typer.Option(
         help="With --probe: seconds of timing per setting.", metavar="S")] = 1.5,
     debug: DebugOpt = False,

@@ -8,6 +8,8 @@ from typing import Annotated, Optional  # noqa: UP035 (typer on 3.10)
 
 import typer
 
+from nucseg_rt.params import DEVICES, DYNAMICS_METHODS, PRECISIONS
+
 app = typer.Typer(
     name="nucseg-rt", no_args_is_help=True, add_completion=False,
     pretty_exceptions_show_locals=False, context_settings={"help_option_names": ["-h", "--help"]},
@@ -29,31 +31,20 @@ def _root(version: Annotated[bool, typer.Option(
     """Cellpose-3-compatible 3D nuclei segmentation on ONNX Runtime, without PyTorch."""
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str Enum for Typer from one of the library's choice lists (:mod:`nucseg_rt.params`)."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    int8 = "int8"
-    fp16 = "fp16"
-
-
-class Variant(str, Enum):
-    int8 = "int8"
-    fp16 = "fp16"
+Device = _choice("Device", DEVICES)
+Precision = _choice("Precision", PRECISIONS)
+Variant = _choice("Variant", PRECISIONS[1:])  # the quantized / half variants of a model
+Dynamics = _choice("Dynamics", DYNAMICS_METHODS)
 
 
 class WorkAvoidanceChoice(str, Enum):
     default = "default"
     plain = "plain"
-
-
-class Dynamics(str, Enum):
-    stable = "stable"
-    cellpose = "cellpose"
 
 
 class OutputFormat(str, Enum):
@@ -68,7 +59,7 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registered model n
                                        metavar="NAME|FILE", rich_help_panel="Model")]
 PrecisionOpt = Annotated[Precision, typer.Option(
     help="fp32 (reference), int8 (fast on CPU; `nucseg-rt quantize NAME` makes it) or fp16 "
-         "(CUDA).", metavar="fp32|int8|fp16", rich_help_panel="Model")]
+         "(CUDA).", metavar="|".join(PRECISIONS), rich_help_panel="Model")]
 AnisotropyOpt = Annotated[Optional[float], typer.Option(
     help="Z step / XY pixel size, e.g. 4 for 2 um planes of 0.5 um pixels (default: from the "
          "file's calibration when it gives both, else 1 with a warning).", metavar="A",
@@ -99,7 +90,7 @@ OutputFormatOpt = Annotated[OutputFormat, typer.Option(
     help="Labels as <stem>_masks.tif or <stem>_masks.ome.zarr (OME-Zarr labels group; needs "
          "the large extra).", metavar="tif|zarr", rich_help_panel="Output")]
 DeviceOpt = Annotated[Device, typer.Option(
-    help="'auto': CUDA when onnxruntime offers it, else the CPU.", metavar="auto|cpu|cuda",
+    help="'auto': CUDA when onnxruntime offers it, else the CPU.", metavar="|".join(DEVICES),
     rich_help_panel="Hardware")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(
     help="CPU threads for the network (per stream) and dynamics (default: all cores).",

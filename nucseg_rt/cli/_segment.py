@@ -12,6 +12,7 @@ from nucseg_rt.cli._options import (AnisotropyOpt, CellprobThresholdOpt, Channel
                                     ModelOpt, OutputFormat, OutputFormatOpt, Precision,
                                     PrecisionOpt, QuietOpt, SaveFlowsOpt, StitchThresholdOpt,
                                     ThreadsOpt, WorkAvoidanceChoice, ZAxisOpt, app)
+from nucseg_rt.params import DYNAMICS_METHODS
 
 __all__ = ["segment", "parse_diameter"]
 
@@ -52,7 +53,7 @@ def segment(
         rich_help_panel="Algorithm")] = False,
     dynamics: Annotated[Dynamics, typer.Option(
         help="'stable' (default) or 'cellpose' (exactly Cellpose 3.1).",
-        metavar="stable|cellpose", rich_help_panel="Algorithm")] = Dynamics.stable,
+        metavar="|".join(DYNAMICS_METHODS), rich_help_panel="Algorithm")] = Dynamics.stable,
     folder: Annotated[Optional[Path], typer.Option(
         "--dir", help="Segment every TIFF in this folder.", metavar="DIR",
         rich_help_panel="Input")] = None,

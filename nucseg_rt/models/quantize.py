@@ -205,7 +205,7 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
     list of (H, W, C) float32 planes, resampled isotropic as the segmenter does.
     """
     from nucseg_rt.prep import axes
-    from nucseg_rt.prep import normalize as preprocess
+    from nucseg_rt.prep import normalize
     from nucseg_rt.prep.resample import rescale_volume
 
     if folder is not None:
@@ -218,7 +218,7 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
     planes = []
     for vol, anisotropy, axes_args in volumes:
         x, _ = axes.to_zyxc(vol, nchan=nchan, **axes_args)
-        x = preprocess.normalize(x)
+        x = normalize(x)
         x = rescale_volume(x, rescale=1.0, anisotropy=anisotropy, nchan=nchan)
         for perm in ((0, 1, 2, 3), (1, 0, 2, 3), (2, 0, 1, 3)):
             view = x.transpose(perm)

@@ -21,8 +21,8 @@ import numpy as np
 from nucseg_rt import errors
 from nucseg_rt.errors import (Cancelled, InvalidInputError, ModelNotFoundError, NucsegError,
                               check_cancel)
-from nucseg_rt.models.registry import PRECISIONS
-from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
+from nucseg_rt.params import (PRECISIONS, InputSpec, MaskParams, validate_diameter,
+                              validate_positive)
 
 __all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",
            "SegmenterCache", "layer_input", "anisotropy_from_scale", "output_names",
@@ -228,15 +228,16 @@ def model_choices() -> tuple[list[str], str | None, str | None]:
 
 def precision_choices(model: str | None) -> list[str]:
     """Precisions the model offers: fp32, then its registered variants (int8, fp16)."""
+    reference, *variants_offered = PRECISIONS
     if not model:
-        return ["fp32"]
+        return [reference]
     from nucseg_rt.models import registry
 
     try:
         variants = registry.model_info(model).variants
     except NucsegError:
-        return ["fp32"]
-    return ["fp32"] + [p for p in ("int8", "fp16") if p in variants]
+        return [reference]
+    return [reference] + [p for p in variants_offered if p in variants]
 
 
 def default_diameter(model: str | None, fallback: float = 30.0) -> float:

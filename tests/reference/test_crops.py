@@ -10,7 +10,7 @@ import tifffile
 pytest.importorskip("torch")
 
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
-from nucseg_rt.prep.normalize import normalize, smooth_sharpen  # noqa: E402
+from nucseg_rt.prep import normalize, smooth_sharpen  # noqa: E402
 from nucseg_rt_export import crops  # noqa: E402
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from nucseg_rt.prep import normalize as P
+from nucseg_rt import prep
+from nucseg_rt.prep import intensity
 from nucseg_rt.prep.filters import gaussian_filter1d
 from test_preprocess import SHAPE, _vol, _x
 
@@ -50,14 +51,14 @@ def _cp_labels_back(mask, shape):
 
 def test_zyx_gray_equals_cellpose_convert_image():
     vol = _vol()
-    np.testing.assert_array_equal(P.to_zyxc(vol)[0], T.convert_image(vol, None, do_3D=True, nchan=2))
+    np.testing.assert_array_equal(prep.to_zyxc(vol)[0], T.convert_image(vol, None, do_3D=True, nchan=2))
 
 
 @pytest.mark.parametrize("chan, chan2, channels", [(0, 0, [0, 0]), (2, 1, [2, 1]), (1, 0, [1, 0]),
                                                    (1, 2, None)])
 def test_zcyx_channel_choice_equals_cellpose(chan, chan2, channels):
     vol = np.random.default_rng(1).random((23, 2, 97, 131)) * 50.0
-    x, lines = P.to_zyxc(vol, chan=chan, chan2=chan2)
+    x, lines = prep.to_zyxc(vol, chan=chan, chan2=chan2)
     ref = T.convert_image(vol, channels, do_3D=True, nchan=2)
     np.testing.assert_allclose(x, ref, rtol=1e-6, atol=0)
     assert "treating axis 1 (size 2) as channels (smallest axis; pass channel_axis to override)" \
@@ -88,7 +89,7 @@ def test_normalize_equals_cellpose_normalize_img(ours, theirs, two):
     if "sharpen_radius" in ours:
         x = x[:7].copy()  # Cellpose's torch FFT is slow on this machine
     x0 = x.copy()
-    got = P.normalize(x, **ours)
+    got = prep.normalize(x, **ours)
     ref = T.normalize_img(x.copy(), **{"norm3D": True, **theirs})
     np.testing.assert_array_equal(x, x0)
     assert not np.shares_memory(got, x)
@@ -100,7 +101,7 @@ def test_normalize99_downsampled_large_volume():
     vol = np.random.default_rng(4).gamma(2.0, 100.0, shape).astype(np.float32)
     ref = T.normalize99(vol, copy=True, downsample=True)
     full = T.normalize99(vol, copy=True, downsample=False)
-    got = P.normalize(vol[..., None], copy=False)[..., 0]  # in place: vol is overwritten
+    got = prep.normalize(vol[..., None], copy=False)[..., 0]  # in place: vol is overwritten
     np.testing.assert_array_equal(got, ref)
     assert not np.array_equal(got, full)  # the subsample path was actually taken
 
@@ -111,14 +112,14 @@ def test_tile_norm_with_flat_tiles_equals_normalize99_tile():
     x[:, :, :, 1] = 0.0
     x[3, 10:20, 10:20, 1] = 5.0  # a sparse channel: mostly flat tiles
     ref = T.normalize99_tile(x.copy(), blocksize=32, lower=1.0, upper=99.0, norm3D=True)
-    np.testing.assert_allclose(P.normalize(x, tile_norm=32), ref, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(prep.normalize(x, tile_norm=32), ref, rtol=0, atol=2e-5)
 
 
 def test_sharpen_equals_smooth_sharpen_img():
     x = _x(seed=6, two=True)[:5].copy()
     ref = T.smooth_sharpen_img(x.copy(), sharpen_radius=4.0, smooth_radius=0)
     got = x.copy()
-    P._sharpen(got, 4.0, [0, 1])
+    intensity._sharpen(got, 4.0, [0, 1])
     assert _rel(got, ref) < 1e-5
 
 
@@ -126,13 +127,13 @@ def test_sharpen_equals_smooth_sharpen_img():
 def test_smooth_sharpen_equals_smooth_sharpen_img(smooth, sharpen):
     x = _x(seed=6, two=True)[:3].copy()
     ref = T.smooth_sharpen_img(x.copy(), sharpen_radius=sharpen, smooth_radius=smooth)
-    assert _rel(P.smooth_sharpen(x, sharpen_radius=sharpen, smooth_radius=smooth), ref) < 1e-5
+    assert _rel(prep.smooth_sharpen(x, sharpen_radius=sharpen, smooth_radius=smooth), ref) < 1e-5
 
 
 def test_constant_plane_in_whole_volume_mode_equals_cellpose():
     x = _x()
     x[4] = 123.0
-    np.testing.assert_array_equal(P.normalize(x), T.normalize_img(x.copy(), norm3D=True))
+    np.testing.assert_array_equal(prep.normalize(x), T.normalize_img(x.copy(), norm3D=True))
 
 
 def test_near_constant_channel_matches_cellpose():
@@ -140,25 +141,25 @@ def test_near_constant_channel_matches_cellpose():
     x[..., 0] = 10.0
     x[0, 0, 0, 0] = 10.0005  # range below 1e-3: Cellpose zeros it (and invert then gives 1)
     for inv in (False, True):
-        np.testing.assert_array_equal(P.normalize(x, invert=inv),
+        np.testing.assert_array_equal(prep.normalize(x, invert=inv),
                                       T.normalize_img(x.copy(), invert=inv))
 
 
 def test_invert_applies_with_tile_norm_where_cellpose_skips_it():
     x = _x(two=True)
     ref = T.normalize_img(x.copy(), tile_norm_blocksize=40)  # Cellpose skips invert here
-    np.testing.assert_allclose(P.normalize(x, tile_norm=40, invert=True), 1 - ref, atol=2e-5)
+    np.testing.assert_allclose(prep.normalize(x, tile_norm=40, invert=True), 1 - ref, atol=2e-5)
 
 
 def test_tile_norm_per_plane_sparse_sample_is_finite():
     sparse = np.zeros((4, 97, 131, 1), np.float32)
     sparse[1, 5:9, 5:9] = 1.0
     sparse[2, 40:60, 70:90] = np.arange(400, dtype=np.float32).reshape(20, 20, 1)
-    out = P.normalize(sparse, tile_norm=32, norm3D=False)
+    out = prep.normalize(sparse, tile_norm=32, norm3D=False)
     assert np.isfinite(out).all() and not out[0].any() and out[2].max() > 0.5
     # what Cellpose intends: its per-plane maps, built with x99 from x99 (its code uses x01)
     ref = sparse.copy()
-    x01, x99 = P._tile_bounds(ref, 32, 1.0, 99.0)
+    x01, x99 = intensity._tile_bounds(ref, 32, 1.0, 99.0)
     for axis in (0, 1):
         x01 = gaussian_filter1d(x01, 1.0, axis, accumulate=np.float64)
         x99 = gaussian_filter1d(x99, 1.0, axis, accumulate=np.float64)
@@ -193,16 +194,16 @@ def test_resize_linear_equals_cv2(h, w, H, W, nc):
     img = rng.standard_normal((h, w) if nc is None else (h, w, nc)).astype(np.float32) * 100
     ref = cv2.resize(img, (W, H), interpolation=cv2.INTER_LINEAR).reshape(
         (H, W) if nc is None else (H, W, nc))
-    got = P.resize_linear(img, H, W)
+    got = prep.resize_linear(img, H, W)
     assert got.shape == ref.shape and got.dtype == np.float32
     assert _rel(got, ref) < 1e-5
 
 
 def test_resize_linear_stacks_equal_cellpose_resize_image():
     x = _x(two=True)
-    assert _rel(P.resize_linear(x, 150, 77), T.resize_image(x, Ly=150, Lx=77)) < 1e-5
+    assert _rel(prep.resize_linear(x, 150, 77), T.resize_image(x, Ly=150, Lx=77)) < 1e-5
     stack = x[..., 0].copy()
-    got = P.resize_linear(stack, 60, 200, channels_last=False)
+    got = prep.resize_linear(stack, 60, 200, channels_last=False)
     assert got.shape == (23, 60, 200)
     assert _rel(got, T.resize_image(stack, Ly=60, Lx=200, no_channels=True)) < 1e-5
 
@@ -212,7 +213,7 @@ def test_resize_linear_stacks_equal_cellpose_resize_image():
 def test_resize_nearest_equals_cv2(h, w, H, W, dtype):
     lab = np.random.default_rng(h + w).integers(0, 60000, (h, w)).astype(dtype)
     ref = cv2.resize(lab, (W, H), interpolation=cv2.INTER_NEAREST).reshape(H, W)
-    got = P.resize_nearest(lab, H, W)
+    got = prep.resize_nearest(lab, H, W)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, ref)
 
@@ -220,24 +221,24 @@ def test_resize_nearest_equals_cv2(h, w, H, W, dtype):
 def test_resize_nearest_labels_equal_cellpose_resize_image():
     lab = np.random.default_rng(7).integers(2**24, 2**32 - 1, (23, 97, 131), dtype=np.uint32)
     small = lab % 60000
-    np.testing.assert_array_equal(P.resize_nearest(small, 150, 77), T.resize_image(
+    np.testing.assert_array_equal(prep.resize_nearest(small, 150, 77), T.resize_image(
         small, 150, 77, no_channels=True, interpolation=cv2.INTER_NEAREST))
 
 
 @pytest.mark.parametrize("rescale, anisotropy", [(17 / 25, 1.0), (1.0, 2.5), (17 / 25, 2.5),
                                                  (1.3, 0.5), (1.0, 1.01)])
 def test_rescale_and_resize_back_equal_cellpose_run_net(rescale, anisotropy):
-    x = P.normalize(_x(two=True))
+    x = prep.normalize(_x(two=True))
     x0 = x.copy()
-    got = P.rescale_volume(x, rescale=rescale, anisotropy=anisotropy)
+    got = prep.rescale_volume(x, rescale=rescale, anisotropy=anisotropy)
     ref = _cp_rescale(x, rescale, anisotropy)
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     yf = np.random.default_rng(8).standard_normal(got.shape[:3] + (4,)).astype(np.float32)
-    back = P.resize_flows_back(yf, SHAPE)
+    back = prep.resize_flows_back(yf, SHAPE)
     ref_back = _cp_flows_back(yf, SHAPE, rescale)
     assert back.shape == SHAPE + (4,)
     np.testing.assert_allclose(back, ref_back, rtol=1e-5, atol=1e-5)
     lab = np.random.default_rng(9).integers(0, 500, got.shape[:3]).astype(np.uint16)
-    np.testing.assert_array_equal(P.resize_labels_3d(lab, SHAPE), _cp_labels_back(lab, SHAPE))
+    np.testing.assert_array_equal(prep.resize_labels_3d(lab, SHAPE), _cp_labels_back(lab, SHAPE))
     np.testing.assert_array_equal(x, x0)

@@ -5,7 +5,7 @@
 ``downsample=True``), ``lowhigh`` overrides, ``invert``, ``tile_norm``
 (``normalize99_tile``) and ``sharpen_radius`` (``smooth_sharpen_img``, here with
 ``numpy.fft``; :func:`smooth_sharpen` also offers its smoothing). Input handling lives in
-``nucseg_rt.prep.axes``; resampling in ``nucseg_rt.prep.resample`` (both re-exported here).
+``nucseg_rt.prep.axes``; resampling in ``nucseg_rt.prep.resample``.
 """
 
 from __future__ import annotations
@@ -15,27 +15,11 @@ import numbers
 
 import numpy as np
 
-from nucseg_rt.prep.axes import to_zyxc
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.prep.filters import gaussian_filter1d
-from nucseg_rt.prep.resample import (
-    rescale_volume,
-    resize_flows_back,
-    resize_labels_3d,
-    resize_linear,
-    resize_nearest,
-)
+from nucseg_rt.prep.resample import resize_linear
 
-__all__ = [
-    "normalize",
-    "smooth_sharpen",
-    "to_zyxc",
-    "rescale_volume",
-    "resize_flows_back",
-    "resize_labels_3d",
-    "resize_linear",
-    "resize_nearest",
-]
+__all__ = ["normalize", "smooth_sharpen"]
 
 #: Volumes with more voxels per channel than this get percentiles from a strided subsample.
 _DOWNSAMPLE_SIZE = 224**3
