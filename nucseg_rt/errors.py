@@ -86,12 +86,15 @@ def check_cancel(cancel: threading.Event | None) -> None:
         raise Cancelled("cancelled")
 
 
-def params_of(exc: BaseException) -> tuple[str, ...]:
-    """The parameter names an error carries (``exc.param``), as a tuple (empty: none)."""
-    param = getattr(exc, "param", None)
-    if param is None:
-        return ()
-    return (param,) if isinstance(param, str) else tuple(param)
+def params_of(obj) -> tuple[str, ...]:
+    """The parameter names an error (or a log record) carries in ``param``, as a tuple (empty:
+    none; a ``param`` that is no name, such as click's, counts as none)."""
+    param = getattr(obj, "param", None)
+    if isinstance(param, str):
+        return (param,)
+    if isinstance(param, tuple) and all(isinstance(p, str) for p in param):
+        return param
+    return ()
 
 
 def describe_error(exc: BaseException, *, bug: str = "internal error ({kind}: {text})") -> str:

@@ -84,9 +84,10 @@ def test_settings_or_keywords_none_means_not_given():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(precision="fp64"), r"`precision` must be 'fp32', 'int8' or 'fp16', got 'fp64'"),
     (dict(device="tpu"), r"`device` must be 'auto', 'cpu' or 'cuda', got 'tpu'"),
-    (dict(batch_size=0), r"`batch_size` must be a whole number >= 1, got 0"),
+    (dict(batch_size=0), r"`batch_size` must be >= 1, got 0"),
     (dict(threads=1.5), r"`threads` must be a whole number >= 1, got 1.5"),
-    (dict(streams=65), r"`streams` must be a whole number from 1 to 64, got 65"),
+    (dict(streams=65), r"`streams` must be from 1 to 64, got 65"),
+    (dict(streams=True), r"`streams` must be a whole number from 1 to 64, got True"),
     (dict(bsize=100), r"`bsize` must be a multiple of 16 from 64 to 1024, got 100"),
     (dict(tile_overlap=0.9), r"`tile_overlap` must be in \[0.05, 0.5\], got 0.9"),
     (dict(work_avoidance="some"), r"`work_avoidance` must be a WorkAvoidance, 'default' or 'plain'"),
@@ -140,6 +141,7 @@ def test_errors_carry_their_parameter(seg):
     both = InvalidInputError("`channel_axis` and `z_axis` must differ, both are 1")
     assert params_of(both) == ("channel_axis", "z_axis")
     assert params_of(InvalidInputError("no parameter here")) == ()
+    assert params_of(ValueError("x")) == () and params_of(type("E", (), {"param": object()})) == ()
 
 
 def test_cli_says_the_flags_of_the_params():

@@ -56,10 +56,12 @@ def check_precision(precision: str, providers: list) -> None:
 def _whole_at_least(name: str, value, low: int, high: int | None = None) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or int(value) != value or value < low or (high and value > high):
-        span = f">= {low}" if high is None else f"from {low} to {high}"
+    span = f">= {low}" if high is None else f"from {low} to {high}"
+    if isinstance(value, bool) or int(value) != value:
         raise InvalidInputError(f"`{name}` must be a whole number {span}, got {value!r}",
                                 param=name)
+    if value < low or (high is not None and value > high):
+        raise InvalidInputError(f"`{name}` must be {span}, got {value!r}", param=name)
 
 
 @dataclass(frozen=True)
