@@ -19,8 +19,8 @@ import numpy as np
 
 from nucseg_rt.errors import check_cancel
 from nucseg_rt.masks.assemble import masks_from_flows as _masks_from_flows
-from nucseg_rt.network.engine import Engine, EngineOptions
-from nucseg_rt.network.predict import Progress, WorkAvoidance
+from nucseg_rt.network.engine import Engine, EngineOptions, WorkAvoidanceChoice
+from nucseg_rt.network.predict import Progress
 from nucseg_rt.params import (MODES, Device, DynamicsMethod, InputSpec, MaskParams, Mode,
                               Normalization, Precision, settings_or_keywords, validate_choice,
                               validate_diameter, validate_positive)
@@ -91,7 +91,7 @@ class Segmenter:
                  threads: int | None = None, batch_size: int | None = None,
                  streams: int | None = None, tile_overlap: float | None = None,
                  bsize: int | None = None,
-                 work_avoidance: WorkAvoidance | Literal["default", "plain"] | None = None,
+                 work_avoidance: WorkAvoidanceChoice | None = None,
                  use_probe: bool | None = None, engine: EngineOptions | None = None):
         from nucseg_rt.models import registry
 

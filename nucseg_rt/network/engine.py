@@ -27,7 +27,8 @@ from nucseg_rt.params import (DEVICES, GRID_Z_FACTOR, PRECISIONS, Device, Mode, 
                               validate_choice)
 from nucseg_rt.prep.resample import rescale_volume, resize_channels_back, resize_linear
 
-__all__ = ["EngineOptions", "Engine", "NetworkRun", "DEFAULT_WORK_AVOIDANCE", "check_precision"]
+__all__ = ["EngineOptions", "Engine", "NetworkRun", "DEFAULT_WORK_AVOIDANCE", "WorkAvoidanceChoice",
+           "check_precision"]
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -42,6 +43,7 @@ DEFAULT_WORK_AVOIDANCE = WorkAvoidance(native_yx=True, compact_tiles=True, backg
                                        max_anisotropy=8.0)
 _CUDA = "CUDAExecutionProvider"
 
+#: a WorkAvoidance, or "default" (:data:`DEFAULT_WORK_AVOIDANCE`) / "plain" (Cellpose's passes)
 WorkAvoidanceChoice = Union[WorkAvoidance, Literal["default", "plain"]]
 
 
