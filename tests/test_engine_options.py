@@ -179,3 +179,16 @@ def test_dynamics_threads_restores_the_previous_number():
     assert numba.get_num_threads() == before
     with dynamics_threads(None):
         assert numba.get_num_threads() == before
+
+
+def test_batch_runner_closes_the_segmenter_it_made(tiny_onnx_model):
+    from nucseg_rt import BatchRunner
+
+    with BatchRunner(lambda: Segmenter(tiny_onnx_model, device="cpu", streams=1)) as runner:
+        made = runner.segmenter
+    assert made.engine.closed  # the runner made it: the runner closed it
+    given = Segmenter(tiny_onnx_model, device="cpu", streams=1)
+    with BatchRunner(given) as runner:
+        assert runner.segmenter is given
+    assert not given.engine.closed  # given loaded: its owner's to close
+    given.close()
