@@ -67,13 +67,15 @@ class StabilityTracker:
         self._first_seen: dict[Path, tuple[Snapshot, float]] = {}
 
     def observe(self, path: Path, snap: Snapshot) -> bool:
-        """Record a look at ``path``; True when it is ready and unchanged for ``settle`` s."""
+        """Record a look at ``path``; True when it has been unchanged for ``settle`` s (ready
+        or not: an input that stays empty is settled too, and the caller says why it is not
+        taken)."""
         now = self.clock()
         previous = self._first_seen.get(path)
         if previous is None or previous[0] != snap:
             self._first_seen[path] = (snap, now)
             return False
-        return snap.ready and now - previous[1] >= self.settle
+        return now - previous[1] >= self.settle
 
     def forget(self, path: Path) -> None:
         self._first_seen.pop(path, None)
