@@ -177,4 +177,7 @@ def test_readme_states_the_export_check_as_implemented():
     text = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
     sizes = {1: "one", 2: "two", 3: "three", 4: "four"}[len(VERIFY_SHAPES)]
     assert f"on random inputs of {sizes} sizes" in text
-    assert f"within {atol:g} plus {RTOL:g} times the largest output on that input" in text
+    def sci(v):  # 1e-4, as the README writes it
+        return f"{v:.0e}".replace("e-0", "e-")
+
+    assert f"within {sci(atol)} plus {sci(RTOL)} times the largest output on that input" in text
