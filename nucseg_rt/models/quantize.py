@@ -166,7 +166,7 @@ def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray,
 
 
 def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
-    from nucseg_rt.io.tiff import read_volume
+    from nucseg_rt.io import read_volume
     from nucseg_rt.prep.axes import resolve_axes
 
     files = sorted(p for p in folder.iterdir()
@@ -347,7 +347,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
 
-    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.io import atomic_write
     from nucseg_rt.models.modelfile import inspect_model
 
     src, dst = _validate_paths(src, dst, overwrite)
@@ -414,7 +414,7 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.io import atomic_write
     from nucseg_rt.models.modelfile import inspect_model
 
     src, dst = _validate_paths(src, dst, overwrite)

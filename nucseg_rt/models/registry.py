@@ -38,7 +38,7 @@ from typing import Literal
 
 from nucseg_rt.errors import (InvalidInputError, ModelFormatError, ModelIntegrityError,
                               ModelNotFoundError)
-from nucseg_rt.io.tiff import atomic_write
+from nucseg_rt.io import atomic_write
 from nucseg_rt.models.modelfile import (convert_cellpose, existing_model_file, inspect_model,
                                  is_torch_file, ortho_partner, read_metadata, sha256_file,
                                  validate_onnx_model)
