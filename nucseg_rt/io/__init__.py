@@ -9,6 +9,7 @@ and flow ``.npz`` out.
   0.4) and :func:`write_flows_npz`. Every output is written under a temporary name in its folder
   and renamed into place on success (:func:`atomic_write`, :func:`atomic_dir`), so an interrupted
   run never leaves a half-written result; existing files are replaced only with ``overwrite``.
+  :func:`existing_file` is the check before a file is read.
 - :func:`tiff_problem`: why a TIFF is not whole (a file still being copied).
 - :func:`parse_memory` / :func:`physical_memory`: memory budgets for blockwise runs.
 
@@ -20,7 +21,7 @@ zarr is needed for zarr inputs, OME-Zarr outputs and lazy TIFF reading only
 >>> write_labels_tif("embryo_masks.tif", masks, info.voxel_size_zyx)  # doctest: +SKIP
 """
 
-from nucseg_rt.io._fs import atomic_dir, atomic_write
+from nucseg_rt.io._fs import atomic_dir, atomic_write, existing_file
 from nucseg_rt.io._lazy import LazyVolume, open_volume, read_header
 from nucseg_rt.io._memory import parse_memory, physical_memory
 from nucseg_rt.io._meta import VolumeInfo
@@ -31,5 +32,5 @@ from nucseg_rt.io._zarr import (create_labels_zarr, import_zarr, is_zarr_path, i
 
 __all__ = ["VolumeInfo", "read_header", "read_volume", "LazyVolume", "open_volume",
            "write_labels_tif", "write_labels_zarr", "create_labels_zarr", "open_labels_zarr",
-           "write_flows_npz", "atomic_write", "atomic_dir", "is_zarr_path", "is_zarr_store",
-           "import_zarr", "tiff_problem", "parse_memory", "physical_memory"]
+           "write_flows_npz", "atomic_write", "atomic_dir", "existing_file", "is_zarr_path",
+           "is_zarr_store", "import_zarr", "tiff_problem", "parse_memory", "physical_memory"]

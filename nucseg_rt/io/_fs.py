@@ -63,13 +63,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def existing_file(path: str | os.PathLike) -> Path:
-    """``path`` as a Path; InvalidInputError unless it is an existing file."""
+def existing_file(path: str | os.PathLike, *, error: type[Exception] = InvalidInputError,
+                  missing: str = "{path}: file does not exist",
+                  not_file: str = "{path}: not a file") -> Path:
+    """``path`` as a Path, checked to be an existing file before it is read.
+
+    Otherwise raises ``error`` with the message ``missing`` (nothing there) or ``not_file`` (a
+    folder or other non-file), each formatted with ``path``.
+    """
     path = Path(path)
     if not path.exists():
-        raise InvalidInputError(f"{path}: file does not exist")
+        raise error(missing.format(path=path))
     if not path.is_file():
-        raise InvalidInputError(f"{path}: not a file")
+        raise error(not_file.format(path=path))
     return path
 
 

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from nucseg_rt.errors import ModelFormatError, ModelIntegrityError, ModelNotFoundError
+from nucseg_rt.io import existing_file
 
 __all__ = ["existing_model_file", "sha256_file", "is_torch_file", "read_metadata", "inspect_model",
            "validate_onnx_model", "ortho_partner", "SUPPORTED_NCHAN"]
@@ -158,12 +159,8 @@ def validate_onnx_model(path: str | os.PathLike) -> int:
 
 def existing_model_file(path: str | os.PathLike) -> Path:
     """``path`` as a Path; ModelNotFoundError unless it is an existing file."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelNotFoundError(f"model file not found: {path}")
-    if not path.is_file():
-        raise ModelNotFoundError(f"model path is not a file: {path}")
-    return path
+    return existing_file(path, error=ModelNotFoundError, missing="model file not found: {path}",
+                         not_file="model path is not a file: {path}")
 
 
 def inspect_model(path: str | os.PathLike) -> tuple[dict[str, str], int]:
