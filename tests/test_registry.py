@@ -403,7 +403,7 @@ def test_shipped_bundled_index_matches_files():
     """models/index.json must list every shipped model with its current sha256.
 
     After changing a file in models/, run:
-    python -c "from nucseg_rt.models.registry import write_bundled_index; write_bundled_index()"
+    python -c "from nucseg_rt.models import write_bundled_index; write_bundled_index()"
     """
     index = json.loads((MODELS_DIR / "index.json").read_text())
     listed = set()
