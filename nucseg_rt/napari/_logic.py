@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nucseg_rt.errors import Cancelled, InvalidInputError, ModelNotFoundError, NucsegError
-from nucseg_rt.models.registry import PRECISIONS
+from nucseg_rt.models import PRECISIONS
 from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
 
 __all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",

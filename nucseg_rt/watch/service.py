@@ -17,8 +17,8 @@ from pathlib import Path
 from nucseg_rt.batch import RunSettings, describe_error
 from nucseg_rt.errors import InvalidInputError, NucsegError
 from nucseg_rt.params import InputSpec, MaskParams
-from nucseg_rt.watch.detect import (Snapshot, StabilityTracker, find_candidates, snapshot,
-                                    tiff_problem)
+from nucseg_rt.io import tiff_problem
+from nucseg_rt.watch.detect import Snapshot, StabilityTracker, find_candidates, snapshot
 
 __all__ = ["WatchSettings", "WatchSummary", "record_path", "read_record", "check_folders",
            "watch_folder", "stop_on_signals"]
@@ -79,7 +79,7 @@ def read_record(path: str | os.PathLike) -> dict | None:
 
 
 def _write_record(path: Path, record: dict) -> None:
-    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.io import atomic_write
 
     with atomic_write(path) as fh:
         fh.write(json.dumps(record, indent=1).encode("utf-8"))
