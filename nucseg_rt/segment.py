@@ -397,7 +397,7 @@ def _with_probe(options: EngineOptions) -> EngineOptions:
     saved probe (``nucseg-rt info --probe --save``; CPU only)."""
     if None not in (options.batch_size, options.threads, options.streams):
         return options
-    from nucseg_rt.models.probe import probe_defaults
+    from nucseg_rt.models import probe_defaults
 
     batch_size, threads, streams = probe_defaults(options.precision, batch_size=options.batch_size,
                                                   threads=options.threads, streams=options.streams)

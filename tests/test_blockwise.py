@@ -17,7 +17,7 @@ from nucseg_rt.blockwise.plan import BASE_BYTES, choose_block_size, estimate_byt
 from nucseg_rt.blockwise import run as large  # noqa: E402
 from nucseg_rt.blockwise.merge import merge_blocks  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
-from nucseg_rt.io.lazy import open_volume  # noqa: E402
+from nucseg_rt.io import open_volume  # noqa: E402
 from nucseg_rt.eval.metrics import average_precision  # noqa: E402
 from nucseg_rt.prep.intensity import _percentile_bounds  # noqa: E402
 

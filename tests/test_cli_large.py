@@ -15,7 +15,7 @@ import _blockdata as data  # noqa: E402
 from test_cli import assert_one_error_line, run_cli  # noqa: E402
 from test_cli_segment import summary_row  # noqa: E402
 
-from nucseg_rt.io.lazy import open_labels_zarr  # noqa: E402
+from nucseg_rt.io import open_labels_zarr  # noqa: E402
 
 
 def test_block_size_writes_the_blockwise_labels(tmp_path):

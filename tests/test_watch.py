@@ -64,13 +64,13 @@ def test_tracker_needs_the_same_snapshot_for_settle_seconds(tmp_path):
     assert tracker.tracked() == set()
 
 
-def test_tracker_never_takes_unready_and_settle_zero_needs_two_looks(tmp_path):
+def test_tracker_settles_unready_inputs_too_and_settle_zero_needs_two_looks(tmp_path):
     clock = FakeClock()
     tracker = StabilityTracker(1.0, clock)
     empty = Snapshot(0, 1, ready=False)
-    tracker.observe(tmp_path / "e.tif", empty)
-    clock.now += 60
     assert not tracker.observe(tmp_path / "e.tif", empty)
+    clock.now += 60  # settled: the service then fails it with a reason (never queued for ever)
+    assert tracker.observe(tmp_path / "e.tif", empty)
     zero = StabilityTracker(0.0, clock)
     assert not zero.observe(tmp_path / "a.tif", Snapshot(5, 1))
     assert zero.observe(tmp_path / "a.tif", Snapshot(5, 1))

@@ -107,7 +107,7 @@ def plan_run(shape_zyx, *, anisotropy: float, rescale: float, diameter: float, n
         The anisotropy of the file, for the default halo of the smallest block (default
         ``anisotropy``; they differ in stitch mode, which does not resample Z).
     """
-    from nucseg_rt.io.lazy import physical_memory
+    from nucseg_rt.io import physical_memory
 
     shape = tuple(int(s) for s in shape_zyx)
     scale = dict(anisotropy=anisotropy, rescale=rescale, nchan=nchan)

@@ -171,6 +171,6 @@ def parse_diameter(text: str | None):
 def check_model(model: str, ortho: str | None, precision: str) -> None:
     """The model (and its variant) exists and is intact, before any file is read (the
     Segmenter loads it once the files' headers are checked)."""
-    from nucseg_rt.models.registry import resolve_model
+    from nucseg_rt.models import resolve_model
 
     resolve_model(model, ortho=ortho, precision=precision)
