@@ -1,6 +1,7 @@
 """The two-stage API: predict_flows -> masks_from_flows equals segment(), voxel for voxel;
 progress, cancel, MaskParams validation, Flows unpacking. Torch-free (bundled model)."""
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -99,7 +100,7 @@ def test_mask_params_defaults_and_replace():
     assert (p.cellprob_threshold, p.min_size, p.max_size_fraction, p.niter, p.method) == (0.0, 15, 0.4, None, "stable")
     q = p.replace(min_size=40)
     assert q.min_size == 40 and p.min_size == 15
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'min_size'"):
         p.min_size = 3  # frozen
 
 
