@@ -6,9 +6,14 @@ make each kind of data (test modules never import each other):
 - CLI: :func:`run_cli`, :func:`cli_help` (each ``--help`` spawned once per session),
   :func:`assert_one_error_line`, :func:`summary_row`.
 - Images: :func:`blob_volume` (Gaussian blobs the tiny model finds one nucleus each),
-  :func:`noise_volume`, :func:`write_calibrated` (a calibrated ImageJ TIFF). Realistic nuclei
+  :func:`noise_volume`, :func:`zyxc_input`, :func:`plane_input`, :func:`write_calibrated`
+  (a calibrated ImageJ TIFF). Realistic nuclei
   come from ``nucseg_rt.eval.synth.make_volume``.
-- Labels: :func:`random_ellipsoids` (touching nuclei), :func:`ideal_flows`, :func:`cellpose_flows`.
+- Labels: :func:`random_ellipsoids` (touching nuclei), :func:`ball_lattice` (a jittered grid
+  of balls, fast for large volumes), :func:`ideal_flows`, :func:`cellpose_flows`.
+- Known label cases that a unit test and its Cellpose reference test share:
+  :func:`stitch_planes`, :func:`quirk_planes`, :func:`split_merge_planes`, :func:`holey_labels`,
+  :func:`cavity_labels`, :func:`ring_labels`.
 - Models: :func:`make_tiny_onnx` (no torch); Cellpose-format networks with random weights
   (:func:`make_cellpose_net`, :func:`exported_model`, :func:`cellpose_model`; torch, reference
   tests only).
@@ -116,6 +121,26 @@ def noise_volume(shape=(23, 97, 131), seed=0, dtype=np.uint16, scale=1000) -> np
     return (np.random.default_rng(seed).random(shape) * scale).astype(dtype)
 
 
+def zyxc_input(seed=3, two=False) -> np.ndarray:
+    """(23, 97, 131, 2) float32 network input from :func:`noise_volume`: nuclei channel + zeros,
+    or (``two``) nuclei + a flipped, dimmer second channel."""
+    from nucseg_rt.prep.axes import to_zyxc
+
+    vol = noise_volume(seed=seed).astype(np.float32)
+    if two:
+        vol = np.stack([vol, noise_volume(seed=seed + 1)[::-1].astype(np.float32) * 0.3], axis=1)
+        return to_zyxc(vol, chan=1, chan2=2)[0]
+    return to_zyxc(vol)[0]
+
+
+def plane_input(shape, seed=0) -> np.ndarray:
+    """float32 planes (N, H, W, C) of uniform noise in channel 0, zeros in the others (Cellpose 3
+    nuclei models: nuclei channel + zeros)."""
+    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    x[..., 1:] = 0
+    return x
+
+
 def write_calibrated(path, vol, z_step: float = 0.5, pixel: float = 0.5) -> Path:
     """``vol`` (Z, Y, X) as an ImageJ TIFF with ``pixel`` um pixels and ``z_step`` um planes."""
     import tifffile
@@ -201,6 +226,22 @@ def random_ellipsoids(shape, n, *, radius=(4.0, 9.0), aniso=1.0, seed=0, min_siz
     return lab
 
 
+def ball_lattice(shape, seed: int, spacing: int = 9, radius: float = 3.6) -> np.ndarray:
+    """Labels ``shape`` (Z, Y, X) uint32: a jittered grid of balls, ids 1..n (fast for large
+    volumes: thousands of labels in known places)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint32)
+    r = int(np.ceil(radius)) + 2
+    offsets = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1].reshape(3, -1).T
+    for n, c in enumerate(np.ndindex(*(s // spacing for s in shape)), 1):
+        centre = (np.array(c) + 0.5) * spacing + rng.uniform(-1.5, 1.5, 3)
+        voxels = np.round(centre).astype(int) + offsets
+        voxels = voxels[((voxels - centre) ** 2).sum(1) <= radius ** 2]
+        voxels = voxels[np.all((voxels >= 0) & (voxels < shape), axis=1)]
+        labels[tuple(voxels.T)] = n
+    return labels
+
+
 def ideal_flows(lab):
     """Ideal network output for ``lab``: the runtime's flows (equal to Cellpose 3.1's
     ``masks_to_flows`` within 1e-4, tests/reference/test_label_flows_cellpose.py) at network
@@ -221,6 +262,81 @@ def _at_network_scale(flows, lab):
     dP = (flows * 5.0).astype(np.float32)
     cellprob = np.where(lab > 0, 10.0, -10.0).astype(np.float32)
     return dP, cellprob
+
+
+# --- known label cases shared by a unit test and its reference test ---------------------------
+
+
+def stitch_planes():
+    """Per-plane labels of 3D nuclei with shuffled ids, an empty gap and a cut corner."""
+    lab = random_ellipsoids((20, 97, 131), 40, seed=4, radius=(5.0, 11.0))
+    rng = np.random.default_rng(0)
+    out = np.zeros(lab.shape, np.uint16)
+    for z in range(lab.shape[0]):
+        ids = np.unique(lab[z])[1:]
+        lut = np.zeros(lab.max() + 1, np.int64)
+        lut[ids] = rng.permutation(len(ids)) + 1
+        out[z] = lut[lab[z]]
+    out[8:10] = 0
+    out[0, :20, :20] = 0
+    out[12][out[12] == 2] = 0  # a gap in the ids of one plane
+    return out
+
+
+def quirk_planes():
+    """Five planes where Cellpose's stitching keeps plane 2's own ids."""
+    # plane 1 is empty before any two planes were stitched: plane 2 keeps its own ids,
+    # so its mask 1 gets the same id as the unrelated mask 1 of plane 0 (as in Cellpose)
+    m = np.zeros((5, 20, 20), np.uint16)
+    m[0, 2:5, 2:5] = 1
+    m[2, 12:16, 12:16] = 1
+    m[2, 5:9, 5:9] = 2
+    m[3, 12:16, 12:16] = 1
+    m[4, 13:17, 12:16] = 3
+    return m
+
+
+def split_merge_planes():
+    """Two planes where one mask overlaps two: the best IoU wins."""
+    m = np.zeros((2, 10, 20), np.uint16)
+    m[0, :, :10] = 1
+    m[0, :, 10:] = 2
+    m[1, :, 2:16] = 5  # overlaps 1 (8 px wide) more than 2 (6 px wide)
+    m[1, :, 16:] = 3
+    return m
+
+
+def holey_labels():
+    """3D labels with punched holes, enclosed cavities and tiny masks."""
+    lab = random_ellipsoids((23, 97, 131), 70, seed=3, radius=(4.0, 10.0)).astype(np.uint16)
+    rng = np.random.default_rng(0)
+    for k in range(1, lab.max() + 1, 2):
+        zz, yy, xx = np.nonzero(lab == k)
+        c = rng.integers(len(zz))
+        lab[zz[c], yy[c], xx[c]] = 0  # a one-voxel hole (or a dent at the surface)
+    n = lab.max()
+    lab[0, :3, :3] = n + 1  # small masks
+    lab[5:7, 50:52, 0:2] = n + 2
+    return lab
+
+
+def cavity_labels():
+    """A cube with an enclosed cavity holding a second mask."""
+    lab = np.zeros((9, 9, 9), np.uint16)
+    lab[1:8, 1:8, 1:8] = 1
+    lab[3:6, 3:6, 3:6] = 0  # cavity
+    lab[4, 4, 4] = 2  # a mask inside the cavity
+    return lab
+
+
+def ring_labels():
+    """A 2D ring whose hole touches a corner gap only diagonally."""
+    ring = np.zeros((7, 7), np.uint8)
+    ring[1:6, 1:6] = 3
+    ring[2:5, 2:5] = 0  # hole
+    ring[1, 1] = 0  # a corner gap only touches the hole diagonally: still a hole
+    return ring
+
 
 
 # --- the tiny ONNX model (no torch) ---------------------------------------------------------

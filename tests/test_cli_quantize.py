@@ -10,9 +10,8 @@ import pytest
 import tifffile
 
 from nucseg_rt.eval.synth import make_volume
-from test_cli import assert_one_error_line, run_cli
+from helpers import MODELS, assert_one_error_line, make_tiny_onnx, run_cli
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +118,6 @@ def _qdq_copy(src: Path, dst: Path, metadata: dict | None = None) -> Path:
 
 
 def test_int8_onnx_added_is_int8(tmp_path, volume):
-    from _tinyonnx import make_tiny_onnx
-
     q8 = _qdq_copy(make_tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "q8.onnx",
                    {"precision": "int8"})
     proc = run_cli("add-model", q8)
@@ -138,8 +135,6 @@ def test_int8_onnx_added_is_int8(tmp_path, volume):
 
 
 def test_quantizing_a_quantized_file_is_a_clear_error(tmp_path):
-    from _tinyonnx import make_tiny_onnx
-
     from nucseg_rt.errors import ModelFormatError
     from nucseg_rt.models.quantize import quantize_int8
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_cli import run_cli
+from helpers import run_cli
 
 pytest.importorskip("torch")
 
@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 @pytest.mark.slow
 def test_export_cellpose_then_segment_ready(tmp_path):
     pytest.importorskip("cellpose")
-    from modelfactory import make_cellpose_net
+    from helpers import make_cellpose_net
     src = tmp_path / "cp_main"
     make_cellpose_net(seed=5).save_model(str(src))
     out = tmp_path / "exported.onnx"
@@ -38,7 +38,7 @@ def test_make_crops_passes_arguments_through():
 @pytest.mark.slow
 def test_export_cellpose_ortho_min_anisotropy(tmp_path):
     pytest.importorskip("cellpose")
-    from modelfactory import make_cellpose_net
+    from helpers import make_cellpose_net
 
     from nucseg_rt.models.modelfile import read_metadata
     main, ortho = tmp_path / "cp_main", tmp_path / "cp_ortho"
