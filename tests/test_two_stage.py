@@ -1,5 +1,6 @@
 """The two-stage API: predict_flows -> masks_from_flows equals segment(), voxel for voxel;
-progress, cancel, MaskParams validation, Flows unpacking. Torch-free (bundled model)."""
+progress, cancel, MaskParams validation, Flows unpacking. Torch-free (the tiny model on synthetic
+nuclei; the bundled model where a run must last long enough to be cancelled)."""
 
 import dataclasses
 import threading
@@ -7,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from helpers import blob_volume
 from nucseg_rt import Segmenter
 from nucseg_rt.errors import Cancelled, InvalidInputError
 from nucseg_rt.eval.synth import make_volume
@@ -15,14 +17,15 @@ from nucseg_rt.results import Flows
 
 
 @pytest.fixture(scope="module")
-def seg():
-    return Segmenter("nuclei_3d", device="cpu")
+def seg(tiny_onnx_model):
+    with Segmenter(tiny_onnx_model, device="cpu", use_probe=False) as seg:
+        yield seg
 
 
 @pytest.fixture(scope="module")
 def vol():
-    img, _, _ = make_volume((40, 90, 101), density=0.25, diameter_mean=20.0, anisotropy=2.0, seed=3)
-    return img
+    """Four blobs (sigma 5) in (12, 64, 72): one nucleus each for the tiny model."""
+    return blob_volume((12, 64, 72), centers=[(3, 16, 18), (6, 40, 20), (5, 20, 52), (8, 46, 54)])
 
 
 @pytest.mark.parametrize("kw,mask_kw", [
@@ -137,9 +140,10 @@ def test_cancel_before_and_during_leaves_segmenter_usable(tiny_onnx_model):
     assert res.masks.shape == vol.shape
 
 
-def test_cancel_from_another_thread_returns_quickly(seg):
+def test_cancel_from_another_thread_returns_quickly():
     import time
 
+    seg = Segmenter("nuclei_3d", device="cpu")
     img, _, _ = make_volume((48, 160, 160), density=0.25, diameter_mean=20.0, anisotropy=1.0, seed=4)
     ev = threading.Event()
     timer = threading.Timer(1.0, ev.set)
