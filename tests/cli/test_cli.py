@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import EXAMPLE, assert_one_error_line, cli_help, run_cli
+from helpers import assert_one_error_line, cli_help, run_cli
 
 COMMANDS = ["segment", "watch", "add-model", "models", "remove-model", "model-info", "info",
             "export-cellpose", "train", "make-crops", "quantize"]
@@ -278,16 +278,24 @@ def test_segment_bad_streams(small_tif, value):
                           f"`--streams` must be from 1 to 64, got {value}")
 
 
-def test_segment_tile_size_reaches_the_network(tmp_path):
+def test_segment_tile_size_reaches_the_network(tmp_path, tiny_onnx_model):
+    """A 290 x 310 plane is tiled differently by 320-px tiles: the saved flows are those of
+    ``Segmenter(bsize=320)``, not those of 224-px tiles."""
+    from helpers import blob_volume
     from nucseg_rt import Segmenter
 
-    example = EXAMPLE
-    proc = run_cli("segment", example, "--anisotropy", "4", "--diameter", "30",
-                   "--tile-size", "320", "--out-dir", tmp_path)
+    vol = blob_volume((5, 290, 310), n=10, seed=1)
+    src = tmp_path / "vol.tif"
+    tifffile.imwrite(src, vol, photometric="minisblack")
+    proc = run_cli("segment", src, "--model", tiny_onnx_model, "--anisotropy", "1",
+                   "--diameter", "30", "--tile-size", "320", "--save-flows", "--out-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    expected = Segmenter("nuclei_3d", device="cpu", bsize=320).segment(
-        tifffile.imread(example), anisotropy=4.0, diameter=30.0).masks
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "embryo_small_masks.tif"), expected)
+    runs = {bs: Segmenter(tiny_onnx_model, device="cpu", bsize=bs, use_probe=False).segment(
+        vol, anisotropy=1.0, diameter=30.0) for bs in (224, 320)}
+    with np.load(tmp_path / "vol_flows.npz") as saved:
+        np.testing.assert_array_equal(saved["flows"], runs[320].flows)
+        assert not np.array_equal(saved["flows"], runs[224].flows)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "vol_masks.tif"), runs[320].masks)
 
 
 def test_segment_without_input():
