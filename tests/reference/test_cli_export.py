@@ -1,5 +1,5 @@
 """CLI commands that run the PyTorch export tools, as real subprocesses (reference: torch, and
-Cellpose for export-cellpose). Their torch-free error paths are in tests/test_cli.py."""
+Cellpose for export-cellpose). Their torch-free error paths are in tests/cli/test_cli.py."""
 
 from __future__ import annotations
 
