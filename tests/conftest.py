@@ -62,9 +62,18 @@ def holey():
 
 
 @pytest.fixture(scope="session")
-def tiny_segmenter(tiny_onnx_pair):
-    """The tiny model pair (main + ortho), diam_mean 30, as a Segmenter (made before the
-    per-test registry folder exists, so it does not read a saved probe)."""
+def tiny_segmenter(tiny_onnx_model):
+    """A Segmenter of the tiny model alone (no ortho partner), diam_mean 30. Made before the
+    per-test registry folder exists and with ``use_probe=False``: it reads no saved probe."""
+    from nucseg_rt import Segmenter
+
+    with Segmenter(tiny_onnx_model, device="cpu", use_probe=False) as seg:
+        yield seg
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_segmenter(tiny_onnx_pair):
+    """A Segmenter of the tiny model pair (main + ortho partner), diam_mean 30, no saved probe."""
     from nucseg_rt import Segmenter
 
     with Segmenter(tiny_onnx_pair, device="cpu", use_probe=False) as seg:

@@ -12,18 +12,20 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import assert_one_error_line, blob_volume, run_cli, summary_row, write_calibrated
+from helpers import (CENTERS, assert_one_error_line, blob_volume, run_cli, summary_row,
+                     write_calibrated)
+
 
 @pytest.fixture
 def good(tmp_path):
-    return writewrite_calibrated(tmp_path / "good.tif", blob_volume())
+    return write_calibrated(tmp_path / "good.tif", blob_volume())
 
 
 # --- happy path, resume ------------------------------------------------------------------------------
 
 
 def test_segment_writes_masks_and_flows(tmp_path, good, tiny_onnx_model):
-    second = writewrite_calibrated(tmp_path / "second.tif", blob_volume(seed=1))
+    second = write_calibrated(tmp_path / "second.tif", blob_volume(seed=1))
     before = good.read_bytes()
     out = tmp_path / "out"
     proc = run_cli("segment", good, second, "--model", tiny_onnx_model, "--diameter", "30",
@@ -66,10 +68,10 @@ def test_segment_skips_done_files_and_overwrites_on_request(tmp_path, good, tiny
 def test_segment_dir_filter_and_subfolders(tmp_path, tiny_onnx_model):
     vol = blob_volume(shape=(8, 40, 40), centers=[(4, 20, 20)])
     (tmp_path / "sub").mkdir()
-    writewrite_calibrated(tmp_path / "a_nuc.tif", vol)
-    writewrite_calibrated(tmp_path / "sub" / "b_nuc.tif", vol)
-    writewrite_calibrated(tmp_path / "c_other.tif", vol)
-    writewrite_calibrated(tmp_path / "old_nuc_masks.tif", vol)  # an output, never an input
+    write_calibrated(tmp_path / "a_nuc.tif", vol)
+    write_calibrated(tmp_path / "sub" / "b_nuc.tif", vol)
+    write_calibrated(tmp_path / "c_other.tif", vol)
+    write_calibrated(tmp_path / "old_nuc_masks.tif", vol)  # an output, never an input
     (tmp_path / "._a_nuc.tif").write_bytes(b"\x00\x05\x16\x07")  # macOS metadata file
     proc = run_cli("segment", "--dir", tmp_path, "--img-filter", "_nuc", "--look-one-level-down",
                    "--model", tiny_onnx_model, "--out-dir", tmp_path / "out")
@@ -84,7 +86,7 @@ def test_segment_dir_filter_and_subfolders(tmp_path, tiny_onnx_model):
 def _bad_files(folder):
     files = {"missing": folder / "missing.tif", "not_tiff": folder / "not_tiff.tif"}
     files["not_tiff"].write_text("this is not an image")
-    full = writewrite_calibrated(folder / "full.tif", blob_volume(shape=(8, 32, 32)))
+    full = write_calibrated(folder / "full.tif", blob_volume(shape=(8, 32, 32)))
     files["truncated"] = folder / "truncated.tif"
     files["truncated"].write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     full.unlink()
@@ -117,7 +119,7 @@ def bad_batch(tmp_path_factory, tiny_onnx_model):
     files = _bad_files(folder)
     zeros = folder / "all_zero.tif"
     tifffile.imwrite(zeros, np.zeros((6, 32, 32), np.uint16), photometric="minisblack")
-    good = writewrite_calibrated(folder / "good.tif", blob_volume())
+    good = write_calibrated(folder / "good.tif", blob_volume())
     inputs = [*files.values(), zeros, good]
     before = {p: p.read_bytes() for p in inputs if p.exists()}
     proc = run_cli("segment", *inputs, "--model", tiny_onnx_model, "--out-dir", folder / "out")
@@ -235,7 +237,7 @@ def test_disk_full_during_write(tmp_path, good, tiny_onnx_model):
 
 
 def test_file_names_and_hints_are_printed_literally(tmp_path, tiny_onnx_model):
-    odd = writewrite_calibrated(tmp_path / "embryo[red]_t1.tif", blob_volume())
+    odd = write_calibrated(tmp_path / "embryo[red]_t1.tif", blob_volume())
     gone = tmp_path / "gone[large].tif"
     proc = run_cli("segment", odd, gone, "--model", tiny_onnx_model, "--diameter", "30", "--out-dir",
                    tmp_path / "out")

@@ -1,5 +1,6 @@
 """diameter="auto": the estimate, where it is recorded, and its plane choice (tiny model on
-seeded blobs). How close the bundled model's estimate comes to the truth: benchmarks/diameter_auto.py."""
+seeded blobs). How close the bundled model's estimate comes to the truth:
+benchmarks/diameter_auto.py."""
 
 import logging
 import threading
@@ -8,16 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import blob_volume
-from nucseg_rt import Segmenter
 from nucseg_rt.errors import Cancelled, InvalidInputError
 from nucseg_rt.eval.synth import make_volume
 from nucseg_rt.network.diameter import _choose_planes
-
-
-@pytest.fixture(scope="module")
-def seg(tiny_onnx_model):
-    with Segmenter(tiny_onnx_model, device="cpu", use_probe=False) as seg:
-        yield seg
 
 
 def _blobs(scale: int, planes: int) -> np.ndarray:
@@ -28,37 +22,38 @@ def _blobs(scale: int, planes: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("aniso", [1.0, 2.0])
-def test_auto_diameter_follows_the_nucleus_size(seg, aniso, caplog):
+def test_auto_diameter_follows_the_nucleus_size(tiny_segmenter, aniso, caplog):
     """Blobs twice as large in YX: an estimate twice as large (within 12 %), recorded and logged."""
     planes = int(20 / aniso)
     estimates = []
     for scale in (1, 2):
         with caplog.at_level(logging.INFO, logger="nucseg_rt"):
-            f = seg.predict_flows(_blobs(scale, planes), anisotropy=aniso, diameter="auto")
+            f = tiny_segmenter.predict_flows(_blobs(scale, planes), anisotropy=aniso,
+                                             diameter="auto")
         est = f.info["diameter_estimate"]
         assert f.info["diameter_source"] == "auto" and f.diameter == est["diameter"]
-        assert f.rescale == pytest.approx(seg.diam_mean / f.diameter)
-        assert seg.masks_from_flows(f).max() == 4
+        assert f.rescale == pytest.approx(tiny_segmenter.diam_mean / f.diameter)
+        assert tiny_segmenter.masks_from_flows(f).max() == 4
         estimates.append(f.diameter)
     assert any("estimated nucleus diameter" in r.message for r in caplog.records)
     assert 10 < estimates[0] < 20, estimates
     assert 1.76 <= estimates[1] / estimates[0] <= 2.24, estimates
 
 
-def test_constant_volume_falls_back_to_model_default(seg):
-    f = seg.predict_flows(np.full((5, 40, 40), 7, np.uint16), diameter="auto")
-    assert f.diameter == seg.diam_labels and f.constant_input
+def test_constant_volume_falls_back_to_model_default(tiny_segmenter):
+    f = tiny_segmenter.predict_flows(np.full((5, 40, 40), 7, np.uint16), diameter="auto")
+    assert f.diameter == tiny_segmenter.diam_labels and f.constant_input
 
 
-def test_bad_diameter_values(seg):
+def test_bad_diameter_values(tiny_segmenter):
     vol = np.zeros((3, 32, 32), np.uint16)
     for bad, match in [("big", "`diameter` must be a number > 0 or 'auto'"), (-3, "`diameter` must be > 0"),
                        (float("inf"), "`diameter` must be > 0")]:
         with pytest.raises(InvalidInputError, match=match):
-            seg.predict_flows(vol, diameter=bad)
+            tiny_segmenter.predict_flows(vol, diameter=bad)
 
 
-def test_auto_diameter_can_be_cancelled(seg):
+def test_auto_diameter_can_be_cancelled(tiny_segmenter):
     img, _, _ = make_volume((16, 96, 96), density=0.25, diameter_mean=20.0, seed=2)
     ev = threading.Event()
     stages = []
@@ -68,7 +63,7 @@ def test_auto_diameter_can_be_cancelled(seg):
         ev.set()
 
     with pytest.raises(Cancelled):
-        seg.predict_flows(img, diameter="auto", progress=progress, cancel=ev)
+        tiny_segmenter.predict_flows(img, diameter="auto", progress=progress, cancel=ev)
     assert stages and set(stages) == {"diameter"}
 
 
