@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -181,6 +182,47 @@ def evaluate_realtex(seg, sources, cache: Path, settings, n_volumes: int, auto: 
     return {name: {key: _tex_summary(v) for key, v in d.items()} for name, d in rows.items()}
 
 
+class CellposeEngine:
+    """Cellpose 3.1's own pipeline (``CellposeModel.eval(do_3D=True)``, its defaults) on the same
+    weights as the nucseg-rt model (its ``.pth`` file next to the ``.onnx``), behind the small part
+    of the Segmenter interface ``evaluate_realtex`` uses. Needs the test extra (torch, cellpose)."""
+
+    def __init__(self, pth: Path, threads: int | None):
+        import torch
+        from cellpose import models
+        from cellpose.resnet_torch import CPnet
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from vs_cellpose import _StylePadded
+
+        from nucseg_rt_export.unet import nbase_from_state_dict
+
+        if threads:
+            torch.set_num_threads(threads)
+        sd = torch.load(pth, map_location="cpu", weights_only=True)
+        nbase = nbase_from_state_dict(sd)
+        self.model = models.CellposeModel(gpu=False, pretrained_model=False)
+        net = CPnet(list(nbase), 3, 3, mkldnn=self.model.mkldnn)
+        net.load_state_dict(sd)
+        self.model.net = _StylePadded(net).eval() if nbase[-1] != 256 else net.eval()
+        self.model.net_ortho = None
+        self.model.diam_mean = float(net.diam_mean.item())
+        self.model.diam_labels = float(net.diam_labels.item())
+
+    def predict_flows(self, img, *, anisotropy, diameter):
+        from types import SimpleNamespace
+
+        if diameter == "auto":
+            raise SystemExit("--engine cellpose: Cellpose 3.1 has no 3D size model; run without --auto")
+        return SimpleNamespace(img=img, anisotropy=anisotropy, diameter=float(diameter))
+
+    def masks_from_flows(self, f, **params):
+        if params:
+            raise SystemExit("--engine cellpose runs Cellpose's defaults only (no --mask-sets)")
+        return self.model.eval(f.img, channels=[0, 0], z_axis=0, do_3D=True, anisotropy=f.anisotropy,
+                               diameter=f.diameter)[0]
+
+
 def _print_realtex(title: str, res: dict) -> None:
     print(title)
     print(f"{'setting':>10s} {'masks':>24s} {'AP@0.5':>7s} {'AP@0.75':>8s} {'vol':>5s} {'fg':>5s} {'split':>6s} "
@@ -298,11 +340,19 @@ def main(argv=None):
     ap.add_argument("--mask-sets", type=str, default=None,
                     help="with --realtex: JSON {name: masks_from_flows keywords} (default: the defaults)")
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    ap.add_argument("--engine", default="nucseg", choices=["nucseg", "cellpose"],
+                    help="with --realtex: 'cellpose' runs Cellpose 3.1's pipeline (do_3D, its defaults) on "
+                         "the model's .pth weights instead")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from nucseg_rt import Segmenter
 
     seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision, threads=args.threads)
+    if args.engine == "cellpose":
+        pth = seg.model.path.with_suffix(".pth")
+        if not pth.exists():
+            raise SystemExit(f"--engine cellpose needs the model's Cellpose weights next to it: {pth}")
+        seg = CellposeEngine(pth, args.threads)
     ref = Segmenter(args.model, ortho=args.ortho, device="cpu", threads=args.threads) if args.vs_fp32 else None
     ortho = seg.model.ortho_path.name if seg.model.ortho_path is not None else "none"
     if args.realtex:

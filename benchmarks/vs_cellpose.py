@@ -203,7 +203,7 @@ def int8_model(kind: str, onnx_path: Path, folder: Path) -> Path:
     """The int8 model: the bundled variant, or the export quantized here (synthetic calibration)."""
     if kind == "bundled":
         return REPO / "models" / "nuclei_3d.int8.onnx"
-    from nucseg_rt.models.quantize import quantize_int8
+    from nucseg_rt.models import quantize_int8
 
     out = folder / "model.int8.onnx"
     rep = quantize_int8(onnx_path, out)

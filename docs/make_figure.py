@@ -48,7 +48,7 @@ def panel(img2d: np.ndarray, lab2d: np.ndarray, zoom_rows: int = 1) -> np.ndarra
 
 
 def main(argv):
-    from nucseg_rt.io.tiff import read_volume
+    from nucseg_rt.io import read_volume
 
     img, info = read_volume(ROOT / "examples" / "embryo_small.tif")
     if argv:

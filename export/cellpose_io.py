@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from nucseg_rt.errors import InvalidInputError, ModelFormatError, ModelNotFoundError
-from nucseg_rt.models.modelfile import sha256_file as file_sha256
+from nucseg_rt.models import sha256_file as file_sha256
 from nucseg_rt_export.unet import CPnet, nbase_from_state_dict
 
 logger = logging.getLogger("nucseg_rt")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from nucseg_rt.errors import ModelFormatError
-from nucseg_rt.io.tiff import atomic_write
+from nucseg_rt.io import atomic_write
 from nucseg_rt_export.cellpose_io import LoadedModel, file_sha256, load_cellpose_model
 
 logger = logging.getLogger("nucseg_rt")

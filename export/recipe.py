@@ -95,8 +95,7 @@ def export_models(out: Path, models: Path, *, main_stage: str, ortho: bool) -> N
     """Export stage ``main_stage`` (and ``ortho``) into ``models``, make the int8 files, write the index."""
     import shutil
 
-    from nucseg_rt.models.quantize import quantize_int8
-    from nucseg_rt.models.registry import write_bundled_index
+    from nucseg_rt.models import quantize_int8, write_bundled_index
     from nucseg_rt_export.onnx_export import export_cellpose
 
     models.mkdir(parents=True, exist_ok=True)

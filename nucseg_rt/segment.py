@@ -151,7 +151,7 @@ class Segmenter:
         check_precision(precision, providers)
         self.model = registry.resolve_model(model, ortho=ortho, precision=precision)
         if use_probe and on_cpu and None in (batch_size, threads, streams):
-            from nucseg_rt.models.probe import probe_defaults  # `nucseg-rt info --probe --save`
+            from nucseg_rt.models import probe_defaults  # `nucseg-rt info --probe --save`
 
             batch_size, threads, streams = probe_defaults(precision, batch_size=batch_size,
                                                           threads=threads, streams=streams)

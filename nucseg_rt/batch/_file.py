@@ -16,7 +16,7 @@ from nucseg_rt.batch._plan import Job, pending_outputs
 from nucseg_rt.batch._settings import RunSettings
 from nucseg_rt.errors import (Cancelled, InvalidInputError, MissingDependencyError, NucsegError,
                               SettingsError)
-from nucseg_rt.io.tiff import VolumeInfo
+from nucseg_rt.io import VolumeInfo
 from nucseg_rt.params import InputSpec, MaskParams
 from nucseg_rt.prep.axes import AxisPlan
 
@@ -132,7 +132,7 @@ def plan_file(source, *, inputs: InputSpec, run: RunSettings) -> FilePlan:
     InvalidInputError
         The file cannot be read, or its axes are not those of a volume.
     """
-    from nucseg_rt.io.lazy import _is_zarr_store, read_header
+    from nucseg_rt.io import is_zarr_store as _is_zarr_store, read_header
     from nucseg_rt.prep.axes import resolve_axes
 
     source = Path(source)
@@ -186,7 +186,7 @@ def _choose_blocks(plan: FilePlan, segmenter, run: RunSettings, params: MaskPara
     """
     from nucseg_rt.blockwise import blocks
     from nucseg_rt.blockwise.run import choose_mode
-    from nucseg_rt.io.lazy import physical_memory
+    from nucseg_rt.io import physical_memory
 
     known = run.diameter if isinstance(run.diameter, float) else None  # "auto": model's, here
     rescale, diameter = segmenter.rescale_for(known), float(known or segmenter.diam_labels)
@@ -285,8 +285,7 @@ def segment_file(segmenter, job: Job, *, inputs: InputSpec | None = None,
 
 def _read(plan: FilePlan, inputs: InputSpec, progress):
     """The volume, and the InputSpec naming its axes as decided by the plan."""
-    from nucseg_rt.io.lazy import open_volume
-    from nucseg_rt.io.tiff import read_volume
+    from nucseg_rt.io import open_volume, read_volume
 
     if progress is not None:
         progress("read", 0, 1)
@@ -320,8 +319,7 @@ def _whole(segmenter, job, plan, inputs, params, run, todo, progress, cancel, t0
 
 
 def _write_whole(job: Job, plan: FilePlan, result, todo, overwrite: bool) -> None:
-    from nucseg_rt.io.lazy import is_zarr_path, write_labels_zarr
-    from nucseg_rt.io.tiff import write_flows_npz, write_labels_tif
+    from nucseg_rt.io import is_zarr_path, write_flows_npz, write_labels_tif, write_labels_zarr
 
     voxel, unit = plan.info.voxel_size_zyx, plan.info.unit
     if job.masks in todo:
@@ -334,7 +332,7 @@ def _write_whole(job: Job, plan: FilePlan, result, todo, overwrite: bool) -> Non
 def _blockwise(segmenter, job, plan, inputs, params, run, todo, progress, cancel, client,
                t0) -> FileResult:
     from nucseg_rt.blockwise.run import segment_blockwise
-    from nucseg_rt.io.lazy import import_zarr
+    from nucseg_rt.io import import_zarr
 
     if job.flows is not None and job.flows in todo:
         raise InvalidInputError("`save_flows` is not available for blockwise runs (the flows "

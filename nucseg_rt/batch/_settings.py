@@ -79,7 +79,7 @@ class RunSettings:
         InvalidInputError
             The scheduler address does not answer.
         """
-        from nucseg_rt.io.lazy import import_zarr
+        from nucseg_rt.io import import_zarr
 
         b = self.blockwise
         asked = [name for name, on in (

@@ -176,7 +176,7 @@ def global_bounds(volume, *, percentile=(1.0, 99.0), chan: int = 0, chan2: int =
       about 224**3 per channel) and passed to the same function whole-volume runs use.
 
     A channel whose values are all equal gets ``(v, v + 1)``, so it normalises to 0 as a
-    whole-volume run makes it. ``volume`` is a :class:`nucseg_rt.io.lazy.LazyVolume`.
+    whole-volume run makes it. ``volume`` is a :class:`nucseg_rt.io.LazyVolume`.
     """
     from nucseg_rt.prep.normalize import _DOWNSAMPLE_SIZE
 
@@ -390,7 +390,7 @@ _VOLUMES: dict = {}
 
 def _open_cached(ctx: BlockContext):
     """The context's volume, opened once per process (see ``_VOLUMES``)."""
-    from nucseg_rt.io.lazy import open_volume
+    from nucseg_rt.io import open_volume
 
     axes = dict(channel_axis=ctx.inputs.channel_axis, z_axis=ctx.inputs.z_axis)
     if not isinstance(ctx.source, (str, os.PathLike)):
@@ -415,7 +415,7 @@ def compute_block(ctx: BlockContext, index: int, segmenter) -> Path:
     (3,) of the crop in volume coordinates, ``labels`` (z, y, x) the crop with local ids 1..k,
     ``owned`` (k,) bool, and ``core`` (3, 2) the block's core box.
     """
-    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.io import atomic_write
 
     path = block_file(ctx.workdir, index)
     box = ctx.plan.read_box(index)

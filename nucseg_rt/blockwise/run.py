@@ -73,7 +73,7 @@ class LargeSettings:
         if self.block_size is not None:
             object.__setattr__(self, "block_size", blockwise.parse_block_size(self.block_size))
         if self.max_memory is not None:
-            from nucseg_rt.io.lazy import parse_memory
+            from nucseg_rt.io import parse_memory
 
             object.__setattr__(self, "max_memory", parse_memory(self.max_memory, "max_memory"))
         if self.workers is not None and (int(self.workers) != self.workers or self.workers < 1):
@@ -88,7 +88,7 @@ class LargeSettings:
             validate_scheduler(self.scheduler)
 
     def budget(self) -> int:
-        from nucseg_rt.io.lazy import physical_memory
+        from nucseg_rt.io import physical_memory
 
         total = self.max_memory or int(DEFAULT_MEMORY_FRACTION * physical_memory())
         return total // (self.workers or 2) if self.scheduler == "local" else total
@@ -112,7 +112,7 @@ class BlockwiseResult:
 
 def volume_shape(source, *, channel_axis=None, z_axis=None) -> tuple[tuple[int, ...], tuple, int]:
     """(stored shape, (Z, Y, X), channels) of a file, from its header only (no zarr for TIFF)."""
-    from nucseg_rt.io.lazy import read_header
+    from nucseg_rt.io import read_header
     from nucseg_rt.prep.axes import resolve_axes
 
     shape, info = read_header(source)
@@ -166,7 +166,7 @@ def _prepare_workdir(workdir: Path, fingerprint: str, resume: bool) -> None:
             shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if not manifest.exists():
-        from nucseg_rt.io.tiff import atomic_write
+        from nucseg_rt.io import atomic_write
 
         with atomic_write(manifest) as fh:
             fh.write(json.dumps({"fingerprint": fingerprint}).encode())
@@ -218,7 +218,7 @@ def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
     -------
     BlockwiseResult
     """
-    from nucseg_rt.io.lazy import open_volume
+    from nucseg_rt.io import open_volume
 
     t0 = time.perf_counter()
     params = params if params is not None else MaskParams()
@@ -314,8 +314,7 @@ def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, sett
     """Merge the block files into the output: an OME-Zarr labels group built under a temporary
     name, or a scratch zarr in the work folder copied plane by plane into a TIFF."""
     from nucseg_rt.blockwise.merge import CHUNK_SIDE, merge_blocks, scratch_chunks
-    from nucseg_rt.io.lazy import (atomic_dir, create_labels_zarr, is_zarr_path,
-                                  write_labels_tif_streamed)
+    from nucseg_rt.io import atomic_dir, create_labels_zarr, is_zarr_path, write_labels_tif
     from nucseg_rt.masks.postprocess import label_dtype
 
     chunks = tuple(min(c, CHUNK_SIDE) for c in plan.core)
@@ -331,8 +330,8 @@ def _merge_and_write(plan, workdir: Path, out_path: Path, voxel_size, unit, sett
     stats = merge_blocks(plan, workdir, out, **merge)
     if progress is not None:
         progress("write TIFF", 0, 1)
-    write_labels_tif_streamed(out_path, out, voxel_size=voxel_size, unit=unit,
-                              dtype=label_dtype(stats.n_labels))
+    write_labels_tif(out_path, out, voxel_size, unit=unit, overwrite=True,
+                     dtype=label_dtype(stats.n_labels))
     return stats
 
 

@@ -1,9 +1,16 @@
 """Model and environment commands: ``add-model``, ``models``, ``remove-model``, ``model-info``,
-``quantize``, ``export-cellpose``, ``info``, ``train``, ``make-crops``."""
+``quantize``, ``export-cellpose``, ``info``, ``train``, ``make-crops``.
+
+Converting a Cellpose file (``add-model``, ``export-cellpose``), ``train`` and ``make-crops`` run
+the export tool (``nucseg_rt_export``, PyTorch), imported here when a user asks for it: the
+runtime library never imports it.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Optional  # noqa: UP035 (typer on 3.10)
 
 import typer
@@ -12,6 +19,8 @@ from nucseg_rt.cli._options import DebugOpt, Precision, Variant, app
 
 __all__ = ["add_model", "models", "remove_model", "model_info", "quantize", "export_cellpose",
            "info", "train", "make_crops"]
+
+EXPORT_HINT = "pip install 'nucseg-rt[export]'"
 
 
 def _describe(metadata: dict, key: str) -> str:
@@ -43,12 +52,12 @@ def add_model(
     """Validate a model and copy it into the registry (with its sha256)."""
     from nucseg_rt.cli._report import stderr_console
     from nucseg_rt.errors import InvalidInputError
-    from nucseg_rt.models import registry
+    from nucseg_rt.models import add_model
 
     stderr_console(ctx.obj)
     if calibration is not None and not int8:
         raise InvalidInputError("--calibration needs --int8")
-    rec = registry.add_model(file, name=name, ortho=ortho, force=force)
+    rec = add_model(file, name=name, ortho=ortho, force=force, convert=_convert_cellpose)
     has_ortho = "yes" if rec.files.ortho_path else "no"
     kind = "" if rec.precision == "fp32" else f" as {rec.precision} model"
     print(f"added {rec.name!r}{kind} (diam_mean {_describe(rec.metadata, 'diam_mean')}, "
@@ -64,15 +73,15 @@ def models(debug: DebugOpt = False) -> None:
     from rich.text import Text
 
     from nucseg_rt.cli._report import stdout_console
-    from nucseg_rt.models import registry
+    from nucseg_rt.models import BUNDLED_DEFAULT, list_models, registry_home
 
-    records = registry.list_models()
-    home = registry.registry_home()
+    records = list_models()
+    home = registry_home()
     table = Table(title="nucseg-rt models")
     for column in ("name", "diam_mean", "nchan", "ortho", "size", "precisions", "source"):
         table.add_column(column, overflow="fold")
     for rec in records:
-        label = f"{rec.name} (default)" if rec.name == registry.BUNDLED_DEFAULT else rec.name
+        label = f"{rec.name} (default)" if rec.name == BUNDLED_DEFAULT else rec.name
         cells = (label, _describe(rec.metadata, "diam_mean"), _describe(rec.metadata, "nchan"),
                  "yes" if rec.files.ortho_path else "no", f"{rec.size / 1e6:.1f} MB",
                  ", ".join(rec.precisions), "bundled" if rec.bundled else rec.source)
@@ -90,9 +99,9 @@ def remove_model(name: Annotated[str, typer.Argument(help="Registered model name
                                                      metavar="NAME")],
                  debug: DebugOpt = False) -> None:
     """Remove a model from the registry and delete its files."""
-    from nucseg_rt.models import registry
+    from nucseg_rt.models import remove_model as remove_from_registry
 
-    rec = registry.remove_model(name)
+    rec = remove_from_registry(name)
     print(f"removed {rec.name!r}")
 
 
@@ -103,15 +112,16 @@ def model_info(spec: Annotated[str, typer.Argument(help="Registered name or .onn
     """Show a model's files, hashes, integrity and metadata."""
     from nucseg_rt.cli._report import stdout_console
     from nucseg_rt.errors import ModelNotFoundError
-    from nucseg_rt.models import modelfile, registry
+    from nucseg_rt.models import inspect_model, sha256_file
+    from nucseg_rt.models import model_info as registry_entry
 
     try:
-        rec = registry.model_info(spec)
+        rec = registry_entry(spec)
     except ModelNotFoundError:
         if not Path(spec).is_file():
             raise
-        metadata, _ = modelfile.inspect_model(spec)
-        fields = {"file": spec, "sha256": modelfile.sha256_file(spec)}
+        metadata, _ = inspect_model(spec)
+        fields = {"file": spec, "sha256": sha256_file(spec)}
     else:
         metadata = rec.metadata
         fields = {"name": rec.name, "bundled": str(rec.bundled), "source": rec.source,
@@ -127,10 +137,10 @@ def model_info(spec: Annotated[str, typer.Argument(help="Registered name or .onn
 def _integrity(rec) -> str:
     from nucseg_rt.cli._report import one_line
     from nucseg_rt.errors import ModelIntegrityError, ModelNotFoundError
-    from nucseg_rt.models import registry
+    from nucseg_rt.models import verify_model
 
     try:
-        registry.verify_model(rec)
+        verify_model(rec)
     except (ModelIntegrityError, ModelNotFoundError) as exc:
         return f"FAILED, loading will be refused: {one_line(exc)}"
     return "ok"
@@ -158,7 +168,7 @@ def quantize(
 def _quantize(name: str, precision: str, calibration, *, force: bool) -> None:
     import logging
 
-    from nucseg_rt.models.quantize import quantize_registered
+    from nucseg_rt.models import quantize_registered
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs per tensor
     record, reports = quantize_registered(name, precision=precision, calibration=calibration,
@@ -221,17 +231,16 @@ def export_cellpose(
     """Convert a Cellpose 3 model to ONNX (needs the export extra: PyTorch)."""
     from nucseg_rt.cli._report import stderr_console
     from nucseg_rt.errors import InvalidInputError
-    from nucseg_rt.models import modelfile
+    from nucseg_rt.models import existing_model_file
 
     stderr_console(ctx.obj)
-    modelfile.existing_model_file(file)
+    existing_model_file(file)
     if out.exists() and not force:
         raise InvalidInputError(f"{out} already exists; use --force to replace it")
     if ortho_min_anisotropy is not None and (ortho is None or not ortho_min_anisotropy >= 1):
         raise InvalidInputError("--ortho-min-anisotropy needs --ortho and must be >= 1, "
                                 f"got {ortho_min_anisotropy}")
-    report = modelfile.convert_cellpose(file, out, ortho=ortho,
-                                        ortho_min_anisotropy=ortho_min_anisotropy)
+    report = _convert_cellpose(file, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy)
     diff = getattr(report, "max_abs_diff", None)
     checked = f" (max |onnxruntime - torch| = {diff:.2e})" if diff is not None else ""
     print(f"wrote {out}{checked}")
@@ -240,11 +249,35 @@ def export_cellpose(
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+def _export_tool(submodule: str, purpose: str) -> ModuleType:
+    """Import ``nucseg_rt_export.<submodule>``; a missing PyTorch becomes MissingDependencyError
+    with the install hint."""
+    from nucseg_rt.errors import MissingDependencyError
+
+    try:
+        return importlib.import_module(f"nucseg_rt_export.{submodule}")
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("torch", "onnxscript"):
+            raise MissingDependencyError(
+                f"{purpose} needs PyTorch, which is not installed: {EXPORT_HINT}") from exc
+        raise
+
+
+def _convert_cellpose(src, out, *, ortho=None, ortho_min_anisotropy: float | None = None):
+    """Convert a Cellpose 3 model file to ONNX with the export tool, imported only when a file
+    needs converting (the converter ``add-model`` hands to :func:`nucseg_rt.models.add_model`).
+
+    Returns ``nucseg_rt_export.onnx_export.export_cellpose``'s report; with ``ortho`` the ortho
+    network is written beside ``out`` and named in its metadata, with ``ortho_min_anisotropy``
+    the least anisotropy it is used at.
+    """
+    export = _export_tool("onnx_export", "converting a Cellpose model")
+    return export.export_cellpose(src, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy)
+
+
 def _run_export_tool(ctx: typer.Context, submodule: str, purpose: str) -> None:
     """Hand the remaining arguments to ``nucseg_rt_export.<submodule>.main(argv)``."""
-    from nucseg_rt.models.modelfile import import_export_module
-
-    tool = import_export_module(submodule, purpose=purpose)
+    tool = _export_tool(submodule, purpose)
     code = tool.main(list(ctx.args))
     raise typer.Exit(int(code or 0))
 

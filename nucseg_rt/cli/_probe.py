@@ -33,7 +33,7 @@ def environment() -> list[tuple[str, str]]:
 
 def print_probe(model: str, precision: str, save: bool, seconds: float) -> None:
     """Time the network (batch size x threads, streams, tile sizes) and print the results."""
-    from nucseg_rt.models.probe import run_probe, save_probe
+    from nucseg_rt.models import run_probe, save_probe
 
     result = run_probe(model, precision=precision, seconds=seconds)
     print(f"{result.model} ({precision}), ms per 224x224 tile:")

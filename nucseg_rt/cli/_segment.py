@@ -184,7 +184,7 @@ def check_hardware(*, batch_size: int | None, threads: int | None, streams: int 
 def check_model(model: str, ortho: str | None, precision: str, device: str) -> None:
     """The model (and its variant) exists, is intact and can run on the device, before any
     file is read (the Segmenter loads it once the files' headers are checked)."""
-    from nucseg_rt.models.registry import resolve_model
+    from nucseg_rt.models import resolve_model
     from nucseg_rt.network.predict import select_providers
     from nucseg_rt.segment import check_precision
 

@@ -46,7 +46,8 @@ from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.eval.optics import acquire, blur, uneven_background
 from nucseg_rt.eval.synth import subsample_z
 
-__all__ = ["Nucleus2D", "VolumeSpec", "HELDOUT_SETTINGS", "nucleus_bank", "make_volume", "draw_spec"]
+__all__ = ["Nucleus2D", "VolumeSpec", "HELDOUT_SETTINGS", "nucleus_bank", "make_volume", "make_timelapse",
+           "draw_spec"]
 
 
 @dataclass(frozen=True)
@@ -218,13 +219,30 @@ def _body(nu: Nucleus2D, rng: np.random.Generator):
     return tex, nd
 
 
+def _windows(lo, body_shape, shape):
+    """Source and destination slices of a body at ``lo`` in a volume of ``shape`` (None if outside)."""
+    src = tuple(slice(max(0, -a), min(n, s - a)) for a, n, s in zip(lo, body_shape, shape))
+    dst = tuple(slice(max(0, a), min(a + n, s)) for a, n, s in zip(lo, body_shape, shape))
+    return None if any(sl.stop <= sl.start for sl in dst) else (src, dst)
+
+
+def _paint(labels, clean, best, tex, nd, src, dst, k) -> int:
+    """Paint body ``k`` where it lies deeper than what is there; returns voxels newly filled."""
+    win = (nd[src] < 1) & (nd[src] < best[dst])
+    filled = int((win & (labels[dst] == 0)).sum())
+    best[dst][win] = nd[src][win]
+    labels[dst][win] = k
+    clean[dst][win] = tex[src][win]
+    return filled
+
+
 def _place(shape, bank, zoom, density, rng):
     """Pack bodies into ``shape``: labels (int32), clean texture (float32), full body sizes and
-    mid-section diameters per id (index 0: background)."""
+    mid-section diameters per id (index 0: background), and the bodies ``(tex, nd, lo)``."""
     labels = np.zeros(shape, np.int32)
     clean = np.zeros(shape, np.float32)
     best = np.full(shape, 2.0, np.float32)
-    sizes, diams = [0], [0.0]
+    sizes, diams, bodies = [0], [0.0], [None]
     target = density * np.prod(shape)
     filled, fails = 0, 0
     while filled < target and fails < 200:
@@ -235,25 +253,21 @@ def _place(shape, bank, zoom, density, rng):
         inside = nd < 1
         centre = rng.uniform(0, 1, 3) * np.asarray(shape)
         lo = np.round(centre - np.asarray(nd.shape) / 2).astype(int)
-        src = tuple(slice(max(0, -a), min(n, s - a)) for a, n, s in zip(lo, nd.shape, shape))
-        dst = tuple(slice(max(0, a), min(a + n, s)) for a, n, s in zip(lo, nd.shape, shape))
-        if any(sl.stop <= sl.start for sl in dst):
+        win = _windows(lo, nd.shape, shape)
+        if win is None:
             fails += 1
             continue
+        src, dst = win
         ins = inside[src]
         if ins.sum() < 0.3 * inside.sum() or (labels[dst][ins] > 0).sum() > 0.08 * inside.sum():
             fails += 1
             continue
         fails = 0
-        k = len(sizes)
         sizes.append(int(inside.sum()))
         diams.append(nu.diameter)
-        win = ins & (nd[src] < best[dst])
-        filled += int((win & (labels[dst] == 0)).sum())
-        best[dst][win] = nd[src][win]
-        labels[dst][win] = k
-        clean[dst][win] = tex[src][win]
-    return labels, clean, np.asarray(sizes), np.asarray(diams)
+        bodies.append((tex, nd, lo))
+        filled += _paint(labels, clean, best, tex, nd, src, dst, len(sizes) - 1)
+    return labels, clean, np.asarray(sizes), np.asarray(diams), bodies
 
 
 def make_volume(bank: list[Nucleus2D], spec: VolumeSpec, *, seed: int,
@@ -285,7 +299,7 @@ def make_volume(bank: list[Nucleus2D], spec: VolumeSpec, *, seed: int,
     rng = np.random.default_rng(seed)
     med = float(np.median([nu.diameter for nu in bank]))
     zoom = spec.diameter / med * math.exp(rng.normal(0, 0.05))
-    labels, clean, sizes, diams = _place(spec.shape_iso, bank, zoom, spec.density, rng)
+    labels, clean, sizes, diams, _ = _place(spec.shape_iso, bank, zoom, spec.density, rng)
     chrom = blur(rng.normal(size=spec.shape_iso).astype(np.float32), [1.5, 1.5, 1.5])
     clean *= np.clip(1 + 0.25 * chrom / (chrom.std() + 1e-6), 0.3, None)
     bright = np.exp(rng.normal(0, 0.2, len(sizes))).astype(np.float32)
@@ -333,6 +347,65 @@ def make_volume(bank: list[Nucleus2D], spec: VolumeSpec, *, seed: int,
         meta["labels_iso"] = lut[labels[iso]]
         meta["image_iso"] = blurred[iso]
     return img, lab, meta
+
+
+def make_timelapse(bank: list[Nucleus2D], spec: VolumeSpec, *, n_frames: int, seed: int,
+                   step: float = 1.5, drift: float = 0.5,
+                   min_keep: float = 0.15) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """A time-lapse of real-texture nuclei that move: ``n_frames`` volumes of the same nuclei.
+
+    The nuclei are packed once (as in :func:`make_volume`, without crops or thin stacks); each
+    then takes a random walk (per frame a displacement of sd ``step`` px per axis, half that in
+    Z, plus a common ``drift`` in Y), so neighbours meet and part. Optics and camera settings are
+    drawn once; photon and read noise are new in every frame.
+
+    Returns
+    -------
+    images : (T, Z', Y, X) uint16
+    tracks : (T, Z', Y, X) uint16, the same id for the same nucleus in every frame (0 where a
+        nucleus is out of the volume or below ``min_keep`` of its expected voxels)
+    meta : dict with ``diameter``, ``anisotropy``, ``n_tracks``.
+    """
+    if n_frames < 1:
+        raise InvalidInputError(f"`n_frames` must be >= 1, got {n_frames}")
+    if spec.crop_yx is not None or spec.n_planes is not None:
+        raise InvalidInputError("a time-lapse spec takes no `crop_yx` or `n_planes`")
+    rng = np.random.default_rng(seed)
+    med = float(np.median([nu.diameter for nu in bank]))
+    zoom = spec.diameter / med * math.exp(rng.normal(0, 0.05))
+    _, _, sizes, diams, bodies = _place(spec.shape_iso, bank, zoom, spec.density, rng)
+    bright = np.exp(rng.normal(0, 0.2, len(sizes))).astype(np.float32)
+    bright[0] = 0
+    sxy = spec.psf_xy * rng.uniform(0.8, 1.25)
+    sz = max(sxy * rng.uniform(2.0, 3.5), spec.anisotropy * rng.uniform(0.25, 0.45))
+    halo = rng.uniform(0.05, 0.25)
+    bg = subsample_z(uneven_background(rng, spec.shape_iso), spec.anisotropy)
+    camera = dict(peak=(rng.uniform(40, 400),) * 2, bg_fraction=(rng.uniform(0.1, 0.35),) * 2,
+                  read_noise=(rng.uniform(1, 6),) * 2)
+    pos = np.zeros((len(bodies), 3))
+    images, tracks = [], []
+    for t in range(n_frames):
+        if t:
+            pos += rng.normal(0, step, pos.shape) * np.array([0.5, 1.0, 1.0]) + np.array([0.0, drift, 0.0])
+        labels = np.zeros(spec.shape_iso, np.int32)
+        clean = np.zeros(spec.shape_iso, np.float32)
+        best = np.full(spec.shape_iso, 2.0, np.float32)
+        for k in range(1, len(bodies)):
+            tex, nd, lo = bodies[k]
+            win = _windows(lo + np.round(pos[k]).astype(int), nd.shape, spec.shape_iso)
+            if win is not None:
+                _paint(labels, clean, best, tex, nd, *win, k)
+        img = subsample_z(blur(clean * bright[labels], [sz, sxy, sxy], halo=halo), spec.anisotropy)
+        lab = subsample_z(labels, spec.anisotropy, order=0)
+        images.append(acquire(rng, img, bg, **camera))
+        counts = np.bincount(lab.ravel(), minlength=len(sizes))
+        drop = counts < min_keep * sizes / spec.anisotropy
+        drop[0] = True
+        lab[drop[lab]] = 0
+        tracks.append(lab.astype(np.uint16))
+    meta = dict(diameter=float(np.median(diams[1:])) if len(diams) > 1 else 0.0, anisotropy=spec.anisotropy,
+                n_tracks=len(bodies) - 1, seed=seed)
+    return np.stack(images), np.stack(tracks), meta
 
 
 def draw_spec(rng: np.random.Generator, *, diameter: float = 17.0, diameter_spread: float = 0.35,

@@ -1,7 +1,9 @@
-"""Model files: what an ONNX segmentation model must look like, and converting Cellpose files.
+"""Model files: what an ONNX segmentation model must look like.
 
 Used by the registry on the way in (``validate_onnx_model``) and on every load
-(``inspect_model``, a static check without running the model).
+(``inspect_model``, a static check without running the model). Cellpose (PyTorch) files are
+recognised (``is_torch_file``) but never converted here: converting needs the export tool
+(``nucseg_rt_export``, PyTorch), which the runtime does not import.
 
 A usable model has one float32 input (B, nchan, H, W) with nchan 1 or 2, outputs named
 ``flows`` (B, 2, H, W) and ``cellprob`` (B, 1, H, W), and ``metadata_props`` with at least
@@ -11,20 +13,16 @@ A usable model has one float32 input (B, nchan, H, W) with nchan 1 or 2, outputs
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from pathlib import Path
-from types import ModuleType
 
-from nucseg_rt.errors import (MissingDependencyError, ModelFormatError, ModelIntegrityError,
-                              ModelNotFoundError)
+from nucseg_rt.errors import ModelFormatError, ModelIntegrityError, ModelNotFoundError
+from nucseg_rt.io import existing_file
 
 __all__ = ["existing_model_file", "sha256_file", "is_torch_file", "read_metadata", "inspect_model",
-           "validate_onnx_model", "ortho_partner", "convert_cellpose", "import_export_module",
-           "SUPPORTED_NCHAN", "EXPORT_HINT"]
+           "validate_onnx_model", "ortho_partner", "SUPPORTED_NCHAN"]
 
 SUPPORTED_NCHAN = (1, 2)
-EXPORT_HINT = "pip install 'nucseg-rt[export]'"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -161,12 +159,8 @@ def validate_onnx_model(path: str | os.PathLike) -> int:
 
 def existing_model_file(path: str | os.PathLike) -> Path:
     """``path`` as a Path; ModelNotFoundError unless it is an existing file."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelNotFoundError(f"model file not found: {path}")
-    if not path.is_file():
-        raise ModelNotFoundError(f"model path is not a file: {path}")
-    return path
+    return existing_file(path, error=ModelNotFoundError, missing="model file not found: {path}",
+                         not_file="model path is not a file: {path}")
 
 
 def inspect_model(path: str | os.PathLike) -> tuple[dict[str, str], int]:
@@ -197,29 +191,3 @@ def ortho_partner(path: Path, metadata: dict[str, str]) -> Path | None:
             f"{partner} does not match the ortho_sha256 recorded in {path.name}; "
             f"refusing to pair them")
     return partner
-
-
-def convert_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
-                     ortho: str | os.PathLike | None = None,
-                     ortho_min_anisotropy: float | None = None):
-    """Convert a Cellpose 3 model file to ONNX (needs the ``export`` extra: PyTorch).
-
-    Calls ``nucseg_rt_export.onnx_export.export_cellpose`` and returns its report; with
-    ``ortho`` the ortho network is written beside ``out`` and named in its metadata, with
-    ``ortho_min_anisotropy`` the least anisotropy it is used at (its ``min_anisotropy``).
-    """
-    export = import_export_module("onnx_export", purpose="converting a Cellpose model")
-    return export.export_cellpose(src, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy)
-
-
-def import_export_module(submodule: str, *, purpose: str) -> ModuleType:
-    """Import ``nucseg_rt_export.<submodule>``; a missing PyTorch becomes MissingDependencyError."""
-    try:
-        return importlib.import_module(f"nucseg_rt_export.{submodule}")
-    except ImportError as exc:
-        if (exc.name or "").split(".")[0] in ("torch", "onnxscript"):
-            raise MissingDependencyError(
-                f"{purpose} needs PyTorch, which is not installed: {EXPORT_HINT}") from exc
-        raise
-
-

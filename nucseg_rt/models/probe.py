@@ -146,7 +146,7 @@ def _calls_for(net, x: np.ndarray, seconds: float) -> int:
 
 def save_probe(result: ProbeResult, home: str | os.PathLike | None = None) -> Path:
     """Store the fastest setting for ``result.precision`` in the registry folder."""
-    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.io import atomic_write
     from nucseg_rt.models.registry import registry_home
 
     root = registry_home(home)

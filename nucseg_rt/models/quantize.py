@@ -166,7 +166,7 @@ def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray,
 
 
 def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
-    from nucseg_rt.io.tiff import read_volume
+    from nucseg_rt.io import read_volume
     from nucseg_rt.prep.axes import resolve_axes
 
     files = sorted(p for p in folder.iterdir()
@@ -303,7 +303,7 @@ def _check_fp32(src: Path, name: str | None = None) -> None:
     e.g. "two nodes with same node name"); ``name``: how the message calls it."""
     import onnx
 
-    from nucseg_rt.models.registry import _a
+    from nucseg_rt.models.registry import with_article
 
     model = onnx.load(str(src), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
@@ -312,8 +312,8 @@ def _check_fp32(src: Path, name: str | None = None) -> None:
     halves = any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
     precision = meta.get("precision") or ("int8" if quantized else "fp16" if halves else "fp32")
     if precision != "fp32":
-        raise ModelFormatError(f"{name or src.name} is already {_a(precision)} model; make "
-                               f"variants from its fp32 model")
+        raise ModelFormatError(f"{name or src.name} is already {with_article(precision)} model; "
+                               f"make variants from its fp32 model")
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
@@ -347,7 +347,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
 
-    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.io import atomic_write
     from nucseg_rt.models.modelfile import inspect_model
 
     src, dst = _validate_paths(src, dst, overwrite)
@@ -414,7 +414,7 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.io import atomic_write
     from nucseg_rt.models.modelfile import inspect_model
 
     src, dst = _validate_paths(src, dst, overwrite)
@@ -486,7 +486,7 @@ def quantize_registered(name: str, *, precision: Literal["int8", "fp16"] = "int8
     per file (main first).
     """
     from nucseg_rt.models import registry
-    from nucseg_rt.models.registry import _a
+    from nucseg_rt.models.registry import with_article
 
     record = registry.model_info(name, home=home)
     if record.precision != "fp32":
@@ -497,8 +497,8 @@ def quantize_registered(name: str, *, precision: Literal["int8", "fp16"] = "int8
         raise InvalidInputError(f"{name!r} is a bundled model and ships its variants ({have}); "
                                 f"register a copy with `nucseg-rt add-model` to make others")
     if precision in record.variants and not force:
-        raise InvalidInputError(f"model {name!r} already has {_a(precision)} variant; use --force "
-                                f"to make it again")
+        raise InvalidInputError(f"model {name!r} already has {with_article(precision)} variant; "
+                                f"use --force to make it again")
     registry.verify_model(record)
     _check_fp32(record.files.path, name=f"model {name!r}")
     with tempfile.TemporaryDirectory(prefix="nucseg-variant-") as work:

@@ -20,6 +20,10 @@ Two places hold models:
 
 A file name carries the start of its hash, so replacing a model never rewrites a file
 that the index still points to.
+
+A Cellpose 3 model file is converted on the way in only by a converter the caller passes
+(``add_model(..., convert=...)``; ``nucseg-rt add-model`` passes the export tool's): this module
+never imports the export tool or PyTorch.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,20 +43,25 @@ from typing import Literal
 
 from nucseg_rt.errors import (InvalidInputError, ModelFormatError, ModelIntegrityError,
                               ModelNotFoundError)
-from nucseg_rt.io.tiff import atomic_write
-from nucseg_rt.models.modelfile import (convert_cellpose, existing_model_file, inspect_model,
-                                 is_torch_file, ortho_partner, read_metadata, sha256_file,
-                                 validate_onnx_model)
+from nucseg_rt.io import atomic_write
+from nucseg_rt.models.modelfile import (existing_model_file, inspect_model, is_torch_file,
+                                        ortho_partner, read_metadata, sha256_file,
+                                        validate_onnx_model)
 
 __all__ = ["BUNDLED_DEFAULT", "PRECISIONS", "ResolvedModel", "ModelFiles", "ModelRecord",
-           "registry_home", "resolve_model", "read_metadata", "validate_onnx_model",
-           "add_model", "add_variant", "remove_model", "list_models", "model_info",
-           "verify_model", "write_bundled_index"]
+           "Converter", "registry_home", "resolve_model", "add_model", "add_variant",
+           "remove_model", "list_models", "model_info", "verify_model", "write_bundled_index",
+           "with_article"]
 
 BUNDLED_DEFAULT = "nuclei_3d"
 PRECISIONS = ("fp32", "int8", "fp16")
 INDEX_FORMAT = 1
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+#: Converts a Cellpose 3 model file to ONNX: ``convert(src, out, *, ortho=None)`` writes ``out``
+#: and, given ``ortho`` (a Cellpose file for the ZY/ZX planes), the ortho network beside it,
+#: named in ``out``'s metadata. ``nucseg_rt_export.onnx_export.export_cellpose`` is one.
+Converter = Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -236,8 +246,9 @@ def resolve_model(spec: str | os.PathLike, *, ortho: str | os.PathLike | None = 
                 raise InvalidInputError(f"{path.name} is a {file_precision} model; ask for "
                                         f"precision {file_precision!r} to run it")
             raise InvalidInputError(
-                f"precision {precision!r} needs a registered model with {_a(precision)} variant; "
-                f"register {path.name} with `nucseg-rt add-model`, then run "
+                f"precision {precision!r} needs a registered model with "
+                f"{with_article(precision)} variant; register {path.name} with "
+                f"`nucseg-rt add-model`, then run "
                 f"`nucseg-rt quantize NAME`")
         name, sha, bundled = path.stem, sha256_file(path), False
         ortho_path = ortho_partner(path, metadata) if ortho is None else None
@@ -273,7 +284,8 @@ def _precision_files(record: ModelRecord, precision: str) -> ModelFiles:
     if precision == record.precision:
         return record.files
     if precision == "fp32":
-        raise InvalidInputError(f"model {record.name!r} was added as {_a(record.precision)} model "
+        raise InvalidInputError(f"model {record.name!r} was added as "
+                                f"{with_article(record.precision)} model "
                                 f"and has no fp32 version; run it with `precision` "
                                 f"{record.precision!r}")
     if precision not in record.variants:
@@ -320,7 +332,7 @@ def _resolve_ortho(ortho: str | os.PathLike, home) -> Path:
 # --- adding and removing ----------------------------------------------------------------------
 
 
-def _a(precision: str) -> str:
+def with_article(precision: str) -> str:
     """'an int8' / 'a fp16': the article for a precision name."""
     return f"an {precision}" if precision[0] in "aeiou" else f"a {precision}"
 
@@ -344,14 +356,15 @@ def _validate_name(name: str, reserved, from_file: bool = False) -> str:
 
 def add_model(file: str | os.PathLike, *, name: str | None = None,
               ortho: str | os.PathLike | None = None, force: bool = False,
-              home: str | os.PathLike | None = None) -> ModelRecord:
+              home: str | os.PathLike | None = None,
+              convert: Converter | None = None) -> ModelRecord:
     """Validate a model file and copy it (and its ortho partner) into the user registry.
 
     Parameters
     ----------
     file : path
         An ONNX model, or a Cellpose 3 model file (detected by content), converted on the
-        way in (needs the ``export`` extra).
+        way in by ``convert``.
     name : str, optional
         Registry name; default the file name without ``.onnx``.
     ortho : path, optional
@@ -361,6 +374,9 @@ def add_model(file: str | os.PathLike, *, name: str | None = None,
         Replace an existing model of that name.
     home : path, optional
         User registry folder (default: ``registry_home()``).
+    convert : Converter, optional
+        Converts Cellpose files to ONNX, e.g. ``nucseg_rt_export.onnx_export.export_cellpose``
+        (needs ``pip install 'nucseg-rt[export]'``); without it a Cellpose file is refused.
 
     Returns
     -------
@@ -379,7 +395,7 @@ def add_model(file: str | os.PathLike, *, name: str | None = None,
                                 f"--force to replace it")
     (root / "models").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".incoming-") as work:
-        main, ortho_src = _as_onnx(src, ortho, Path(work))
+        main, ortho_src = _as_onnx(src, ortho, Path(work), convert)
         nchan = validate_onnx_model(main)
         metadata = read_metadata(main)
         ortho_src = ortho_src or ortho_partner(main, metadata)
@@ -419,8 +435,8 @@ def add_variant(name: str, precision: Literal["int8", "fp16"], file: str | os.Pa
     entry = index["models"][name]
     old = entry.setdefault("variants", {}).get(precision)
     if old is not None and not force:
-        raise InvalidInputError(f"model {name!r} already has {_a(precision)} variant; use --force "
-                                f"to replace it")
+        raise InvalidInputError(f"model {name!r} already has {with_article(precision)} variant; "
+                                f"use --force to replace it")
     src = existing_model_file(file)
     nchan = validate_onnx_model(src)
     if str(nchan) != str(entry.get("metadata", {}).get("nchan", nchan)):
@@ -441,18 +457,27 @@ def add_variant(name: str, precision: Literal["int8", "fp16"], file: str | os.Pa
     return _record(name, entry, root, False)
 
 
-def _as_onnx(src: Path, ortho, work: Path) -> tuple[Path, Path | None]:
+def _as_onnx(src: Path, ortho, work: Path, convert: Converter | None) -> tuple[Path, Path | None]:
     """ONNX paths for ``src`` and ``ortho``, converting Cellpose files into ``work``."""
     ortho = existing_model_file(ortho) if ortho is not None else None
     ortho_is_torch = ortho is not None and is_torch_file(ortho)
     if is_torch_file(src):
         out = work / f"{src.stem}.onnx"
-        convert_cellpose(src, out, ortho=ortho if ortho_is_torch else None)
+        _converter(convert, src)(src, out, ortho=ortho if ortho_is_torch else None)
         return out, (ortho_partner(out, read_metadata(out)) if ortho_is_torch else ortho)
     if ortho_is_torch:
-        convert_cellpose(ortho, work / "ortho.onnx")
+        _converter(convert, ortho)(ortho, work / "ortho.onnx")
         return src, work / "ortho.onnx"
     return src, ortho
+
+
+def _converter(convert: Converter | None, path: Path) -> Converter:
+    if convert is None:
+        raise ModelFormatError(
+            f"{path} is a PyTorch/Cellpose model file, not ONNX; pass `convert` (e.g. "
+            f"nucseg_rt_export.onnx_export.export_cellpose) to convert it on the way in, as "
+            f"`nucseg-rt add-model` does")
+    return convert
 
 
 def _copy_in(src: Path, root: Path, stem: str) -> tuple[str, str, int]:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nucseg_rt.errors import Cancelled, InvalidInputError, ModelNotFoundError, NucsegError
-from nucseg_rt.models.registry import PRECISIONS
+from nucseg_rt.models import PRECISIONS
 from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
 
 __all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",
@@ -88,6 +88,19 @@ def _square_pixel_note(name: str, scale_zyx) -> tuple[str, ...]:
     return ()
 
 
+def _calibration_note(name: str, scale_zyx) -> tuple[str, ...]:
+    """A layer whose Z and X scale are both napari's default 1 carries no calibration."""
+    z, _, x = (float(s) for s in scale_zyx)
+    if z == 1.0 and x == 1.0:
+        return (f"layer {name!r} has no scale (Z and X both 1): anisotropy 1 assumed; set the "
+                f"anisotropy (Z step / pixel size) in the widget or the layer's scale",)
+    return ()
+
+
+def _geometry_notes(name: str, scale_zyx) -> tuple[str, ...]:
+    return _calibration_note(name, scale_zyx) + _square_pixel_note(name, scale_zyx)
+
+
 def layer_input(name: str, data, *, rgb: bool, scale, translate,
                 channel: int | None = None) -> LayerInput:
     """Check a napari Image layer and say how to segment it.
@@ -136,7 +149,7 @@ def layer_input(name: str, data, *, rgb: bool, scale, translate,
             notes = (f"layer {name!r} has one channel; channel {channel} ignored",)
         zyx = scale[-3:], translate[-3:]
         return LayerInput(name, data, InputSpec(z_axis=0), *zyx,
-                          notes=notes + _square_pixel_note(name, zyx[0]))
+                          notes=notes + _geometry_notes(name, zyx[0]))
     else:
         caxis = _channel_axis_4d(name, shape)
         zaxis, nc = 1 - caxis, shape[caxis]
@@ -150,7 +163,7 @@ def layer_input(name: str, data, *, rgb: bool, scale, translate,
     zyx_translate = tuple(translate[i] for i in keep)
     return LayerInput(name, data, InputSpec(channel_axis=caxis, z_axis=zaxis, chan=channel),
                       zyx_scale, zyx_translate,
-                      notes=_square_pixel_note(name, zyx_scale))
+                      notes=_geometry_notes(name, zyx_scale))
 
 
 def _channel_axis_4d(name: str, shape: tuple[int, ...]) -> int:
@@ -362,7 +375,11 @@ def run_flows(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowPara
     t2 = time.perf_counter()
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled")
+    if progress is not None:  # the network is done: the bar shows the mask step, not "ZY: n/n"
+        progress("masks", 0, 1)
     masks = seg.masks_from_flows(flows, mask_params, cancel=cancel)
+    if progress is not None:
+        progress("masks", 1, 1)
     t3 = time.perf_counter()
     cache = FlowCache(inp.name, seg, flow_params, flows, inp.scale, inp.translate)
     return RunOutcome(masks, cache, mask_params,

@@ -40,7 +40,7 @@ def embryo_small() -> list[tuple]:
     -------
     list of one napari layer-data tuple ``(data, kwargs, "image")``
     """
-    from nucseg_rt.io.tiff import read_volume
+    from nucseg_rt.io import read_volume
 
     path = example_path()
     vol, info = read_volume(path)

@@ -2,7 +2,7 @@
 conversion of a user volume to (Z, Y, X, nchan) float32 network input.
 
 :func:`resolve_axes` is used for in-memory arrays (:func:`to_zyxc`), lazily read TIFF / zarr
-volumes (:class:`nucseg_rt.io.lazy.LazyVolume`) and the batch runner's look at a file's header,
+volumes (:class:`nucseg_rt.io.LazyVolume`) and the batch runner's look at a file's header,
 so all three decide alike. Every guess is returned as a human-readable line (and logged on the
 ``"nucseg_rt"`` logger by the caller), so a user can see what was assumed and override it with
 ``channel_axis`` / ``z_axis``.

@@ -43,8 +43,8 @@ Stopping
     are only read. One service per output folder.
 """
 
-from nucseg_rt.watch.detect import (Snapshot, StabilityTracker, find_candidates, snapshot,
-                                    tiff_problem)
+from nucseg_rt.io import tiff_problem
+from nucseg_rt.watch.detect import Snapshot, StabilityTracker, find_candidates, snapshot
 from nucseg_rt.watch.service import (WatchSettings, WatchSummary, check_folders, read_record,
                                      record_path, stop_on_signals, watch_folder)
 

@@ -1,5 +1,6 @@
-"""Has a volume been completely written? Snapshots of files and zarr folders, the stability
-tracker, and the TIFF structure check used by :mod:`nucseg_rt.watch`."""
+"""Has a volume been completely written? Snapshots of files and zarr folders and the stability
+tracker used by :mod:`nucseg_rt.watch` (the TIFF structure check is
+:func:`nucseg_rt.io.tiff_problem`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Snapshot", "StabilityTracker", "snapshot", "tiff_problem", "find_candidates"]
+__all__ = ["Snapshot", "StabilityTracker", "snapshot", "find_candidates"]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIX = ".zarr"
@@ -67,47 +68,21 @@ class StabilityTracker:
         self._first_seen: dict[Path, tuple[Snapshot, float]] = {}
 
     def observe(self, path: Path, snap: Snapshot) -> bool:
-        """Record a look at ``path``; True when it is ready and unchanged for ``settle`` s."""
+        """Record a look at ``path``; True when it has been unchanged for ``settle`` s (ready
+        or not: an input that stays empty is settled too, and the caller says why it is not
+        taken)."""
         now = self.clock()
         previous = self._first_seen.get(path)
         if previous is None or previous[0] != snap:
             self._first_seen[path] = (snap, now)
             return False
-        return snap.ready and now - previous[1] >= self.settle
+        return now - previous[1] >= self.settle
 
     def forget(self, path: Path) -> None:
         self._first_seen.pop(path, None)
 
     def tracked(self) -> set[Path]:
         return set(self._first_seen)
-
-
-def tiff_problem(path: str | os.PathLike) -> str | None:
-    """Why a TIFF is not whole (unreadable structure, data past its end), or None.
-
-    Reads the header and every IFD, not the pixels. A file cut after a complete page can pass
-    (it is a valid, smaller TIFF): only an unchanged size tells that writing has ended.
-    """
-    import tifffile
-
-    from nucseg_rt.io.tiff import _strip_repr, _tifffile_damage_reports
-
-    try:
-        with _tifffile_damage_reports() as damage, tifffile.TiffFile(path) as tif:
-            size = tif.filehandle.size
-            series = tif.series[0] if tif.series else None
-            if series is None or not series.shape or 0 in series.shape:
-                return "no image in the file"
-            for page in tif.pages:  # every IFD: a cut-off tail may hide behind good pages
-                ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
-                if ends and max(ends) > size:
-                    return f"page {page.index} ends past the end of the file ({size} bytes)"
-            offset = series.dataoffset
-            if offset is not None and offset + series.nbytes > size:
-                return f"image data ends past the end of the file ({size} bytes)"
-    except Exception as exc:  # tifffile raises many types on partial or bad files
-        return f"{type(exc).__name__}: {_strip_repr(str(exc))}"
-    return _strip_repr(damage[0]) if damage else None
 
 
 def find_candidates(folder: str | os.PathLike) -> list[Path]:

@@ -17,8 +17,8 @@ from pathlib import Path
 from nucseg_rt.batch import RunSettings, describe_error
 from nucseg_rt.errors import InvalidInputError, NucsegError
 from nucseg_rt.params import InputSpec, MaskParams
-from nucseg_rt.watch.detect import (Snapshot, StabilityTracker, find_candidates, snapshot,
-                                    tiff_problem)
+from nucseg_rt.io import tiff_problem
+from nucseg_rt.watch.detect import Snapshot, StabilityTracker, find_candidates, snapshot
 
 __all__ = ["WatchSettings", "WatchSummary", "record_path", "read_record", "check_folders",
            "watch_folder", "stop_on_signals"]
@@ -79,7 +79,7 @@ def read_record(path: str | os.PathLike) -> dict | None:
 
 
 def _write_record(path: Path, record: dict) -> None:
-    from nucseg_rt.io.tiff import atomic_write
+    from nucseg_rt.io import atomic_write
 
     with atomic_write(path) as fh:
         fh.write(json.dumps(record, indent=1).encode("utf-8"))
@@ -87,6 +87,17 @@ def _write_record(path: Path, record: dict) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _why_queued(status: str | None, note: str) -> str:
+    """Why an input is (again) waiting, for the log: new, changed, or left unfinished before."""
+    if status in FINISHED:
+        return f"changed since it was {status}"
+    if status == "running":
+        return "was being segmented when the service ended; segmenting it again"
+    if status == "queued" and note in ("interrupted", "abandoned when the service stopped"):
+        return f"{note} in an earlier run; segmenting it again"
+    return "new"
 
 
 def _same_input(record: dict | None, snap: Snapshot) -> bool:
@@ -150,12 +161,12 @@ class _Watcher:
                 continue
             if path not in self.announced:
                 status = (self.records[path] or {}).get("status")
+                note = (self.records[path] or {}).get("note") or ""
                 if status in FINISHED:  # the input changed since: replace its outputs
                     self.redo.add(path)
                 self._save(path, status="queued", queued=_now())
                 self.announced.add(path)
-                logger.info("%s: %s, waiting until it stops changing", path.name,
-                            f"changed since it was {status}" if status in FINISHED else "new")
+                logger.info("%s: %s, waiting until it stops changing", path.name, _why_queued(status, note))
             if self.tracker.observe(path, snap):
                 ready.append(path)
         if earlier:
@@ -190,6 +201,10 @@ class _Watcher:
             return  # changed (or gone) since the scan
         redo = path in self.redo
         seen = dict(size=snap.size, mtime_ns=snap.mtime_ns, files=snap.files, started=_now())
+        if not snap.ready:  # settled but empty: say so instead of waiting for ever
+            return self._fail(path, seen, "empty file (0 bytes); taken again when it is written"
+                              if not path.is_dir() else "zarr folder without its metadata file "
+                              "(.zattrs/.zgroup/.zarray/zarr.json); taken again when it changes")
         problem = None if path.is_dir() else tiff_problem(path)
         if problem is not None:
             return self._fail(path, seen, f"not a complete TIFF ({problem})")

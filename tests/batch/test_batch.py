@@ -15,7 +15,7 @@ from nucseg_rt.batch import (BatchRunner, Job, RunSettings, check_writable, find
                              pending_outputs, plan_jobs, run_batch)
 from nucseg_rt.blockwise.run import LargeSettings
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError, SettingsError
-from nucseg_rt.io.tiff import VolumeInfo, read_header
+from nucseg_rt.io import VolumeInfo, read_header
 from nucseg_rt.params import InputSpec, MaskParams
 from helpers import blob_volume, write_calibrated
 
@@ -155,7 +155,7 @@ def test_anisotropy_from_imagej_ome_and_missing(tmp_path):
 
 def test_ome_zarr_calibration_needs_one_unit(tmp_path):
     zarr = pytest.importorskip("zarr")
-    from nucseg_rt.io.lazy import read_header as lazy_header
+    from nucseg_rt.io import read_header as lazy_header
 
     for name, zunit, expected in (("same", "micrometer", 4.0), ("nm", "nanometer", 0.004),
                                   ("odd", "frames", None)):

@@ -16,7 +16,7 @@ from nucseg_rt.blockwise import blocks as blockwise
 from nucseg_rt.blockwise import run as large  # noqa: E402
 from nucseg_rt.blockwise.merge import merge_blocks  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
-from nucseg_rt.io.lazy import open_volume  # noqa: E402
+from nucseg_rt.io import open_volume  # noqa: E402
 from nucseg_rt.eval.metrics import average_precision  # noqa: E402
 from nucseg_rt.prep.normalize import _percentile_bounds  # noqa: E402
 

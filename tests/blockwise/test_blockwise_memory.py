@@ -21,7 +21,7 @@ from helpers import ball_lattice
 from nucseg_rt.blockwise import blocks as blockwise
 from nucseg_rt.blockwise import merge as merging
 from nucseg_rt.blockwise import run as large
-from nucseg_rt.io import lazy
+import nucseg_rt.io as lazy
 from nucseg_rt.network.predict import OnnxNet
 
 CORE = (24, 24, 24)
@@ -127,7 +127,7 @@ def test_tiff_writer_decodes_about_one_plane_at_a_time(needs_zarr, tmp_path):
     plane_bytes = shape[1] * shape[2] * 4
     tracemalloc.start()
     try:
-        lazy.write_labels_tif_streamed(tmp_path / "out.tif", scratch, dtype=np.uint16)
+        lazy.write_labels_tif(tmp_path / "out.tif", scratch, dtype=np.uint16)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

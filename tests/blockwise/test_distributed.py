@@ -17,7 +17,7 @@ from nucseg_rt.blockwise import blocks as blockwise
 from nucseg_rt.blockwise import run as large  # noqa: E402
 from nucseg_rt.blockwise import dask as nd  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
-from nucseg_rt.io.lazy import open_labels_zarr  # noqa: E402
+from nucseg_rt.io import open_labels_zarr  # noqa: E402
 
 
 #: in a worker process: Segmenters built and blocks computed since _count_in_worker ran there

@@ -14,7 +14,7 @@ zarr = pytest.importorskip("zarr")
 from helpers import (assert_one_error_line, block_tiff, block_volume, blockwise_masks,  # noqa: E402
                      run_cli, summary_row, whole_masks)
 
-from nucseg_rt.io.lazy import open_labels_zarr  # noqa: E402
+from nucseg_rt.io import open_labels_zarr  # noqa: E402
 
 
 def test_block_size_writes_the_blockwise_labels(tmp_path):

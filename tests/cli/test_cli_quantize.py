@@ -139,7 +139,7 @@ def test_int8_onnx_added_is_int8(tmp_path, volume):
 
 def test_quantizing_a_quantized_file_is_a_clear_error(tmp_path):
     from nucseg_rt.errors import ModelFormatError
-    from nucseg_rt.models.quantize import quantize_int8
+    from nucseg_rt.models import quantize_int8
 
     unlabelled = _qdq_copy(make_tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "qdq.onnx")
     with pytest.raises(ModelFormatError, match="qdq.onnx is already an int8 model"):

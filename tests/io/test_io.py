@@ -1,4 +1,4 @@
-"""nucseg_rt.io.tiff: reading TIFF volumes with their calibration, atomic label/flow writing."""
+"""nucseg_rt.io: reading TIFF volumes with their calibration, atomic label/flow writing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import tifffile
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.io.tiff import atomic_write, read_volume, write_flows_npz, write_labels_tif
+from nucseg_rt.io import (atomic_dir, atomic_write, read_header, read_volume, write_flows_npz,
+                          write_labels_tif)
 
 
 @pytest.fixture
@@ -57,6 +58,34 @@ def test_read_plain_tiff_has_no_calibration_or_axes(tmp_path, volume):
     data, info = read_volume(path)
     np.testing.assert_array_equal(data, volume)
     assert info.voxel_size_zyx is None and info.axes is None
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(imagej=True, resolution=(4.0, 2.0), metadata={"spacing": 2.0, "unit": "um", "axes": "ZYX"}),
+    dict(ome=True, metadata={"axes": "ZYX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25,
+                             "PhysicalSizeZ": 1.0}),
+    dict()])
+def test_read_header_equals_read_volume(tmp_path, volume, kwargs):
+    """The one header reader gives the shape and calibration read_volume gives, from a TIFF."""
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, volume, **kwargs)
+    shape, info = read_header(path)
+    vol, full_info = read_volume(path)
+    assert shape == vol.shape == volume.shape and info == full_info
+
+
+def test_read_header_errors_match_read_volume(tmp_path, volume):
+    (tmp_path / "junk.tif").write_bytes(b"not a tiff at all")
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, volume, imagej=True)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for bad, match in ((tmp_path / "none.tif", "file does not exist"),
+                       (tmp_path, "not a file"),
+                       (tmp_path / "junk.tif", "not a TIFF"),
+                       (path, "truncated or damaged")):
+        for read in (read_header, read_volume):
+            with pytest.raises(InvalidInputError, match=match):
+                read(bad)
 
 
 def test_read_missing_path(tmp_path):
@@ -202,6 +231,35 @@ def test_interrupt_removes_temporary_file(tmp_path):
     with pytest.raises(KeyboardInterrupt), atomic_write(tmp_path / "x.bin") as fh:
         fh.write(b"half")
         raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_error_keeps_previous_folder_and_leaves_nothing(tmp_path):
+    out = tmp_path / "m.ome.zarr"
+    out.mkdir()
+    (out / "kept").write_text("old")
+    with pytest.raises(OSError, match="No space left"), atomic_dir(out) as tmp:
+        tmp.mkdir()
+        (tmp / "half").write_text("new")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ome.zarr"]
+    assert [p.name for p in out.iterdir()] == ["kept"]
+
+
+def test_atomic_dir_replaces_folder_on_success(tmp_path):
+    out = tmp_path / "m.ome.zarr"
+    out.mkdir()
+    (out / "old").write_text("old")
+    with atomic_dir(out) as tmp:
+        tmp.mkdir()
+        (tmp / "new").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.ome.zarr"]
+    assert [p.name for p in out.iterdir()] == ["new"]
+
+
+def test_failed_write_of_a_bad_label_array_leaves_nothing(tmp_path):
+    with pytest.raises(InvalidInputError, match="`dtype` must be uint8, uint16 or uint32"):
+        write_labels_tif(tmp_path / "m.tif", _labels(), dtype=np.int64)
     assert list(tmp_path.iterdir()) == []
 
 

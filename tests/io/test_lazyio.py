@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -11,9 +13,9 @@ import tifffile
 
 zarr = pytest.importorskip("zarr")
 
-from nucseg_rt.io import lazy as lazyio  # noqa: E402
+import nucseg_rt.io as lazyio  # noqa: E402
 from nucseg_rt.errors import InvalidInputError  # noqa: E402
-from nucseg_rt.io.tiff import write_labels_tif  # noqa: E402
+from nucseg_rt.io import write_labels_tif  # noqa: E402
 
 
 def _ramp(shape, seed=0):
@@ -82,6 +84,35 @@ def test_zarr_and_ome_zarr_inputs(tmp_path):
         np.testing.assert_array_equal(lazy.read_all(), vol)
 
 
+def test_read_header_of_zarr_inputs_matches_open_volume(tmp_path):
+    """One header reader for every input: a zarr group with one array and an OME-Zarr image."""
+    vol = _ramp((6, 20, 24))
+    path = lazyio.write_labels_zarr(tmp_path / "m.ome.zarr", vol.astype(np.uint16),
+                                    (2.0, 0.5, 0.5), unit="um")
+    shape, info = lazyio.read_header(path / "labels" / "masks")
+    assert shape == vol.shape and info.voxel_size_zyx == (2.0, 0.5, 0.5)
+    assert info.calibration == "OME-Zarr" and info.axes == "ZYX" and info.z_step_known
+    with lazyio.open_volume(path / "labels" / "masks") as lazy:
+        assert lazy.info == info
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
+    group.create_array("only", shape=(3, 4, 5), dtype="u2")
+    assert lazyio.read_header(tmp_path / "g.zarr") == ((3, 4, 5), lazyio.VolumeInfo(
+        None, None, np.dtype("u2")))
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        lazyio.read_header(tmp_path / "none.ome.zarr")
+
+
+def test_read_header_of_a_tiff_needs_no_zarr(tmp_path):
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, _ramp((3, 8, 9)), imagej=True)
+    code = ("import sys; sys.modules['zarr'] = None\n"
+            "from nucseg_rt.io import read_header\n"
+            f"print(read_header({str(path)!r})[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(3, 8, 9)"
+
+
 def test_open_volume_errors(tmp_path):
     with pytest.raises(InvalidInputError, match="does not exist"):
         lazyio.open_volume(tmp_path / "nope.tif")
@@ -120,9 +151,10 @@ def test_streamed_tiff_equals_in_memory_tiff(tmp_path):
     labels = np.random.default_rng(1).integers(0, 300, (6, 33, 41)).astype(np.uint32)
     store = lazyio.create_labels_zarr(tmp_path / "s.zarr", labels.shape, chunks=(3, 16, 16))
     store[...] = labels
-    lazyio.write_labels_tif_streamed(tmp_path / "a.tif", store, voxel_size=(1.0, 0.5, 0.5),
-                                     unit="um", dtype=np.uint16)
+    lazyio.write_labels_tif(tmp_path / "a.tif", store, (1.0, 0.5, 0.5), unit="um",
+                            dtype=np.uint16)
     write_labels_tif(tmp_path / "b.tif", labels.astype(np.uint16), (1.0, 0.5, 0.5), unit="um")
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
     with tifffile.TiffFile(tmp_path / "a.tif") as a, tifffile.TiffFile(tmp_path / "b.tif") as b:
         np.testing.assert_array_equal(a.asarray(), b.asarray())
         assert a.is_imagej and a.imagej_metadata["spacing"] == b.imagej_metadata["spacing"]
@@ -148,7 +180,7 @@ def test_zarr_2_is_refused_with_the_reason(monkeypatch):
     import zarr
 
     from nucseg_rt.errors import MissingDependencyError
-    from nucseg_rt.io.lazy import import_zarr
+    from nucseg_rt.io import import_zarr
 
     monkeypatch.setattr(zarr, "__version__", "2.18.7")
     with pytest.raises(MissingDependencyError, match=r"zarr >= 3 .*found zarr 2\.18\.7"):

@@ -404,7 +404,7 @@ def test_shipped_bundled_index_matches_files():
     """models/index.json must list every shipped model with its current sha256.
 
     After changing a file in models/, run:
-    python -c "from nucseg_rt.models.registry import write_bundled_index; write_bundled_index()"
+    python -c "from nucseg_rt.models import write_bundled_index; write_bundled_index()"
     """
     index = json.loads((MODELS_DIR / "index.json").read_text())
     listed = set()
@@ -423,13 +423,53 @@ def test_shipped_bundled_index_matches_files():
 # --- Cellpose files and the export extra --------------------------------------------------------------
 
 
-def test_missing_torch_gives_install_hint():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from nucseg_rt.models.modelfile import import_export_module\n"
-            "from nucseg_rt.errors import MissingDependencyError\n"
-            "try:\n    import_export_module('onnx_export', purpose='converting')\n"
-            "except MissingDependencyError as exc:\n    print(exc)\n")
+def test_registry_never_imports_the_export_tool(tmp_path):
+    """``import nucseg_rt.models`` and ``add_model`` on a Cellpose file without a converter import
+    neither nucseg_rt_export nor torch; the file is refused and nothing is registered."""
+    cellpose = tmp_path / "cellpose_model"
+    cellpose.write_bytes(b"PK\x03\x04 a zip archive, as torch.save writes")
+    code = ("import sys\n"
+            "import nucseg_rt.models.registry, nucseg_rt.models\n"
+            "from nucseg_rt.errors import ModelFormatError\n"
+            "try:\n"
+            f"    nucseg_rt.models.add_model({str(cellpose)!r}, home={str(tmp_path / 'home')!r})\n"
+            "except ModelFormatError as exc:\n    print(exc)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('nucseg_rt_export', 'torch', 'onnxscript')))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "converting needs PyTorch" in out.stdout
-    assert "pip install 'nucseg-rt[export]'" in out.stdout
+    message, imported = out.stdout.strip().splitlines()
+    assert "is a PyTorch/Cellpose model file, not ONNX; pass `convert`" in message
+    assert imported == "[]"
+    assert not (tmp_path / "home" / "index.json").exists()
+
+
+def test_cellpose_file_goes_through_the_converter(tmp_path, tiny_onnx_model):
+    """``convert`` gets the Cellpose file (and a Cellpose ortho file) and the path to write."""
+    cellpose = tmp_path / "cp_main"
+    cellpose.write_bytes(b"PK\x03\x04")
+    calls = []
+
+    def convert(src, out, *, ortho=None):
+        calls.append((src.name, out.name, ortho))
+        out.write_bytes(tiny_onnx_model.read_bytes())
+
+    rec = registry.add_model(cellpose, home=tmp_path / "home", convert=convert)
+    assert calls == [("cp_main", "cp_main.onnx", None)]
+    assert rec.name == "cp_main" and rec.source == str(cellpose.resolve())
+    assert rec.files.sha256 == modelfile.sha256_file(tiny_onnx_model)
+    calls.clear()
+    rec = registry.add_model(tiny_onnx_model, name="with_ortho", ortho=cellpose,
+                             home=tmp_path / "home", convert=convert)
+    assert calls == [("cp_main", "ortho.onnx", None)] and rec.files.ortho_path is not None
+
+
+def test_cellpose_ortho_without_converter_is_refused(tmp_path, tiny_onnx_model):
+    cellpose = tmp_path / "cp_ortho"
+    cellpose.write_bytes(b"PK\x03\x04")
+    with pytest.raises(ModelFormatError, match="cp_ortho is a PyTorch/Cellpose model file"):
+        registry.add_model(tiny_onnx_model, ortho=cellpose, home=tmp_path / "home")
+    assert not [r for r in registry.list_models(home=tmp_path / "home") if not r.bundled]
+
+
+def test_missing_dependency_error_is_an_import_error():
     assert issubclass(MissingDependencyError, ImportError)

@@ -16,8 +16,8 @@ import tifffile
 
 from nucseg_rt.batch import RunSettings, plan_file
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.io.lazy import LazyVolume
-from nucseg_rt.io.tiff import VolumeInfo
+from nucseg_rt.io import LazyVolume
+from nucseg_rt.io import VolumeInfo
 from nucseg_rt.params import InputSpec
 from nucseg_rt.prep.axes import resolve_axes, to_zyxc
 

@@ -40,7 +40,7 @@ def test_export_cellpose_ortho_min_anisotropy(tmp_path):
     pytest.importorskip("cellpose")
     from helpers import make_cellpose_net
 
-    from nucseg_rt.models.modelfile import read_metadata
+    from nucseg_rt.models import read_metadata
     main, ortho = tmp_path / "cp_main", tmp_path / "cp_ortho"
     make_cellpose_net(seed=5).save_model(str(main))
     make_cellpose_net(seed=6).save_model(str(ortho))
@@ -52,3 +52,19 @@ def test_export_cellpose_ortho_min_anisotropy(tmp_path):
     bad = run_cli("export-cellpose", main, "--ortho-min-anisotropy", "6", "-o", tmp_path / "x.onnx")
     assert bad.returncode != 0 and "--ortho-min-anisotropy needs --ortho" in bad.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow
+def test_add_model_converts_a_cellpose_file(tmp_path):
+    """``add-model FILE --ortho FILE`` with Cellpose files: the CLI hands the export tool to the
+    registry as its converter; nothing is written next to the inputs."""
+    pytest.importorskip("cellpose")
+    from helpers import make_cellpose_net
+
+    main, ortho = tmp_path / "cp_main", tmp_path / "cp_ortho"
+    make_cellpose_net(seed=5).save_model(str(main))
+    make_cellpose_net(seed=6).save_model(str(ortho))
+    proc = run_cli("add-model", main, "--name", "converted", "--ortho", ortho)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("added 'converted' (diam_mean ") and "ortho yes" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cp_main", "cp_ortho"]

@@ -164,3 +164,20 @@ def test_unrelated_state_dict_refused(tmp_path):
 def test_export_rejects_low_opset(cellpose_file, tmp_path):
     with pytest.raises(ValueError, match="opset"):
         export_cellpose(cellpose_file[0], tmp_path / "x.onnx", opset=13)
+
+
+def test_readme_states_the_export_check_as_implemented():
+    """README's sentence on the export check names the tolerance the code applies."""
+    import inspect
+    from pathlib import Path
+
+    from nucseg_rt_export.onnx_export import RTOL, VERIFY_SHAPES, export_cellpose
+
+    atol = inspect.signature(export_cellpose).parameters["atol"].default
+    text = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    sizes = {1: "one", 2: "two", 3: "three", 4: "four"}[len(VERIFY_SHAPES)]
+    assert f"on random inputs of {sizes} sizes" in text
+    def sci(v):  # 1e-4, as the README writes it
+        return f"{v:.0e}".replace("e-0", "e-")
+
+    assert f"within {sci(atol)} plus {sci(RTOL)} times the largest output on that input" in text

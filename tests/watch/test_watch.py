@@ -64,13 +64,13 @@ def test_tracker_needs_the_same_snapshot_for_settle_seconds(tmp_path):
     assert tracker.tracked() == set()
 
 
-def test_tracker_never_takes_unready_and_settle_zero_needs_two_looks(tmp_path):
+def test_tracker_settles_unready_inputs_too_and_settle_zero_needs_two_looks(tmp_path):
     clock = FakeClock()
     tracker = StabilityTracker(1.0, clock)
     empty = Snapshot(0, 1, ready=False)
-    tracker.observe(tmp_path / "e.tif", empty)
-    clock.now += 60
     assert not tracker.observe(tmp_path / "e.tif", empty)
+    clock.now += 60  # settled: the service then fails it with a reason (never queued for ever)
+    assert tracker.observe(tmp_path / "e.tif", empty)
     zero = StabilityTracker(0.0, clock)
     assert not zero.observe(tmp_path / "a.tif", Snapshot(5, 1))
     assert zero.observe(tmp_path / "a.tif", Snapshot(5, 1))
@@ -179,13 +179,6 @@ def test_read_record_tolerates_garbage(tmp_path):
 # --- the library in process: stop and re-segmenting a changed input -----------------------------
 
 
-@pytest.fixture(scope="module")
-def segmenter(tiny_onnx_model):
-    from nucseg_rt import Segmenter
-
-    return Segmenter(tiny_onnx_model, device="cpu")
-
-
 def _wait(predicate, timeout=30.0, what="condition"):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -199,18 +192,18 @@ def _status(out, name):
     return (read_record(out / f"{name}.json") or {}).get("status")
 
 
-def test_stop_during_a_file_abandons_it_without_output(tmp_path, segmenter):
+def test_stop_during_a_file_abandons_it_without_output(tmp_path, tiny_segmenter):
     folder, out, stop = tmp_path / "in", tmp_path / "out", threading.Event()
     folder.mkdir()
     write_calibrated(folder / "a.tif", blob_volume())
 
     class StopsWhileSegmenting:  # the stop arrives while the network runs
         def __getattr__(self, name):
-            return getattr(segmenter, name)
+            return getattr(tiny_segmenter, name)
 
         def segment(self, *args, **kwargs):
             stop.set()
-            return segmenter.segment(*args, **kwargs)
+            return tiny_segmenter.segment(*args, **kwargs)
 
     summary = watch_folder(folder, out, StopsWhileSegmenting(), run=RunSettings(diameter=30.0),
                            settings=WatchSettings(poll=0.05, settle=0.1), cancel=stop)
@@ -220,11 +213,11 @@ def test_stop_during_a_file_abandons_it_without_output(tmp_path, segmenter):
     assert sorted(p.name for p in out.iterdir()) == ["a.tif.json"]  # no output, no temp file
 
 
-def test_changed_input_is_segmented_again(tmp_path, segmenter):
+def test_changed_input_is_segmented_again(tmp_path, tiny_segmenter):
     folder, out, stop = tmp_path / "in", tmp_path / "out", threading.Event()
     folder.mkdir()
     source = write_calibrated(folder / "a.tif", blob_volume())
-    thread = threading.Thread(target=watch_folder, args=(folder, out, segmenter), kwargs=dict(
+    thread = threading.Thread(target=watch_folder, args=(folder, out, tiny_segmenter), kwargs=dict(
         run=RunSettings(diameter=30.0), settings=WatchSettings(poll=0.05, settle=0.3),
         cancel=stop))
     thread.start()

@@ -1,0 +1,184 @@
+"""Volumes larger than memory: :func:`open_volume` reads blocks of TIFF / OME-TIFF / zarr /
+OME-Zarr lazily, and :func:`read_header` gives any input's shape and calibration without its pixels.
+
+A TIFF is opened through tifffile's zarr store: one page or tile is decoded at a time, with
+ordinary file reads, so nothing is memory-mapped and resident memory stays bounded. A zarr array
+or OME-Zarr image is read at its full-resolution level ``0``. The :class:`LazyVolume` knows which
+axes are Z, Y, X (and channels) and returns blocks as ``(Z, Y, X)`` or ``(Z, C, Y, X)`` arrays.
+
+Lazy reading needs ``zarr`` (``pip install 'nucseg-rt[large]'``), imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.io._fs import existing_file
+from nucseg_rt.io._meta import VolumeInfo, tiff_info
+from nucseg_rt.io._tiff import damage_reports, tiff_header
+from nucseg_rt.io._zarr import import_zarr, is_zarr_store, open_zarr
+from nucseg_rt.prep.axes import resolve_axes
+
+__all__ = ["LazyVolume", "open_volume", "read_header"]
+
+
+class LazyVolume:
+    """A volume read block by block; axes resolved once.
+
+    Attributes
+    ----------
+    shape_zyx : (int, int, int)
+        Size of the Z, Y and X axes.
+    nchan : int or None
+        Number of channels, None for a single-channel (Z, Y, X) volume.
+    dtype : numpy.dtype
+        Pixel type.
+    info : VolumeInfo
+        Voxel size, axis letters and dtype (as :func:`nucseg_rt.io.read_volume` gives them).
+    axes : nucseg_rt.prep.axes.AxisPlan
+        The stored array's Z, Y, X (and channel) axes, decided by
+        :func:`nucseg_rt.prep.axes.resolve_axes` (the rule every input follows).
+    """
+
+    def __init__(self, array, info: VolumeInfo, *, channel_axis: int | None = None,
+                 z_axis: int | None = None, closer=None, what: str = "the volume"):
+        self._array, self.info, self._closer = array, info, closer
+        self.dtype = np.dtype(array.dtype)
+        self.axes = resolve_axes(tuple(array.shape), letters=info.axes, channel_axis=channel_axis,
+                                 z_axis=z_axis, what=what)
+        self._index, self._order = self.axes.index(), self.axes.order
+        self.shape_zyx = self.axes.shape_zyx
+        self.nchan = self.axes.nchan
+
+    @property
+    def channel_axis(self) -> int | None:
+        """Channel axis of the arrays :meth:`read` returns (1 or None)."""
+        return None if self.nchan is None else 1
+
+    def read(self, zyx_slices: tuple[slice, slice, slice]) -> np.ndarray:
+        """The block ``zyx_slices`` as a new ``(Z, Y, X)`` or ``(Z, C, Y, X)`` array."""
+        index = list(self._index)
+        for k, sl in enumerate(zyx_slices):
+            index[self._order[k]] = sl
+        block = np.asarray(self._array[tuple(index)])
+        kept = [i for i, ix in enumerate(index) if isinstance(ix, slice)]  # axes left in block
+        pos = {ax: kept.index(ax) for ax in self._order}
+        perm = [pos[self._order[0]]] + ([pos[self._order[3]]] if self.nchan else []) \
+            + [pos[self._order[1]], pos[self._order[2]]]
+        return np.ascontiguousarray(np.transpose(block, perm))
+
+    def read_all(self) -> np.ndarray:
+        return self.read((slice(None),) * 3)
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+            self._closer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_volume(source, *, channel_axis: int | None = None,
+                z_axis: int | None = None) -> LazyVolume:
+    """Open a volume for block reads without loading it.
+
+    Parameters
+    ----------
+    source : path-like or array
+        A TIFF / OME-TIFF file, a ``.zarr`` array or group, an ``.ome.zarr`` image, or an
+        in-memory array (used as is).
+    channel_axis, z_axis : int, optional
+        Axes of the stored array; default from its metadata (ImageJ/OME/NGFF axes), else Z is
+        the first axis and a 4th axis of size <= 4 holds channels.
+
+    Returns
+    -------
+    LazyVolume
+        Close it (or use ``with``) to release the file.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        arr = np.asarray(source)
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+            raise InvalidInputError(f"`vol` must be real numeric, got dtype {arr.dtype}")
+        return LazyVolume(arr, VolumeInfo(None, None, arr.dtype), channel_axis=channel_axis,
+                          z_axis=z_axis, what="`vol`")
+    path = _existing(source)
+    if is_zarr_store(path):
+        array, info = open_zarr(path)
+        return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis, what=str(path))
+    return _open_tiff(existing_file(path), channel_axis, z_axis)
+
+
+def read_header(source: str | os.PathLike) -> tuple[tuple[int, ...], VolumeInfo]:
+    """Shape and :class:`VolumeInfo` of a TIFF or zarr / OME-Zarr volume; no pixels are read.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A TIFF / OME-TIFF file, a ``.zarr`` array or group, or an ``.ome.zarr`` image (zarr is
+        needed for zarr inputs only).
+
+    Returns
+    -------
+    shape : tuple of int
+        The stored array's shape, in file order.
+    info : VolumeInfo
+        Voxel size, axis letters and dtype.
+
+    Raises
+    ------
+    InvalidInputError
+        The path does not exist, is not a readable TIFF or zarr, or the image is empty.
+    """
+    path = _existing(source)
+    if is_zarr_store(path):
+        array, info = open_zarr(path)
+        return tuple(int(s) for s in array.shape), info
+    return tiff_header(path)
+
+
+def _existing(source: str | os.PathLike) -> Path:
+    path = Path(source)
+    if not path.exists():
+        raise InvalidInputError(f"{path}: file does not exist")
+    return path
+
+
+def _open_tiff(path: Path, channel_axis, z_axis) -> LazyVolume:
+    zarr = import_zarr()
+    import tifffile
+
+    try:
+        with damage_reports() as damage:
+            tif = tifffile.TiffFile(path)
+            series = tif.series[0]
+            info = tiff_info(tif, series, series.dtype)
+            store = series.aszarr()
+            array = zarr.open(store, mode="r")
+    except Exception as exc:  # tifffile raises many types on bad files
+        raise InvalidInputError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
+    if damage:
+        tif.close()
+        raise InvalidInputError(f"{path}: TIFF file is truncated or damaged ({damage[0]})")
+    if 0 in array.shape:
+        tif.close()
+        raise InvalidInputError(f"{path}: image has a zero-size axis, shape {array.shape}")
+
+    def closer():
+        store.close()
+        tif.close()
+
+    try:
+        return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis, closer=closer,
+                          what=str(path))
+    except BaseException:
+        closer()
+        raise
