@@ -4,7 +4,8 @@ Fixtures are in conftest.py; everything else a test needs more than once is here
 make each kind of data (test modules never import each other):
 
 - CLI: :func:`run_cli`, :func:`cli_help` (each ``--help`` spawned once per session),
-  :func:`assert_one_error_line`, :func:`summary_row`.
+  :func:`assert_one_error_line`, :func:`summary_row`; services: :func:`wait_until` (a condition
+  with a timeout, never a fixed sleep), :func:`stopping_segmenter`.
 - Images: :func:`blob_volume` (Gaussian blobs the tiny model finds one nucleus each),
   :func:`noise_volume`, :func:`zyxc_input`, :func:`plane_input`, :func:`write_calibrated`
   (a calibrated ImageJ TIFF). Realistic nuclei
@@ -31,6 +32,8 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +86,31 @@ def assert_one_error_line(proc: subprocess.CompletedProcess, pattern: str, code:
     assert len(errors) == 1, proc.stderr
     assert re.search(pattern, errors[0]), errors[0]
     return errors[0]
+
+
+def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
+    """Return once ``predicate()`` is true (checked every 20 ms); AssertionError naming ``what``
+    after ``timeout`` seconds. For conditions only visible in files (records, outputs)."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(0.02)
+
+
+def stopping_segmenter(segmenter, stop: threading.Event):
+    """``segmenter`` whose ``segment`` sets ``stop`` first: a stop that arrives while the network
+    runs (everything else is passed through)."""
+
+    class StopsWhileSegmenting:
+        def __getattr__(self, name):
+            return getattr(segmenter, name)
+
+        def segment(self, *args, **kwargs):
+            stop.set()
+            return segmenter.segment(*args, **kwargs)
+
+    return StopsWhileSegmenting()
 
 
 def summary_row(stdout: str, name: str) -> str:

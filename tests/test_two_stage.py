@@ -17,6 +17,12 @@ from nucseg_rt.results import Flows
 
 
 @pytest.fixture(scope="module")
+def seg(tiny_segmenter):
+    """The tiny model's Segmenter (conftest.py), by this module's short name."""
+    return tiny_segmenter
+
+
+@pytest.fixture(scope="module")
 def vol():
     """Four blobs (sigma 5) in (12, 64, 72): one nucleus each for the tiny model."""
     return blob_volume((12, 64, 72), centers=[(3, 16, 18), (6, 40, 20), (5, 20, 52), (8, 46, 54)])
@@ -32,40 +38,40 @@ def vol():
     (dict(anisotropy=2.0, diameter=20.0), dict(stitch_threshold=0.3)),
     (dict(anisotropy=2.0, diameter=25.0), dict(stitch_threshold=0.25, flow_threshold=0.6, min_size=5)),
 ])
-def test_masks_from_flows_equals_segment(tiny_segmenter, vol, kw, mask_kw):
-    res = tiny_segmenter.segment(vol, **kw, **mask_kw)
+def test_masks_from_flows_equals_segment(seg, vol, kw, mask_kw):
+    res = seg.segment(vol, **kw, **mask_kw)
     mode = "stitch" if mask_kw.get("stitch_threshold", 0) > 0 else "3d"
-    f = tiny_segmenter.predict_flows(vol, mode=mode, **kw)
+    f = seg.predict_flows(vol, mode=mode, **kw)
     params = {("method" if k == "dynamics_method" else k): v for k, v in mask_kw.items()}
-    masks = tiny_segmenter.masks_from_flows(f, **params)
+    masks = seg.masks_from_flows(f, **params)
     assert res.masks.max() >= 3
     np.testing.assert_array_equal(masks, res.masks)
     np.testing.assert_array_equal(f.flows, res.flows)
     np.testing.assert_array_equal(f.cellprob, res.cellprob)
     # re-thresholding the same Flows object twice gives the same masks (it is not modified)
-    np.testing.assert_array_equal(tiny_segmenter.masks_from_flows(f, MaskParams(**params)), masks)
+    np.testing.assert_array_equal(seg.masks_from_flows(f, MaskParams(**params)), masks)
 
 
-def test_flows_unpacks_and_carries_what_masks_need(tiny_segmenter, vol):
-    f = tiny_segmenter.predict_flows(vol, anisotropy=2.0, diameter=20.0)
+def test_flows_unpacks_and_carries_what_masks_need(seg, vol):
+    f = seg.predict_flows(vol, anisotropy=2.0, diameter=20.0)
     flows, cellprob = f
     assert isinstance(f, Flows)
     assert flows is f.flows and cellprob is f.cellprob
     assert flows.shape == (3, *vol.shape) and flows.dtype == np.float32
     assert f.shape == vol.shape and f.mode == "3d" and f.anisotropy == 2.0 and f.diameter == 20.0
-    assert f.rescale == pytest.approx(tiny_segmenter.diam_mean / 20.0)
+    assert f.rescale == pytest.approx(seg.diam_mean / 20.0)
 
 
-def test_mode_mismatch_is_refused(tiny_segmenter, vol):
-    f = tiny_segmenter.predict_flows(vol[:6], anisotropy=2.0, diameter=20.0)
+def test_mode_mismatch_is_refused(seg, vol):
+    f = seg.predict_flows(vol[:6], anisotropy=2.0, diameter=20.0)
     with pytest.raises(InvalidInputError, match="stitch_threshold.*'3d' mode"):
-        tiny_segmenter.masks_from_flows(f, stitch_threshold=0.3)
+        seg.masks_from_flows(f, stitch_threshold=0.3)
     with pytest.raises(InvalidInputError, match="either as `params` or as keywords"):
-        tiny_segmenter.masks_from_flows(f, MaskParams(), min_size=3)
+        seg.masks_from_flows(f, MaskParams(), min_size=3)
     with pytest.raises(InvalidInputError, match="unknown mask parameter.*bogus"):
-        tiny_segmenter.masks_from_flows(f, bogus=1)
+        seg.masks_from_flows(f, bogus=1)
     with pytest.raises(InvalidInputError, match="`flows` must be the Flows result"):
-        tiny_segmenter.masks_from_flows((f.flows, f.cellprob))
+        seg.masks_from_flows((f.flows, f.cellprob))
 
 
 @pytest.mark.parametrize("kw,match", [

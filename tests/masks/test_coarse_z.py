@@ -19,6 +19,12 @@ CENTERS = [(30, 16, 18), (60, 40, 20), (46, 20, 52), (40, 46, 54)]
 
 
 @pytest.fixture(scope="module")
+def seg(tiny_segmenter):
+    """The tiny model's Segmenter (conftest.py), by this module's short name."""
+    return tiny_segmenter
+
+
+@pytest.fixture(scope="module")
 def coarse():
     """(8, 64, 72) uint16: the four blobs at anisotropy 11.5 (about 2.6 planes per nucleus)."""
     iso = blob_volume((92, 64, 72), centers=CENTERS, sigma=7.0)
@@ -55,39 +61,38 @@ def test_centred_resize_refuses_bad_labels(bad):
         resize_labels_centred(bad, (4, 4, 4))
 
 
-def test_network_grid_kept_only_for_coarse_z(tiny_segmenter, coarse):
+def test_network_grid_kept_only_for_coarse_z(seg, coarse):
     img = coarse
-    f = tiny_segmenter.predict_flows(img, anisotropy=11.5, diameter=30.0)
+    f = seg.predict_flows(img, anisotropy=11.5, diameter=30.0)
     assert f.grid_flows is not None and f.grid_cellprob is not None
     assert f.grid_flows.shape[1:] == f.grid_cellprob.shape == f.info["dynamics_grid"]
     assert f.grid_flows.shape[1] >= GRID_Z_FACTOR * img.shape[0]
     assert f.flows.shape == (3, *img.shape)                      # what users get is unchanged
-    iso = tiny_segmenter.predict_flows(img[:4], anisotropy=1.0, diameter=30.0, z_axis=0)
+    iso = seg.predict_flows(img[:4], anisotropy=1.0, diameter=30.0, z_axis=0)
     assert iso.grid_flows is None and "dynamics_grid" not in iso.info
-    for other in (dict(resample=False), dict(mode="stitch")):
-        assert tiny_segmenter.predict_flows(img, anisotropy=11.5, diameter=30.0,
-                                            **other).grid_flows is None
+    assert seg.predict_flows(img, anisotropy=11.5, diameter=30.0, resample=False).grid_flows is None
+    assert seg.predict_flows(img, anisotropy=11.5, diameter=30.0, mode="stitch").grid_flows is None
 
 
-def test_coarse_z_nuclei_are_found_whole(tiny_segmenter, coarse):
+def test_coarse_z_nuclei_are_found_whole(seg, coarse):
     """On the network grid each blob is one nucleus, whole through its planes; the masks are
     not those of the input-grid dynamics (the grid flows were used)."""
-    f = tiny_segmenter.predict_flows(coarse, anisotropy=11.5, diameter=30.0)
-    masks = tiny_segmenter.masks_from_flows(f)
+    f = seg.predict_flows(coarse, anisotropy=11.5, diameter=30.0)
+    masks = seg.masks_from_flows(f)
     assert masks.shape == coarse.shape and masks.max() == len(CENTERS)
     columns = [set(np.unique(masks[:, y, x])) - {0} for _, y, x in CENTERS]
     assert sorted(len(c) for c in columns) == [1] * len(CENTERS)      # one label per blob
     assert set().union(*columns) == set(range(1, len(CENTERS) + 1))  # all different
     on_input = dataclasses.replace(f, grid_flows=None, grid_cellprob=None)
-    assert not np.array_equal(tiny_segmenter.masks_from_flows(on_input), masks)
+    assert not np.array_equal(seg.masks_from_flows(on_input), masks)
 
 
-def test_cellpose_method_stays_on_the_input_grid(tiny_segmenter, coarse):
+def test_cellpose_method_stays_on_the_input_grid(seg, coarse):
     img = coarse
-    f = tiny_segmenter.predict_flows(img, anisotropy=11.5, diameter=30.0)
+    f = seg.predict_flows(img, anisotropy=11.5, diameter=30.0)
     without = dataclasses.replace(f, grid_flows=None, grid_cellprob=None)
-    np.testing.assert_array_equal(tiny_segmenter.masks_from_flows(f, method="cellpose"),
-                                  tiny_segmenter.masks_from_flows(without, method="cellpose"))
-    res = tiny_segmenter.segment(img, anisotropy=11.5, diameter=30.0)
-    np.testing.assert_array_equal(res.masks, tiny_segmenter.masks_from_flows(f))
+    np.testing.assert_array_equal(seg.masks_from_flows(f, method="cellpose"),
+                                  seg.masks_from_flows(without, method="cellpose"))
+    res = seg.segment(img, anisotropy=11.5, diameter=30.0)
+    np.testing.assert_array_equal(res.masks, seg.masks_from_flows(f))
     assert res.info["niter"] == 200                                 # at the network's scale

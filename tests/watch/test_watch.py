@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -26,7 +25,8 @@ from nucseg_rt.batch import RunSettings
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.watch import (Snapshot, StabilityTracker, WatchSettings, find_candidates,
                              read_record, record_path, snapshot, tiff_problem, watch_folder)
-from helpers import blob_volume, cli_help, run_cli, write_calibrated
+from helpers import (blob_volume, cli_help, run_cli, stopping_segmenter, wait_until,
+                     write_calibrated)
 
 POLL, SETTLE = "0.2", "1.5"
 
@@ -179,15 +179,6 @@ def test_read_record_tolerates_garbage(tmp_path):
 # --- the library in process: stop and re-segmenting a changed input -----------------------------
 
 
-def _wait(predicate, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _status(out, name):
     return (read_record(out / f"{name}.json") or {}).get("status")
 
@@ -197,15 +188,8 @@ def test_stop_during_a_file_abandons_it_without_output(tmp_path, tiny_segmenter)
     folder.mkdir()
     write_calibrated(folder / "a.tif", blob_volume())
 
-    class StopsWhileSegmenting:  # the stop arrives while the network runs
-        def __getattr__(self, name):
-            return getattr(tiny_segmenter, name)
-
-        def segment(self, *args, **kwargs):
-            stop.set()
-            return tiny_segmenter.segment(*args, **kwargs)
-
-    summary = watch_folder(folder, out, StopsWhileSegmenting(), run=RunSettings(diameter=30.0),
+    summary = watch_folder(folder, out, stopping_segmenter(tiny_segmenter, stop),
+                           run=RunSettings(diameter=30.0),
                            settings=WatchSettings(poll=0.05, settle=0.1), cancel=stop)
     assert (summary.done, summary.failed, summary.abandoned) == (0, 0, 1)
     record = read_record(out / "a.tif.json")
@@ -222,11 +206,11 @@ def test_changed_input_is_segmented_again(tmp_path, tiny_segmenter):
         cancel=stop))
     thread.start()
     try:
-        _wait(lambda: _status(out, "a.tif") == "done", what="first result")
+        wait_until(lambda: _status(out, "a.tif") == "done", "first result")
         first = read_record(out / "a.tif.json")
         write_calibrated(source, blob_volume((16, 64, 72), centers=[(8, 30, 36)]))
-        _wait(lambda: (read_record(out / "a.tif.json") or {}).get("size") != first["size"]
-              and _status(out, "a.tif") == "done", what="second result")
+        wait_until(lambda: (read_record(out / "a.tif.json") or {}).get("size") != first["size"]
+                   and _status(out, "a.tif") == "done", "second result")
     finally:
         stop.set()
         thread.join(30)
@@ -286,7 +270,7 @@ def _wait_for(service, out, name, status, timeout=60.0):
                                  f"{service.log()}")
         return _status(out, name) == status
 
-    _wait(ready, timeout, f"{name} {status}")
+    wait_until(ready, f"{name} {status}", timeout)
     return read_record(out / f"{name}.json")
 
 
