@@ -100,8 +100,10 @@ def test_console_script_installed():
     script = Path(sys.executable).with_name("nucseg-rt")
     if not script.exists():
         pytest.skip("console script not installed next to this interpreter")
-    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "segment" in proc.stdout
+    from nucseg_rt import __version__
+
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"nucseg-rt {__version__}"
 
 
 # --- registry commands -------------------------------------------------------------------------------
