@@ -1,5 +1,5 @@
-"""Shared fixtures: an isolated registry folder for every test, tiny ONNX models, one Segmenter
-of the tiny pair, and the one int8 quantization of the bundled model.
+"""Shared fixtures: an isolated registry folder for every test, the tiny ONNX models and one
+Segmenter of each (session-scoped), and the label cases a unit test shares with its reference.
 
 Plain helpers (data, models, the CLI runner) are in ``helpers.py``: test folders have no
 ``__init__.py``, pytest puts tests/ on ``sys.path`` for this conftest, and every test module

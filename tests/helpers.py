@@ -8,8 +8,7 @@ make each kind of data (test modules never import each other):
   with a timeout, never a fixed sleep), :func:`stopping_segmenter`.
 - Images: :func:`blob_volume` (Gaussian blobs the tiny model finds one nucleus each),
   :func:`noise_volume`, :func:`zyxc_input`, :func:`plane_input`, :func:`write_calibrated`
-  (a calibrated ImageJ TIFF). Realistic nuclei
-  come from ``nucseg_rt.eval.synth.make_volume``.
+  (a calibrated ImageJ TIFF). Realistic nuclei come from ``nucseg_rt.eval.synth.make_volume``.
 - Labels: :func:`random_ellipsoids` (touching nuclei), :func:`ball_lattice` (a jittered grid
   of balls, fast for large volumes), :func:`ideal_flows`, :func:`cellpose_flows`.
 - Known label cases that a unit test and its Cellpose reference test share:
