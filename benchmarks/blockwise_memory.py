@@ -235,7 +235,7 @@ def main(argv=None) -> None:
         return
     if args._tiny:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from _tinyonnx import make_tiny_onnx
+        from helpers import make_tiny_onnx
 
         print(json.dumps({"path": str(make_tiny_onnx(Path(args._tiny[0]),
                                                      diam_mean=float(args._tiny[1])))}))

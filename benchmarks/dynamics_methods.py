@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tests' seeded synthetic labels
 
 def _volumes(quick: bool):
     """(name, labels) pairs: touching ellipsoids and the project's synthetic nuclei."""
-    from _dynamics_synth import random_ellipsoids
+    from helpers import random_ellipsoids
     from nucseg_rt.eval.synth import make_volume
 
     yield "ellipsoids, 60 in 32x128x128", random_ellipsoids((32, 128, 128), 60, seed=1, radius=(5, 11))
@@ -130,7 +130,7 @@ def diagnose(labels, dP, cellprob, threads):
 
 def _warm_up(compute_masks, cp_dynamics) -> None:
     """Compile (or load from cache) every numba kernel, postprocessing included, before timing."""
-    from _dynamics_synth import random_ellipsoids
+    from helpers import random_ellipsoids
 
     lab = random_ellipsoids((12, 40, 40), 6, seed=0, radius=(5, 8))
     dP = (cp_dynamics.masks_to_flows(lab) * 5.0).astype(np.float32)

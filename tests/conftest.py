@@ -1,7 +1,9 @@
-"""Shared fixtures: an isolated registry folder for every test, and tiny ONNX models.
+"""Shared fixtures: an isolated registry folder for every test, the tiny ONNX models and one
+Segmenter of each (session-scoped), and the label cases a unit test shares with its reference.
 
-The tiny model itself is ``_tinyonnx.make_tiny_onnx`` (a module, not this conftest, so tests
-import it by a name no other conftest.py shadows).
+Plain helpers (data, models, the CLI runner) are in ``helpers.py``: test folders have no
+``__init__.py``, pytest puts tests/ on ``sys.path`` for this conftest, and every test module
+imports ``from helpers import ...`` (never from another test module).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from _tinyonnx import make_tiny_onnx
+from helpers import make_tiny_onnx
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +43,38 @@ def tiny_onnx_pair(tmp_path_factory) -> Path:
     ortho = make_tiny_onnx(folder / "pair.ortho.onnx", role="ortho", flow_gain=30.0)
     sha = hashlib.sha256(ortho.read_bytes()).hexdigest()
     return make_tiny_onnx(folder / "pair.onnx", ortho_file=ortho.name, ortho_sha256=sha)
+
+
+@pytest.fixture(scope="module")
+def planes():
+    """Per-plane labels of 3D nuclei (stitching tests and their Cellpose reference)."""
+    from helpers import stitch_planes
+
+    return stitch_planes()
+
+
+@pytest.fixture(scope="module")
+def holey():
+    """3D labels with holes, cavities and tiny masks (postprocess tests and their reference)."""
+    from helpers import holey_labels
+
+    return holey_labels()
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tiny_onnx_model):
+    """A Segmenter of the tiny model alone (no ortho partner), diam_mean 30. Made before the
+    per-test registry folder exists and with ``use_probe=False``: it reads no saved probe."""
+    from nucseg_rt import Segmenter
+
+    with Segmenter(tiny_onnx_model, device="cpu", use_probe=False) as seg:
+        yield seg
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_segmenter(tiny_onnx_pair):
+    """A Segmenter of the tiny model pair (main + ortho partner), diam_mean 30, no saved probe."""
+    from nucseg_rt import Segmenter
+
+    with Segmenter(tiny_onnx_pair, device="cpu", use_probe=False) as seg:
+        yield seg

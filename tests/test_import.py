@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import nucseg_rt
+from helpers import make_tiny_onnx
 
 #: Modules that need an optional extra to import, with the reason; the import test skips them.
 #: The dask/zarr code (blockwise.dask, io.lazy) imports its extras inside the functions that
@@ -58,8 +59,6 @@ def test_import_is_quiet_and_light():
 
 def test_segmenter_runs_without_torch(tmp_path):
     """A full segmentation with torch unimportable (the tiny ONNX model has no torch origin)."""
-    from _tinyonnx import make_tiny_onnx
-
     model = make_tiny_onnx(tmp_path / "tiny.onnx")
     code = ("import sys\nsys.modules['torch'] = None\n"
             "import numpy as np\nfrom nucseg_rt import Segmenter\n"

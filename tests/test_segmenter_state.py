@@ -10,16 +10,15 @@ import os
 import numpy as np
 import pytest
 
+from helpers import blob_volume
 from nucseg_rt import Segmenter
 from nucseg_rt.errors import ClosedError
 from nucseg_rt.network.predict import load_net
 
 
 def _vol():
-    rng = np.random.default_rng(0)
-    vol = (rng.random((6, 48, 48)) * 100).astype(np.uint16)
-    vol[2:5, 10:22, 10:22] += 2000
-    return vol
+    """One bright blob on noise: one nucleus for the tiny model."""
+    return blob_volume((6, 48, 48), centers=[(3, 16, 16)], sigma=4.0)
 
 
 def test_context_manager_releases_the_sessions(tiny_onnx_pair):

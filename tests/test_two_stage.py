@@ -1,11 +1,14 @@
 """The two-stage API: predict_flows -> masks_from_flows equals segment(), voxel for voxel;
-progress, cancel, MaskParams validation, Flows unpacking. Torch-free (bundled model)."""
+progress, cancel, MaskParams validation, Flows unpacking. Torch-free (the tiny model on synthetic
+nuclei; the bundled model where a run must last long enough to be cancelled)."""
 
+import dataclasses
 import threading
 
 import numpy as np
 import pytest
 
+from helpers import blob_volume
 from nucseg_rt import Segmenter
 from nucseg_rt.errors import Cancelled, InvalidInputError
 from nucseg_rt.eval.synth import make_volume
@@ -14,14 +17,15 @@ from nucseg_rt.results import Flows
 
 
 @pytest.fixture(scope="module")
-def seg():
-    return Segmenter("nuclei_3d", device="cpu")
+def seg(tiny_segmenter):
+    """The tiny model's Segmenter (conftest.py), by this module's short name."""
+    return tiny_segmenter
 
 
 @pytest.fixture(scope="module")
 def vol():
-    img, _, _ = make_volume((40, 90, 101), density=0.25, diameter_mean=20.0, anisotropy=2.0, seed=3)
-    return img
+    """Four blobs (sigma 5) in (12, 64, 72): one nucleus each for the tiny model."""
+    return blob_volume((12, 64, 72), centers=[(3, 16, 18), (6, 40, 20), (5, 20, 52), (8, 46, 54)])
 
 
 @pytest.mark.parametrize("kw,mask_kw", [
@@ -99,7 +103,7 @@ def test_mask_params_defaults_and_replace():
     assert (p.cellprob_threshold, p.min_size, p.max_size_fraction, p.niter, p.method) == (0.0, 15, 0.4, None, "stable")
     q = p.replace(min_size=40)
     assert q.min_size == 40 and p.min_size == 15
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'min_size'"):
         p.min_size = 3  # frozen
 
 
@@ -136,9 +140,10 @@ def test_cancel_before_and_during_leaves_segmenter_usable(tiny_onnx_model):
     assert res.masks.shape == vol.shape
 
 
-def test_cancel_from_another_thread_returns_quickly(seg):
+def test_cancel_from_another_thread_returns_quickly():
     import time
 
+    seg = Segmenter("nuclei_3d", device="cpu")
     img, _, _ = make_volume((48, 160, 160), density=0.25, diameter_mean=20.0, anisotropy=1.0, seed=4)
     ev = threading.Event()
     timer = threading.Timer(1.0, ev.set)

@@ -232,7 +232,8 @@ def test_sample_is_the_shipped_example_with_its_scale():
 
 
 @pytest.fixture
-def tiny(tiny_onnx_model):
+def tiny_registered(tiny_onnx_model):
+    """The tiny model added to this test's registry as "tiny"; its name."""
     from nucseg_rt.models import registry
 
     registry.add_model(tiny_onnx_model, name="tiny")
@@ -249,18 +250,18 @@ def _input(vol):
     return layer_input("blobs", vol, rgb=False, scale=(2.0, 1.0, 1.0), translate=(0, 0, 0))
 
 
-def test_run_then_rethreshold_equals_full_runs(tiny, blobs):
+def test_run_then_rethreshold_equals_full_runs(tiny_registered, blobs):
     from nucseg_rt import Segmenter
 
     before = blobs.copy()
     segs = SegmenterCache()
     inp = _input(blobs)
-    fp = FlowParams(model=tiny, anisotropy=inp.anisotropy, diameter=14.0)
+    fp = FlowParams(model=tiny_registered, anisotropy=inp.anisotropy, diameter=14.0)
     progress = ProgressState()
     out = logic.run_flows(segs, inp, fp, MaskParams(), progress=progress,
                           cancel=threading.Event())
     np.testing.assert_array_equal(blobs, before)  # the layer's data is not touched
-    seg = Segmenter(tiny)
+    seg = Segmenter(tiny_registered)
     full = seg.segment(blobs, anisotropy=2.0, diameter=14.0)
     assert out.n_labels > 0
     np.testing.assert_array_equal(out.masks, full.masks)
@@ -277,14 +278,14 @@ def test_run_then_rethreshold_equals_full_runs(tiny, blobs):
     segs.close()
 
 
-def test_stitch_mode_rethreshold_equals_full_run(tiny, blobs):
+def test_stitch_mode_rethreshold_equals_full_run(tiny_registered, blobs):
     from nucseg_rt import Segmenter
 
     segs = SegmenterCache()
     inp = _input(blobs)
-    fp = FlowParams(model=tiny, anisotropy=inp.anisotropy, diameter=14.0, stitch=True)
+    fp = FlowParams(model=tiny_registered, anisotropy=inp.anisotropy, diameter=14.0, stitch=True)
     out = logic.run_flows(segs, inp, fp, MaskParams(stitch_threshold=0.25))
-    seg = Segmenter(tiny)
+    seg = Segmenter(tiny_registered)
     for t in (0.25, 0.6):
         full = seg.segment(blobs, diameter=14.0, stitch_threshold=t)
         masks = logic.run_masks(out.cache, MaskParams(stitch_threshold=t)).masks
@@ -294,10 +295,10 @@ def test_stitch_mode_rethreshold_equals_full_run(tiny, blobs):
     segs.close()
 
 
-def test_cancelled_run_raises_and_the_segmenter_stays_usable(tiny, blobs):
+def test_cancelled_run_raises_and_the_segmenter_stays_usable(tiny_registered, blobs):
     segs = SegmenterCache()
     inp = _input(blobs)
-    fp = FlowParams(model=tiny, anisotropy=inp.anisotropy, diameter=14.0)
+    fp = FlowParams(model=tiny_registered, anisotropy=inp.anisotropy, diameter=14.0)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):

@@ -2,8 +2,8 @@
 
 Every test that needs Cellpose or torch lives here, so ``pytest tests --ignore tests/reference``
 runs everything else in a venv with only ``pip install .`` and pytest. The shared helpers stay in
-tests/ (conftest.py fixtures apply here too); this puts that folder on ``sys.path`` so
-``import modelfactory`` / ``_dynamics_synth`` / ``test_cli`` work whatever pytest's import mode.
+tests/ (tests/conftest.py fixtures apply here too); this puts that folder on ``sys.path`` so
+``from helpers import ...`` works whatever pytest's import mode.
 """
 
 import sys

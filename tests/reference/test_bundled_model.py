@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("cellpose.models")
 
-from modelfactory import cellpose_file_model  # noqa: E402
+from helpers import cellpose_file_model  # noqa: E402
 from nucseg_rt import Segmenter  # noqa: E402
 from nucseg_rt.eval.metrics import average_precision  # noqa: E402
 from nucseg_rt.eval.synth import make_volume  # noqa: E402

@@ -1,11 +1,11 @@
 """CLI commands that run the PyTorch export tools, as real subprocesses (reference: torch, and
-Cellpose for export-cellpose). Their torch-free error paths are in tests/test_cli.py."""
+Cellpose for export-cellpose). Their torch-free error paths are in tests/cli/test_cli.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from test_cli import run_cli
+from helpers import run_cli
 
 pytest.importorskip("torch")
 
@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 @pytest.mark.slow
 def test_export_cellpose_then_segment_ready(tmp_path):
     pytest.importorskip("cellpose")
-    from modelfactory import make_cellpose_net
+    from helpers import make_cellpose_net
     src = tmp_path / "cp_main"
     make_cellpose_net(seed=5).save_model(str(src))
     out = tmp_path / "exported.onnx"
@@ -38,7 +38,7 @@ def test_make_crops_passes_arguments_through():
 @pytest.mark.slow
 def test_export_cellpose_ortho_min_anisotropy(tmp_path):
     pytest.importorskip("cellpose")
-    from modelfactory import make_cellpose_net
+    from helpers import make_cellpose_net
 
     from nucseg_rt.models import read_metadata
     main, ortho = tmp_path / "cp_main", tmp_path / "cp_ortho"
@@ -59,7 +59,8 @@ def test_add_model_converts_a_cellpose_file(tmp_path):
     """``add-model FILE --ortho FILE`` with Cellpose files: the CLI hands the export tool to the
     registry as its converter; nothing is written next to the inputs."""
     pytest.importorskip("cellpose")
-    from modelfactory import make_cellpose_net
+    from helpers import make_cellpose_net
+
     main, ortho = tmp_path / "cp_main", tmp_path / "cp_ortho"
     make_cellpose_net(seed=5).save_model(str(main))
     make_cellpose_net(seed=6).save_model(str(ortho))

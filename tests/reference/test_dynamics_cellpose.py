@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _dynamics_synth import cellpose_flows, random_ellipsoids
+from helpers import cellpose_flows, random_ellipsoids
 from nucseg_rt.masks import dynamics
 from nucseg_rt.masks.dynamics import compute_masks
 from nucseg_rt.eval.metrics import average_precision

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _dynamics_synth import random_ellipsoids
+from helpers import random_ellipsoids
 from nucseg_rt.eval.metrics import average_precision
 
 cp_metrics = pytest.importorskip("cellpose.metrics")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _dynamics_synth import random_ellipsoids
+from helpers import cavity_labels, random_ellipsoids, ring_labels
 from nucseg_rt.masks.postprocess import fill_holes_and_remove_small_masks, flow_errors, remove_bad_flow_masks, renumber
-from test_postprocess import _cavity, _ring, holey  # noqa: F401 (fixture)
 
 cp_utils = pytest.importorskip("cellpose.utils")
 fastremap = pytest.importorskip("fastremap")
@@ -28,7 +27,7 @@ def test_fill_and_remove_equals_cellpose_2d(holey, min_size):
     np.testing.assert_array_equal(fill_holes_and_remove_small_masks(plane, min_size=min_size), ref)
 
 
-@pytest.mark.parametrize("make", [_cavity, _ring])
+@pytest.mark.parametrize("make", [cavity_labels, ring_labels])
 def test_small_cases_equal_cellpose(make):
     lab = make()
     np.testing.assert_array_equal(fill_holes_and_remove_small_masks(lab, min_size=-1),

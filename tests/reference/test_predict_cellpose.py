@@ -7,9 +7,8 @@ import pytest
 pytest.importorskip("torch")
 core = pytest.importorskip("cellpose.core")
 
-from modelfactory import as_cellpose_runner, exported_model  # noqa: E402
+from helpers import as_cellpose_runner, exported_model, plane_input  # noqa: E402
 from nucseg_rt.network.predict import load_net, run_3d, run_planes  # noqa: E402
-from test_predict import _vol  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def test_run_3d_equals_cellpose(models, use_ortho):
     path, net, ortho = models
     ort_net = load_net(path, ["CPUExecutionProvider"])
     ort_ortho = load_net(path.with_name("tiny.ortho.onnx"), ["CPUExecutionProvider"]) if use_ortho else None
-    x = _vol((23, 97, 131, 2))
+    x = plane_input((23, 97, 131, 2))
     ref, _ = core.run_3D(net, x.copy(), batch_size=8, net_ortho=ortho if use_ortho else None)
     got = np.moveaxis(run_3d(ort_net, x[..., :1], net_ortho=ort_ortho, batch_size=8), 0, -1)
     assert got.shape == ref.shape == (23, 97, 131, 4)
@@ -33,7 +32,7 @@ def test_run_3d_equals_cellpose(models, use_ortho):
 def test_run_planes_multi_tile_equals_cellpose_run_net(models):
     path, net, _ = models
     ort_net = load_net(path, ["CPUExecutionProvider"])
-    x = _vol((2, 250, 301, 2), seed=1)
+    x = plane_input((2, 250, 301, 2), seed=1)
     ref, _ = core.run_net(net, x.copy(), batch_size=8)
     out = np.zeros((2, 250, 301, 3), np.float32)
 

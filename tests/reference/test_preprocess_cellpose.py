@@ -6,7 +6,9 @@ import pytest
 from nucseg_rt import prep
 from nucseg_rt.prep import intensity
 from nucseg_rt.prep.filters import gaussian_filter1d
-from test_preprocess import SHAPE, _vol, _x
+from helpers import noise_volume, zyxc_input
+
+SHAPE = (23, 97, 131)
 
 T = pytest.importorskip("cellpose.transforms")
 cv2 = pytest.importorskip("cv2")
@@ -50,7 +52,7 @@ def _cp_labels_back(mask, shape):
 
 
 def test_zyx_gray_equals_cellpose_convert_image():
-    vol = _vol()
+    vol = noise_volume()
     np.testing.assert_array_equal(prep.to_zyxc(vol)[0], T.convert_image(vol, None, do_3D=True, nchan=2))
 
 
@@ -85,7 +87,7 @@ def test_zcyx_channel_choice_equals_cellpose(chan, chan2, channels):
 ])
 @pytest.mark.parametrize("two", [False, True])
 def test_normalize_equals_cellpose_normalize_img(ours, theirs, two):
-    x = _x(two=two)
+    x = zyxc_input(two=two)
     if "sharpen_radius" in ours:
         x = x[:7].copy()  # Cellpose's torch FFT is slow on this machine
     x0 = x.copy()
@@ -107,7 +109,7 @@ def test_normalize99_downsampled_large_volume():
 
 
 def test_tile_norm_with_flat_tiles_equals_normalize99_tile():
-    x = _x(seed=5, two=True)
+    x = zyxc_input(seed=5, two=True)
     x[:, :50, :60, 0] = 7.0  # flat tiles get their nearest neighbour's bounds
     x[:, :, :, 1] = 0.0
     x[3, 10:20, 10:20, 1] = 5.0  # a sparse channel: mostly flat tiles
@@ -116,7 +118,7 @@ def test_tile_norm_with_flat_tiles_equals_normalize99_tile():
 
 
 def test_sharpen_equals_smooth_sharpen_img():
-    x = _x(seed=6, two=True)[:5].copy()
+    x = zyxc_input(seed=6, two=True)[:5].copy()
     ref = T.smooth_sharpen_img(x.copy(), sharpen_radius=4.0, smooth_radius=0)
     got = x.copy()
     intensity._sharpen(got, 4.0, [0, 1])
@@ -125,19 +127,19 @@ def test_sharpen_equals_smooth_sharpen_img():
 
 @pytest.mark.parametrize("smooth, sharpen", [(6.0, 8.0), (3.0, 0.0), (0.0, 4.0)])
 def test_smooth_sharpen_equals_smooth_sharpen_img(smooth, sharpen):
-    x = _x(seed=6, two=True)[:3].copy()
+    x = zyxc_input(seed=6, two=True)[:3].copy()
     ref = T.smooth_sharpen_img(x.copy(), sharpen_radius=sharpen, smooth_radius=smooth)
     assert _rel(prep.smooth_sharpen(x, sharpen_radius=sharpen, smooth_radius=smooth), ref) < 1e-5
 
 
 def test_constant_plane_in_whole_volume_mode_equals_cellpose():
-    x = _x()
+    x = zyxc_input()
     x[4] = 123.0
     np.testing.assert_array_equal(prep.normalize(x), T.normalize_img(x.copy(), norm3D=True))
 
 
 def test_near_constant_channel_matches_cellpose():
-    x = _x()
+    x = zyxc_input()
     x[..., 0] = 10.0
     x[0, 0, 0, 0] = 10.0005  # range below 1e-3: Cellpose zeros it (and invert then gives 1)
     for inv in (False, True):
@@ -146,7 +148,7 @@ def test_near_constant_channel_matches_cellpose():
 
 
 def test_invert_applies_with_tile_norm_where_cellpose_skips_it():
-    x = _x(two=True)
+    x = zyxc_input(two=True)
     ref = T.normalize_img(x.copy(), tile_norm_blocksize=40)  # Cellpose skips invert here
     np.testing.assert_allclose(prep.normalize(x, tile_norm=40, invert=True), 1 - ref, atol=2e-5)
 
@@ -200,7 +202,7 @@ def test_resize_linear_equals_cv2(h, w, H, W, nc):
 
 
 def test_resize_linear_stacks_equal_cellpose_resize_image():
-    x = _x(two=True)
+    x = zyxc_input(two=True)
     assert _rel(prep.resize_linear(x, 150, 77), T.resize_image(x, Ly=150, Lx=77)) < 1e-5
     stack = x[..., 0].copy()
     got = prep.resize_linear(stack, 60, 200, channels_last=False)
@@ -228,7 +230,7 @@ def test_resize_nearest_labels_equal_cellpose_resize_image():
 @pytest.mark.parametrize("rescale, anisotropy", [(17 / 25, 1.0), (1.0, 2.5), (17 / 25, 2.5),
                                                  (1.3, 0.5), (1.0, 1.01)])
 def test_rescale_and_resize_back_equal_cellpose_run_net(rescale, anisotropy):
-    x = prep.normalize(_x(two=True))
+    x = prep.normalize(zyxc_input(two=True))
     x0 = x.copy()
     got = prep.rescale_volume(x, rescale=rescale, anisotropy=anisotropy)
     ref = _cp_rescale(x, rescale, anisotropy)

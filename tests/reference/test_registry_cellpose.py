@@ -13,7 +13,7 @@ pytest.importorskip("cellpose")
 
 @pytest.mark.slow
 def test_add_cellpose_model_converts(tmp_path):
-    from modelfactory import make_cellpose_net
+    from helpers import make_cellpose_net
     from nucseg_rt_export.onnx_export import export_cellpose
     src = tmp_path / "my_cellpose_model"
     make_cellpose_net(seed=3).save_model(str(src))

@@ -9,21 +9,21 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("cellpose.models")
 
-from modelfactory import cellpose_model, exported_model  # noqa: E402
+from helpers import blob_volume, cellpose_model, exported_model  # noqa: E402
 from nucseg_rt import Segmenter  # noqa: E402
-from test_segment import blobs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def cellpose_tiny(tmp_path_factory):
+    """(onnx path, CPnet, ortho CPnet) of a narrow Cellpose network with random weights."""
     return exported_model(tmp_path_factory.mktemp("seg"), ortho_seed=5, diam_mean=30.0, diam_labels=27.0)
 
 
 @pytest.mark.parametrize("anisotropy,diameter,ortho", [(1.0, 24.0, False), (2.5, 36.0, True),
                                                        (2.5, None, False)])
-def test_flows_equal_cellpose(tiny, anisotropy, diameter, ortho, tmp_path):
-    path, net, ortho_net = tiny
-    vol = blobs((11, 97, 131), seed=1)
+def test_flows_equal_cellpose(cellpose_tiny, anisotropy, diameter, ortho, tmp_path):
+    path, net, ortho_net = cellpose_tiny
+    vol = blob_volume((11, 97, 131), n=12, sigma=6.0, seed=1, background=100.0)
     ref = cellpose_model(net, ortho_net if ortho else None)
     _, (_, dP, cp), _ = ref.eval(vol, channels=None, z_axis=0, do_3D=True, anisotropy=anisotropy,
                                  diameter=diameter, compute_masks=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import quirk_planes, split_merge_planes
 from nucseg_rt.masks.stitch import stitch3d
-from test_stitch import _quirk_planes, _split_merge_planes, planes  # noqa: F401 (fixture)
 
 cp_utils = pytest.importorskip("cellpose.utils")
 
@@ -17,7 +17,7 @@ def test_equals_cellpose(planes, threshold):
     np.testing.assert_array_equal(stitch3d(planes, threshold), ref)
 
 
-@pytest.mark.parametrize("make", [_quirk_planes, _split_merge_planes])
+@pytest.mark.parametrize("make", [quirk_planes, split_merge_planes])
 def test_small_cases_equal_cellpose(make):
     m = make()
     np.testing.assert_array_equal(stitch3d(m, 0.25), cp_utils.stitch3D(m.copy(), 0.25))

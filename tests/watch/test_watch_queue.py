@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import numpy as np
 import pytest
 import tifffile
 
+from helpers import stopping_segmenter, wait_until
 from nucseg_rt.batch import RunSettings
 from nucseg_rt.watch import WatchSettings, read_record, watch_folder
 
@@ -24,42 +24,24 @@ def _volume(seed=0):
     return make_volume((16, 48, 48), n_nuclei=3, diameter_mean=14.0, seed=seed)[0]
 
 
-@pytest.fixture(scope="module")
-def segmenter(tmp_path_factory):
-    from _tinyonnx import make_tiny_onnx
-
-    from nucseg_rt import Segmenter
-
-    with Segmenter(make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx"), device="cpu") as seg:
-        yield seg
-
-
 def _status(out, name):
     return (read_record(out / f"{name}.json") or {}).get("status")
 
 
-def _until(predicate, what, timeout=60.0):
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.02)
-
-
-def test_an_empty_file_fails_with_a_reason_and_is_taken_when_written(tmp_path, segmenter):
+def test_an_empty_file_fails_with_a_reason_and_is_taken_when_written(tmp_path, tiny_segmenter):
     folder, out, stop = tmp_path / "in", tmp_path / "out", threading.Event()
     folder.mkdir()
     (folder / "empty.tif").write_bytes(b"")
     tifffile.imwrite(folder / "a.tif", _volume())
-    thread = threading.Thread(target=watch_folder, args=(folder, out, segmenter),
+    thread = threading.Thread(target=watch_folder, args=(folder, out, tiny_segmenter),
                               kwargs=dict(run=RUN, settings=FAST, cancel=stop))
     thread.start()
     try:
-        _until(lambda: _status(out, "empty.tif") == "failed" and _status(out, "a.tif") == "done",
-               "empty.tif failed and a.tif done")
+        wait_until(lambda: _status(out, "empty.tif") == "failed" and _status(out, "a.tif") == "done",
+                   "empty.tif failed and a.tif done")
         assert "empty file (0 bytes)" in read_record(out / "empty.tif.json")["error"]
         tifffile.imwrite(folder / "empty.tif", _volume(1))
-        _until(lambda: _status(out, "empty.tif") == "done", "empty.tif done once written")
+        wait_until(lambda: _status(out, "empty.tif") == "done", "empty.tif done once written")
     finally:
         stop.set()
         thread.join(30)
@@ -67,28 +49,21 @@ def test_an_empty_file_fails_with_a_reason_and_is_taken_when_written(tmp_path, s
     assert (out / "empty_masks.tif").exists()
 
 
-def test_an_input_abandoned_in_an_earlier_run_is_logged_as_such(tmp_path, segmenter, caplog):
+def test_an_input_abandoned_in_an_earlier_run_is_logged_as_such(tmp_path, tiny_segmenter, caplog):
     folder, out, stop = tmp_path / "in", tmp_path / "out", threading.Event()
     folder.mkdir()
     tifffile.imwrite(folder / "a.tif", _volume())
 
-    class StopsWhileSegmenting:  # the stop arrives while the network runs
-        def __getattr__(self, name):
-            return getattr(segmenter, name)
-
-        def segment(self, *args, **kwargs):
-            stop.set()
-            return segmenter.segment(*args, **kwargs)
-
-    first = watch_folder(folder, out, StopsWhileSegmenting(), run=RUN, settings=FAST, cancel=stop)
+    first = watch_folder(folder, out, stopping_segmenter(tiny_segmenter, stop), run=RUN,
+                         settings=FAST, cancel=stop)
     assert first.abandoned == 1 and _status(out, "a.tif") == "queued"
     stop2 = threading.Event()
     with caplog.at_level(logging.INFO, logger="nucseg_rt.watch"):
-        thread = threading.Thread(target=watch_folder, args=(folder, out, segmenter),
+        thread = threading.Thread(target=watch_folder, args=(folder, out, tiny_segmenter),
                                   kwargs=dict(run=RUN, settings=FAST, cancel=stop2))
         thread.start()
         try:
-            _until(lambda: _status(out, "a.tif") == "done", "a.tif done after the restart")
+            wait_until(lambda: _status(out, "a.tif") == "done", "a.tif done after the restart")
         finally:
             stop2.set()
             thread.join(30)

@@ -16,37 +16,18 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers import assert_one_error_line, cli_help, run_cli
+
 COMMANDS = ["segment", "watch", "add-model", "models", "remove-model", "model-info", "info",
             "export-cellpose", "train", "make-crops", "quantize"]
 NO_TORCH = "import sys; sys.modules['torch'] = None; "
-
-
-def run_cli(*args, prelude: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m nucseg_rt.cli ARGS`` (after ``prelude`` code, e.g. hiding torch)."""
-    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
-    code = f"{prelude}import sys; from nucseg_rt.cli import main; sys.exit(main(sys.argv[1:]))"
-    cmd = [sys.executable, "-c", code] if prelude else [sys.executable, "-m", "nucseg_rt.cli"]
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=timeout)
-
-
-def assert_one_error_line(proc: subprocess.CompletedProcess, pattern: str, code: int = 1) -> str:
-    """Exit ``code``, no traceback, exactly one ``error:`` line on stderr, matching ``pattern``."""
-    import re
-
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
-    assert re.search(pattern, errors[0]), errors[0]
-    return errors[0]
 
 
 # --- help ----------------------------------------------------------------------------------------
 
 
 def test_top_level_help_lists_every_command():
-    proc = run_cli("--help")
+    proc = cli_help()
     assert proc.returncode == 0, proc.stderr
     for command in COMMANDS:
         assert command in proc.stdout
@@ -54,7 +35,7 @@ def test_top_level_help_lists_every_command():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_command_help(command):
-    proc = run_cli(command, "--help")
+    proc = cli_help(command)
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout and command in proc.stdout
 
@@ -64,7 +45,7 @@ _TYPE_TAG = re.compile(r"<(?:list\[\w+\]|bool|str|int|float|path|Path|[a-z0-9]+\
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
 def test_help_shows_no_python_type_tags(command):
-    proc = run_cli(*([command] if command else []), "--help")
+    proc = cli_help(command)
     assert proc.returncode == 0, proc.stderr
     assert not _TYPE_TAG.search(proc.stdout), _TYPE_TAG.search(proc.stdout).group(0)
 
@@ -104,26 +85,25 @@ def test_usage_errors_take_the_one_error_path(args, pattern):
 
 
 def test_quantize_offers_only_what_it_accepts():
-    proc = run_cli("quantize", "--help")
+    proc = cli_help("quantize")
     line = next(l for l in proc.stdout.splitlines() if l.lstrip("│ ").startswith("--precision"))
     assert "int8|fp16" in line and "fp32" not in line
 
 
-def test_help_imports_nothing_heavy():
-    code = ("import sys\nfrom nucseg_rt.cli import main\n"
-            "code = main(['segment', '--help'])\n"
-            "heavy = [m for m in ('numpy', 'onnxruntime', 'onnx', 'numba', 'tifffile', 'torch')"
-            " if m in sys.modules]\nprint('HEAVY', heavy, code)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.stdout.strip().splitlines()[-1] == "HEAVY [] 0", proc.stdout + proc.stderr
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_imports_nothing_heavy(command):
+    proc = cli_help(command)
+    assert proc.returncode == 0 and proc.heavy == [], (proc.heavy, proc.stderr)
 
 
 def test_console_script_installed():
     script = Path(sys.executable).with_name("nucseg-rt")
     if not script.exists():
         pytest.skip("console script not installed next to this interpreter")
-    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
-    assert proc.returncode == 0 and "segment" in proc.stdout
+    from nucseg_rt import __version__
+
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"nucseg-rt {__version__}"
 
 
 # --- registry commands -------------------------------------------------------------------------------
@@ -300,16 +280,24 @@ def test_segment_bad_streams(small_tif, value):
                           f"`--streams` must be from 1 to 64, got {value}")
 
 
-def test_segment_tile_size_reaches_the_network(tmp_path):
+def test_segment_tile_size_reaches_the_network(tmp_path, tiny_onnx_model):
+    """A 290 x 310 plane is tiled differently by 320-px tiles: the saved flows are those of
+    ``Segmenter(bsize=320)``, not those of 224-px tiles."""
+    from helpers import blob_volume
     from nucseg_rt import Segmenter
 
-    example = Path(__file__).resolve().parents[1] / "examples" / "embryo_small.tif"
-    proc = run_cli("segment", example, "--anisotropy", "4", "--diameter", "30",
-                   "--tile-size", "320", "--out-dir", tmp_path)
+    vol = blob_volume((5, 290, 310), n=10, seed=1)
+    src = tmp_path / "vol.tif"
+    tifffile.imwrite(src, vol, photometric="minisblack")
+    proc = run_cli("segment", src, "--model", tiny_onnx_model, "--anisotropy", "1",
+                   "--diameter", "30", "--tile-size", "320", "--save-flows", "--out-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    expected = Segmenter("nuclei_3d", device="cpu", bsize=320).segment(
-        tifffile.imread(example), anisotropy=4.0, diameter=30.0).masks
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "embryo_small_masks.tif"), expected)
+    runs = {bs: Segmenter(tiny_onnx_model, device="cpu", bsize=bs, use_probe=False).segment(
+        vol, anisotropy=1.0, diameter=30.0) for bs in (224, 320)}
+    with np.load(tmp_path / "vol_flows.npz") as saved:
+        np.testing.assert_array_equal(saved["flows"], runs[320].flows)
+        assert not np.array_equal(saved["flows"], runs[224].flows)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "vol_masks.tif"), runs[320].masks)
 
 
 def test_segment_without_input():

@@ -11,16 +11,15 @@ import tifffile
 
 zarr = pytest.importorskip("zarr")
 
-import _blockdata as data  # noqa: E402
-from test_cli import assert_one_error_line, run_cli  # noqa: E402
-from test_cli_segment import summary_row  # noqa: E402
+from helpers import (assert_one_error_line, block_tiff, block_volume, blockwise_masks,  # noqa: E402
+                     run_cli, summary_row, whole_masks)
 
 from nucseg_rt.io import open_labels_zarr  # noqa: E402
 
 
 def test_block_size_writes_the_blockwise_labels(tmp_path):
-    _, expected = data.blockwise_masks("iso", "64")
-    proc = run_cli("segment", data.tiff("iso"), "--diameter", "30", "--block-size", "64",
+    _, expected = blockwise_masks("iso", "64")
+    proc = run_cli("segment", block_tiff("iso"), "--diameter", "30", "--block-size", "64",
                    "--out-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     row = summary_row(proc.stdout, "iso.tif")
@@ -33,7 +32,7 @@ def test_block_size_writes_the_blockwise_labels(tmp_path):
 
 def test_max_memory_picks_blocks_and_zarr_output(tmp_path):
     # 300 MB of libraries + ~27 MB for the volume: blocks of 24x48x48 fit
-    proc = run_cli("segment", data.tiff("iso"), "--diameter", "30", "--max-memory", "326MB",
+    proc = run_cli("segment", block_tiff("iso"), "--diameter", "30", "--max-memory", "326MB",
                    "--output-format", "zarr", "--out-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "blockwise" in summary_row(proc.stdout, "iso.tif")
@@ -41,11 +40,11 @@ def test_max_memory_picks_blocks_and_zarr_output(tmp_path):
     meta = json.loads((out / "labels" / "masks" / ".zattrs").read_text())
     assert meta["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == \
         [0.5, 0.5, 0.5]
-    np.testing.assert_array_equal(open_labels_zarr(out)[:], data.blockwise_masks("iso", "48")[1])
+    np.testing.assert_array_equal(open_labels_zarr(out)[:], blockwise_masks("iso", "48")[1])
 
 
 def test_zarr_input_segmented_whole(tmp_path):
-    img, _ = data.volume("iso")
+    img, _ = block_volume("iso")
     src = zarr.create_array(str(tmp_path / "vol.zarr"), shape=img.shape, chunks=(8, 64, 64),
                             dtype=img.dtype)
     src[...] = img
@@ -53,7 +52,7 @@ def test_zarr_input_segmented_whole(tmp_path):
                    tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "vol_masks.tif"),
-                                  data.whole_masks("iso"))
+                                  whole_masks("iso"))
 
 
 @pytest.mark.parametrize("args, pattern", [
@@ -67,20 +66,20 @@ def test_zarr_input_segmented_whole(tmp_path):
     (["--scheduler", "local", "--workers", "0"], r"--workers.*>= 1"),
 ])
 def test_bad_large_options(tmp_path, args, pattern):
-    proc = run_cli("segment", data.tiff("iso"), "--out-dir", tmp_path / "out", *args)
+    proc = run_cli("segment", block_tiff("iso"), "--out-dir", tmp_path / "out", *args)
     assert_one_error_line(proc, pattern)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 def test_scheduler_without_dask(tmp_path):
-    proc = run_cli("segment", data.tiff("iso"), "--scheduler", "local", "--out-dir", tmp_path,
+    proc = run_cli("segment", block_tiff("iso"), "--scheduler", "local", "--out-dir", tmp_path,
                    prelude="import sys; sys.modules['distributed'] = None; ")
     assert_one_error_line(proc, r"pip install 'nucseg-rt\[large\]'")
     assert not list(tmp_path.iterdir())
 
 
 def test_blockwise_refuses_save_flows(tmp_path):
-    proc = run_cli("segment", data.tiff("iso"), "--block-size", "64", "--save-flows",
+    proc = run_cli("segment", block_tiff("iso"), "--block-size", "64", "--save-flows",
                    "--out-dir", tmp_path)
     assert_one_error_line(proc, r"`--save-flows` is not available for blockwise runs "
                                 r"\(`--block-size`\)")
@@ -101,12 +100,12 @@ def test_missing_large_extra_is_found_before_any_file(tmp_path, args, flag):
 
 def test_without_zarr_tiffs_still_segment_whole_and_blocks_ask_for_the_extra(tmp_path):
     hide = "import sys; sys.modules['zarr'] = None; "
-    proc = run_cli("segment", data.tiff("iso"), "--diameter", "30", "--out-dir", tmp_path,
+    proc = run_cli("segment", block_tiff("iso"), "--diameter", "30", "--out-dir", tmp_path,
                    prelude=hide)
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "iso_masks.tif"),
-                                  data.whole_masks("iso"))
-    proc = run_cli("segment", data.tiff("iso"), "--block-size", "64", "--out-dir",
+                                  whole_masks("iso"))
+    proc = run_cli("segment", block_tiff("iso"), "--block-size", "64", "--out-dir",
                    tmp_path / "b", prelude=hide)
     assert_one_error_line(proc, r"`--block-size`: .*pip install 'nucseg-rt\[large\]'")
     assert not (tmp_path / "b").exists()
@@ -116,9 +115,9 @@ def test_scheduler_local_runs_a_batch_on_one_cluster(tmp_path):
     pytest.importorskip("distributed")
     import shutil
 
-    _, expected = data.blockwise_masks("iso", "64")
+    _, expected = blockwise_masks("iso", "64")
     for name in ("a.tif", "c.tif"):
-        shutil.copy(data.tiff("iso"), tmp_path / name)
+        shutil.copy(block_tiff("iso"), tmp_path / name)
     (tmp_path / "b.tif").write_bytes(b"not a tiff")
     proc = run_cli("segment", tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "c.tif",
                    "--diameter", "30", "--block-size", "64", "--scheduler", "local",

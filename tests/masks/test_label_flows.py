@@ -4,20 +4,14 @@ with Cellpose 3.1's CPU masks_to_flows: tests/reference/test_label_flows_cellpos
 import numpy as np
 import pytest
 
+from helpers import random_ellipsoids
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.masks.label_flows import masks_to_flows, masks_to_flows_batch
 
 
 def _blobs(shape, n, seed):
-    rng = np.random.default_rng(seed)
-    lab = np.zeros(shape, np.int32)
-    grids = np.indices(shape)
-    for i in range(n):
-        c = [rng.uniform(0, s) for s in shape]
-        r = rng.uniform(2.5, 8, size=len(shape))
-        d = sum(((g - ci) / ri) ** 2 for g, ci, ri in zip(grids, c, r))
-        lab[d < 1] = i + 1
-    return lab
+    """Touching ellipsoids (ellipses in 2D) with semi-axes 2.5-8 px, ids 1..N."""
+    return random_ellipsoids(shape, n, radius=(2.5, 8.0), seed=seed, min_size=4)
 
 
 def test_disc_flows_point_to_centre():

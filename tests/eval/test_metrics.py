@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _dynamics_synth import random_ellipsoids
+from helpers import random_ellipsoids
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.eval.metrics import average_precision
 

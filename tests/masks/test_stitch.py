@@ -6,56 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _dynamics_synth import random_ellipsoids
+from helpers import quirk_planes, split_merge_planes
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.masks.stitch import stitch3d
 
 
-@pytest.fixture(scope="module")
-def planes():
-    """Per-plane labels of 3D nuclei with shuffled ids, an empty gap and a cut corner."""
-    lab = random_ellipsoids((20, 97, 131), 40, seed=4, radius=(5.0, 11.0))
-    rng = np.random.default_rng(0)
-    out = np.zeros(lab.shape, np.uint16)
-    for z in range(lab.shape[0]):
-        ids = np.unique(lab[z])[1:]
-        lut = np.zeros(lab.max() + 1, np.int64)
-        lut[ids] = rng.permutation(len(ids)) + 1
-        out[z] = lut[lab[z]]
-    out[8:10] = 0
-    out[0, :20, :20] = 0
-    out[12][out[12] == 2] = 0  # a gap in the ids of one plane
-    return out
-
-
-def _quirk_planes():
-    # plane 1 is empty before any two planes were stitched: plane 2 keeps its own ids,
-    # so its mask 1 gets the same id as the unrelated mask 1 of plane 0 (as in Cellpose)
-    m = np.zeros((5, 20, 20), np.uint16)
-    m[0, 2:5, 2:5] = 1
-    m[2, 12:16, 12:16] = 1
-    m[2, 5:9, 5:9] = 2
-    m[3, 12:16, 12:16] = 1
-    m[4, 13:17, 12:16] = 3
-    return m
-
-
-def _split_merge_planes():
-    m = np.zeros((2, 10, 20), np.uint16)
-    m[0, :, :10] = 1
-    m[0, :, 10:] = 2
-    m[1, :, 2:16] = 5  # overlaps 1 (8 px wide) more than 2 (6 px wide)
-    m[1, :, 16:] = 3
-    return m
-
-
 def test_reproduces_cellpose_quirk_before_first_stitch():
-    out = stitch3d(_quirk_planes(), 0.25)
+    out = stitch3d(quirk_planes(), 0.25)
     assert out[0, 3, 3] == out[2, 13, 13] == out[4, 14, 14] == 1
 
 
 def test_split_and_merge_follow_best_iou():
-    out = stitch3d(_split_merge_planes(), 0.25)
+    out = stitch3d(split_merge_planes(), 0.25)
     assert out[1, 0, 5] == 1 and out[1, 0, 18] == 2
 
 

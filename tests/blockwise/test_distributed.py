@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("zarr")
 distributed = pytest.importorskip("distributed")
 
-import _blockdata as data  # noqa: E402
+from helpers import block_tiff, block_volume, blockwise_masks, bundled_segmenter  # noqa: E402
 from nucseg_rt.blockwise import blocks
 from nucseg_rt.blockwise import run as large  # noqa: E402
 from nucseg_rt.blockwise import dask as nd  # noqa: E402
@@ -74,15 +74,15 @@ def test_heartbeat_race_filter_drops_only_that_record():
 
 
 def test_local_cluster_equals_in_process(tmp_path):
-    _, aniso = data.volume("iso")
+    _, aniso = block_volume("iso")
     block = "48"
-    expected_res, expected = data.blockwise_masks("iso", block)
+    expected_res, expected = blockwise_masks("iso", block)
     seen = []
     with nd.open_client("local", workers=2) as client:
         client.run(_count_in_worker)
         settings = large.LargeSettings(scheduler="local", workers=2)
         res = large.segment_blockwise(
-            data.tiff("iso"), tmp_path / "d.ome.zarr", data.segmenter(),
+            block_tiff("iso"), tmp_path / "d.ome.zarr", bundled_segmenter(),
             diameter=30.0, anisotropy=aniso, settings=settings,
             block_size=blocks.parse_block_size(block), client=client,
             progress=lambda stage, done, total: seen.append((stage, done, total)))
@@ -142,7 +142,7 @@ def test_local_threads_share_the_cores():
 
 
 def test_segmenter_spec_rebuilds_the_segmenter():
-    seg = data.segmenter()
+    seg = bundled_segmenter()
     spec = blocks.SegmenterSpec.from_segmenter(seg, threads=1)
     again = spec.build()
     assert again.model.sha256 == seg.model.sha256 and again.batch_size == seg.batch_size

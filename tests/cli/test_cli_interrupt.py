@@ -18,15 +18,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from test_cli_segment import blob_volume, write_calibrated
+from helpers import blob_volume, make_tiny_onnx, write_calibrated
 
-N_FILES = 5
+N_FILES = 3
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    """Five (40, 192, 216) volumes (a few seconds each, with the tiny model) and their masks."""
-    from _tinyonnx import make_tiny_onnx
+    """Three (40, 192, 216) volumes (a few seconds each, with the tiny model) and their masks."""
     from nucseg_rt import Segmenter
 
     folder = tmp_path_factory.mktemp("interrupt")

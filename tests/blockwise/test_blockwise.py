@@ -10,7 +10,7 @@ import tifffile
 
 pytest.importorskip("zarr")
 
-import _blockdata as data  # noqa: E402
+from helpers import block_tiff, block_volume, blockwise_masks, bundled_segmenter, split_nuclei, whole_masks  # noqa: E402
 from nucseg_rt.prep import axes
 from nucseg_rt.blockwise import blocks
 from nucseg_rt.blockwise.plan import BASE_BYTES, choose_block_size, estimate_bytes, plan_run
@@ -154,8 +154,8 @@ def test_merge_paints_a_nucleus_seen_by_two_blocks_once(tmp_path):
 
 
 def _blockwise(folder, case, block, name="masks.tif", **kw):
-    img, aniso = data.volume(case)
-    res = large.segment_blockwise(data.tiff(case), folder / name, data.segmenter(),
+    img, aniso = block_volume(case)
+    res = large.segment_blockwise(block_tiff(case), folder / name, bundled_segmenter(),
                                   diameter=DIAMETER, anisotropy=aniso,
                                   settings=large.LargeSettings(),
                                   block_size=blocks.parse_block_size(block), **kw)
@@ -170,18 +170,18 @@ def _blockwise(folder, case, block, name="masks.tif", **kw):
         strict=False)),
     ("iso", "12,64,64"), ("aniso2", "64")])
 def test_blockwise_matches_whole_volume(case, block):
-    whole = data.whole_masks(case)
-    res, masks = data.blockwise_masks(case, block)
+    whole = whole_masks(case)
+    res, masks = blockwise_masks(case, block)
     assert res.n_blocks > 1 and masks.shape == whole.shape
     assert int(masks.max()) == res.n_nuclei == len(np.unique(masks)) - 1  # consecutive ids
     ap = average_precision(whole, masks)[0]
     assert ap[0] >= 0.98, (ap, res)
-    assert data.split_nuclei(whole, masks) == []
+    assert split_nuclei(whole, masks) == []
     assert not res.path.with_name(res.path.name + ".blocks").exists()
 
 
 def test_blockwise_is_deterministic(tmp_path):
-    _, first = data.blockwise_masks("iso", "48")
+    _, first = blockwise_masks("iso", "48")
     _, again = _blockwise(tmp_path, "iso", "48")
     np.testing.assert_array_equal(first, again)
 
@@ -203,14 +203,14 @@ def test_resume_computes_only_the_missing_blocks(tmp_path):
     assert len(list(workdir.glob("block_*.npz"))) == 2 and not (tmp_path / "r.tif").exists()
     res, resumed = _blockwise(tmp_path, "iso", "64", name="r.tif")
     assert (res.reused, res.computed) == (2, res.n_blocks - 2)
-    np.testing.assert_array_equal(resumed, data.blockwise_masks("iso", "64")[1])
+    np.testing.assert_array_equal(resumed, blockwise_masks("iso", "64")[1])
 
 
 def test_changed_settings_do_not_reuse_blocks(tmp_path):
     plan = blocks.plan_blocks((24, 128, 128), 64, diameter=30, anisotropy=1)
     from nucseg_rt.params import InputSpec, MaskParams
 
-    ctx = blocks.BlockContext(source=str(data.tiff("iso")), inputs=InputSpec(),
+    ctx = blocks.BlockContext(source=str(block_tiff("iso")), inputs=InputSpec(),
                                  params=MaskParams(min_size=15), anisotropy=1.0, diameter=30.0,
                                  resample=True, plan=plan, bounds=((0.0, 1.0),),
                                  workdir=str(tmp_path / "w"))
@@ -235,7 +235,7 @@ def test_blockwise_rejects_tile_norm(tmp_path):
     from nucseg_rt.params import InputSpec, Normalization
 
     with pytest.raises(InvalidInputError, match="tile_norm"):
-        large.segment_blockwise(data.tiff("iso"), tmp_path / "x.tif", data.segmenter(),
+        large.segment_blockwise(block_tiff("iso"), tmp_path / "x.tif", bundled_segmenter(),
                                 diameter=DIAMETER,
                                 inputs=InputSpec(normalize=Normalization(tile_norm=64)),
                                 settings=large.LargeSettings(), block_size=(24, 64, 64))

@@ -1,6 +1,6 @@
 """``nucseg-rt segment`` end to end (subprocess) with a tiny ONNX model: outputs, resume, bad input.
 
-The tiny model (tests/_tinyonnx.py) makes flows that point to the centres of bright blobs, so
+The tiny model (tests/helpers.py) makes flows that point to the centres of bright blobs, so
 well separated Gaussian blobs come out as one nucleus each.
 """
 
@@ -12,37 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from test_cli import assert_one_error_line, run_cli
-
-CENTERS = [(6, 16, 18), (12, 40, 20), (10, 20, 52), (14, 46, 54)]
-
-
-def blob_volume(shape=(20, 64, 72), centers=CENTERS, sigma=5.0, seed=0) -> np.ndarray:
-    """uint16 (Z, Y, X) volume of Gaussian blobs plus noise."""
-    grid = np.indices(shape, dtype=np.float32)
-    vol = np.zeros(shape, np.float32)
-    for c in centers:
-        d2 = sum((g - ci) ** 2 for g, ci in zip(grid, c))
-        vol += np.exp(-d2 / (2 * sigma**2))
-    noise = np.random.default_rng(seed).normal(0, 0.01, shape)
-    return ((vol + noise).clip(0) * 1000).astype(np.uint16)
-
-
-def write_calibrated(path, vol):
-    tifffile.imwrite(path, vol, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
-                     metadata={"spacing": 0.5, "unit": "um", "axes": "ZYX"})
-    return path
-
-
-def summary_row(stdout: str, name: str) -> str:
-    return next(line for line in stdout.splitlines() if name in line and "│" in line)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from _tinyonnx import make_tiny_onnx
-
-    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
+from helpers import (CENTERS, assert_one_error_line, blob_volume, run_cli, summary_row,
+                     write_calibrated)
 
 
 @pytest.fixture
@@ -53,11 +24,11 @@ def good(tmp_path):
 # --- happy path, resume ------------------------------------------------------------------------------
 
 
-def test_segment_writes_masks_and_flows(tmp_path, good, model):
+def test_segment_writes_masks_and_flows(tmp_path, good, tiny_onnx_model):
     second = write_calibrated(tmp_path / "second.tif", blob_volume(seed=1))
     before = good.read_bytes()
     out = tmp_path / "out"
-    proc = run_cli("segment", good, second, "--model", model, "--diameter", "30",
+    proc = run_cli("segment", good, second, "--model", tiny_onnx_model, "--diameter", "30",
                    "--out-dir", out, "--save-flows")
     assert proc.returncode == 0, proc.stderr
     assert good.read_bytes() == before
@@ -78,8 +49,8 @@ def test_segment_writes_masks_and_flows(tmp_path, good, model):
     assert not list(out.glob("*.part")) and not list(out.glob(".*"))
 
 
-def test_segment_skips_done_files_and_overwrites_on_request(tmp_path, good, model):
-    args = ("segment", good, "--model", model, "--diameter", "30")
+def test_segment_skips_done_files_and_overwrites_on_request(tmp_path, good, tiny_onnx_model):
+    args = ("segment", good, "--model", tiny_onnx_model, "--diameter", "30")
     assert run_cli(*args).returncode == 0
     masks = tmp_path / "good_masks.tif"  # default: next to the input
     stamp = masks.stat().st_mtime_ns
@@ -94,7 +65,7 @@ def test_segment_skips_done_files_and_overwrites_on_request(tmp_path, good, mode
     assert masks.stat().st_mtime_ns != stamp
 
 
-def test_segment_dir_filter_and_subfolders(tmp_path, model):
+def test_segment_dir_filter_and_subfolders(tmp_path, tiny_onnx_model):
     vol = blob_volume(shape=(8, 40, 40), centers=[(4, 20, 20)])
     (tmp_path / "sub").mkdir()
     write_calibrated(tmp_path / "a_nuc.tif", vol)
@@ -103,7 +74,7 @@ def test_segment_dir_filter_and_subfolders(tmp_path, model):
     write_calibrated(tmp_path / "old_nuc_masks.tif", vol)  # an output, never an input
     (tmp_path / "._a_nuc.tif").write_bytes(b"\x00\x05\x16\x07")  # macOS metadata file
     proc = run_cli("segment", "--dir", tmp_path, "--img-filter", "_nuc", "--look-one-level-down",
-                   "--model", model, "--out-dir", tmp_path / "out")
+                   "--model", tiny_onnx_model, "--out-dir", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_nuc_masks.tif",
                                                                      "b_nuc_masks.tif"]
@@ -143,7 +114,7 @@ BAD = {"missing": "does not exist", "not_tiff": "not a TIFF file",
 
 
 @pytest.fixture(scope="module")
-def bad_batch(tmp_path_factory, model):
+def bad_batch(tmp_path_factory, tiny_onnx_model):
     folder = tmp_path_factory.mktemp("bad")
     files = _bad_files(folder)
     zeros = folder / "all_zero.tif"
@@ -151,7 +122,7 @@ def bad_batch(tmp_path_factory, model):
     good = write_calibrated(folder / "good.tif", blob_volume())
     inputs = [*files.values(), zeros, good]
     before = {p: p.read_bytes() for p in inputs if p.exists()}
-    proc = run_cli("segment", *inputs, "--model", model, "--out-dir", folder / "out")
+    proc = run_cli("segment", *inputs, "--model", tiny_onnx_model, "--out-dir", folder / "out")
     return proc, files, folder, before
 
 
@@ -183,18 +154,18 @@ def test_bad_input_file(bad_batch, kind):
     assert "failed" in summary_row(proc.stdout, files[kind].name)
 
 
-def test_axis_out_of_range(good, model, tmp_path):
-    proc = run_cli("segment", good, "--model", model, "--channel-axis", "7", "--out-dir",
+def test_axis_out_of_range(good, tiny_onnx_model, tmp_path):
+    proc = run_cli("segment", good, "--model", tiny_onnx_model, "--channel-axis", "7", "--out-dir",
                    tmp_path / "out")
     assert_one_error_line(proc, r"`--channel-axis` 7 is out of range for .*good\.tif \(3 axes")
     assert "nucseg-rt segment" not in proc.stdout and not (tmp_path / "out").exists()
 
 
-def test_time_axis_refused(tmp_path, model):
+def test_time_axis_refused(tmp_path, tiny_onnx_model):
     path = tmp_path / "movie.tif"
     tifffile.imwrite(path, np.ones((3, 4, 16, 16), np.uint16), imagej=True,
                      metadata={"axes": "TZYX"})
-    assert_one_error_line(run_cli("segment", path, "--model", model), "time axis")
+    assert_one_error_line(run_cli("segment", path, "--model", tiny_onnx_model), "time axis")
 
 
 # --- bad models and settings ------------------------------------------------------------------------
@@ -233,12 +204,12 @@ def test_int8_without_variant(good, tiny_onnx_model):
     assert_one_error_line(proc, "no int8 variant.*nucseg-rt quantize lab")
 
 
-def test_cuda_unavailable(good, model, tmp_path):
+def test_cuda_unavailable(good, tiny_onnx_model, tmp_path):
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("CUDA is available here")
-    proc = run_cli("segment", good, "--model", model, "--device", "cuda", "--out-dir",
+    proc = run_cli("segment", good, "--model", tiny_onnx_model, "--device", "cuda", "--out-dir",
                    tmp_path / "out")
     line = assert_one_error_line(proc, "`--device` 'cuda' requested")
     assert "pip uninstall -y onnxruntime onnxruntime-gpu" in line and "onnxruntime-gpu[cuda" in line
@@ -253,10 +224,10 @@ tifffile.imwrite = _full
 """
 
 
-def test_disk_full_during_write(tmp_path, good, model):
+def test_disk_full_during_write(tmp_path, good, tiny_onnx_model):
     before = good.read_bytes()
     out = tmp_path / "out"
-    proc = run_cli("segment", good, "--model", model, "--out-dir", out, prelude=DISK_FULL)
+    proc = run_cli("segment", good, "--model", tiny_onnx_model, "--out-dir", out, prelude=DISK_FULL)
     assert_one_error_line(proc, r"good\.tif: .*No space left on device")
     assert list(out.iterdir()) == []  # no result, no temporary file
     assert good.read_bytes() == before
@@ -265,10 +236,10 @@ def test_disk_full_during_write(tmp_path, good, model):
 # --- issue 14: what a new user hit ------------------------------------------------------------------
 
 
-def test_file_names_and_hints_are_printed_literally(tmp_path, model):
+def test_file_names_and_hints_are_printed_literally(tmp_path, tiny_onnx_model):
     odd = write_calibrated(tmp_path / "embryo[red]_t1.tif", blob_volume())
     gone = tmp_path / "gone[large].tif"
-    proc = run_cli("segment", odd, gone, "--model", model, "--diameter", "30", "--out-dir",
+    proc = run_cli("segment", odd, gone, "--model", tiny_onnx_model, "--diameter", "30", "--out-dir",
                    tmp_path / "out")
     assert proc.returncode == 1, proc.stderr
     assert "done" in summary_row(proc.stdout, "embryo[red]_t1.tif")
@@ -276,41 +247,35 @@ def test_file_names_and_hints_are_printed_literally(tmp_path, model):
     assert (tmp_path / "out" / "embryo[red]_t1_masks.tif").is_file()
 
 
-def _calibrated(path, vol, z_step, pixel=0.5):
-    tifffile.imwrite(path, vol, imagej=True, resolution=(1 / pixel, 1 / pixel),
-                     metadata={"spacing": z_step, "unit": "um", "axes": "ZYX"})
-    return path
-
-
-def test_the_files_calibration_is_the_default_anisotropy(tmp_path, model):
+def test_the_files_calibration_is_the_default_anisotropy(tmp_path, tiny_onnx_model):
     from nucseg_rt import Segmenter
 
     vol = blob_volume((12, 64, 72), centers=[(3, 16, 18), (7, 44, 50)], sigma=4.0)
-    src = _calibrated(tmp_path / "cal.tif", vol, z_step=2.0)  # 2 um / 0.5 um: anisotropy 4
+    src = write_calibrated(tmp_path / "cal.tif", vol, z_step=2.0)  # 2 um / 0.5 um: anisotropy 4
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, vol, photometric="minisblack")
-    proc = run_cli("segment", src, plain, "--model", model, "--diameter", "30", "--out-dir",
+    proc = run_cli("segment", src, plain, "--model", tiny_onnx_model, "--diameter", "30", "--out-dir",
                    tmp_path / "a")
     assert proc.returncode == 0, proc.stderr
     assert "4 (file)" in summary_row(proc.stdout, "cal.tif")
     assert "1 (default)" in summary_row(proc.stdout, "plain.tif")
     warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and "plain.tif" in warnings[0] and "`--anisotropy`" in warnings[0]
-    seg = Segmenter(model, device="cpu")
+    seg = Segmenter(tiny_onnx_model, device="cpu")
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "a" / "cal_masks.tif"),
                                   seg.segment(vol, anisotropy=4.0, diameter=30.0).masks)
-    proc = run_cli("segment", src, "--model", model, "--diameter", "30", "--anisotropy", "1",
+    proc = run_cli("segment", src, "--model", tiny_onnx_model, "--diameter", "30", "--anisotropy", "1",
                    "--out-dir", tmp_path / "b")  # a given anisotropy wins
     assert proc.returncode == 0 and "1 (given)" in summary_row(proc.stdout, "cal.tif")
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "b" / "cal_masks.tif"),
                                   seg.segment(vol, anisotropy=1.0, diameter=30.0).masks)
 
 
-def test_diameter_auto_or_a_number(tmp_path, good, model):
-    proc = run_cli("segment", good, "--model", model, "--diameter", "auto", "--out-dir", tmp_path)
+def test_diameter_auto_or_a_number(tmp_path, good, tiny_onnx_model):
+    proc = run_cli("segment", good, "--model", tiny_onnx_model, "--diameter", "auto", "--out-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"\d+\.\d \(auto\)", summary_row(proc.stdout, "good.tif"))
-    assert_one_error_line(run_cli("segment", good, "--model", model, "--diameter", "big"),
+    assert_one_error_line(run_cli("segment", good, "--model", tiny_onnx_model, "--diameter", "big"),
                           r"`--diameter` must be a number > 0 or 'auto', got 'big'")
 
 
@@ -330,11 +295,11 @@ def test_settings_are_checked_before_any_file_is_read(tmp_path, args, pattern):
     assert not (tmp_path / "out").exists()
 
 
-def test_4d_without_axes_metadata_warns_also_when_quiet(tmp_path, model):
+def test_4d_without_axes_metadata_warns_also_when_quiet(tmp_path, tiny_onnx_model):
     path = tmp_path / "two.tif"
     vol = np.stack([blob_volume(), blob_volume(seed=3)], axis=1)  # (Z, 2, Y, X), no metadata
     tifffile.imwrite(path, vol, photometric="minisblack")
-    proc = run_cli("segment", path, "--model", model, "--diameter", "30", "-q", "--out-dir",
+    proc = run_cli("segment", path, "--model", tiny_onnx_model, "--diameter", "30", "-q", "--out-dir",
                    tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
@@ -343,11 +308,11 @@ def test_4d_without_axes_metadata_warns_also_when_quiet(tmp_path, model):
 
 
 @pytest.mark.parametrize("extra", [[], ["--block-size", "64"]])
-def test_absurd_anisotropy_is_refused_before_any_work(tmp_path, good, model, extra):
+def test_absurd_anisotropy_is_refused_before_any_work(tmp_path, good, tiny_onnx_model, extra):
     if extra:
         pytest.importorskip("zarr")
     out = tmp_path / "out"
-    proc = run_cli("segment", good, "--model", model, "--anisotropy", "1e6", "--diameter", "30",
+    proc = run_cli("segment", good, "--model", tiny_onnx_model, "--anisotropy", "1e6", "--diameter", "30",
                    *extra, "--out-dir", out)
     line = assert_one_error_line(proc, r"anisotropy 1e\+06 \(given\).*network grid of 20000000 x")
     assert "memory budget" in line and "check `--anisotropy`" in line

@@ -6,51 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _dynamics_synth import random_ellipsoids
+from helpers import cavity_labels, random_ellipsoids, ring_labels
 from nucseg_rt.masks import postprocess
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.masks.label_flows import masks_to_flows
 from nucseg_rt.masks.postprocess import fill_holes_and_remove_small_masks, flow_errors, remove_bad_flow_masks, renumber
 
 
-@pytest.fixture(scope="module")
-def holey():
-    """3D labels with punched holes, enclosed cavities and tiny masks."""
-    lab = random_ellipsoids((23, 97, 131), 70, seed=3, radius=(4.0, 10.0)).astype(np.uint16)
-    rng = np.random.default_rng(0)
-    for k in range(1, lab.max() + 1, 2):
-        zz, yy, xx = np.nonzero(lab == k)
-        c = rng.integers(len(zz))
-        lab[zz[c], yy[c], xx[c]] = 0  # a one-voxel hole (or a dent at the surface)
-    n = lab.max()
-    lab[0, :3, :3] = n + 1  # small masks
-    lab[5:7, 50:52, 0:2] = n + 2
-    return lab
-
-
-def _cavity():
-    lab = np.zeros((9, 9, 9), np.uint16)
-    lab[1:8, 1:8, 1:8] = 1
-    lab[3:6, 3:6, 3:6] = 0  # cavity
-    lab[4, 4, 4] = 2  # a mask inside the cavity
-    return lab
-
-
-def _ring():
-    ring = np.zeros((7, 7), np.uint8)
-    ring[1:6, 1:6] = 3
-    ring[2:5, 2:5] = 0  # hole
-    ring[1, 1] = 0  # a corner gap only touches the hole diagonally: still a hole
-    return ring
-
-
 def test_cavity_filled_and_enclosed_mask_absorbed():
-    out = fill_holes_and_remove_small_masks(_cavity(), min_size=-1)
+    out = fill_holes_and_remove_small_masks(cavity_labels(), min_size=-1)
     assert out.max() == 1 and (out[1:8, 1:8, 1:8] == 1).all()
 
 
 def test_2d_hole_is_4_connected():
-    out = fill_holes_and_remove_small_masks(_ring(), min_size=-1)
+    out = fill_holes_and_remove_small_masks(ring_labels(), min_size=-1)
     assert (out[2:5, 2:5] == 1).all()
 
 

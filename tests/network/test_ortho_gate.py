@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from _tinyonnx import make_tiny_onnx
+from helpers import blob_volume, make_tiny_onnx
 from nucseg_rt import Segmenter
 from nucseg_rt.errors import ModelFormatError
 
@@ -20,20 +20,10 @@ def _pair(folder, min_anisotropy: str):
     return make_tiny_onnx(folder / "gate.onnx", ortho_file=ortho.name, ortho_sha256=sha)
 
 
-def _blobs(seed=3):
-    rng = np.random.default_rng(seed)
-    zz, yy, xx = np.mgrid[:12, :48, :48]
-    vol = np.zeros((12, 48, 48), np.float32)
-    for _ in range(5):
-        c = rng.uniform((2, 8, 8), (10, 40, 40))
-        vol += np.exp(-(((zz - c[0]) * 3) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) / 40)
-    return vol + rng.normal(0, 0.01, vol.shape).astype(np.float32)
-
-
 def test_ortho_partner_runs_from_its_min_anisotropy(tmp_path):
     pair = _pair(tmp_path, "3")
     plain = make_tiny_onnx(tmp_path / "plain.onnx")  # the same main network, no partner
-    vol = _blobs()
+    vol = blob_volume((12, 48, 48), n=5, sigma=4.0, seed=3)
     with Segmenter(pair, device="cpu") as seg, Segmenter(plain, device="cpu") as ref:
         assert seg.engine.ortho_min_anisotropy == 3.0
         low = seg.predict_flows(vol, anisotropy=2.0, diameter=30.0)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import MODELS
 from nucseg_rt.models import modelfile
 from nucseg_rt.models import registry
 from nucseg_rt.errors import (InvalidInputError, MissingDependencyError, ModelFormatError,
                               ModelIntegrityError, ModelNotFoundError)
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = MODELS
 
 
 def _flip_last_byte(path: Path) -> None:

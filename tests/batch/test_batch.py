@@ -17,7 +17,7 @@ from nucseg_rt.blockwise.run import LargeSettings
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError, SettingsError
 from nucseg_rt.io import VolumeInfo, read_header
 from nucseg_rt.params import InputSpec, MaskParams
-from test_cli_segment import blob_volume, write_calibrated
+from helpers import blob_volume, write_calibrated
 
 
 def _touch(path):
@@ -175,27 +175,14 @@ def test_ome_zarr_calibration_needs_one_unit(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from _tinyonnx import make_tiny_onnx
-
-    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def segmenter(model):
+def segmenter(tiny_onnx_model):
     from nucseg_rt import Segmenter
 
-    return Segmenter(model, device="cpu", streams=1)
-
-
-def _calibrated(path, vol, z_step):
-    tifffile.imwrite(path, vol, imagej=True, resolution=(2.0, 2.0),
-                     metadata={"spacing": z_step, "unit": "um", "axes": "ZYX"})
-    return path
+    return Segmenter(tiny_onnx_model, device="cpu", streams=1)
 
 
 def test_run_batch_results_per_file(tmp_path, segmenter, caplog):
-    a = _calibrated(tmp_path / "a.tif", blob_volume(), z_step=1.0)  # anisotropy 2 in the file
+    a = write_calibrated(tmp_path / "a.tif", blob_volume(), z_step=1.0)  # anisotropy 2 in the file
     b = tmp_path / "b.tif"
     tifffile.imwrite(b, blob_volume(seed=2), photometric="minisblack")  # no calibration
     bad = tmp_path / "bad.tif"
@@ -225,7 +212,7 @@ def test_run_batch_results_per_file(tmp_path, segmenter, caplog):
 
 
 def test_settings_that_do_not_fit_stop_before_the_model(tmp_path):
-    src = _calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
+    src = write_calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
     jobs = plan_jobs([src], out_dir=tmp_path / "out")
     runner = BatchRunner(lambda: pytest.fail("the model must not load"),
                          inputs=InputSpec(channel_axis=5))
@@ -235,21 +222,21 @@ def test_settings_that_do_not_fit_stop_before_the_model(tmp_path):
 
 
 def test_absurd_scale_is_refused_before_any_work(tmp_path, segmenter):
-    src = _calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
+    src = write_calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
     out = tmp_path / "out"
     for blockwise in (None, LargeSettings()):
         with pytest.raises(SettingsError, match=r"anisotropy 1e\+06 \(given\).*memory budget"):
             run_batch([src], segmenter, out_dir=out,
                       run=RunSettings(anisotropy=1e6, diameter=30.0, blockwise=blockwise))
         assert not out.exists()
-    absurd_file = _calibrated(tmp_path / "b.tif", blob_volume(), z_step=5e5)  # the file's fault
+    absurd_file = write_calibrated(tmp_path / "b.tif", blob_volume(), z_step=5e5)  # the file's fault
     (result,) = run_batch([absurd_file], segmenter, out_dir=out, run=RunSettings(diameter=30.0))
     assert result.status == "failed" and "file calibration" in result.error
     assert not out.exists()
 
 
 def test_file_errors_are_recorded_bugs_flagged(tmp_path, segmenter, monkeypatch):
-    src = _calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
+    src = write_calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
@@ -268,7 +255,7 @@ def test_file_errors_are_recorded_bugs_flagged(tmp_path, segmenter, monkeypatch)
 
 
 def test_model_loaded_only_when_needed(tmp_path, segmenter):
-    src = _calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
+    src = write_calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
     out = tmp_path / "out"
     assert run_batch([src], segmenter, out_dir=out)[0].status == "done"
     calls = []
@@ -277,7 +264,7 @@ def test_model_loaded_only_when_needed(tmp_path, segmenter):
 
 
 def test_cancel_abandons_the_file_and_starts_no_other(tmp_path, segmenter):
-    files = [_calibrated(tmp_path / f"{k}.tif", blob_volume(seed=k), z_step=0.5)
+    files = [write_calibrated(tmp_path / f"{k}.tif", blob_volume(seed=k), z_step=0.5)
              for k in range(3)]
     cancel = threading.Event()
     seen = []
@@ -297,7 +284,7 @@ def test_cancel_abandons_the_file_and_starts_no_other(tmp_path, segmenter):
 
 def test_blockwise_auto_diameter_is_estimated_once(tmp_path, segmenter, monkeypatch):
     pytest.importorskip("zarr")
-    src = _calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
+    src = write_calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
     estimates, diameters = [], []
     real_estimate, real_segment = segmenter.estimate_diameter, segmenter.segment
 
@@ -321,7 +308,7 @@ def test_blockwise_auto_diameter_is_estimated_once(tmp_path, segmenter, monkeypa
 
 
 def test_mask_params_reach_the_masks(tmp_path, segmenter):
-    src = _calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
+    src = write_calibrated(tmp_path / "a.tif", blob_volume(), z_step=0.5)
     (big,) = run_batch([src], segmenter, out_dir=tmp_path / "a", run=RunSettings(diameter=30.0),
                        params=MaskParams(min_size=10**6))
     assert big.status == "done" and big.n_nuclei == 0

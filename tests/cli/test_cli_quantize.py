@@ -1,4 +1,7 @@
-"""`nucseg-rt quantize`, `add-model --int8`, `segment --precision`, `info --probe` as subprocesses."""
+"""`nucseg-rt quantize`, `add-model --int8`, `segment --precision`, `info --probe` as subprocesses.
+
+The commands quantize and time the tiny model (the bundled model is quantized once, in
+tests/models/test_quantize.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ import pytest
 import tifffile
 
 from nucseg_rt.eval.synth import make_volume
-from test_cli import assert_one_error_line, run_cli
+from helpers import assert_one_error_line, make_tiny_onnx, run_cli
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,8 @@ def volume(tmp_path_factory) -> Path:
     return path
 
 
-def test_quantize_then_segment_int8(calib, volume, tmp_path):
-    assert run_cli("add-model", MODELS / "nuclei_3d.onnx", "--name", "mine").returncode == 0
+def test_quantize_then_segment_int8(calib, volume, tmp_path, tiny_onnx_model):
+    assert run_cli("add-model", tiny_onnx_model, "--name", "mine").returncode == 0
     proc = run_cli("quantize", "mine", "--calibration", calib)
     assert proc.returncode == 0, proc.stderr
     assert "flow correlation with fp32" in proc.stdout and "added the int8 variant" in proc.stdout
@@ -46,8 +48,8 @@ def test_quantize_then_segment_int8(calib, volume, tmp_path):
     assert tifffile.imread(out / "vol_masks.tif").max() > 0
 
 
-def test_add_model_int8_on_the_way_in(calib):
-    proc = run_cli("add-model", MODELS / "nuclei_3d.onnx", "--name", "fast", "--int8",
+def test_add_model_int8_on_the_way_in(calib, tiny_onnx_model):
+    proc = run_cli("add-model", tiny_onnx_model, "--name", "fast", "--int8",
                    "--calibration", calib)
     assert proc.returncode == 0, proc.stderr
     assert "added 'fast'" in proc.stdout and "added the int8 variant" in proc.stdout
@@ -78,8 +80,8 @@ def test_segment_bundled_int8_and_plain(volume, tmp_path):
         assert tifffile.imread(out / "vol_masks.tif").max() > 0
 
 
-def test_info_probe_saves_defaults():
-    proc = run_cli("info", "--probe", "--seconds", "0.01", "--save")
+def test_info_probe_saves_defaults(tiny_onnx_model):
+    proc = run_cli("info", "--probe", "--model", tiny_onnx_model, "--seconds", "0.01", "--save")
     assert proc.returncode == 0, proc.stderr
     assert "fastest" in proc.stdout and "saved to" in proc.stdout
     assert "ms per megapixel by tile size" in proc.stdout and "tile  320:" in proc.stdout
@@ -119,8 +121,6 @@ def _qdq_copy(src: Path, dst: Path, metadata: dict | None = None) -> Path:
 
 
 def test_int8_onnx_added_is_int8(tmp_path, volume):
-    from _tinyonnx import make_tiny_onnx
-
     q8 = _qdq_copy(make_tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "q8.onnx",
                    {"precision": "int8"})
     proc = run_cli("add-model", q8)
@@ -138,8 +138,6 @@ def test_int8_onnx_added_is_int8(tmp_path, volume):
 
 
 def test_quantizing_a_quantized_file_is_a_clear_error(tmp_path):
-    from _tinyonnx import make_tiny_onnx
-
     from nucseg_rt.errors import ModelFormatError
     from nucseg_rt.models import quantize_int8
 

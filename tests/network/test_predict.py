@@ -4,6 +4,7 @@ Cellpose 3.1's run_3D / run_net: tests/reference/test_predict_cellpose.py)."""
 import numpy as np
 import pytest
 
+from helpers import plane_input
 from nucseg_rt.errors import DeviceUnavailableError, InvalidInputError
 from nucseg_rt.network.predict import load_net, run_3d, run_planes, select_providers
 
@@ -15,15 +16,8 @@ def nets(tiny_onnx_pair):
             load_net(tiny_onnx_pair.with_name("pair.ortho.onnx"), ["CPUExecutionProvider"]))
 
 
-def _vol(shape, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.random(shape, dtype=np.float32)
-    x[..., 1:] = 0  # Cellpose 3 nuclei models: nuclei channel + zeros
-    return x
-
-
 def test_batch_size_does_not_change_result(nets):
-    x = _vol((5, 40, 60, 1), seed=2)
+    x = plane_input((5, 40, 60, 1), seed=2)
     a = run_3d(nets[0], x, net_ortho=nets[1], batch_size=1)
     b = run_3d(nets[0], x, net_ortho=nets[1], batch_size=32)
     assert a.shape == (4, 5, 40, 60)
@@ -31,7 +25,7 @@ def test_batch_size_does_not_change_result(nets):
 
 
 def test_input_not_modified(nets):
-    x = _vol((4, 33, 35, 1), seed=3)
+    x = plane_input((4, 33, 35, 1), seed=3)
     before = x.copy()
     run_3d(nets[0], x, net_ortho=nets[1])
     np.testing.assert_array_equal(x, before)

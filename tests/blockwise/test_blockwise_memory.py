@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers import ball_lattice
 from nucseg_rt.blockwise import blocks
 from nucseg_rt.blockwise import merge as merging
 from nucseg_rt.blockwise import run as large
@@ -25,21 +26,6 @@ from nucseg_rt.network.predict import OnnxNet
 
 CORE = (24, 24, 24)
 HALO = (6, 6, 6)
-
-
-def _balls(shape, seed: int, spacing: int = 9, radius: float = 3.6) -> np.ndarray:
-    """Labels ``shape`` (Z, Y, X) uint32: a jittered grid of balls, ids 1..n."""
-    rng = np.random.default_rng(seed)
-    labels = np.zeros(shape, np.uint32)
-    r = int(np.ceil(radius)) + 2
-    offsets = np.mgrid[-r:r + 1, -r:r + 1, -r:r + 1].reshape(3, -1).T
-    for n, c in enumerate(np.ndindex(*(s // spacing for s in shape)), 1):
-        centre = (np.array(c) + 0.5) * spacing + rng.uniform(-1.5, 1.5, 3)
-        voxels = np.round(centre).astype(int) + offsets
-        voxels = voxels[((voxels - centre) ** 2).sum(1) <= radius ** 2]
-        voxels = voxels[np.all((voxels >= 0) & (voxels < shape), axis=1)]
-        labels[tuple(voxels.T)] = n
-    return labels
 
 
 def _rss_bytes() -> int:
@@ -89,8 +75,8 @@ def _merge_peak(labels: np.ndarray, workdir) -> tuple[int, np.ndarray]:
 def test_merge_memory_does_not_grow_with_the_number_of_blocks(tmp_path):
     """The same blocks (interior blocks of equal size), 8 times as many of them: the merge's
     peak stays the same (only the output array, written region by region, grows)."""
-    small = _balls((72, 72, 72), seed=1)      # 3x3x3 blocks
-    large_ = _balls((576, 72, 72), seed=1)    # 24x3x3 blocks
+    small = ball_lattice((72, 72, 72), seed=1)      # 3x3x3 blocks
+    large_ = ball_lattice((576, 72, 72), seed=1)    # 24x3x3 blocks
     peak_small, out_small = _merge_peak(small, tmp_path / "small")
     peak_large, out_large = _merge_peak(large_, tmp_path / "large")
     assert _same_partition(out_small, small) and _same_partition(out_large, large_)
@@ -109,7 +95,7 @@ def test_scratch_chunks_are_a_few_planes_deep():
 def test_tiff_output_is_merged_into_thin_chunks(needs_zarr, tmp_path, monkeypatch):
     """The TIFF path merges into a scratch array at most SCRATCH_CHUNK_DEPTH planes deep, however
     deep the blocks, and writes the merged labels unchanged."""
-    labels = _balls((72, 60, 50), seed=2)
+    labels = ball_lattice((72, 60, 50), seed=2)
     plan = _block_files(labels, tmp_path / "work")
     assert plan.core[0] > merging.SCRATCH_CHUNK_DEPTH
     created = []
@@ -137,7 +123,7 @@ def test_tiff_writer_decodes_about_one_plane_at_a_time(needs_zarr, tmp_path):
     shape, core = (48, 128, 128), (48, 32, 32)
     scratch = lazy.create_labels_zarr(tmp_path / "s.zarr", shape,
                                       chunks=merging.scratch_chunks(core))
-    scratch[...] = _balls(shape, seed=3)
+    scratch[...] = ball_lattice(shape, seed=3)
     plane_bytes = shape[1] * shape[2] * 4
     tracemalloc.start()
     try:
@@ -184,7 +170,7 @@ def test_freed_heap_memory_is_handed_back():
 
 
 def test_each_block_hands_its_memory_back(tmp_path, monkeypatch):
-    labels = _balls((30, 40, 40), seed=4)
+    labels = ball_lattice((30, 40, 40), seed=4)
     plan = blocks.plan_blocks(labels.shape, CORE, diameter=8, anisotropy=1, halo=HALO)
     from nucseg_rt.params import InputSpec, MaskParams
 

@@ -1,5 +1,7 @@
 """int8/fp16 variants: exact graph rewrites, quantized output close to fp32, registry variants,
-and the precision switch."""
+and the precision switch. The bundled model is quantized once here (the suite's only full
+quantization); masks AP of the shipped int8 variant against fp32 on the example:
+``benchmarks/work_avoidance.py --cases example``."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from helpers import MODELS
 from nucseg_rt import Segmenter
 from nucseg_rt.models import quantize
 from nucseg_rt.models import registry
@@ -16,8 +19,6 @@ from nucseg_rt.errors import InvalidInputError, ModelNotFoundError
 from nucseg_rt.eval.metrics import average_precision
 from nucseg_rt.eval.synth import make_volume
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "embryo_small.tif"
 #: stated tolerance of an int8 model against its fp32 source on held-out synthetic tiles
 FLOW_CORRELATION, CELLPROB_AGREEMENT = 0.99, 0.99
 
@@ -71,12 +72,10 @@ def test_quantized_model_close_to_fp32(quantized_copy):
     fp32_meta = {p.key: p.value for p in onnx.load(str(MODELS / "nuclei_3d.onnx")).metadata_props}
     assert meta["precision"] == "int8" and meta["diam_mean"] == fp32_meta["diam_mean"] == "17.0"
     assert meta["calibration"] == "calib0" or meta["calibration"].startswith("calib")
-    tiles = quantize.calibration_tiles(quantize.calibration_planes(2, seed=500, per_orientation=2), 2)
-    from nucseg_rt.models.quantize import _session
-
-    corr, agree, _ = quantize.compare_outputs(_session(MODELS / "nuclei_3d.onnx"),
-                                              _session(quantized_copy), tiles)
+    # measured by quantize_int8 on held-out synthetic tiles (seed + 100), stored in the file
+    corr, agree = float(meta["check_flow_correlation"]), float(meta["check_cellprob_agreement"])
     assert corr >= FLOW_CORRELATION and agree >= CELLPROB_AGREEMENT, (corr, agree)
+    assert int(meta["calibration_tiles"]) > 0 and meta["fp32_sha256"]
 
 
 def test_int8_ranges_are_mean_tile_ranges(quantized_copy):
@@ -95,13 +94,14 @@ def test_int8_ranges_are_mean_tile_ranges(quantized_copy):
 
 
 def test_shipped_int8_variant_resolves_and_matches_fp32_masks():
+    """On a small seeded volume the int8 variant finds the fp32 model's three nuclei."""
     resolved = registry.resolve_model("nuclei_3d", precision="int8")
     assert resolved.path.name == "nuclei_3d.int8.onnx" and resolved.metadata["precision"] == "int8"
-    vol = tifffile.imread(EXAMPLE)
+    vol = make_volume((24, 96, 96), seed=3)[0]
     masks = {p: Segmenter("nuclei_3d", device="cpu", precision=p, work_avoidance="plain")
-             .segment(vol, anisotropy=4.0, diameter=30.0).masks for p in ("fp32", "int8")}
-    ap = average_precision(masks["fp32"], masks["int8"], thresholds=(0.5,))[0][0]
-    assert ap >= 0.98, ap
+             .segment(vol, diameter=30.0).masks for p in ("fp32", "int8")}
+    assert masks["fp32"].max() == masks["int8"].max() == 3
+    assert average_precision(masks["fp32"], masks["int8"], thresholds=(0.5,))[0][0] == 1.0
 
 
 def test_quantize_refuses_existing_output_and_same_path(tmp_path):
@@ -160,11 +160,11 @@ def test_quantize_registered_refuses_bundled_and_unknown():
         quantize.make_variant(MODELS / "nuclei_3d.onnx", "x.onnx", precision="int4")
 
 
-def test_fp16_copy_keeps_float32_io(tmp_path):
+def test_fp16_copy_keeps_float32_io(tmp_path, tiny_onnx_model):
     import onnx
 
     out = tmp_path / "half.onnx"
-    rep = quantize.convert_fp16(MODELS / "nuclei_3d.onnx", out)
+    rep = quantize.convert_fp16(tiny_onnx_model, out)
     model = onnx.load(str(out))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)

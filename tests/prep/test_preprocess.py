@@ -9,22 +9,17 @@ import numpy as np
 import pytest
 
 from nucseg_rt import prep
+from helpers import noise_volume, zyxc_input
 from nucseg_rt.errors import InvalidInputError
 
 SHAPE = (23, 97, 131)
-
-
-def _vol(shape=SHAPE, seed=0, dtype=np.uint16, scale=1000):
-    rng = np.random.default_rng(seed)
-    blobs = rng.random(shape) * scale
-    return blobs.astype(dtype)
 
 
 # --- input handling -------------------------------------------------------------------------
 
 
 def test_zyx_gray_gets_a_zero_second_channel():
-    vol = _vol()
+    vol = noise_volume()
     x, lines = prep.to_zyxc(vol)
     assert x.dtype == np.float32 and x.shape == SHAPE + (2,)
     np.testing.assert_array_equal(x[..., 0], vol)
@@ -45,11 +40,11 @@ def test_any_axis_order_with_axes_given(perm):
 
 
 def test_singletons_squeezed_and_thin_stack_needs_z_axis():
-    vol = _vol()
+    vol = noise_volume()
     x, lines = prep.to_zyxc(vol[None, :, None])
     np.testing.assert_array_equal(x, prep.to_zyxc(vol)[0])
     assert any(line.startswith("squeezing singleton axes 0 and 2") for line in lines)
-    thin = _vol((3, 97, 131))
+    thin = noise_volume((3, 97, 131))
     with pytest.raises(InvalidInputError, match=r"axis 0 \(size 3\) looks like channels.*z_axis=0"):
         prep.to_zyxc(thin)
     x, _ = prep.to_zyxc(thin, z_axis=0)
@@ -100,16 +95,8 @@ def test_non_finite_values_raise(bad):
 # --- normalization --------------------------------------------------------------------------
 
 
-def _x(seed=3, two=False):
-    vol = _vol(seed=seed).astype(np.float32)
-    if two:
-        vol = np.stack([vol, _vol(seed=seed + 1)[::-1].astype(np.float32) * 0.3], axis=1)
-        return prep.to_zyxc(vol, chan=1, chan2=2)[0]
-    return prep.to_zyxc(vol)[0]
-
-
 def test_smooth_sharpen_is_normalizes_sharpening():
-    x = _x(seed=6, two=True)[:4].copy()
+    x = zyxc_input(seed=6, two=True)[:4].copy()
     x0 = x.copy()
     out = prep.smooth_sharpen(x, sharpen_radius=3.0)
     np.testing.assert_array_equal(x, x0)
@@ -139,7 +126,7 @@ def test_constant_volume_gives_zeros():
 
 
 def test_constant_plane_zeroed_per_plane_only():
-    x = _x()
+    x = zyxc_input()
     x[4] = 123.0
     out = prep.normalize(x, norm3D=False)
     assert not out[4].any() and out[5, ..., 0].any()
@@ -147,13 +134,13 @@ def test_constant_plane_zeroed_per_plane_only():
 
 
 def test_invert_applies_with_tile_norm():
-    x = _x(two=True)
+    x = zyxc_input(two=True)
     np.testing.assert_allclose(prep.normalize(x, tile_norm=40, invert=True),
                                1 - prep.normalize(x, tile_norm=40), atol=1e-6)
 
 
 def test_normalize_in_place_when_asked():
-    x = _x()
+    x = zyxc_input()
     assert prep.normalize(x, copy=False) is x
 
 
@@ -169,13 +156,13 @@ def test_normalize_in_place_when_asked():
 ])
 def test_normalize_bad_parameters(kwargs, match):
     with pytest.raises(InvalidInputError, match=match):
-        prep.normalize(_x(), **kwargs)
+        prep.normalize(zyxc_input(), **kwargs)
 
 
 def test_normalize_bad_arrays():
     with pytest.raises(InvalidInputError, match=r"\(Z, Y, X, C\) array, got shape \(23, 97, 131\)"):
         prep.normalize(np.ones(SHAPE, np.float32))
-    x = _x()
+    x = zyxc_input()
     x[2, 3, 4, 0] = np.nan
     with pytest.raises(InvalidInputError, match="NaN or Inf"):
         prep.normalize(x)
@@ -193,14 +180,14 @@ def test_resize_nearest_labels_exact_beyond_float32():
 
 
 def test_rescale_with_dropped_zero_channel_matches_two_channel_run():
-    x = prep.normalize(_x())
+    x = prep.normalize(zyxc_input())
     two = prep.rescale_volume(x, rescale=0.6, anisotropy=2.5)
     one = prep.rescale_volume(np.ascontiguousarray(x[..., :1]), rescale=0.6, anisotropy=2.5, nchan=2)
     np.testing.assert_array_equal(one[..., 0], two[..., 0])
 
 
 def test_3d_helpers_no_op_returns_input():
-    x = prep.normalize(_x())
+    x = prep.normalize(zyxc_input())
     assert prep.rescale_volume(x, rescale=1.0, anisotropy=None) is x
     assert prep.resize_flows_back(x, SHAPE) is x
     lab = np.zeros(SHAPE, np.uint32)
@@ -222,11 +209,11 @@ def test_3d_helpers_no_op_returns_input():
 ])
 def test_resize_bad_input_raises(call, match):
     with pytest.raises(InvalidInputError, match=match):
-        call(_x())
+        call(zyxc_input())
 
 
 def test_resize_inputs_unchanged():
-    x = _x(two=True)
+    x = zyxc_input(two=True)
     lab = np.random.default_rng(10).integers(0, 9, SHAPE).astype(np.uint16)
     x0, lab0 = x.copy(), lab.copy()
     prep.resize_linear(x, 50, 60)

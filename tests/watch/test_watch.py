@@ -1,10 +1,11 @@
 """The watch-folder service: the stability detector and records in process, the service itself
 (``nucseg-rt watch``) as a real subprocess with the tiny ONNX model.
 
-Subprocess tests poll every 0.2 s with a 1.5 s settle time. The slow copy writes a TIFF plane
-pair by plane pair with 0.5 s pauses (longer than the poll, shorter than the settle time), and
-each part written is itself a readable TIFF, so only the size check keeps the service from
-segmenting a partial volume.
+Subprocess tests poll every 0.2 s with a 1.5 s settle time; they wait for records and
+conditions with a timeout, never for a fixed time. The slow copy writes a TIFF plane pair by
+plane pair and, after the first pair, waits until the service has recorded the partial file
+(each part written is itself a readable TIFF, so only the size check keeps the service from
+segmenting a partial volume).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -25,8 +25,8 @@ from nucseg_rt.batch import RunSettings
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.watch import (Snapshot, StabilityTracker, WatchSettings, find_candidates,
                              read_record, record_path, snapshot, tiff_problem, watch_folder)
-from test_cli import run_cli
-from test_cli_segment import blob_volume, write_calibrated
+from helpers import (blob_volume, cli_help, run_cli, stopping_segmenter, wait_until,
+                     write_calibrated)
 
 POLL, SETTLE = "0.2", "1.5"
 
@@ -179,47 +179,17 @@ def test_read_record_tolerates_garbage(tmp_path):
 # --- the library in process: stop and re-segmenting a changed input -----------------------------
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from _tinyonnx import make_tiny_onnx
-
-    return make_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def segmenter(model):
-    from nucseg_rt import Segmenter
-
-    return Segmenter(model, device="cpu")
-
-
-def _wait(predicate, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _status(out, name):
     return (read_record(out / f"{name}.json") or {}).get("status")
 
 
-def test_stop_during_a_file_abandons_it_without_output(tmp_path, segmenter):
+def test_stop_during_a_file_abandons_it_without_output(tmp_path, tiny_segmenter):
     folder, out, stop = tmp_path / "in", tmp_path / "out", threading.Event()
     folder.mkdir()
     write_calibrated(folder / "a.tif", blob_volume())
 
-    class StopsWhileSegmenting:  # the stop arrives while the network runs
-        def __getattr__(self, name):
-            return getattr(segmenter, name)
-
-        def segment(self, *args, **kwargs):
-            stop.set()
-            return segmenter.segment(*args, **kwargs)
-
-    summary = watch_folder(folder, out, StopsWhileSegmenting(), run=RunSettings(diameter=30.0),
+    summary = watch_folder(folder, out, stopping_segmenter(tiny_segmenter, stop),
+                           run=RunSettings(diameter=30.0),
                            settings=WatchSettings(poll=0.05, settle=0.1), cancel=stop)
     assert (summary.done, summary.failed, summary.abandoned) == (0, 0, 1)
     record = read_record(out / "a.tif.json")
@@ -227,20 +197,20 @@ def test_stop_during_a_file_abandons_it_without_output(tmp_path, segmenter):
     assert sorted(p.name for p in out.iterdir()) == ["a.tif.json"]  # no output, no temp file
 
 
-def test_changed_input_is_segmented_again(tmp_path, segmenter):
+def test_changed_input_is_segmented_again(tmp_path, tiny_segmenter):
     folder, out, stop = tmp_path / "in", tmp_path / "out", threading.Event()
     folder.mkdir()
     source = write_calibrated(folder / "a.tif", blob_volume())
-    thread = threading.Thread(target=watch_folder, args=(folder, out, segmenter), kwargs=dict(
+    thread = threading.Thread(target=watch_folder, args=(folder, out, tiny_segmenter), kwargs=dict(
         run=RunSettings(diameter=30.0), settings=WatchSettings(poll=0.05, settle=0.3),
         cancel=stop))
     thread.start()
     try:
-        _wait(lambda: _status(out, "a.tif") == "done", what="first result")
+        wait_until(lambda: _status(out, "a.tif") == "done", "first result")
         first = read_record(out / "a.tif.json")
         write_calibrated(source, blob_volume((16, 64, 72), centers=[(8, 30, 36)]))
-        _wait(lambda: (read_record(out / "a.tif.json") or {}).get("size") != first["size"]
-              and _status(out, "a.tif") == "done", what="second result")
+        wait_until(lambda: (read_record(out / "a.tif.json") or {}).get("size") != first["size"]
+                   and _status(out, "a.tif") == "done", "second result")
     finally:
         stop.set()
         thread.join(30)
@@ -300,7 +270,7 @@ def _wait_for(service, out, name, status, timeout=60.0):
                                  f"{service.log()}")
         return _status(out, name) == status
 
-    _wait(ready, timeout, f"{name} {status}")
+    wait_until(ready, f"{name} {status}", timeout)
     return read_record(out / f"{name}.json")
 
 
@@ -309,23 +279,23 @@ def _no_temporary_files(out):
 
 
 def test_watch_help():
-    proc = run_cli("watch", "--help")
+    proc = cli_help("watch")
     assert proc.returncode == 0, proc.stderr
     for option in ("--out-dir", "--poll", "--settle", "--model", "--anisotropy", "--precision"):
         assert option in proc.stdout
 
 
-def test_watch_refuses_missing_folder(tmp_path, model):
+def test_watch_refuses_missing_folder(tmp_path, tiny_onnx_model):
     proc = run_cli("watch", tmp_path / "missing", "--out-dir", tmp_path / "out",
-                   "--model", model)
+                   "--model", tiny_onnx_model)
     assert proc.returncode == 1 and "is not a folder" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_slow_copy_once_complete_and_corrupt_file_skipped(tmp_path, model, services):
+def test_slow_copy_once_complete_and_corrupt_file_skipped(tmp_path, tiny_onnx_model, services):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
-    service = services(folder, out, model, tmp_path / "log.txt")
+    service = services(folder, out, tiny_onnx_model, tmp_path / "log.txt")
     # a damaged file: whole TIFF structure, compressed data overwritten (fails when decoded)
     corrupt = _tiff(folder / "corrupt.tif", blob_volume(), compression="zlib")
     data = bytearray(corrupt.read_bytes())
@@ -342,11 +312,12 @@ def test_slow_copy_once_complete_and_corrupt_file_skipped(tmp_path, model, servi
             tw.write(vol[k], metadata=None)
             tw.write(vol[k + 1], metadata=None)
             fh.flush()
+            if k == 0:  # the service has seen the partial file (its record) before it grows
+                _wait_for(service, out, "slow.tif", "queued")
             if k == 4:  # what the service sees meanwhile is a readable, smaller TIFF
                 assert tiff_problem(slow) is None
                 with tifffile.TiffFile(slow) as tif:
                     assert tif.series[0].shape == (6, 64, 72)
-            time.sleep(0.5)
     final_size = slow.stat().st_size
 
     failed = _wait_for(service, out, "corrupt.tif", "failed")
@@ -384,7 +355,7 @@ def _write_zarr(path, vol):
     return path
 
 
-def test_restart_does_not_redo_finished_files(tmp_path, model, services):
+def test_restart_does_not_redo_finished_files(tmp_path, tiny_onnx_model, services):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
     write_calibrated(folder / "a.tif", blob_volume())
@@ -392,7 +363,7 @@ def test_restart_does_not_redo_finished_files(tmp_path, model, services):
     if importlib.util.find_spec("zarr") is not None:  # the large extra (the test extra has it)
         _write_zarr(folder / "b.zarr", blob_volume(seed=2))
         names.append("b.zarr")
-    first = services(folder, out, model, tmp_path / "log1.txt")
+    first = services(folder, out, tiny_onnx_model, tmp_path / "log1.txt")
     for name in names:
         assert _wait_for(first, out, name, "done")["n_nuclei"] == 4
     assert first.stop() == 0, first.log()
@@ -400,7 +371,7 @@ def test_restart_does_not_redo_finished_files(tmp_path, model, services):
     outputs = {p.name: p.stat().st_mtime_ns for p in out.glob("*_masks.tif")}
     assert sorted(outputs) == sorted(f"{n.split('.')[0]}_masks.tif" for n in names)
 
-    second = services(folder, out, model, tmp_path / "log2.txt")
+    second = services(folder, out, tiny_onnx_model, tmp_path / "log2.txt")
     write_calibrated(folder / "c.tif", blob_volume(seed=4))
     assert _wait_for(second, out, "c.tif", "done")["n_nuclei"] == 4
     assert second.stop(signal.SIGINT) == 130, second.log()  # Ctrl-C: 130, documented
@@ -412,10 +383,10 @@ def test_restart_does_not_redo_finished_files(tmp_path, model, services):
     assert "stopped (SIGINT)" in log and not _no_temporary_files(out)
 
 
-def test_sigterm_during_a_file_exits_0_with_nothing_partial(tmp_path, model, services):
+def test_sigterm_during_a_file_exits_0_with_nothing_partial(tmp_path, tiny_onnx_model, services):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
-    service = services(folder, out, model, tmp_path / "log.txt")
+    service = services(folder, out, tiny_onnx_model, tmp_path / "log.txt")
     big = np.tile(blob_volume(), (2, 4, 4))  # (40, 256, 288): a few seconds of network
     _tiff(tmp_path / "big.tif", big)
     os.replace(tmp_path / "big.tif", folder / "big.tif")  # appears whole, as a copy tool's rename

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 import pytest
 
-from _dynamics_synth import ideal_flows, random_ellipsoids
+from helpers import ideal_flows, random_ellipsoids
 from nucseg_rt.masks import dynamics
 from nucseg_rt.masks.dynamics import compute_masks
 from nucseg_rt.errors import InvalidInputError
