@@ -167,6 +167,10 @@ class InputSpec:
     channel_axis, z_axis : int, optional
         Axes of the array (negative counts from the end). Default: from the file's axis
         metadata, else guessed and logged (see :func:`nucseg_rt.prep.axes.to_zyxc`).
+    time_axis : int, optional
+        Axis of the time points of a time-lapse (default: from the file's axis metadata, never
+        guessed). Time-lapse segmentation is not available yet: a time axis is refused with a
+        "time-lapse segmentation" error (:func:`nucseg_rt.prep.axes.resolve_axes`).
     chan : int
         Channel to segment: 0 gray (the first channel), 1 red, 2 green, 3 blue.
     chan2 : int
@@ -180,14 +184,19 @@ class InputSpec:
     chan: int = 0
     chan2: int = 0
     normalize: Normalization = field(default_factory=Normalization)
+    time_axis: int | None = None
 
     def __post_init__(self):
-        for name in ("channel_axis", "z_axis"):
+        names = ("time_axis", "channel_axis", "z_axis")
+        for name in names:
             v = getattr(self, name)
             if v is not None:
                 _whole(name, v)
-        if self.channel_axis is not None and self.z_axis is not None and self.channel_axis == self.z_axis:
-            raise InvalidInputError(f"`channel_axis` and `z_axis` must differ, both are {self.z_axis}")
+        for k, a in enumerate(names):
+            for b in names[k + 1:]:
+                va, vb = getattr(self, a), getattr(self, b)
+                if va is not None and va == vb:
+                    raise InvalidInputError(f"`{a}` and `{b}` must differ, both are {va}")
         for name in ("chan", "chan2"):
             v = _whole(name, getattr(self, name))
             if not 0 <= v <= 3:

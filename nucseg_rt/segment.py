@@ -156,6 +156,7 @@ class Segmenter:
         """Normalised ``(Z, Y, X, C)`` float32 volume, whether the input was constant, and the
         axis decisions."""
         x, notes = to_zyxc(vol, channel_axis=spec.channel_axis, z_axis=spec.z_axis,
+                           time_axis=spec.time_axis,
                            chan=spec.chan, chan2=spec.chan2, nchan=self.engine.info.nchan)
         constant = all(x[..., c].min() == x[..., c].max() for c in range(x.shape[-1]))
         nm = spec.normalize

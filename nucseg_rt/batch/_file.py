@@ -123,13 +123,15 @@ def plan_file(source, *, inputs: InputSpec, run: RunSettings) -> FilePlan:
         The file cannot be read, or its axes are not those of a volume.
     """
     from nucseg_rt.io import is_zarr_store as _is_zarr_store, read_header
-    from nucseg_rt.prep.axes import resolve_axes
+    from nucseg_rt.prep import check_gray, resolve_axes
 
     source = Path(source)
     shape, info = read_header(source)
     _check_user_axes(shape, inputs, source)
     axes = resolve_axes(shape, letters=info.axes, channel_axis=inputs.channel_axis,
-                        z_axis=inputs.z_axis, what="the image")  # reported with the file name
+                        z_axis=inputs.z_axis, time_axis=inputs.time_axis,
+                        what="the image")  # reported with the file name
+    check_gray(axes, inputs.chan, what="the image")
     axes.log(prefix=f"{source.name}: ", level=logging.DEBUG)  # the Segmenter logs what it uses
     anisotropy, where = _anisotropy(run, info, source)
     return FilePlan(source, shape, info, axes, anisotropy, where, _is_zarr_store(source))
@@ -137,15 +139,18 @@ def plan_file(source, *, inputs: InputSpec, run: RunSettings) -> FilePlan:
 
 def _check_user_axes(shape, inputs: InputSpec, source: Path) -> None:
     ndim = len(shape)
-    given = {name: getattr(inputs, name) for name in ("channel_axis", "z_axis")
+    given = {name: getattr(inputs, name) for name in ("time_axis", "channel_axis", "z_axis")
              if getattr(inputs, name) is not None}
     for name, axis in given.items():
         if not -ndim <= axis < ndim:
             raise SettingsError(f"`{name}` {axis} is out of range for {source} ({ndim} axes, "
                                 f"shape {shape}; valid: 0..{ndim - 1} or -{ndim}..-1)")
-    if len(given) == 2 and given["channel_axis"] % ndim == given["z_axis"] % ndim:
-        raise SettingsError(f"`channel_axis` {given['channel_axis']} and `z_axis` "
-                            f"{given['z_axis']} are the same axis of {source} (shape {shape})")
+    names = list(given)
+    for k, a in enumerate(names):
+        for b in names[k + 1:]:
+            if given[a] % ndim == given[b] % ndim:
+                raise SettingsError(f"`{a}` {given[a]} and `{b}` {given[b]} are the same axis "
+                                    f"of {source} (shape {shape})")
 
 
 def _anisotropy(run: RunSettings, info: VolumeInfo, source: Path) -> tuple[float, str]:

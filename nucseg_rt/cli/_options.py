@@ -81,6 +81,10 @@ ChannelAxisOpt = Annotated[Optional[int], typer.Option(
 ZAxisOpt = Annotated[Optional[int], typer.Option(
     help="Axis holding Z, 0-based (default: from the file, else the first).", metavar="I",
     rich_help_panel="Input", show_default=False)]
+TimeAxisOpt = Annotated[Optional[int], typer.Option(
+    help="Axis holding time points, 0-based (default: from the file, never guessed). "
+         "Time-lapse segmentation is not available yet: a time-lapse is refused.", metavar="I",
+    rich_help_panel="Input", show_default=False)]
 ChanOpt = Annotated[int, typer.Option(help="Channel to segment: 0 gray, 1 red, 2 green, 3 blue.",
                                       metavar="C", rich_help_panel="Input")]
 SaveFlowsOpt = Annotated[bool, typer.Option(

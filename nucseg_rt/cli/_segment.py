@@ -11,7 +11,7 @@ from nucseg_rt.cli._options import (AnisotropyOpt, CellprobThresholdOpt, Channel
                                     DebugOpt, Device, DeviceOpt, DiameterOpt, Dynamics, MinSizeOpt,
                                     ModelOpt, OutputFormat, OutputFormatOpt, Precision,
                                     PrecisionOpt, QuietOpt, SaveFlowsOpt, StitchThresholdOpt,
-                                    ThreadsOpt, WorkAvoidanceChoice, ZAxisOpt, app)
+                                    ThreadsOpt, TimeAxisOpt, WorkAvoidanceChoice, ZAxisOpt, app)
 from nucseg_rt.params import DYNAMICS_METHODS
 
 __all__ = ["segment", "parse_diameter"]
@@ -65,6 +65,7 @@ def segment(
         rich_help_panel="Input")] = False,
     channel_axis: ChannelAxisOpt = None,
     z_axis: ZAxisOpt = None,
+    time_axis: TimeAxisOpt = None,
     chan: ChanOpt = 0,
     chan2: Annotated[int, typer.Option(help="Optional second channel: 0 none, 1-3.",
                                        metavar="C", rich_help_panel="Input")] = 0,
@@ -128,7 +129,8 @@ def segment(
     state = ctx.obj
     with state.cancellable() as cancel:
         console = stderr_console(state, quiet)
-        inputs = InputSpec(channel_axis=channel_axis, z_axis=z_axis, chan=chan, chan2=chan2,
+        inputs = InputSpec(channel_axis=channel_axis, z_axis=z_axis, time_axis=time_axis,
+                           chan=chan, chan2=chan2,
                            normalize=Normalization(invert=invert))
         params = MaskParams(cellprob_threshold=cellprob_threshold, min_size=min_size,
                             niter=niter, method=dynamics.value, dp_smooth=dp_smooth,

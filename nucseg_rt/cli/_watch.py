@@ -13,7 +13,7 @@ from nucseg_rt.cli._options import (AnisotropyOpt, CellprobThresholdOpt, Channel
                                     DebugOpt, Device, DeviceOpt, DiameterOpt, MinSizeOpt,
                                     ModelOpt, OutputFormat, OutputFormatOpt, Precision,
                                     PrecisionOpt, QuietOpt, SaveFlowsOpt, StitchThresholdOpt,
-                                    ThreadsOpt, ZAxisOpt, app)
+                                    ThreadsOpt, TimeAxisOpt, ZAxisOpt, app)
 
 __all__ = ["watch"]
 
@@ -36,6 +36,7 @@ def watch(
     cellprob_threshold: CellprobThresholdOpt = 0.0,
     channel_axis: ChannelAxisOpt = None,
     z_axis: ZAxisOpt = None,
+    time_axis: TimeAxisOpt = None,
     chan: ChanOpt = 0,
     save_flows: SaveFlowsOpt = False,
     output_format: OutputFormatOpt = OutputFormat.tif,
@@ -74,7 +75,8 @@ def watch(
     stop = threading.Event()
     with service.stop_on_signals(stop) as received:
         settings = service.WatchSettings(poll=poll, settle=settle)
-        inputs = InputSpec(channel_axis=channel_axis, z_axis=z_axis, chan=chan)
+        inputs = InputSpec(channel_axis=channel_axis, z_axis=z_axis, time_axis=time_axis,
+                           chan=chan)
         params = MaskParams(min_size=min_size, stitch_threshold=stitch_threshold,
                             cellprob_threshold=cellprob_threshold)
         run = RunSettings(anisotropy=anisotropy, diameter=parse_diameter(diameter),

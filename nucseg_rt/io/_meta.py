@@ -137,8 +137,7 @@ def _ome_info(xml: str | None, axes: str | None, dtype: np.dtype) -> VolumeInfo:
 def ngff_axes(ms: dict, level: dict):
     """Axis letters, (Z, Y, X) voxel size, unit (of X) and whether the Z step is known (in the
     unit of X) from NGFF multiscales metadata."""
-    names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
-    letters = "".join(n.upper()[:1] for n in names) or None
+    letters = "".join(_ngff_letter(a) for a in ms.get("axes", [])) or None
     scale = next((t["scale"] for t in level.get("coordinateTransformations", [])
                   if t.get("type") == "scale"), None)
     voxel, unit, z_known = None, None, False
@@ -151,6 +150,17 @@ def ngff_axes(ms: dict, level: dict):
         voxel = (z if z_known else float(scale[letters.index("Z")]),
                  *(float(scale[letters.index(a)]) for a in "YX"))
     return letters, voxel, unit, z_known
+
+
+#: NGFF axis types whose letter is certain whatever the axis is called ("frame" of type "time")
+_NGFF_TYPES = {"time": "T", "channel": "C"}
+
+
+def _ngff_letter(axis) -> str:
+    """An NGFF axis's letter: from its type for time and channel axes, else its name's first."""
+    if isinstance(axis, dict):
+        return _NGFF_TYPES.get(axis.get("type"), str(axis.get("name", "")).upper()[:1])
+    return str(axis).upper()[:1]
 
 
 def _short_unit(unit: str | None) -> str | None:

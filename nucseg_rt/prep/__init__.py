@@ -11,13 +11,15 @@
 - ``filters``: the separable Gaussian filters they use (scipy-equal).
 """
 
-from nucseg_rt.prep.axes import MAX_GUESSED_CHANNELS, AxisPlan, resolve_axes, to_zyxc
+from nucseg_rt.prep.axes import (MAX_GRAY_CHANNELS, MAX_GUESSED_CHANNELS, AxisPlan, check_gray,
+                                 resolve_axes, time_lapse_refusal, to_zyxc)
 from nucseg_rt.prep.intensity import normalize, smooth_sharpen
 from nucseg_rt.prep.resample import (rescale_volume, resize_channels_back, resize_flows_back,
                                      resize_labels_3d, resize_labels_centred, resize_linear,
                                      resize_nearest, z_interpolation)
 
-__all__ = ["AxisPlan", "resolve_axes", "to_zyxc", "MAX_GUESSED_CHANNELS", "normalize",
+__all__ = ["AxisPlan", "resolve_axes", "to_zyxc", "check_gray", "time_lapse_refusal",
+           "MAX_GUESSED_CHANNELS", "MAX_GRAY_CHANNELS", "normalize",
            "smooth_sharpen", "rescale_volume", "resize_linear", "resize_nearest",
            "resize_flows_back", "resize_channels_back", "resize_labels_3d", "resize_labels_centred",
            "z_interpolation"]

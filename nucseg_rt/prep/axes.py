@@ -5,16 +5,19 @@ conversion of a user volume to (Z, Y, X, nchan) float32 network input.
 volumes (:class:`nucseg_rt.io.LazyVolume`) and the batch runner's look at a file's header,
 so all three decide alike. Every guess is returned as a human-readable line (and logged on the
 ``"nucseg_rt"`` logger by the caller), so a user can see what was assumed and override it with
-``channel_axis`` / ``z_axis``.
+``time_axis`` / ``channel_axis`` / ``z_axis``.
 
 The rule:
 
-1. ``channel_axis`` / ``z_axis`` given by the user always win.
-2. Axis letters from the file (ImageJ, OME, NGFF: ``"TZCYX"``...) fill in the rest: ``C`` (or
-   ``S``) is the channel axis when it holds more than one channel, ``Z`` is Z. A time axis ``T``
-   of size 1 is dropped; ``T`` > 1 is refused (one volume per file), unless the user named it.
-3. Other singleton axes are dropped unless named.
-4. Without letters, a 4th axis of size <= 4 (:data:`MAX_GUESSED_CHANNELS`), the only one that
+1. ``time_axis`` / ``channel_axis`` / ``z_axis`` given by the user always win.
+2. Axis letters from the file (ImageJ hyperstacks and OME ``DimensionOrder`` as tifffile's
+   ``series.axes``, NGFF axes: ``"TZCYX"``...) fill in the rest: ``C`` (or ``S``) is the channel
+   axis when it holds more than one channel, ``Z`` is Z, ``T`` of more than one point is time. A
+   time axis ``T`` of size 1 is dropped.
+3. A time axis is never guessed from the shape alone. It is refused (one volume per call) unless
+   the caller segments frame by frame (``allow_time=True``); :attr:`AxisPlan.t` names it.
+4. Other singleton axes are dropped unless named.
+5. Without letters, a 4th axis of size <= 4 (:data:`MAX_GUESSED_CHANNELS`), the only one that
    small, is taken as channels with a WARNING; Z is the first non-channel axis; Y and X are the
    remaining axes in their order.
 """
@@ -27,14 +30,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucseg_rt.errors import InvalidInputError, quoted_names
+from nucseg_rt.errors import InvalidInputError, SettingsError, quoted_names
 
-__all__ = ["AxisPlan", "resolve_axes", "to_zyxc", "MAX_GUESSED_CHANNELS"]
+__all__ = ["AxisPlan", "resolve_axes", "to_zyxc", "check_gray", "time_lapse_refusal",
+           "MAX_GUESSED_CHANNELS", "MAX_GRAY_CHANNELS"]
 
 logger = logging.getLogger("nucseg_rt")
 
 #: Largest axis size that is guessed to be the channel axis.
 MAX_GUESSED_CHANNELS = 4
+#: Most channels ``chan=0`` (gray) averages. Cellpose's channel conventions name at most three
+#: colour channels (1 red, 2 green, 3 blue; 0 = their mean) and an RGBA image adds a fourth: an
+#: axis with more entries is time points or planes (a 20-frame time-lapse averaged into one
+#: volume gave a wrong result with exit 0, issue 22), so it is refused, not averaged.
+MAX_GRAY_CHANNELS = 4
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,9 @@ class AxisPlan:
         Decisions taken (INFO).
     warnings : tuple of str
         Guesses the user should check (WARNING): channels guessed without axis metadata.
+    t : int or None
+        Axis number of the time points (only with ``resolve_axes(..., allow_time=True)``), None
+        for a single volume.
     """
 
     shape: tuple
@@ -62,6 +74,7 @@ class AxisPlan:
     c: int | None
     notes: tuple = ()
     warnings: tuple = ()
+    t: int | None = None
 
     @property
     def order(self) -> tuple:
@@ -77,9 +90,16 @@ class AxisPlan:
         """Number of channels, None without a channel axis."""
         return None if self.c is None else int(self.shape[self.c])
 
-    def index(self) -> tuple:
-        """Index template: ``slice(None)`` on the used axes, 0 on the dropped (singleton) ones."""
-        return tuple(slice(None) if i in self.order else 0 for i in range(len(self.shape)))
+    @property
+    def n_frames(self) -> int | None:
+        """Number of time points, None without a time axis."""
+        return None if self.t is None else int(self.shape[self.t])
+
+    def index(self, frame: int = 0) -> tuple:
+        """Index template: ``slice(None)`` on the used axes, ``frame`` on the time axis, 0 on the
+        dropped (singleton) ones."""
+        return tuple(slice(None) if i in self.order else frame if i == self.t else 0
+                     for i in range(len(self.shape)))
 
     def log(self, prefix: str = "", level: int = logging.INFO) -> None:
         """Log the notes at ``level`` and the warnings at WARNING on the ``"nucseg_rt"`` logger."""
@@ -91,7 +111,8 @@ class AxisPlan:
 
 
 def resolve_axes(shape, *, letters: str | None = None, channel_axis: int | None = None,
-                 z_axis: int | None = None, what: str = "`vol`") -> AxisPlan:
+                 z_axis: int | None = None, time_axis: int | None = None, what: str = "`vol`",
+                 allow_time: bool = False) -> AxisPlan:
     """Decide the Z, Y, X and channel axes of an array (the rule in the module docstring).
 
     Parameters
@@ -101,10 +122,13 @@ def resolve_axes(shape, *, letters: str | None = None, channel_axis: int | None 
     letters : str, optional
         The file's axis letters, one per axis (e.g. ``"ZCYX"``); ignored unless of length
         ``len(shape)``.
-    channel_axis, z_axis : int, optional
+    channel_axis, z_axis, time_axis : int, optional
         The user's choice (negative counts from the end).
     what : str
         How messages name the array (e.g. a file name).
+    allow_time : bool
+        The caller segments a time axis frame by frame (``AxisPlan.t``); False: a time axis
+        (named by the user or by the file) is refused with a "time-lapse segmentation" error.
 
     Returns
     -------
@@ -113,21 +137,26 @@ def resolve_axes(shape, *, letters: str | None = None, channel_axis: int | None 
     Raises
     ------
     InvalidInputError
-        An axis out of range or named twice, a time axis with more than one point, fewer than 3
-        or more than 4 non-singleton axes, or an ambiguous channel axis.
+        An axis out of range or named twice, a time axis when not ``allow_time``
+        (:class:`~nucseg_rt.errors.SettingsError` when the user named it), fewer than 3 or more
+        than 4 non-singleton axes (the time axis aside), or an ambiguous channel axis.
     """
     shape = tuple(int(s) for s in shape)
     caxis = _validate_axis(channel_axis, "channel_axis", shape, what)
     zaxis = _validate_axis(z_axis, "z_axis", shape, what)
-    if caxis is not None and caxis == zaxis:
-        raise InvalidInputError(
-            f"`channel_axis` and `z_axis` are the same axis ({caxis}) of shape {shape}")
+    taxis = _validate_axis(time_axis, "time_axis", shape, what)
+    _check_distinct(shape, channel_axis=caxis, z_axis=zaxis, time_axis=taxis)
     letters = letters.upper() if letters and len(letters) == len(shape) else None
     notes: list[str] = []
     if letters is not None:
-        caxis, zaxis = _from_letters(shape, letters, caxis, zaxis, what, notes)
-    keep = [i for i, s in enumerate(shape) if s != 1 or i in (caxis, zaxis)]
-    dropped = [i for i in range(len(shape)) if i not in keep]
+        caxis, zaxis, taxis = _from_letters(shape, letters, caxis, zaxis, taxis, notes)
+    if taxis is not None and not allow_time:
+        raise _time_lapse_error(shape, taxis, letters, what, given=time_axis is not None)
+    if taxis is not None:
+        notes.append(f"axis {taxis} ({shape[taxis]} time points) is time"
+                     + (" (time_axis)" if time_axis is not None else ""))
+    keep = [i for i, s in enumerate(shape) if (s != 1 or i in (caxis, zaxis)) and i != taxis]
+    dropped = [i for i in range(len(shape)) if i not in keep and i != taxis]
     if dropped:
         notes.append(f"squeezing singleton axes {_join(dropped)} of shape {shape}")
     _check_count(shape, keep, letters, what)
@@ -153,27 +182,58 @@ def resolve_axes(shape, *, letters: str | None = None, channel_axis: int | None 
     notes.append(f"volume {shape} -> Z={shape[zaxis]}, Y={shape[yaxis]}, X={shape[xaxis]}, "
                  f"{nc} channel{'s' if nc > 1 else ''} (axes z={zaxis}, y={yaxis}, x={xaxis}, "
                  f"c={caxis})")
-    return AxisPlan(shape, zaxis, yaxis, xaxis, caxis, tuple(notes), tuple(warnings))
+    return AxisPlan(shape, zaxis, yaxis, xaxis, caxis, tuple(notes), tuple(warnings), taxis)
 
 
-def _from_letters(shape, letters, caxis, zaxis, what, notes):
-    """Fill the axes the user did not name from the file's letters; refuse T > 1."""
-    for i, letter in enumerate(letters):
-        if letter == "T" and shape[i] > 1 and i not in (caxis, zaxis):
-            raise InvalidInputError(
-                f"{what} has a time axis of {shape[i]} points (axes {letters}, shape {shape}); "
-                f"nucseg-rt segments one volume per file: save each time point as its own file")
+def _check_distinct(shape, **axes) -> None:
+    """No axis named for two roles."""
+    named = [(name, a) for name, a in axes.items() if a is not None]
+    for k, (name, a) in enumerate(named):
+        for other, b in named[k + 1:]:
+            if a == b:
+                raise InvalidInputError(
+                    f"`{name}` and `{other}` are the same axis ({a}) of shape {shape}")
+
+
+def _time_lapse_error(shape, taxis, letters, what, *, given: bool) -> InvalidInputError:
+    source = "time_axis" if given else f"file axes {letters}"
+    return time_lapse_refusal(f"{what} of shape {shape} has a time axis (axis {taxis}, "
+                              f"{shape[taxis]} time points; {source})", given=given)
+
+
+def time_lapse_refusal(detail: str, *, given: bool) -> InvalidInputError:
+    """The one refusal of a time axis while time-lapses cannot be segmented (the frame loop is
+    to come): a :class:`~nucseg_rt.errors.SettingsError` (a batch stops) when the user named it
+    (``given``), else an InvalidInputError (that file fails)."""
+    error = SettingsError if given else InvalidInputError
+    return error(
+        f"time-lapse segmentation is not available yet: {detail}. Segmenting each time point as "
+        "its own volume (time_axis, with frame selection and linking of labels across frames) "
+        "is coming; until then save each time point as its own file",
+        param=("time_axis", *_AXES))
+
+
+def _from_letters(shape, letters, caxis, zaxis, taxis, notes):
+    """Fill the axes the user did not name from the file's letters (T > 1 is time)."""
+    if taxis is None:
+        found = next((i for i, letter in enumerate(letters) if letter == "T" and shape[i] > 1
+                      and i not in (caxis, zaxis)), None)
+        if found is not None:
+            taxis = found
+            notes.append(f"axis {found} ({shape[found]} time points) is time "
+                         f"(file axes {letters})")
     if caxis is None:
         found = next((letters.index(a) for a in "CS" if a in letters
-                      and shape[letters.index(a)] > 1 and letters.index(a) != zaxis), None)
+                      and shape[letters.index(a)] > 1 and letters.index(a) not in (zaxis, taxis)),
+                     None)
         if found is not None:
             caxis = found
             notes.append(f"axis {found} (size {shape[found]}) holds channels "
                          f"(file axes {letters})")
-    if zaxis is None and "Z" in letters and letters.index("Z") != caxis:
+    if zaxis is None and "Z" in letters and letters.index("Z") not in (caxis, taxis):
         zaxis = letters.index("Z")
         notes.append(f"axis {zaxis} (size {shape[zaxis]}) is Z (file axes {letters})")
-    return caxis, zaxis
+    return caxis, zaxis, taxis
 
 
 def _check_count(shape, keep, letters, what) -> None:
@@ -185,7 +245,8 @@ def _check_count(shape, keep, letters, what) -> None:
     if len(keep) > 4:
         raise InvalidInputError(
             f"{what} of shape {shape}{named} has {len(keep)} non-singleton axes; expected Z, Y, "
-            "X and at most one channel axis (select a time point or position first)")
+            "X, at most one channel axis and a time axis named by the file or by time_axis "
+            "(select a position first)", param=(*quoted_names(what), "time_axis"))
 
 
 def to_zyxc(
@@ -196,6 +257,7 @@ def to_zyxc(
     chan: int = 0,
     chan2: int = 0,
     nchan: int = 2,
+    time_axis: int | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Convert a 3D volume to network input of shape (Z, Y, X, nchan), float32.
 
@@ -213,6 +275,8 @@ def to_zyxc(
     z_axis : int or None
         Axis of ``vol`` holding Z. ``None``: the first non-channel axis. Y and X are
         the remaining axes in their original order.
+    time_axis : int or None
+        A time axis is refused here (one volume): time-lapses are segmented frame by frame.
     chan, chan2 : int
         Channel choice as Cellpose's ``channels=[chan, chan2]``: ``chan`` 0 = gray
         (mean over all channels; ``chan2`` is then ignored, as in Cellpose), 1 = first
@@ -239,7 +303,8 @@ def to_zyxc(
         For a 2D image (3D segmentation needs Z), an array with more than 4
         non-singleton axes or an ambiguous channel axis when no axes are given, an
         axis index out of range, ``channel_axis == z_axis``, a zero-size axis,
-        NaN/Inf values, a channel index beyond the available channels, or a
+        NaN/Inf values, a channel index beyond the available channels, ``chan=0`` (gray)
+        over more than :data:`MAX_GRAY_CHANNELS` channels, a time axis, or a
         non-numeric dtype.
 
     Notes
@@ -256,7 +321,8 @@ def to_zyxc(
     nchan = _validate_count(nchan, "nchan", minimum=1)
     chan = _validate_count(chan, "chan", minimum=0)
     chan2 = _validate_count(chan2, "chan2", minimum=0)
-    plan = resolve_axes(vol.shape, channel_axis=channel_axis, z_axis=z_axis)
+    plan = resolve_axes(vol.shape, channel_axis=channel_axis, z_axis=z_axis, time_axis=time_axis)
+    check_gray(plan, chan)
     lines = [*plan.notes, *plan.warnings]
     view = _zyxc_view(vol, (plan.z, plan.y, plan.x, plan.c))
     selection: list[str] = []
@@ -308,7 +374,7 @@ def _validate_axis(axis, name: str, shape: tuple[int, ...], what: str = "`vol`")
 
 
 #: the parameters axis decisions name without backticks ("pass z_axis=0")
-_AXES = ("channel_axis", "z_axis")
+_AXES = ("time_axis", "channel_axis", "z_axis")
 
 
 def _axes_error(message: str) -> InvalidInputError:
@@ -334,7 +400,8 @@ def _guess_channel_axis(shape, keep, zaxis, notes, warnings, what, guessing) -> 
     if smallest > MAX_GUESSED_CHANNELS:
         raise _axes_error(
             f"{what} of shape {shape} is ambiguous: 4 non-singleton axes but none of size <= "
-            f"{MAX_GUESSED_CHANNELS} to be channels; pass channel_axis (and z_axis)"
+            f"{MAX_GUESSED_CHANNELS} to be channels; pass time_axis (a time-lapse) or "
+            "channel_axis (and z_axis)"
         )
     if len(ties) > 1:
         raise _axes_error(
@@ -344,6 +411,19 @@ def _guess_channel_axis(shape, keep, zaxis, notes, warnings, what, guessing) -> 
     warnings.append(f"treating axis {ties[0]} (size {smallest}) as channels "
                     "(smallest axis; pass channel_axis to override)")
     return ties[0]
+
+
+def check_gray(plan: AxisPlan, chan: int, what: str = "`vol`") -> None:
+    """Refuse ``chan`` 0 (gray: the mean of the channels) over more than
+    :data:`MAX_GRAY_CHANNELS` channels: such an axis holds time points or planes."""
+    if chan != 0 or plan.nchan is None or plan.nchan <= MAX_GRAY_CHANNELS:
+        return
+    raise InvalidInputError(
+        f"{what} of shape {plan.shape}: `chan` 0 (gray) would average the {plan.nchan} entries of "
+        f"axis {plan.c} (the channel axis) into one image; more than {MAX_GRAY_CHANNELS} "
+        "channels are never averaged (Cellpose's channels are at most red, green, blue and "
+        "alpha): if that axis holds time points pass time_axis (a time-lapse), else choose one "
+        "channel with `chan`", param=(*quoted_names(what), "chan", *_AXES))
 
 
 def _zyxc_view(vol: np.ndarray, order) -> np.ndarray:

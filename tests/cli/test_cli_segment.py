@@ -168,6 +168,38 @@ def test_time_axis_refused(tmp_path, tiny_onnx_model):
     assert_one_error_line(run_cli("segment", path, "--model", tiny_onnx_model), "time axis")
 
 
+def test_time_lapses_are_refused_not_averaged(tmp_path, good, tiny_onnx_model):
+    """Issue 22: a time axis named by the file (ImageJ TZYX) or by --time-axis is refused as a
+    time-lapse; an ambiguous 4D file names --time-axis first; and --channel-axis on the 20 time
+    points does not average them into one volume (it did, with exit 0)."""
+    out = tmp_path / "out"
+    movie = tmp_path / "movie.tif"
+    tifffile.imwrite(movie, np.ones((3, 4, 16, 16), np.uint16), imagej=True,
+                     metadata={"axes": "TZYX"})
+    assert_one_error_line(run_cli("segment", movie, "--model", tiny_onnx_model, "--out-dir", out),
+                          r"movie\.tif: time-lapse segmentation is not available yet: .*axis 0, 3 "
+                          r"time points; file axes TZYX.*--time-axis")
+    assert_one_error_line(run_cli("segment", good, "--model", tiny_onnx_model, "--time-axis", "0",
+                                  "--out-dir", out),
+                          r"time-lapse segmentation is not available yet: `--time-axis` 0 was given")
+    raw = tmp_path / "embryo_tl.tif"
+    tifffile.imwrite(raw, np.ones((20, 5, 44, 51), np.uint16))
+    assert_one_error_line(run_cli("segment", raw, "--model", tiny_onnx_model, "--out-dir", out),
+                          r"ambiguous.*pass --time-axis \(a time-lapse\) or --channel-axis "
+                          r"\(and --z-axis\)")
+    proc = run_cli("segment", raw, "--model", tiny_onnx_model, "--channel-axis", "0",
+                   "--z-axis", "1", "--out-dir", out)
+    assert_one_error_line(proc, r"`--chan` 0 \(gray\) would average the 20 entries of axis 0.*"
+                                r"pass --time-axis \(a time-lapse\)")
+    assert not out.exists()
+
+
+def test_watch_refuses_a_time_axis(tmp_path, tiny_onnx_model):
+    proc = run_cli("watch", tmp_path, "--out-dir", tmp_path / "out", "--model", tiny_onnx_model,
+                   "--time-axis", "0", "--device", "cpu")
+    assert_one_error_line(proc, "time-lapse segmentation is not available yet: `--time-axis` 0")
+
+
 # --- bad models and settings ------------------------------------------------------------------------
 
 

@@ -84,6 +84,19 @@ def test_zarr_and_ome_zarr_inputs(tmp_path):
         np.testing.assert_array_equal(lazy.read_all(), vol)
 
 
+def test_ome_zarr_time_axis_by_type(tmp_path):
+    """An NGFF axis of type "time" is T whatever its name: a time-lapse, refused as one."""
+    group = zarr.open_group(str(tmp_path / "tl.ome.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=(3, 4, 16, 16), dtype="u2")
+    axes = [{"name": "frame", "type": "time"}] + [{"name": a, "type": "space"} for a in "zyx"]
+    group.attrs.update({"multiscales": [{"version": "0.4", "axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 2, 1, 1]}]}]}]})
+    shape, info = lazyio.read_header(tmp_path / "tl.ome.zarr")
+    assert info.axes == "TZYX"
+    with pytest.raises(InvalidInputError, match="time-lapse segmentation.*file axes TZYX"):
+        lazyio.open_volume(tmp_path / "tl.ome.zarr")
+
+
 def test_read_header_of_zarr_inputs_matches_open_volume(tmp_path):
     """One header reader for every input: a zarr group with one array and an OME-Zarr image."""
     vol = _ramp((6, 20, 24))

@@ -33,7 +33,8 @@ CASES = {
     "one channel named": ((5, 1, 16, 17), "ZCYX", None, None, (0, 2, 3, None)),
     "T of 1 dropped": ((1, 5, 16, 17), "TZYX", None, None, (1, 2, 3, None)),
     "T of 1, channels": ((1, 5, 2, 16, 17), "TZCYX", None, None, (1, 3, 4, 2)),
-    "T > 1 refused": ((3, 5, 16, 17), "TZYX", None, None, "time axis of 3 points"),
+    "T > 1 refused": ((3, 5, 16, 17), "TZYX", None, None, "time-lapse segmentation is not"),
+    "hyperstack TZCYX refused": ((3, 5, 2, 16, 17), "TZCYX", None, None, "time-lapse segm"),
     "T > 1 unnamed: channels": ((3, 5, 16, 17), None, None, None, (1, 2, 3, 0)),
     "user axes win": ((5, 2, 16, 17), "ZCYX", 0, 1, (1, 2, 3, 0)),
     "user channels, file Z": ((2, 5, 16, 17), "CZYX", 0, None, (1, 2, 3, 0)),
@@ -45,7 +46,9 @@ CASES = {
     "letters of other length ignored": ((5, 16, 17), "ZCYX", None, None, (0, 1, 2, None)),
     "2D": ((16, 17), None, None, None, "2D"),
     "5 axes": ((2, 3, 5, 16, 17), None, None, None, "5 non-singleton axes"),
-    "4 big axes": ((5, 9, 16, 17), None, None, None, "none of size <= 4"),
+    "4 big axes": ((5, 9, 16, 17), None, None, None,
+                   r"none of size <= 4 to be channels; pass time_axis \(a time-lapse\) or "
+                   r"channel_axis \(and z_axis\)"),
     "tied small axes": ((3, 3, 16, 17), None, None, None, "all have size 3"),
     "axis out of range": ((5, 16, 17), None, 3, None, r"`channel_axis`=3 is out of range"),
     "same axis twice": ((5, 2, 16, 17), None, 1, -3, "same axis"),
@@ -122,12 +125,14 @@ def test_batch_header(case, tmp_path):
         if tif.series[0].shape != shape and (c is not None or z is not None):
             pytest.skip("tifffile dropped a singleton axis: the user's axis numbers differ")
     run = RunSettings(anisotropy=1.0)
+    # one channel chosen, as for in-memory arrays (gray over more than 4 channels is refused)
+    inputs = InputSpec(channel_axis=c, z_axis=z, chan=1)
     if isinstance(expected, str):
         with pytest.raises(InvalidInputError, match=expected.replace("`channel_axis`=3",
                                                                      "`channel_axis` 3")):
-            plan_file(path, inputs=InputSpec(channel_axis=c, z_axis=z), run=run)
+            plan_file(path, inputs=inputs, run=run)
         return
-    plan = plan_file(path, inputs=InputSpec(channel_axis=c, z_axis=z), run=run)
+    plan = plan_file(path, inputs=inputs, run=run)
     assert (plan.axes.shape_zyx, plan.axes.nchan) == _expected_sizes(shape, expected)
 
 
@@ -138,3 +143,48 @@ def test_guessed_channels_are_a_warning(caplog):
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == ["treating axis 1 (size 2) as channels (smallest axis; pass channel_axis "
                       "to override)"]
+
+
+# --- time axes (issue 22): from the file's letters or time_axis, never guessed ------------------
+
+
+@pytest.mark.parametrize("shape, letters, time_axis, expected", [
+    ((20, 5, 16, 17), "TZYX", None, (0, 1, 2, 3, None)),
+    ((20, 5, 2, 16, 17), "TZCYX", None, (0, 1, 3, 4, 2)),
+    ((5, 20, 16, 17), "ZTYX", None, (1, 0, 2, 3, None)),
+    ((20, 5, 16, 17), None, 0, (0, 1, 2, 3, None)),
+    ((5, 16, 17, 20), None, -1, (3, 0, 1, 2, None)),
+])
+def test_time_axis_from_letters_or_given(shape, letters, time_axis, expected):
+    plan = resolve_axes(shape, letters=letters, time_axis=time_axis, allow_time=True)
+    assert (plan.t, plan.z, plan.y, plan.x, plan.c) == expected
+    assert plan.n_frames == shape[expected[0]]
+    assert plan.index(frame=7)[plan.t] == 7
+
+
+def test_time_axis_is_never_guessed_and_refused_unless_allowed():
+    from nucseg_rt.errors import SettingsError
+
+    with pytest.raises(InvalidInputError, match=r"ambiguous.*pass time_axis \(a time-lapse\)"):
+        resolve_axes((20, 5, 443, 512), allow_time=True)
+    with pytest.raises(SettingsError, match=r"time-lapse segmentation is not available yet.*"
+                                            r"axis 0, 20 time points; time_axis"):
+        resolve_axes((20, 5, 44, 51), time_axis=0)
+    with pytest.raises(InvalidInputError, match="time-lapse segmentation.*2 time points"):
+        to_zyxc(np.zeros((2, 5, 16, 17), np.float32), time_axis=0)
+    with pytest.raises(InvalidInputError, match="`channel_axis` and `time_axis` are the same"):
+        resolve_axes((20, 5, 44, 51), time_axis=0, channel_axis=-4, allow_time=True)
+    with pytest.raises(InvalidInputError, match="`time_axis` and `z_axis` must differ"):
+        InputSpec(time_axis=1, z_axis=1)
+
+
+def test_gray_never_averages_a_long_axis():
+    """`chan` 0 over an axis of 20 entries (time points taken for channels) is refused."""
+    vol = np.random.default_rng(0).random((20, 5, 16, 17), np.float32)
+    with pytest.raises(InvalidInputError, match=r"`chan` 0 \(gray\) would average the 20 entries "
+                                                r"of axis 0.*pass time_axis"):
+        to_zyxc(vol, channel_axis=0, z_axis=1)
+    x, _ = to_zyxc(vol[:4], channel_axis=0, z_axis=1)  # 4 channels: averaged, as Cellpose
+    np.testing.assert_allclose(x[..., 0], vol[:4].mean(axis=0), rtol=1e-6)
+    x, _ = to_zyxc(vol, channel_axis=0, z_axis=1, chan=3)  # one channel chosen: taken
+    np.testing.assert_array_equal(x[..., 0], vol[2])
