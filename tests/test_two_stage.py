@@ -152,3 +152,33 @@ def test_cancel_from_another_thread_returns_quickly():
     with pytest.raises(Cancelled):
         seg.segment(img, anisotropy=1.0, diameter=17.0, cancel=ev)
     assert time.perf_counter() - t0 < 1.0 + 2.0
+
+
+@pytest.mark.parametrize("mask_kw", [dict(), dict(dynamics_method="cellpose"),
+                                     dict(stitch_threshold=0.3)])
+def test_masks_from_flows_honours_a_cancel_set_during_the_call(seg, vol, monkeypatch, mask_kw):
+    """Issue 22: an event set while the Euler steps run stops the call (only one set before the
+    call did); following the pixels in chunks changes no label."""
+    from nucseg_rt.masks import dynamics
+
+    mode = "stitch" if mask_kw.get("stitch_threshold") else "3d"
+    flows = seg.predict_flows(vol, anisotropy=2.0, diameter=26.0, mode=mode)
+    whole = seg.masks_from_flows(flows, **mask_kw)
+    monkeypatch.setattr(dynamics, "_FOLLOW_CHUNK", 97)  # many chunks on this small volume
+    np.testing.assert_array_equal(seg.masks_from_flows(flows, **mask_kw), whole)
+
+    ev = threading.Event()
+    kernels = {"stable": "_follow_stable_3d", "cellpose": "_follow_cellpose_3d",
+               "stitch": "_follow_cellpose_2d"}
+    name = kernels["stitch" if mode == "stitch" else mask_kw.get("dynamics_method", "stable")]
+    kernel, calls = getattr(dynamics, name), []
+
+    def first_chunk_sets_the_event(*args):
+        calls.append(1)
+        ev.set()  # as another thread would, while the steps run
+        return kernel(*args)
+
+    monkeypatch.setattr(dynamics, name, first_chunk_sets_the_event)
+    with pytest.raises(Cancelled):
+        seg.masks_from_flows(flows, cancel=ev, **mask_kw)
+    assert len(calls) == 1  # stopped before the next chunk of pixels

@@ -58,7 +58,8 @@ def masks_from_flows(flows: Flows, params: MaskParams, *, cancel: threading.Even
         Thresholds, sizes, dynamics. ``params.stitch_threshold > 0`` needs flows computed with
         ``mode="stitch"`` and ``0`` needs ``mode="3d"``.
     cancel : threading.Event, optional
-        Checked between steps (and between planes in stitch mode); raises ``Cancelled``.
+        Looked at between the steps, between chunks of the flow following's Euler steps and
+        between planes in stitch mode; raises ``Cancelled``.
     info : dict, optional
         Filled with ``niter`` and ``seconds_dynamics``.
 
@@ -81,27 +82,32 @@ def masks_from_flows(flows: Flows, params: MaskParams, *, cancel: threading.Even
     t0 = time.perf_counter()
     n = niter_for(params, flows)
     info["niter"] = n
-    masks = _stitched(flows, params, n, cancel) if params.stitch else _followed_3d(flows, params, n)
+    masks = (_stitched if params.stitch else _followed_3d)(flows, params, n, cancel)
     info["seconds_dynamics"] = time.perf_counter() - t0
     return masks
 
 
-def _followed_3d(f: Flows, p: MaskParams, niter: int) -> np.ndarray:
+def _followed_3d(f: Flows, p: MaskParams, niter: int, cancel) -> np.ndarray:
     if p.flow_threshold is not None:
         logger.warning("flow_threshold applies to 2D/stitch mode only; ignored in 3D",
                        extra={"param": "flow_threshold"})
     flows, cellprob = (f.grid_flows, f.grid_cellprob) if on_network_grid(p, f) else (f.flows, f.cellprob)
     dP = smooth_flows(flows, p.dp_smooth) if p.dp_smooth > 0 else flows
+    check_cancel(cancel)
     masks = dynamics.compute_masks(dP, cellprob, niter=niter, cellprob_threshold=p.cellprob_threshold,
-                                   min_size=-1, max_size_fraction=p.max_size_fraction, method=p.method)
+                                   min_size=-1, max_size_fraction=p.max_size_fraction, method=p.method,
+                                   cancel=cancel)
     del dP
     if p.merge_fragments and p.method == "stable":
+        check_cancel(cancel)
         masks = merge_fragments(masks, cellprob)
+    check_cancel(cancel)
     if masks.shape != tuple(f.shape):
         # "cellpose": Cellpose's nearest rule (exact); "stable": pixel centres aligned, as the
         # flows were resampled (Cellpose's rule shifts labels by up to a plane at coarse Z)
         resize = resize_labels_3d if p.method == "cellpose" else resize_labels_centred
         masks = resize(masks, tuple(f.shape))
+        check_cancel(cancel)
     return postprocess.fill_holes_and_remove_small_masks(masks, min_size=p.min_size)
 
 
@@ -114,11 +120,13 @@ def _stitched(f: Flows, p: MaskParams, niter: int, cancel) -> np.ndarray:
         dP = np.ascontiguousarray(f.flows[1:, z])
         m = dynamics.compute_masks(dP, f.cellprob[z], niter=niter, cellprob_threshold=p.cellprob_threshold,
                                    min_size=-1, max_size_fraction=p.max_size_fraction,
-                                   method="cellpose", flow_threshold=flow_threshold)
+                                   method="cellpose", flow_threshold=flow_threshold, cancel=cancel)
         if p.merge_fragments:
             m = merge_fragments(m, f.cellprob[z])
         if m.shape != (ly, lx):
             m = resize_nearest(m, ly, lx)
         masks[z] = postprocess.fill_holes_and_remove_small_masks(m, min_size=-1)
+    check_cancel(cancel)
     masks = stitch.stitch3d(masks, p.stitch_threshold)
+    check_cancel(cancel)
     return postprocess.fill_holes_and_remove_small_masks(masks, min_size=p.min_size)

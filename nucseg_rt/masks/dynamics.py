@@ -31,13 +31,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import numbers
+import threading
 from collections.abc import Iterator
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.errors import InvalidInputError, check_cancel
 from nucseg_rt.masks import postprocess
 from nucseg_rt.params import DYNAMICS_METHODS, DynamicsMethod
 
@@ -70,6 +71,11 @@ _STABLE_GAIN = np.float32(0.4)  # 3D step = 0.4 x the summed views (0.8 x their 
 _STABLE_TOL = np.float32(1e-3)  # px; a pixel whose step is shorter than this on every axis stops
 _BLOCK = 16  # pixels integrated together per parallel work item
 _GROW_CHUNK = 4096  # seeds grown in parallel per batch (11^3 bytes each)
+#: Pixels followed per call of the parallel Euler kernels; ``cancel`` is looked at between
+#: calls. Every pixel's path is its own (the kernels' blocks only group work), so the chunks give
+#: the labels of one call. 2^16 pixels x up to 200 steps is a small fraction of a second on a few
+#: cores, and still thousands of blocks of 16 to share among the threads.
+_FOLLOW_CHUNK = 1 << 16
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,7 +370,7 @@ def _to_flag(h):
         h[i] = 1 if h[i] > 2 else 0
 
 
-def _seed_map(h: np.ndarray, shape: tuple) -> int:
+def _seed_map(h: np.ndarray, shape: tuple, cancel=None) -> int:
     """Turn histogram ``h`` in place into ``label << 1 | (count > 2)``; returns the number of seeds.
 
     Seeds are sorted by count, ascending (stable: ties in C order; Cellpose's torch argsort
@@ -377,21 +383,24 @@ def _seed_map(h: np.ndarray, shape: tuple) -> int:
     _to_flag(h)
     grown = np.empty((min(_GROW_CHUNK, seeds.size), 1331), np.uint8)
     for s0 in range(0, seeds.size, _GROW_CHUNK):
+        check_cancel(cancel)
         chunk = seeds[s0:s0 + _GROW_CHUNK]
         _grow(h, shape, chunk, grown[:chunk.size])
         _paint(h, shape, chunk, grown, s0 + 1)
     return int(seeds.size)
 
 
-def _masks_from_destinations(dest, idx, shape, max_size_fraction) -> np.ndarray:
+def _masks_from_destinations(dest, idx, shape, max_size_fraction, cancel=None) -> np.ndarray:
     """Cellpose's get_masks: seeds from the end-point histogram, labels, big masks removed, renumber."""
     size = int(np.prod(shape))
     h = _histogram(dest, size)
     shape3 = (1, *shape) if len(shape) == 2 else tuple(shape)
-    n = _seed_map(h, shape3)
+    check_cancel(cancel)
+    n = _seed_map(h, shape3, cancel)
     if n == 0:
         logger.info("no seeds found - no masks")
         return np.zeros(shape, np.uint16)
+    check_cancel(cancel)
     lab = np.empty(dest.size, np.int32)
     _lookup(h, dest, lab)
     del h
@@ -463,22 +472,30 @@ def _validate_options(niter, cellprob_threshold, min_size, max_size_fraction, me
     return niter
 
 
-def _follow(dP, active, idx, niter, method) -> np.ndarray:
-    """Final flat voxel index of every foreground pixel (``idx``) after ``niter`` steps."""
+def _follow(dP, active, idx, niter, method, cancel=None) -> np.ndarray:
+    """Final flat voxel index of every foreground pixel (``idx``) after ``niter`` steps, in chunks
+    of :data:`_FOLLOW_CHUNK` pixels with a look at ``cancel`` before each."""
     dest = np.empty(idx.size, np.int64)
-    if active.ndim == 2:
-        _follow_cellpose_2d(dP[:, None], active[None], idx, niter, dest)
-    elif method == "cellpose":
-        _follow_cellpose_3d(dP, active, idx, niter, dest)
-    else:
-        _follow_stable_3d(dP, active, idx, niter, _STABLE_GAIN, _STABLE_TOL, dest)
+    planar = active.ndim == 2
+    if planar:
+        dP, active = dP[:, None], active[None]
+    for j0 in range(0, idx.size, _FOLLOW_CHUNK):
+        check_cancel(cancel)
+        part, out = idx[j0:j0 + _FOLLOW_CHUNK], dest[j0:j0 + _FOLLOW_CHUNK]
+        if planar:
+            _follow_cellpose_2d(dP, active, part, niter, out)
+        elif method == "cellpose":
+            _follow_cellpose_3d(dP, active, part, niter, out)
+        else:
+            _follow_stable_3d(dP, active, part, niter, _STABLE_GAIN, _STABLE_TOL, out)
     return dest
 
 
 def compute_masks(dP: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
                   cellprob_threshold: float = 0.0, min_size: int = 15,
                   max_size_fraction: float = 0.4, method: DynamicsMethod = "stable",
-                  flow_threshold: float | None = _FLOW_THRESHOLD_DEFAULT) -> np.ndarray:
+                  flow_threshold: float | None = _FLOW_THRESHOLD_DEFAULT,
+                  cancel: threading.Event | None = None) -> np.ndarray:
     """Label image from flows and cell probability (Cellpose 3.1's ``compute_masks``).
 
     Pixels with ``cellprob > cellprob_threshold`` follow ``dP * mask / 5`` for ``niter`` Euler
@@ -510,6 +527,9 @@ def compute_masks(dP: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
         2D only: masks whose flows differ from ``dP / 5`` by a mean squared error above this are
         removed (Cellpose's ``remove_bad_flow_masks``); ``None`` or 0 turns it off. Ignored in
         3D, with a warning if passed explicitly.
+    cancel : threading.Event, optional
+        Looked at between chunks of Euler steps and between the steps after them; when set,
+        :class:`nucseg_rt.errors.Cancelled` is raised. The labels do not depend on it.
 
     Returns
     -------
@@ -527,9 +547,10 @@ def compute_masks(dP: np.ndarray, cellprob: np.ndarray, *, niter: int = 200,
     if idx.size == 0:
         logger.info("no pixels with cellprob > %g - no masks", cellprob_threshold)
         return np.zeros(cellprob.shape, np.uint16)
-    dest = _follow(dP, active, idx, niter, method)
-    labels = _masks_from_destinations(dest, idx, cellprob.shape, max_size_fraction)
+    dest = _follow(dP, active, idx, niter, method, cancel)
+    labels = _masks_from_destinations(dest, idx, cellprob.shape, max_size_fraction, cancel)
     del dest, idx, active
+    check_cancel(cancel)
     return _postprocess(labels, dP, flow_threshold, min_size)
 
 
