@@ -17,7 +17,11 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code."""
+    """Console-script entry point: runs the command and returns the exit code for ``sys.exit``.
+
+    The process is expected to end next: from the return on, Ctrl-C is ignored (the exit code
+    stands; a SIGINT while Python shuts down would otherwise kill the process by the signal).
+    """
     from nucseg_rt.cli._main import run
 
-    return run(argv)
+    return run(argv, last=True)

@@ -18,14 +18,28 @@ CELLPOSE_FLAGS = {
 }
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the command line on ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+def run(argv: list[str] | None = None, *, last: bool = False) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    A Ctrl-C at any moment gives 130 (one ``interrupted`` line), or the command's own code when
+    it came after the command returned. ``last``: the process ends after this call, so Ctrl-C
+    stays ignored (no death by the signal while Python shuts down); else the previous SIGINT
+    handler is restored.
+    """
+    import signal
+
     argv = list(sys.argv[1:] if argv is None else argv)
     state = CliState(debug="--debug" in argv)
-    with state.installed():
-        code = _dispatch(argv, state)
-    if code == 130:
-        state.interrupted()
+    with state.installed(then=signal.SIG_IGN if last else None):
+        try:
+            try:
+                code = _dispatch(argv, state)
+            finally:
+                state.finish()  # a KeyboardInterrupt can only come before this line
+        except KeyboardInterrupt:  # e.g. while an error line was printed
+            code = 130
+        if code == 130:
+            state.interrupted()
     return code
 
 

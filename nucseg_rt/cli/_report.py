@@ -68,10 +68,11 @@ def say_flags(message: str, params, flags: dict[str, str]) -> str:
 class CliState:
     """One run of the command line: ``--debug``, the command's flag names, Ctrl-C handling.
 
-    SIGINT raises ``KeyboardInterrupt`` (Python's default) except inside :meth:`cancellable`,
-    where the first one only sets ``cancel``: the running work stops at its next check (the
-    network's stream threads finish their batch of tiles first, so no thread is left inside
-    onnxruntime), and a second one raises ``KeyboardInterrupt``.
+    While the command runs, SIGINT raises ``KeyboardInterrupt`` (exit 130) except inside
+    :meth:`cancellable`, where the first one only sets ``cancel``: the running work stops at its
+    next check (the network's stream threads finish their batch of tiles first, so no thread is
+    left inside onnxruntime), and a second one raises ``KeyboardInterrupt``. Once the command
+    has returned (:meth:`finish`), a SIGINT changes nothing: its outcome stands.
     """
 
     debug: bool = False
@@ -79,17 +80,24 @@ class CliState:
     cancel: threading.Event = field(default_factory=threading.Event)
     interrupted_reported: bool = False
     _cancellable: bool = False
+    _finished: bool = False
 
     def on_sigint(self, signum, frame) -> None:
-        if self._cancellable and not self.cancel.is_set():
-            self.cancel.set()
-            return
+        first = not self.cancel.is_set()
         self.cancel.set()
+        if self._finished or (self._cancellable and first):
+            return
         raise KeyboardInterrupt
 
+    def finish(self) -> None:
+        """The command has returned: from now on SIGINT raises nothing."""
+        self._finished = True
+
     @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """Install :meth:`on_sigint` while the command line runs (main thread only)."""
+    def installed(self, then=None) -> Iterator[None]:
+        """Install :meth:`on_sigint` while the command line runs (main thread only); afterwards
+        the previous handler, or ``then`` (``signal.SIG_IGN`` when the process ends next: a
+        SIGINT while Python shuts down would otherwise kill it by the signal)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -97,7 +105,7 @@ class CliState:
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous if then is None else then)
 
     @contextlib.contextmanager
     def cancellable(self) -> Iterator[threading.Event]:
