@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from nucseg_rt.batch._plan import Job, pending_outputs
 from nucseg_rt.batch._settings import RunSettings
 from nucseg_rt.errors import (InvalidInputError, MissingDependencyError, NucsegError, SettingsError,
@@ -128,13 +130,34 @@ def plan_file(source, *, inputs: InputSpec, run: RunSettings) -> FilePlan:
     source = Path(source)
     shape, info = read_header(source)
     _check_user_axes(shape, inputs, source)
-    axes = resolve_axes(shape, letters=info.axes, channel_axis=inputs.channel_axis,
-                        z_axis=inputs.z_axis, time_axis=inputs.time_axis,
-                        what="the image")  # reported with the file name
-    check_gray(axes, inputs.chan, what="the image")
+    try:
+        axes = resolve_axes(shape, letters=info.axes, channel_axis=inputs.channel_axis,
+                            z_axis=inputs.z_axis, time_axis=inputs.time_axis,
+                            what="the image")  # reported with the file name
+        check_gray(axes, inputs.chan, what="the image")
+    except SettingsError:
+        raise
+    except InvalidInputError:
+        _check_finite(source, info)  # NaN values are the problem, whatever the axes
+        raise
     axes.log(prefix=f"{source.name}: ", level=logging.DEBUG)  # the Segmenter logs what it uses
     anisotropy, where = _anisotropy(run, info, source)
     return FilePlan(source, shape, info, axes, anisotropy, where, _is_zarr_store(source))
+
+
+def _check_finite(source: Path, info: VolumeInfo) -> None:
+    """A float image whose first stored plane holds NaN / Inf: say so (the same words as
+    :func:`nucseg_rt.prep.to_zyxc`), not that its axes do not fit."""
+    from nucseg_rt.io import read_first_plane
+
+    if not np.issubdtype(info.dtype, np.floating):
+        return
+    plane = read_first_plane(source)
+    bad = int(plane.size - np.count_nonzero(np.isfinite(plane)))
+    if bad:
+        amount = "all" if bad == plane.size else f"{bad} of {plane.size}"
+        raise InvalidInputError(f"`vol` contains NaN or Inf values ({amount} values of its first "
+                                "stored plane)")
 
 
 def _check_user_axes(shape, inputs: InputSpec, source: Path) -> None:

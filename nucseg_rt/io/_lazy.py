@@ -23,7 +23,7 @@ from nucseg_rt.io._tiff import damage_reports, tiff_header
 from nucseg_rt.io._zarr import import_zarr, is_zarr_store, open_zarr
 from nucseg_rt.prep.axes import resolve_axes
 
-__all__ = ["LazyVolume", "open_volume", "read_header"]
+__all__ = ["LazyVolume", "open_volume", "read_header", "read_first_plane"]
 
 
 class LazyVolume:
@@ -143,6 +143,22 @@ def read_header(source: str | os.PathLike) -> tuple[tuple[int, ...], VolumeInfo]
         array, info = open_zarr(path)
         return tuple(int(s) for s in array.shape), info
     return tiff_header(path)
+
+
+def read_first_plane(source: str | os.PathLike) -> np.ndarray:
+    """The first stored 2D plane of a TIFF (its first page) or zarr / OME-Zarr array, whatever
+    its axes mean: a cheap look at the values (e.g. NaN) before the axes are known."""
+    path = _existing(source)
+    if is_zarr_store(path):
+        array, _ = open_zarr(path)
+        return np.asarray(array[(0,) * (array.ndim - 2)])
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages[0].asarray()
+    except Exception as exc:  # tifffile raises many types on bad files
+        raise InvalidInputError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
 
 
 def _existing(source: str | os.PathLike) -> Path:

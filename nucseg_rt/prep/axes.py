@@ -165,9 +165,11 @@ def resolve_axes(shape, *, letters: str | None = None, channel_axis: int | None 
         caxis = _guess_channel_axis(shape, keep, zaxis, notes, warnings, what,
                                     guessing=letters is None)
     elif len(keep) == 3:
+        said = (f"with channel_axis={caxis}" if channel_axis is not None else
+                f"whose axis {caxis} (size {shape[caxis]}) holds channels (file axes {letters})")
         raise _axes_error(
-            f"{what} of shape {shape} with channel_axis={caxis} leaves a 2D image: 3D "
-            "segmentation needs a Z axis; 2D images are not supported in 3D mode")
+            f"{what} of shape {shape} {said} leaves a 2D image: 3D segmentation needs a Z "
+            "axis; 2D images are not supported in 3D mode")
     elif channel_axis is not None:
         notes.append(f"using axis {caxis} (size {shape[caxis]}) as channels (channel_axis)")
     rest = [i for i in keep if i != caxis]

@@ -194,6 +194,22 @@ def test_time_lapses_are_refused_not_averaged(tmp_path, good, tiny_onnx_model):
     assert not out.exists()
 
 
+def test_axes_from_the_file_are_not_reported_as_flags_and_nan_is_said(tmp_path, tiny_onnx_model):
+    """Issue 22 item 4: channels read from the file's axes are not said as `--channel-axis 2`
+    (the user passed no flag); an all-NaN float file is a NaN problem whatever the flags."""
+    rgb = tmp_path / "rgb2d.tif"
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
+    line = assert_one_error_line(run_cli("segment", rgb, "--model", tiny_onnx_model),
+                                 r"rgb2d\.tif: .*whose axis 2 \(size 3\) holds channels \(file axes "
+                                 r"YXS\) leaves a 2D image")
+    assert "--channel-axis 2" not in line
+    nan = tmp_path / "nan.tif"
+    tifffile.imwrite(nan, np.full((4, 64, 64), np.nan, np.float32), photometric="minisblack")
+    for flags in ([], ["--channel-axis", "0"], ["--z-axis", "0"]):
+        assert_one_error_line(run_cli("segment", nan, "--model", tiny_onnx_model, *flags),
+                              r"nan\.tif: the image contains NaN or Inf values")
+
+
 def test_watch_refuses_a_time_axis(tmp_path, tiny_onnx_model):
     proc = run_cli("watch", tmp_path, "--out-dir", tmp_path / "out", "--model", tiny_onnx_model,
                    "--time-axis", "0", "--device", "cpu")
