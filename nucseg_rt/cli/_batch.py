@@ -61,7 +61,7 @@ def run_and_report(runner, jobs, console, state, cancel) -> tuple[int, str]:
                        internal=result.internal)
         if current["task"] is not None:
             bar.remove_task(current["task"])
-    print_summary(summary_rows(results, jobs))
+    print_summary(summary_rows(results, jobs, state.flags))
     if cancel.is_set():
         done = sum(r.status == "done" for r in results)
         left = len(jobs) - sum(r.status != "cancelled" for r in results)
@@ -78,8 +78,9 @@ def _source(text: str) -> str:
     return text
 
 
-def summary_rows(results, jobs) -> list[tuple[str, ...]]:
-    """file, shape, nuclei found, anisotropy, diameter, seconds, status: one row per job."""
+def summary_rows(results, jobs, flags: dict | None = None) -> list[tuple[str, ...]]:
+    """file, shape, nuclei found, anisotropy, diameter, seconds, status: one row per job; a
+    failure's reason names the flags as the error line does (``flags``: the command's)."""
     rows = []
     by_source = {r.source: r for r in results}
     for job in jobs:
@@ -91,12 +92,21 @@ def summary_rows(results, jobs) -> list[tuple[str, ...]]:
         aniso = f"{r.anisotropy:.3g} ({_source(r.anisotropy_source)})" if r.anisotropy else "-"
         diam = f"{r.diameter:.1f} ({_source(r.diameter_source)})" if r.diameter else "-"
         status = {"skipped": "skipped (outputs exist)", "cancelled": "interrupted",
-                  "failed": f"failed: {r.error}", "done": f"done{r.note}"}[r.status]
+                  "failed": f"failed: {_said(r, flags or {})}",
+                  "done": f"done{r.note}"}[r.status]
         nuclei = str(r.n_nuclei) if r.status == "done" else "-"
         seconds = f"{r.seconds:.1f}" if r.status in ("done", "cancelled") else "-"
         rows.append((str(r.source), shape if r.status != "skipped" else "-", nuclei,
                      aniso if r.status != "skipped" else "-", diam, seconds, status))
     return rows
+
+
+def _said(result, flags: dict) -> str:
+    """A failure's reason as the command line says it (flags, not the library's names)."""
+    from nucseg_rt.cli._report import say_flags
+    from nucseg_rt.errors import params_of
+
+    return say_flags(result.error or "", params_of(result.exception), flags)
 
 
 def print_summary(rows) -> None:

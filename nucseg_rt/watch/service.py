@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from nucseg_rt.batch import RunSettings
-from nucseg_rt.errors import InvalidInputError, NucsegError, describe_error
+from nucseg_rt.errors import InvalidInputError, NucsegError, describe_error, params_of
 from nucseg_rt.params import InputSpec, MaskParams
 from nucseg_rt.io import tiff_problem
 from nucseg_rt.watch.detect import Snapshot, StabilityTracker, find_candidates, snapshot
@@ -248,7 +248,8 @@ class _Watcher:
         self.announced.discard(path)
         self._save(path, status="failed", **seen, error=message, finished=_now())
         self.summary.failed += 1
-        logger.error("%s: failed: %s", path.name, message)
+        logger.error("%s: failed: %s", path.name, message,  # the CLI says the flags
+                     extra={"param": params_of(exc)})
         if exc is not None and not isinstance(exc, (NucsegError, OSError, MemoryError)):
             logger.debug("traceback of the failure of %s", path.name, exc_info=exc)
 

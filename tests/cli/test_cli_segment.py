@@ -210,6 +210,19 @@ def test_axes_from_the_file_are_not_reported_as_flags_and_nan_is_said(tmp_path, 
                               r"nan\.tif: the image contains NaN or Inf values")
 
 
+def test_the_summary_says_flags_as_the_error_lines_do(tmp_path, good, tiny_onnx_model):
+    """Issue 22 item 3: not `pass z_axis=0` nor `rescale`=0.0003 in the summary table."""
+    thin = tmp_path / "thin.tif"
+    tifffile.imwrite(thin, np.ones((2, 64, 64), np.uint16), photometric="minisblack")
+    proc = run_cli("segment", good, thin, "--model", tiny_onnx_model, "--diameter", "100000",
+                   "--out-dir", tmp_path / "out")
+    assert proc.returncode == 1, proc.stderr
+    table = proc.stdout  # the summary (the error lines are on stderr)
+    assert "failed" in summary_row(table, "good.tif") and "failed" in summary_row(table, "thin.tif")
+    assert "`--diameter`" in table and "--z-axis" in table, table
+    assert "rescale" not in table and "z_axis" not in table, table
+
+
 def test_watch_refuses_a_time_axis(tmp_path, tiny_onnx_model):
     proc = run_cli("watch", tmp_path, "--out-dir", tmp_path / "out", "--model", tiny_onnx_model,
                    "--time-axis", "0", "--device", "cpu")
