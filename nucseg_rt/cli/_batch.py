@@ -23,10 +23,11 @@ def gather_jobs(paths, folder, img_filter, look_one_level_down, out_dir, run):
     return jobs
 
 
-def run_and_report(runner, jobs, console, state, cancel) -> tuple[int, str]:
+def run_and_report(runner, jobs, console, state, cancel, *,
+                   quiet: bool = False) -> tuple[int, str]:
     """Run ``jobs`` under a progress display, report failures as they happen, print the summary;
     return the exit code (0, 1 if a file failed, 130 when interrupted) and, when interrupted,
-    what was kept."""
+    what was kept. ``quiet``: no progress display and no summary (errors and warnings only)."""
     from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
@@ -36,7 +37,7 @@ def run_and_report(runner, jobs, console, state, cancel) -> tuple[int, str]:
     results = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
+    with Progress(*columns, console=console, transient=False, disable=quiet) as bar:
         files = bar.add_task("files", total=len(jobs))
         current = {"task": None, "name": ""}
 
@@ -61,7 +62,8 @@ def run_and_report(runner, jobs, console, state, cancel) -> tuple[int, str]:
                        internal=result.internal)
         if current["task"] is not None:
             bar.remove_task(current["task"])
-    print_summary(summary_rows(results, jobs, state.flags))
+    if not quiet:
+        print_summary(summary_rows(results, jobs, state.flags))
     if cancel.is_set():
         done = sum(r.status == "done" for r in results)
         left = len(jobs) - sum(r.status != "cancelled" for r in results)

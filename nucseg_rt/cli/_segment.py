@@ -152,7 +152,7 @@ def segment(
         # numba's threads follow --threads (the cores all the streams use) for this command
         cores = None if threads is None else threads * (streams or 1)
         with dynamics_threads(cores), runner:  # the runner closes what it started
-            code, kept = run_and_report(runner, jobs, console, state, cancel)
+            code, kept = run_and_report(runner, jobs, console, state, cancel, quiet=quiet)
     if code == 130:
         state.interrupted(kept)
     raise typer.Exit(code)

@@ -366,6 +366,9 @@ def test_4d_without_axes_metadata_warns_also_when_quiet(tmp_path, tiny_onnx_mode
     warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
     assert any("treating axis 1 (size 2) as channels" in w and "--channel-axis" in w
                for w in warnings), proc.stderr
+    # issue 22 item 7: quiet prints no summary table (nor progress), only warnings and errors
+    assert proc.stdout == "", proc.stdout
+    assert "files" not in proc.stderr and (tmp_path / "out" / "two_masks.tif").is_file()
 
 
 @pytest.mark.parametrize("extra", [[], ["--block-size", "64"]])
