@@ -210,6 +210,9 @@ def _choose_blocks(plan: FilePlan, segmenter, run: RunSettings, params: MaskPara
     scale = dict(rescale=rescale, diameter=diameter, nchan=plan.axes.nchan or 1,
                  settings=run.blockwise, halo_anisotropy=plan.anisotropy)
     planned = plan_run(plan.axes.shape_zyx, anisotropy=a, **scale)
+    for line in planned.warnings if planned.mode != "refused" else ():  # before the work
+        logger.warning("%s: %s", plan.source.name, line, extra={"param": ("anisotropy",
+                                                                           "diameter")})
     if planned.mode == "refused":
         diameter_alone = plan_run(plan.axes.shape_zyx, anisotropy=1.0, **scale).mode == "refused"
         culprit_given = (known is not None) if diameter_alone else run.anisotropy is not None

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = ["RunPlan", "plan_run", "estimate_bytes", "choose_block_size", "default_halo",
-           "BYTES_PER_VOXEL", "BASE_BYTES", "MIN_BLOCK", "MIN_BLOCK_XY", "SCHEDULER_BLOCK_XY"]
+           "BYTES_PER_VOXEL", "BASE_BYTES", "MIN_BLOCK", "MIN_BLOCK_XY", "SCHEDULER_BLOCK_XY",
+           "MAX_PLAUSIBLE_ANISOTROPY", "MAX_GRID_GROWTH"]
 
 #: Rough peak bytes per voxel on the network grid of a whole-volume run (input, resampled
 #: input, 4 output channels, resized flows, dynamics): 407 MB measured for 64x256x256 minus
@@ -29,6 +30,16 @@ MIN_BLOCK_XY = 32
 #: Core block side in Y and X (Z: the same physical size) of a run sent to a scheduler although
 #: the whole volume would fit: blocks are what the workers share out.
 SCHEDULER_BLOCK_XY = 256
+
+#: Largest Z step / XY pixel size of a real stack: a 10 um step (coarse for nuclei, whose
+#: diameter is about that) over 0.1 um pixels (a 100x oil objective) is 100. More is a slip
+#: (e.g. a Z step in nm over a pixel size in um: issue 22 ran `--anisotropy 300` for 158 s and
+#: reported five times too many nuclei), so it is warned about before the work.
+MAX_PLAUSIBLE_ANISOTROPY = 100.0
+#: Largest network grid / input voxels (``anisotropy x rescale^3``) of realistic settings, with
+#: room: anisotropy 11.5 (coarse embryo stacks) with nuclei of 15 px for a model trained at 30
+#: (rescale 2) is 92. Beyond it the work and memory grow by that factor, which is rarely meant.
+MAX_GRID_GROWTH = 200.0
 
 Mode = Literal["whole", "blocks", "refused"]
 
@@ -84,6 +95,9 @@ class RunPlan:
         ... and of the smallest unit of work (the whole volume, or the smallest block).
     budget : int
         The memory budget, bytes.
+    warnings : tuple of str
+        Implausible settings, to be said before the work (a Z step beyond any microscope, a
+        network grid far larger than the input); they name `anisotropy` and `diameter`.
     """
 
     mode: Mode
@@ -91,6 +105,7 @@ class RunPlan:
     whole_bytes: int
     smallest_bytes: int
     budget: int
+    warnings: tuple = ()
 
 
 def plan_run(shape_zyx, *, anisotropy: float, rescale: float, diameter: float, nchan: int = 1,
@@ -124,7 +139,27 @@ def plan_run(shape_zyx, *, anisotropy: float, rescale: float, diameter: float, n
         mode: Mode = "refused"
     else:
         mode = "whole" if block is None else "blocks"
-    return RunPlan(mode, block, whole, smallest, budget)
+    return RunPlan(mode, block, whole, smallest, budget,
+                   _implausible(shape, anisotropy=anisotropy, rescale=rescale, diameter=diameter))
+
+
+def _implausible(shape, *, anisotropy: float, rescale: float, diameter: float) -> tuple:
+    """Warnings about settings no real stack needs (see the constants above)."""
+    z, y, x = shape
+    grid = (max(z * anisotropy, 1) * rescale, y * rescale, x * rescale)
+    growth = grid[0] * grid[1] * grid[2] / (z * y * x)
+    out = []
+    if anisotropy > MAX_PLAUSIBLE_ANISOTROPY:
+        out.append(f"`anisotropy` {anisotropy:g} means a Z step {anisotropy:g} times the XY pixel "
+                   f"size, beyond any microscope (at most about {MAX_PLAUSIBLE_ANISOTROPY:g}): "
+                   "check `anisotropy` (Z step / XY pixel size, in the same unit)")
+    if growth > MAX_GRID_GROWTH:
+        out.append(f"`anisotropy` {anisotropy:g} and `diameter` {diameter:g} px make a network "
+                   f"grid of {' x '.join(str(int(g)) for g in grid)} voxels, {growth:.0f} times "
+                   f"the {z} x {y} x {x} input (realistic settings: at most about "
+                   f"{MAX_GRID_GROWTH:g}); work and memory grow by that factor: check "
+                   "`anisotropy` and `diameter`")
+    return tuple(out)
 
 
 def _block_size(shape, settings, *, anisotropy: float, rescale: float, diameter: float,

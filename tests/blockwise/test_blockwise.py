@@ -82,6 +82,18 @@ def test_plan_run_whole_blocks_or_refused():
     assert plan_run((64, 256, 256), **scale).mode == "whole"  # no settings: whole or refused
 
 
+def test_plan_run_warns_about_implausible_settings():
+    """Issue 22 item 5: `anisotropy` 300 on 30 x 256 x 256 (a Z step beyond any microscope, a
+    network grid 300 times the input) is said before the work; realistic settings are not."""
+    plain = dict(rescale=1.0, diameter=30.0)
+    assert plan_run((30, 256, 256), anisotropy=11.5, rescale=2.0, diameter=15.0).warnings == ()
+    slip = plan_run((30, 256, 256), anisotropy=300.0, **plain).warnings
+    assert len(slip) == 2 and "beyond any microscope" in slip[0], slip
+    assert "network grid of 9000 x 256 x 256 voxels, 300 times the 30 x 256 x 256 input" in slip[1]
+    small = plan_run((30, 256, 256), anisotropy=4.0, rescale=5.0, diameter=6.0).warnings
+    assert len(small) == 1 and "500 times" in small[0] and "`diameter` 6 px" in small[0], small
+
+
 # --- global normalisation equals a whole-volume run's ---------------------------------------------
 
 

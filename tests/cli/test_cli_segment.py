@@ -356,6 +356,17 @@ def test_settings_are_checked_before_any_file_is_read(tmp_path, args, pattern):
     assert not (tmp_path / "out").exists()
 
 
+def test_implausible_anisotropy_is_said_before_the_work(tmp_path, tiny_onnx_model):
+    """Issue 22 item 5: a warning naming the flags, before the network runs (the file is small
+    enough that the run itself is short)."""
+    path = write_calibrated(tmp_path / "thin.tif", blob_volume((3, 40, 40), centers=[(1, 20, 20)]))
+    proc = run_cli("segment", path, "--model", tiny_onnx_model, "--anisotropy", "120",
+                   "--diameter", "30", "-q", "--out-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "beyond any microscope" in line]
+    assert len(warned) == 1 and "`--anisotropy` 120" in warned[0], proc.stderr
+
+
 def test_4d_without_axes_metadata_warns_also_when_quiet(tmp_path, tiny_onnx_model):
     path = tmp_path / "two.tif"
     vol = np.stack([blob_volume(), blob_volume(seed=3)], axis=1)  # (Z, 2, Y, X), no metadata
