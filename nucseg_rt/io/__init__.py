@@ -2,8 +2,9 @@
 and flow ``.npz`` out.
 
 - :func:`read_header`: any input's shape and :class:`VolumeInfo` (axis letters, voxel size),
-  without its pixels (:func:`read_first_plane`: one stored plane, to look at the values); :func:`read_volume` reads a whole TIFF, :func:`open_volume` reads blocks of
-  a TIFF / zarr / OME-Zarr volume larger than memory (a :class:`LazyVolume`).
+  without its pixels (:func:`read_first_plane`: one stored plane, to look at the values);
+  :func:`read_volume` reads a whole TIFF, :func:`open_volume` reads blocks of a TIFF / zarr /
+  OME-Zarr volume larger than memory (a :class:`LazyVolume`).
 - One writer per format: :func:`write_labels_tif` (an in-memory array, or a zarr array copied
   plane by plane), :func:`write_labels_zarr` / :func:`create_labels_zarr` (OME-Zarr labels, NGFF
   0.4) and :func:`write_flows_npz`. Every output is written under a temporary name in its folder
@@ -30,7 +31,8 @@ from nucseg_rt.io._tiff import read_volume, tiff_problem, write_labels_tif
 from nucseg_rt.io._zarr import (create_labels_zarr, import_zarr, is_zarr_path, is_zarr_store,
                                 open_labels_zarr, write_labels_zarr)
 
-__all__ = ["VolumeInfo", "read_header", "read_first_plane", "read_volume", "LazyVolume", "open_volume",
+__all__ = ["VolumeInfo", "read_header", "read_first_plane", "read_volume", "LazyVolume",
+           "open_volume",
            "write_labels_tif", "write_labels_zarr", "create_labels_zarr", "open_labels_zarr",
            "write_flows_npz", "atomic_write", "atomic_dir", "existing_file", "is_zarr_path",
            "is_zarr_store", "import_zarr", "tiff_problem", "parse_memory", "physical_memory"]

@@ -158,7 +158,8 @@ def read_first_plane(source: str | os.PathLike) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             return tif.pages[0].asarray()
     except Exception as exc:  # tifffile raises many types on bad files
-        raise InvalidInputError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
+        raise InvalidInputError(
+            f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
 
 
 def _existing(source: str | os.PathLike) -> Path:

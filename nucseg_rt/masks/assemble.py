@@ -95,8 +95,8 @@ def _followed_3d(f: Flows, p: MaskParams, niter: int, cancel) -> np.ndarray:
     dP = smooth_flows(flows, p.dp_smooth) if p.dp_smooth > 0 else flows
     check_cancel(cancel)
     masks = dynamics.compute_masks(dP, cellprob, niter=niter, cellprob_threshold=p.cellprob_threshold,
-                                   min_size=-1, max_size_fraction=p.max_size_fraction, method=p.method,
-                                   cancel=cancel)
+                                   min_size=-1, max_size_fraction=p.max_size_fraction,
+                                   method=p.method, cancel=cancel)
     del dP
     if p.merge_fragments and p.method == "stable":
         check_cancel(cancel)
