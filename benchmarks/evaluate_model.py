@@ -201,13 +201,13 @@ class CellposeEngine:
             torch.set_num_threads(threads)
         sd = torch.load(pth, map_location="cpu", weights_only=True)
         nbase = nbase_from_state_dict(sd)
-        self.model = models.CellposeModel(gpu=False, pretrained_model=False)
-        net = CPnet(list(nbase), 3, 3, mkldnn=self.model.mkldnn)
+        self.cp = models.CellposeModel(gpu=False, pretrained_model=False)
+        net = CPnet(list(nbase), 3, 3, mkldnn=self.cp.mkldnn)
         net.load_state_dict(sd)
-        self.model.net = _StylePadded(net).eval() if nbase[-1] != 256 else net.eval()
-        self.model.net_ortho = None
-        self.model.diam_mean = float(net.diam_mean.item())
-        self.model.diam_labels = float(net.diam_labels.item())
+        self.cp.net = _StylePadded(net).eval() if nbase[-1] != 256 else net.eval()
+        self.cp.net_ortho = None
+        self.cp.diam_mean = float(net.diam_mean.item())
+        self.cp.diam_labels = float(net.diam_labels.item())
 
     def predict_flows(self, img, *, anisotropy, diameter):
         from types import SimpleNamespace
@@ -219,7 +219,7 @@ class CellposeEngine:
     def masks_from_flows(self, f, **params):
         if params:
             raise SystemExit("--engine cellpose runs Cellpose's defaults only (no --mask-sets)")
-        return self.model.eval(f.img, channels=[0, 0], z_axis=0, do_3D=True, anisotropy=f.anisotropy,
+        return self.cp.eval(f.img, channels=[0, 0], z_axis=0, do_3D=True, anisotropy=f.anisotropy,
                                diameter=f.diameter)[0]
 
 
@@ -348,13 +348,13 @@ def main(argv=None):
     from nucseg_rt import Segmenter
 
     seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision, threads=args.threads)
+    ortho = seg.model.ortho_path.name if seg.model.ortho_path is not None else "none"
     if args.engine == "cellpose":
         pth = seg.model.path.with_suffix(".pth")
         if not pth.exists():
             raise SystemExit(f"--engine cellpose needs the model's Cellpose weights next to it: {pth}")
         seg = CellposeEngine(pth, args.threads)
     ref = Segmenter(args.model, ortho=args.ortho, device="cpu", threads=args.threads) if args.vs_fp32 else None
-    ortho = seg.model.ortho_path.name if seg.model.ortho_path is not None else "none"
     if args.realtex:
         from nucseg_rt.eval import realtex
         from nucseg_rt_export.real_data import HELDOUT_SOURCES

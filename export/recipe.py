@@ -26,9 +26,14 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    stage 2, 40 other synthetic volumes (seed 4), and optical blur and camera noise on 30 % of the
    crops each (real and synthetic), so that the network leans less on the sharpness and noise
    level of the few real sources. Run once (2026-12-05, 36 epochs in 90 minutes) and not
-   shipped: within a nucleus or two of stage 2 everywhere, lower on real 2D (models/README.md).
+   shipped: within a nucleus or two of stage 2 everywhere, lower on real 2D (models/README.md);
+6. ``optical``: a fourth cosine cycle from stage 2 with 45 % of each batch from planes of
+   real-texture 3D volumes (``nucseg_rt.eval.realtex``) built from the training sources' nuclei
+   (anisotropy 1-11.5, thin stacks, border-cut crops), 30 % real 2D crops, 25 % synthetic. Run
+   once (2026-12-06, 27 epochs in 100 minutes): real-texture 3D held-out AP@0.5 0.248 -> 0.742,
+   synthetic 3D 0.02-0.04 lower than stage 2; not shipped yet (models/README.md).
 
-With ``--models``, the last main-network stage run (``robust``, ``refine``, ``main``, else ``base``) is
+With ``--models``, the last main-network stage run (``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
