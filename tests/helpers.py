@@ -99,16 +99,20 @@ def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
         threading.Event().wait(0.02)
 
 
-def stopping_segmenter(segmenter, stop: threading.Event):
-    """``segmenter`` whose ``segment`` sets ``stop`` first: a stop that arrives while the network
-    runs (everything else is passed through)."""
+def stopping_segmenter(segmenter, stop: threading.Event, *, call: int = 1):
+    """``segmenter`` whose ``segment`` sets ``stop`` first from its ``call``-th call on (e.g. 2:
+    while the second frame of a time-lapse runs): a stop that arrives while the network runs
+    (everything else is passed through)."""
+    calls = []
 
     class StopsWhileSegmenting:
         def __getattr__(self, name):
             return getattr(segmenter, name)
 
         def segment(self, *args, **kwargs):
-            stop.set()
+            calls.append(1)
+            if len(calls) >= call:
+                stop.set()
             return segmenter.segment(*args, **kwargs)
 
     return StopsWhileSegmenting()

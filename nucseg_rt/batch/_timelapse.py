@@ -98,16 +98,19 @@ def _refuse(job, plan, todo, block) -> None:
 
 
 def _fingerprint(segmenter, plan, inputs, params, run, frames) -> str:
-    """What decides the stored frames' labels: model, precision, engine choices that change the
-    flows, input, mask and scale settings, frames and linking."""
+    """What decides the stored frames' labels: the input (its size and modification time:
+    a changed file is not resumed), model, precision, engine choices that change the flows,
+    input, mask and scale settings, frames and linking."""
     model, options = segmenter.model, segmenter.options
+    stat = plan.source.stat()
     what = dict(model=model.sha256, ortho=getattr(model, "ortho_sha256", None),
                 precision=options.precision, bsize=getattr(options, "bsize", None),
                 overlap=getattr(options, "tile_overlap", None),
                 work_avoidance=str(getattr(options, "work_avoidance", None)),
                 inputs=repr(inputs), params=repr(params), anisotropy=plan.anisotropy,
                 diameter=run.diameter, resample=run.resample, frames=list(frames),
-                link=run.link, shape=list(plan.shape))
+                link=run.link, shape=list(plan.shape),
+                source=[str(plan.source.resolve()), stat.st_size, stat.st_mtime_ns])
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
