@@ -45,11 +45,13 @@ def parse_frames(spec: str | None, n_frames: int) -> tuple[int, ...]:
             else:
                 a = b = int(part)
         except ValueError:
-            raise InvalidInputError(f"`frames` must be like '0-9,20' (frame numbers from 0), got {spec!r}") from None
+            raise InvalidInputError(f"`frames` must be like '0-9,20' (frame numbers from 0), "
+                                    f"got {spec!r}") from None
         if a > b:
             raise InvalidInputError(f"`frames` range {part!r} runs backwards")
         if a < 0 or b >= n_frames:
-            raise InvalidInputError(f"`frames` {part!r} is outside the {n_frames} frames (0-{n_frames - 1})")
+            raise InvalidInputError(f"`frames` {part!r} is outside the {n_frames} frames "
+                                    f"(0-{n_frames - 1})")
         out.update(range(a, b + 1))
     return tuple(sorted(out))
 

@@ -5,7 +5,7 @@ make each kind of data (test modules never import each other):
 
 - CLI: :func:`run_cli`, :func:`cli_help` (each ``--help`` spawned once per session),
   :func:`assert_one_error_line`, :func:`summary_row`; services: :func:`wait_until` (a condition
-  with a timeout, never a fixed sleep), :func:`stopping_segmenter`.
+  with a timeout, never a fixed sleep), :func:`stopping_segmenter`, :func:`watching`.
 - Images: :func:`blob_volume` (Gaussian blobs the tiny model finds one nucleus each),
   :func:`blob_timelapse` (those blobs moving from frame to frame), :func:`noise_volume`,
   :func:`zyxc_input`, :func:`plane_input`, :func:`write_calibrated` (a calibrated ImageJ TIFF,
@@ -27,6 +27,7 @@ All data is seeded; numpy only unless a function says otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -97,6 +98,23 @@ def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         threading.Event().wait(0.02)
+
+
+@contextlib.contextmanager
+def watching(folder, out, segmenter, **kwargs):
+    """``nucseg_rt.watch.watch_folder`` running in a thread while the block runs, then stopped
+    and joined."""
+    from nucseg_rt.watch import watch_folder
+
+    stop = threading.Event()
+    thread = threading.Thread(target=watch_folder, args=(folder, out, segmenter),
+                              kwargs=dict(kwargs, cancel=stop))
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(30)
 
 
 def stopping_segmenter(segmenter, stop: threading.Event, *, call: int = 1):

@@ -26,7 +26,7 @@ from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.watch import (Snapshot, StabilityTracker, WatchSettings, find_candidates,
                              read_record, record_path, snapshot, tiff_problem, watch_folder)
 from helpers import (blob_timelapse, blob_volume, cli_help, run_cli, stopping_segmenter,
-                     wait_until, write_calibrated)
+                     wait_until, watching, write_calibrated)
 
 POLL, SETTLE = "0.2", "1.5"
 
@@ -231,15 +231,8 @@ def test_time_lapse_stopped_mid_run_resumes_at_the_next_frame(tmp_path, tiny_seg
                            run=run, settings=settings, cancel=stop)
     assert (summary.done, summary.abandoned) == (0, 1) and _status(out, "movie.tif") == "queued"
     assert [p.name for p in (out / ".movie_masks.tif.frames").glob("t*")] == ["t000000.npy"]
-    stop = threading.Event()
-    thread = threading.Thread(target=watch_folder, args=(folder, out, tiny_segmenter), kwargs=dict(
-        run=run, settings=settings, cancel=stop))
-    thread.start()
-    try:
+    with watching(folder, out, tiny_segmenter, run=run, settings=settings):
         wait_until(lambda: _status(out, "movie.tif") == "done", "time-lapse done")
-    finally:
-        stop.set()
-        thread.join(30)
     record = read_record(out / "movie.tif.json")
     assert record["shape"] == list(movie.shape) and "1 resumed, linked" in record["note"]
     with tifffile.TiffFile(out / "movie_masks.tif") as tif:
