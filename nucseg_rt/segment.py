@@ -375,6 +375,9 @@ class Segmenter:
             dp_smooth=dp_smooth, stitch_threshold=stitch_threshold, flow_threshold=flow_threshold))
         t0 = time.perf_counter()
         if inputs is not None and getattr(inputs, "time_axis", None) is not None:
+            settings_or_keywords(inputs, "inputs", InputSpec, dict(  # both given: refused
+                channel_axis=channel_axis, z_axis=z_axis, chan=chan, chan2=chan2,
+                normalize=normalize))
             return self._segment_time_lapse(vol, anisotropy, diameter, resample, params, inputs,
                                             progress, cancel, t0)
         flows = self.predict_flows(vol, anisotropy=anisotropy, diameter=diameter, channel_axis=channel_axis,

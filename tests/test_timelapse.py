@@ -59,6 +59,8 @@ def test_segment_frames_errors_and_cancel(tiny_segmenter, movie):
         next(tiny_segmenter.segment_frames(movie, time_axis=1, inputs=InputSpec(time_axis=0)))
     with pytest.raises(InvalidInputError, match="`frames` '7' is outside the 3 frames"):
         next(tiny_segmenter.segment_frames(movie, time_axis=0, frames="7"))
+    with pytest.raises(InvalidInputError, match="z_axis"):  # a settings object or keywords
+        tiny_segmenter.segment(movie, z_axis=1, inputs=InputSpec(time_axis=0))
     with pytest.raises(InvalidInputError, match="has a time axis.*takes one volume"):
         tiny_segmenter.predict_flows(movie, inputs=InputSpec(time_axis=0))
     cancel = threading.Event()
