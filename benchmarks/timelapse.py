@@ -2,7 +2,8 @@
 keeps a nucleus' label.
 
 1. Peak RSS. A seeded time-lapse of ``--frames-small`` (4) and ``--frames-large`` (32) frames of
-   the same frame size is written as an ImageJ TZYX TIFF (in a child process), then each is
+   the same frame size (4 simulated frames, repeated) is written as an ImageJ TZYX TIFF (in a
+   child process), then each is
    segmented by
 
        nucseg-rt segment FILE --anisotropy A --diameter D --link --streams 1 --out-dir OUT
@@ -100,7 +101,8 @@ def _matches(truth, pred):
     return {int(a): int(b) for a, b, v in zip(ti, pi, iou) if v >= 0.5}
 
 
-def link_accuracy(model: str, cache: str | None, n_frames: int, seed: int) -> dict:
+def link_accuracy(model: str, cache: str | None, n_frames: int, seed: int,
+                  step: float = 1.5) -> dict:
     """Fraction of true continuations that keep their predicted label, on a synthetic movie."""
     import numpy as np
 
@@ -109,7 +111,8 @@ def link_accuracy(model: str, cache: str | None, n_frames: int, seed: int) -> di
 
     bank, source = _bank(cache)
     spec = realtex.VolumeSpec((48, 192, 192), DIAMETER, anisotropy=ANISOTROPY)
-    images, tracks, meta = realtex.make_timelapse(bank, spec, n_frames=n_frames, seed=seed)
+    images, tracks, meta = realtex.make_timelapse(bank, spec, n_frames=n_frames, seed=seed,
+                                                  step=step)
     with Segmenter(model) as seg:
         pred = dict(seg.segment_frames(images, time_axis=0, link=True,
                                        anisotropy=meta["anisotropy"], diameter=meta["diameter"]))
@@ -133,6 +136,9 @@ def main(argv=None) -> None:
     ap.add_argument("--frames-large", type=int, default=32)
     ap.add_argument("--link-frames", type=int, default=8)
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--step", type=float, default=1.5,
+                    help="sd of a nucleus' move per frame and axis, px (half in Z)")
+    ap.add_argument("--skip-memory", action="store_true", help="only the --link accuracy")
     ap.add_argument("--bbbc007-cache", default=None, help="folder of the BBBC007 download")
     ap.add_argument("--_movie", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--_tiny", help=argparse.SUPPRESS)
@@ -146,6 +152,28 @@ def main(argv=None) -> None:
 
         print(json.dumps({"path": str(make_tiny_onnx(Path(args._tiny), diam_mean=DIAMETER))}))
         return
+    if not args.skip_memory:
+        _memory(args)
+    if args.model != "tiny":
+        acc = link_accuracy(args.model, args.bbbc007_cache, args.link_frames, args.seed,
+                            args.step)
+        print(f"--link on {acc['frames']} frames of {'x'.join(map(str, acc['shape']))} "
+              f"({acc['source']}, step sd {args.step} px, {acc['tracks']} tracks, "
+              f"{acc['matched_per_frame']:.1f} matched per frame): {acc['kept']} of "
+              f"{acc['continuations']} continuations keep their label ({acc['fraction']:.3f})")
+    print(f"{date.today()} {platform.machine()} {os.cpu_count()} CPUs, {_cpu()}")
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def _memory(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = args.model
@@ -161,13 +189,6 @@ def main(argv=None) -> None:
                   flush=True)
         small, large = args.frames_small, args.frames_large
         print(f"peak RSS {large} / {small} frames: {rss[large] / rss[small]:.3f}")
-    if args.model != "tiny":
-        acc = link_accuracy(args.model, args.bbbc007_cache, args.link_frames, args.seed)
-        print(f"--link on {acc['frames']} frames of {'x'.join(map(str, acc['shape']))} "
-              f"({acc['source']}, {acc['tracks']} tracks, {acc['matched_per_frame']:.1f} "
-              f"matched per frame): {acc['kept']} of {acc['continuations']} continuations keep "
-              f"their label ({acc['fraction']:.3f})")
-    print(f"{date.today()} {platform.machine()} {os.cpu_count()} CPUs, {platform.processor()}")
 
 
 if __name__ == "__main__":
