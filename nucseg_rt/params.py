@@ -169,8 +169,9 @@ class InputSpec:
         metadata, else guessed and logged (see :func:`nucseg_rt.prep.axes.to_zyxc`).
     time_axis : int, optional
         Axis of the time points of a time-lapse (default: from the file's axis metadata, never
-        guessed). Time-lapse segmentation is not available yet: a time axis is refused with a
-        "time-lapse segmentation" error (:func:`nucseg_rt.prep.axes.resolve_axes`).
+        guessed). :meth:`nucseg_rt.Segmenter.segment` then segments each frame as its own
+        volume and returns masks (T, Z, Y, X); :meth:`~nucseg_rt.Segmenter.predict_flows`
+        takes one volume and refuses it.
     chan : int
         Channel to segment: 0 gray (the first channel), 1 red, 2 green, 3 blue.
     chan2 : int

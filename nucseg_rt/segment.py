@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -363,12 +364,22 @@ class Segmenter:
         Returns
         -------
         SegmentationResult
+            A time-lapse (``inputs.time_axis`` set): ``masks`` (T, Z, Y, X), each frame segmented
+            as its own volume with labels restarting per frame (see :meth:`segment_frames` for
+            linked labels and for data larger than memory); ``flows`` and ``cellprob`` are None
+            (not kept per frame), ``run`` is the last frame's.
         """
         params = settings_or_keywords(params, "params", MaskParams, dict(
             cellprob_threshold=cellprob_threshold, min_size=min_size,
             max_size_fraction=max_size_fraction, niter=niter, method=dynamics_method,
             dp_smooth=dp_smooth, stitch_threshold=stitch_threshold, flow_threshold=flow_threshold))
         t0 = time.perf_counter()
+        if inputs is not None and getattr(inputs, "time_axis", None) is not None:
+            settings_or_keywords(inputs, "inputs", InputSpec, dict(  # both given: refused
+                channel_axis=channel_axis, z_axis=z_axis, chan=chan, chan2=chan2,
+                normalize=normalize))
+            return self._segment_time_lapse(vol, anisotropy, diameter, resample, params, inputs,
+                                            progress, cancel, t0)
         flows = self.predict_flows(vol, anisotropy=anisotropy, diameter=diameter, channel_axis=channel_axis,
                                    z_axis=z_axis, chan=chan, chan2=chan2, normalize=normalize,
                                    resample=resample, mode="stitch" if params.stitch else "3d",
@@ -379,6 +390,71 @@ class Segmenter:
                                     info=info, run=flows.run)
         info.update(seconds_total=time.perf_counter() - t0, n_masks=result.n_masks)
         return result
+
+    def _segment_time_lapse(self, vol, anisotropy, diameter, resample, params, inputs,
+                            progress, cancel, t0) -> SegmentationResult:
+        masks, last = [], None
+        from nucseg_rt.timelapse import array_frames
+
+        for _, labels, result in array_frames(self, vol, time_axis=None, frames=None,
+                                              link=False, anisotropy=anisotropy,
+                                              diameter=diameter, resample=resample,
+                                              params=params, inputs=inputs, progress=progress,
+                                              cancel=cancel):
+            masks.append(labels)
+            last = result
+        stack = np.stack(masks)
+        info = dict(last.info, n_frames=len(masks), seconds_total=time.perf_counter() - t0)
+        result = SegmentationResult(masks=stack, flows=None, cellprob=None, info=info,
+                                    run=last.run)
+        info["n_masks"] = result.n_masks
+        return result
+
+    def segment_frames(self, vol, *, time_axis: int | None = None,
+                       frames: str | Sequence[int] | None = None, link: bool = False,
+                       anisotropy: float = 1.0, diameter: float | Literal["auto"] | None = None,
+                       resample: bool = True, params: MaskParams | None = None,
+                       inputs: InputSpec | None = None, progress: Progress | None = None,
+                       cancel: threading.Event | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Segment a time-lapse one frame at a time, each frame as its own volume.
+
+        Parameters
+        ----------
+        vol : array
+            The time-lapse, e.g. (T, Z, Y, X) or (T, Z, C, Y, X): a numpy array, or an array
+            read on indexing (a zarr array, never loaded whole). Not modified.
+        time_axis : int, optional
+            Axis of the time points (or ``inputs.time_axis``; giving both differently is an
+            InvalidInputError).
+        frames : str or sequence of int, optional
+            Frames to segment, e.g. ``"0-9,20"`` or ``[0, 5]`` (default all), yielded in order.
+        link : bool
+            Relabel so that a nucleus keeps its label from one yielded frame to the next
+            (matched by overlap, :class:`nucseg_rt.masks.link.FrameLinker`); False: labels
+            restart per frame.
+        anisotropy, diameter, resample, params, inputs, progress, cancel
+            As in :meth:`segment` (``diameter="auto"``: estimated per frame). ``progress``
+            also receives ``("frame", done, total)``.
+
+        Yields
+        ------
+        t : int
+            The frame number.
+        masks : (Z, Y, X) uint16 or uint32
+            Its labels.
+
+        Examples
+        --------
+        >>> for t, masks in seg.segment_frames(movie, time_axis=0, link=True):  # doctest: +SKIP
+        ...     save(t, masks)
+        """
+        from nucseg_rt.timelapse import array_frames
+
+        for t, masks, _ in array_frames(self, vol, time_axis=time_axis, frames=frames, link=link,
+                                        anisotropy=anisotropy, diameter=diameter,
+                                        resample=resample, params=params, inputs=inputs,
+                                        progress=progress, cancel=cancel):
+            yield t, masks
 
     # -- resources: the engine (sessions, stream threads) belongs to this Segmenter -------------
     def close(self) -> None:

@@ -5,10 +5,12 @@ make each kind of data (test modules never import each other):
 
 - CLI: :func:`run_cli`, :func:`cli_help` (each ``--help`` spawned once per session),
   :func:`assert_one_error_line`, :func:`summary_row`; services: :func:`wait_until` (a condition
-  with a timeout, never a fixed sleep), :func:`stopping_segmenter`.
+  with a timeout, never a fixed sleep), :func:`stopping_segmenter`, :func:`watching`.
 - Images: :func:`blob_volume` (Gaussian blobs the tiny model finds one nucleus each),
-  :func:`noise_volume`, :func:`zyxc_input`, :func:`plane_input`, :func:`write_calibrated`
-  (a calibrated ImageJ TIFF). Realistic nuclei come from ``nucseg_rt.eval.synth.make_volume``.
+  :func:`blob_timelapse` (those blobs moving from frame to frame), :func:`noise_volume`,
+  :func:`zyxc_input`, :func:`plane_input`, :func:`write_calibrated` (a calibrated ImageJ TIFF,
+  3D or a T,Z,Y,X time-lapse), :func:`write_ome_zarr_timelapse`. Realistic nuclei come from
+  ``nucseg_rt.eval.synth.make_volume``.
 - Labels: :func:`random_ellipsoids` (touching nuclei), :func:`ball_lattice` (a jittered grid
   of balls, fast for large volumes), :func:`ideal_flows`, :func:`cellpose_flows`.
 - Known label cases that a unit test and its Cellpose reference test share:
@@ -25,6 +27,7 @@ All data is seeded; numpy only unless a function says otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -97,16 +100,37 @@ def wait_until(predicate, what: str, timeout: float = 60.0) -> None:
         threading.Event().wait(0.02)
 
 
-def stopping_segmenter(segmenter, stop: threading.Event):
-    """``segmenter`` whose ``segment`` sets ``stop`` first: a stop that arrives while the network
-    runs (everything else is passed through)."""
+@contextlib.contextmanager
+def watching(folder, out, segmenter, **kwargs):
+    """``nucseg_rt.watch.watch_folder`` running in a thread while the block runs, then stopped
+    and joined."""
+    from nucseg_rt.watch import watch_folder
+
+    stop = threading.Event()
+    thread = threading.Thread(target=watch_folder, args=(folder, out, segmenter),
+                              kwargs=dict(kwargs, cancel=stop))
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def stopping_segmenter(segmenter, stop: threading.Event, *, call: int = 1):
+    """``segmenter`` whose ``segment`` sets ``stop`` first from its ``call``-th call on (e.g. 2:
+    while the second frame of a time-lapse runs): a stop that arrives while the network runs
+    (everything else is passed through)."""
+    calls = []
 
     class StopsWhileSegmenting:
         def __getattr__(self, name):
             return getattr(segmenter, name)
 
         def segment(self, *args, **kwargs):
-            stop.set()
+            calls.append(1)
+            if len(calls) >= call:
+                stop.set()
             return segmenter.segment(*args, **kwargs)
 
     return StopsWhileSegmenting()
@@ -143,6 +167,16 @@ def blob_volume(shape=(20, 64, 72), centers=CENTERS, sigma=5.0, seed=0, *, n: in
     return ((vol + noise + background / 1000).clip(0) * 1000).astype(np.uint16)
 
 
+def blob_timelapse(n_frames: int = 4, shape=(20, 64, 72), step=(0.0, 2.0, 1.5),
+                   seed=0) -> np.ndarray:
+    """uint16 (T, Z, Y, X) time-lapse of the :data:`CENTERS` blobs of :func:`blob_volume`, each
+    frame moved by ``step`` (z, y, x) px from the last (a nucleus overlaps itself in the next
+    frame); new noise in every frame."""
+    return np.stack([blob_volume(shape, [tuple(c + t * s for c, s in zip(cen, step))
+                                         for cen in CENTERS], seed=seed + t)
+                     for t in range(n_frames)])
+
+
 def noise_volume(shape=(23, 97, 131), seed=0, dtype=np.uint16, scale=1000) -> np.ndarray:
     """Uniform noise in [0, ``scale``), cast to ``dtype``: pixels with no structure."""
     return (np.random.default_rng(seed).random(shape) * scale).astype(dtype)
@@ -169,11 +203,27 @@ def plane_input(shape, seed=0) -> np.ndarray:
 
 
 def write_calibrated(path, vol, z_step: float = 0.5, pixel: float = 0.5) -> Path:
-    """``vol`` (Z, Y, X) as an ImageJ TIFF with ``pixel`` um pixels and ``z_step`` um planes."""
+    """``vol`` (Z, Y, X), or a (T, Z, Y, X) time-lapse, as an ImageJ TIFF with ``pixel`` um
+    pixels and ``z_step`` um planes."""
     import tifffile
 
     tifffile.imwrite(path, vol, imagej=True, resolution=(1 / pixel, 1 / pixel),
-                     metadata={"spacing": z_step, "unit": "um", "axes": "ZYX"})
+                     metadata={"spacing": z_step, "unit": "um", "axes": "TZYX"[4 - vol.ndim:]})
+    return Path(path)
+
+
+def write_ome_zarr_timelapse(path, movie, z_step: float = 2.0, pixel: float = 0.5) -> Path:
+    """``movie`` (T, Z, Y, X) as an OME-Zarr image (NGFF 0.4, zarr v2) whose first axis is of
+    type "time" (named "frame", not "t"), calibrated in um."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", data=movie, chunks=(1, *movie.shape[1:]))
+    axes = [{"name": "frame", "type": "time"}] + [{"name": a, "type": "space", "unit":
+                                                   "micrometer"} for a in "zyx"]
+    scale = [1.0, z_step, pixel, pixel]
+    group.attrs.update({"multiscales": [{"version": "0.4", "axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}]})
     return Path(path)
 
 

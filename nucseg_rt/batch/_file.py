@@ -133,7 +133,7 @@ def plan_file(source, *, inputs: InputSpec, run: RunSettings) -> FilePlan:
     try:
         axes = resolve_axes(shape, letters=info.axes, channel_axis=inputs.channel_axis,
                             z_axis=inputs.z_axis, time_axis=inputs.time_axis,
-                            what="the image")  # reported with the file name
+                            what="the image", allow_time=True)  # reported with the file name
         check_gray(axes, inputs.chan, what="the image")
     except SettingsError:
         raise
@@ -243,7 +243,9 @@ def segment_file(segmenter, job: Job, *, inputs: InputSpec | None = None,
                  progress: Callable[[str, int, int], None] | None = None,
                  cancel: threading.Event | None = None, client=None) -> FileResult:
     """Read ``job.source``, segment it (whole, or blockwise when ``run.blockwise`` asks) and
-    write its pending outputs.
+    write its pending outputs. A time-lapse (a time axis from the file or ``inputs.time_axis``)
+    is segmented frame by frame, each frame whole, and resumes at the next unfinished frame
+    (``run.frames``, ``run.link``; masks written as (T, Z, Y, X)).
 
     Parameters
     ----------
@@ -256,7 +258,8 @@ def segment_file(segmenter, job: Job, *, inputs: InputSpec | None = None,
     plan : FilePlan, optional
         From :func:`plan_file` (made here if not given).
     progress : callable, optional
-        ``progress(stage, done, total)``: "read", the network's and blockwise stages, "write".
+        ``progress(stage, done, total)``: "read", the network's and blockwise stages, "write";
+        a time-lapse: "frame" (frames done of the run's) and each frame's stages.
     cancel : threading.Event, optional
         Checked between steps (and inside the network and blockwise runs): raises
         :class:`nucseg_rt.errors.Cancelled`; nothing is written under an output's name.
@@ -276,8 +279,17 @@ def segment_file(segmenter, job: Job, *, inputs: InputSpec | None = None,
         return FileResult(job.source, "skipped")
     t0 = time.perf_counter()
     plan = plan if plan is not None else plan_file(job.source, inputs=inputs, run=run)
+    if run.frames is not None and plan.axes.t is None:
+        raise InvalidInputError(f"{job.source} has no time axis (shape {plan.shape}): `frames` "
+                                "applies to time-lapses (`time_axis` names one)",
+                                param=("frames", "time_axis"))
     block = _choose_blocks(plan, segmenter, run, params)
     check_cancel(cancel)
+    if plan.axes.t is not None:  # each frame its own whole volume
+        from nucseg_rt.batch._timelapse import segment_time_lapse
+
+        return segment_time_lapse(segmenter, job, plan, inputs, params, run, todo, progress,
+                                  cancel, t0, block)
     if block is not None:
         return _blockwise(segmenter, job, plan, inputs, params, run, todo, progress, cancel,
                           client, t0)

@@ -17,37 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.timelapse import parse_frames
 
 __all__ = ["parse_frames", "FrameStore"]
-
-
-def parse_frames(spec: str | None, n_frames: int) -> tuple[int, ...]:
-    """The frame indices of ``spec`` (e.g. ``"0-9,20"``; None or ``"all"``: every frame).
-
-    Ranges are inclusive; indices count from 0 and must be below ``n_frames``; the result is
-    sorted, without repeats.
-    """
-    if n_frames < 1:
-        raise InvalidInputError(f"the time axis has {n_frames} frames")
-    if spec is None or spec.strip().lower() in ("", "all"):
-        return tuple(range(n_frames))
-    out: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part:
-                a, b = (int(v) for v in part.split("-", 1))
-            else:
-                a = b = int(part)
-        except ValueError:
-            raise InvalidInputError(f"`frames` must be like '0-9,20' (frame numbers from 0), got {spec!r}") from None
-        if a > b:
-            raise InvalidInputError(f"`frames` range {part!r} runs backwards")
-        if a < 0 or b >= n_frames:
-            raise InvalidInputError(f"`frames` {part!r} is outside the {n_frames} frames (0-{n_frames - 1})")
-        out.update(range(a, b + 1))
-    return tuple(sorted(out))
 
 
 class FrameStore:

@@ -73,11 +73,6 @@ class BatchRunner:
                 raise InvalidInputError(f"`{name}` must be a {kind.__name__}, "
                                         f"got {type(value).__name__}")
         self.run_settings.check_environment()
-        if self.inputs.time_axis is not None:  # until the frame loop: refused before any file
-            from nucseg_rt.prep import time_lapse_refusal
-
-            raise time_lapse_refusal(f"`time_axis` {self.inputs.time_axis} was given",
-                                     given=True)
         loaded = hasattr(segmenter, "segment")
         if not loaded and not callable(segmenter):
             raise InvalidInputError("`segmenter` must be a Segmenter or a function making one")

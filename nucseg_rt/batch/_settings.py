@@ -14,6 +14,7 @@ from typing import Literal
 from nucseg_rt.blockwise.run import LargeSettings
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError
 from nucseg_rt.params import validate_diameter, validate_positive
+from nucseg_rt.timelapse import parse_frames
 
 __all__ = ["RunSettings"]
 
@@ -42,6 +43,12 @@ class RunSettings:
     blockwise : LargeSettings or None
         Volumes larger than the memory budget (or any, given a block size) are segmented in
         blocks; None: always whole.
+    frames : str, optional
+        Time-lapses: the frames to segment, e.g. ``"0-9,20"`` (from 0; default all). The
+        output holds them in order.
+    link : bool
+        Time-lapses: a nucleus keeps its label from one segmented frame to the next (matched
+        by overlap); False: labels restart per frame.
     """
 
     anisotropy: float | None = None
@@ -51,8 +58,15 @@ class RunSettings:
     save_flows: bool = False
     overwrite: bool = False
     blockwise: LargeSettings | None = field(default_factory=LargeSettings)
+    frames: str | None = None
+    link: bool = False
 
     def __post_init__(self):
+        if self.frames is not None:
+            if not isinstance(self.frames, str):
+                raise InvalidInputError(f"`frames` must be a text like '0-9,20', "
+                                        f"got {self.frames!r}")
+            parse_frames(self.frames, 2**31)  # the form; the range is checked per file
         if self.anisotropy is not None:
             object.__setattr__(self, "anisotropy", validate_positive("anisotropy", self.anisotropy))
         object.__setattr__(self, "diameter", validate_diameter(self.diameter))

@@ -82,13 +82,20 @@ ZAxisOpt = Annotated[Optional[int], typer.Option(
     help="Axis holding Z, 0-based (default: from the file, else the first).", metavar="I",
     rich_help_panel="Input", show_default=False)]
 TimeAxisOpt = Annotated[Optional[int], typer.Option(
-    help="Axis holding time points, 0-based (default: from the file, never guessed). "
-         "Time-lapse segmentation is not available yet: a time-lapse is refused.", metavar="I",
+    help="Axis holding time points, 0-based (default: from the file, never guessed). Each "
+         "frame is segmented as its own volume; masks are written as T,Z,Y,X.", metavar="I",
     rich_help_panel="Input", show_default=False)]
+FramesOpt = Annotated[Optional[str], typer.Option(
+    help="Time-lapses: the frames to segment, from 0, e.g. 0-9,20 (default: all).",
+    metavar="SPEC", rich_help_panel="Input", show_default=False)]
+LinkOpt = Annotated[bool, typer.Option(
+    "--link", help="Time-lapses: a nucleus keeps its label in consecutive frames (by overlap); "
+                   "without it labels restart per frame.", rich_help_panel="Output")]
 ChanOpt = Annotated[int, typer.Option(help="Channel to segment: 0 gray, 1 red, 2 green, 3 blue.",
                                       metavar="C", rich_help_panel="Input")]
 SaveFlowsOpt = Annotated[bool, typer.Option(
-    "--save-flows", help="Also write <stem>_flows.npz (flows, cellprob).",
+    "--save-flows", help="Also write <stem>_flows.npz (flows, cellprob); not for time-lapses "
+                         "(refused).",
     rich_help_panel="Output")]
 OutputFormatOpt = Annotated[OutputFormat, typer.Option(
     help="Labels as <stem>_masks.tif or <stem>_masks.ome.zarr (OME-Zarr labels group; needs "

@@ -11,7 +11,7 @@ from nucseg_rt.cli._options import (AnisotropyOpt, CellprobThresholdOpt, Channel
                                     DebugOpt, Device, DeviceOpt, DiameterOpt, Dynamics, MinSizeOpt,
                                     ModelOpt, OutputFormat, OutputFormatOpt, Precision,
                                     PrecisionOpt, QuietOpt, SaveFlowsOpt, StitchThresholdOpt,
-                                    ThreadsOpt, TimeAxisOpt, WorkAvoidanceChoice, ZAxisOpt, app)
+                                    ThreadsOpt, TimeAxisOpt, FramesOpt, LinkOpt, WorkAvoidanceChoice, ZAxisOpt, app)
 from nucseg_rt.params import DYNAMICS_METHODS
 
 __all__ = ["segment", "parse_diameter"]
@@ -23,7 +23,7 @@ _LARGE = "Large volumes (need the large extra)"
 def segment(
     ctx: typer.Context,
     paths: Annotated[Optional[List[Path]], typer.Argument(
-        help="TIFF or zarr volumes (Z,Y,X or with channels).", metavar="PATH",
+        help="TIFF or zarr volumes (Z,Y,X or with channels, or time-lapses).", metavar="PATH",
         show_default=False)] = None,
     model: ModelOpt = "nuclei_3d",
     ortho: Annotated[Optional[str], typer.Option(
@@ -66,6 +66,7 @@ def segment(
     channel_axis: ChannelAxisOpt = None,
     z_axis: ZAxisOpt = None,
     time_axis: TimeAxisOpt = None,
+    frames: FramesOpt = None,
     chan: ChanOpt = 0,
     chan2: Annotated[int, typer.Option(help="Optional second channel: 0 none, 1-3.",
                                        metavar="C", rich_help_panel="Input")] = 0,
@@ -75,6 +76,7 @@ def segment(
         help="Folder for the outputs, created when the first is written (default: next to each "
              "input).", metavar="DIR", show_default=False, rich_help_panel="Output")] = None,
     save_flows: SaveFlowsOpt = False,
+    link: LinkOpt = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace existing outputs (default: skip files already done).",
         rich_help_panel="Output")] = False,
@@ -116,7 +118,9 @@ def segment(
     """Segment nuclei in 3D volumes; writes <stem>_masks.tif (and <stem>_flows.npz).
 
     Without --anisotropy, each file's calibration (Z step / pixel size) is used; the summary
-    shows the anisotropy and diameter each file ran at and where they came from.
+    shows the anisotropy and diameter each file ran at and where they came from. A time-lapse
+    (time axis from the file or --time-axis) is segmented frame by frame into a T,Z,Y,X
+    <stem>_masks.tif; an interrupted run resumes at the next unfinished frame.
     """
     from nucseg_rt import EngineOptions, Segmenter
     from nucseg_rt.batch import BatchRunner, RunSettings
@@ -139,7 +143,8 @@ def segment(
                               workers=workers, resume=resume)
         run = RunSettings(anisotropy=anisotropy, diameter=parse_diameter(diameter),
                           resample=not no_resample, output_format=output_format.value,
-                          save_flows=save_flows, overwrite=overwrite, blockwise=large)
+                          save_flows=save_flows, overwrite=overwrite, blockwise=large,
+                          frames=frames, link=link)
         engine = EngineOptions(device=device.value, precision=precision.value, threads=threads,
                                batch_size=batch_size, streams=streams,
                                work_avoidance=work_avoidance.value,

@@ -13,7 +13,7 @@ from nucseg_rt.cli._options import (AnisotropyOpt, CellprobThresholdOpt, Channel
                                     DebugOpt, Device, DeviceOpt, DiameterOpt, MinSizeOpt,
                                     ModelOpt, OutputFormat, OutputFormatOpt, Precision,
                                     PrecisionOpt, QuietOpt, SaveFlowsOpt, StitchThresholdOpt,
-                                    ThreadsOpt, TimeAxisOpt, ZAxisOpt, app)
+                                    ThreadsOpt, TimeAxisOpt, FramesOpt, LinkOpt, ZAxisOpt, app)
 
 __all__ = ["watch"]
 
@@ -37,8 +37,10 @@ def watch(
     channel_axis: ChannelAxisOpt = None,
     z_axis: ZAxisOpt = None,
     time_axis: TimeAxisOpt = None,
+    frames: FramesOpt = None,
     chan: ChanOpt = 0,
     save_flows: SaveFlowsOpt = False,
+    link: LinkOpt = False,
     output_format: OutputFormatOpt = OutputFormat.tif,
     device: DeviceOpt = Device.auto,
     threads: ThreadsOpt = None,
@@ -80,7 +82,8 @@ def watch(
         params = MaskParams(min_size=min_size, stitch_threshold=stitch_threshold,
                             cellprob_threshold=cellprob_threshold)
         run = RunSettings(anisotropy=anisotropy, diameter=parse_diameter(diameter),
-                          output_format=output_format.value, save_flows=save_flows)
+                          output_format=output_format.value, save_flows=save_flows,
+                          frames=frames, link=link)
         engine = EngineOptions(device=device.value, precision=precision.value, threads=threads)
         engine.providers()
         check_model(model, None, engine.precision)

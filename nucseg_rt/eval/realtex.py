@@ -46,8 +46,8 @@ from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.eval.optics import acquire, blur, uneven_background
 from nucseg_rt.eval.synth import subsample_z
 
-__all__ = ["Nucleus2D", "VolumeSpec", "HELDOUT_SETTINGS", "nucleus_bank", "make_volume", "make_timelapse",
-           "draw_spec"]
+__all__ = ["Nucleus2D", "VolumeSpec", "HELDOUT_SETTINGS", "nucleus_bank", "seeded_images",
+           "make_volume", "make_timelapse", "draw_spec"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,30 @@ def nucleus_bank(pairs: Iterable[tuple[np.ndarray, np.ndarray]], *, min_diameter
     if not bank:
         raise InvalidInputError("no nucleus away from the image borders in the given images")
     return bank
+
+
+def seeded_images(seed: int = 0, n: int = 2, size: tuple[int, int] = (96, 120)):
+    """``n`` 2D 'fluorescence' images of textured disc and ellipse nuclei with their labels, made
+    from ``seed`` (no download): a :func:`nucleus_bank` for tests and benchmarks.
+
+    Returns
+    -------
+    list of (image (Y, X) float32, labels (Y, X) int32)
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        yy, xx = np.indices(size)
+        lab = np.zeros(size, np.int32)
+        k = 0
+        for cy in range(12, size[0] - 8, 22):
+            for cx in range(12, size[1] - 8, 22):
+                k += 1
+                ry, rx = rng.uniform(6, 9, 2)
+                lab[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = k
+        img = 100 + (lab > 0) * (400 + 100 * rng.normal(size=size)) + rng.normal(0, 5, size)
+        out.append((img.astype(np.float32), lab))
+    return out
 
 
 def _sample(img: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:

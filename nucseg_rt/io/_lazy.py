@@ -40,17 +40,22 @@ class LazyVolume:
     info : VolumeInfo
         Voxel size, axis letters and dtype (as :func:`nucseg_rt.io.read_volume` gives them).
     axes : nucseg_rt.prep.axes.AxisPlan
-        The stored array's Z, Y, X (and channel) axes, decided by
+        The stored array's Z, Y, X (and channel, and time) axes, decided by
         :func:`nucseg_rt.prep.axes.resolve_axes` (the rule every input follows).
+    n_frames : int or None
+        Number of time points of a time-lapse opened with ``allow_time``, else None.
     """
 
     def __init__(self, array, info: VolumeInfo, *, channel_axis: int | None = None,
-                 z_axis: int | None = None, closer=None, what: str = "the volume"):
+                 z_axis: int | None = None, time_axis: int | None = None,
+                 allow_time: bool = False, closer=None, what: str = "the volume"):
         self._array, self.info, self._closer = array, info, closer
         self.dtype = np.dtype(array.dtype)
         self.axes = resolve_axes(tuple(array.shape), letters=info.axes, channel_axis=channel_axis,
-                                 z_axis=z_axis, what=what)
-        self._index, self._order = self.axes.index(), self.axes.order
+                                 z_axis=z_axis, time_axis=time_axis, what=what,
+                                 allow_time=allow_time)
+        self._order = self.axes.order
+        self.n_frames = self.axes.n_frames
         self.shape_zyx = self.axes.shape_zyx
         self.nchan = self.axes.nchan
 
@@ -59,9 +64,10 @@ class LazyVolume:
         """Channel axis of the arrays :meth:`read` returns (1 or None)."""
         return None if self.nchan is None else 1
 
-    def read(self, zyx_slices: tuple[slice, slice, slice]) -> np.ndarray:
-        """The block ``zyx_slices`` as a new ``(Z, Y, X)`` or ``(Z, C, Y, X)`` array."""
-        index = list(self._index)
+    def read(self, zyx_slices: tuple[slice, slice, slice], *, frame: int = 0) -> np.ndarray:
+        """The block ``zyx_slices`` (of time point ``frame`` of a time-lapse) as a new
+        ``(Z, Y, X)`` or ``(Z, C, Y, X)`` array."""
+        index = list(self.axes.index(frame))
         for k, sl in enumerate(zyx_slices):
             index[self._order[k]] = sl
         block = np.asarray(self._array[tuple(index)])
@@ -71,8 +77,9 @@ class LazyVolume:
             + [pos[self._order[1]], pos[self._order[2]]]
         return np.ascontiguousarray(np.transpose(block, perm))
 
-    def read_all(self) -> np.ndarray:
-        return self.read((slice(None),) * 3)
+    def read_all(self, *, frame: int = 0) -> np.ndarray:
+        """The whole volume (of time point ``frame``)."""
+        return self.read((slice(None),) * 3, frame=frame)
 
     def close(self) -> None:
         if self._closer is not None:
@@ -86,8 +93,8 @@ class LazyVolume:
         self.close()
 
 
-def open_volume(source, *, channel_axis: int | None = None,
-                z_axis: int | None = None) -> LazyVolume:
+def open_volume(source, *, channel_axis: int | None = None, z_axis: int | None = None,
+                time_axis: int | None = None, allow_time: bool = False) -> LazyVolume:
     """Open a volume for block reads without loading it.
 
     Parameters
@@ -98,23 +105,29 @@ def open_volume(source, *, channel_axis: int | None = None,
     channel_axis, z_axis : int, optional
         Axes of the stored array; default from its metadata (ImageJ/OME/NGFF axes), else Z is
         the first axis and a 4th axis of size <= 4 holds channels.
+    time_axis : int, optional
+        Axis of the time points (default: from the metadata, never guessed).
+    allow_time : bool
+        The caller reads a time-lapse frame by frame (``read(..., frame=t)``); False: a time
+        axis is refused.
 
     Returns
     -------
     LazyVolume
         Close it (or use ``with``) to release the file.
     """
+    axes = dict(channel_axis=channel_axis, z_axis=z_axis, time_axis=time_axis,
+                allow_time=allow_time)
     if not isinstance(source, (str, os.PathLike)):
         arr = np.asarray(source)
         if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
             raise InvalidInputError(f"`vol` must be real numeric, got dtype {arr.dtype}")
-        return LazyVolume(arr, VolumeInfo(None, None, arr.dtype), channel_axis=channel_axis,
-                          z_axis=z_axis, what="`vol`")
+        return LazyVolume(arr, VolumeInfo(None, None, arr.dtype), what="`vol`", **axes)
     path = _existing(source)
     if is_zarr_store(path):
         array, info = open_zarr(path)
-        return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis, what=str(path))
-    return _open_tiff(existing_file(path), channel_axis, z_axis)
+        return LazyVolume(array, info, what=str(path), **axes)
+    return _open_tiff(existing_file(path), axes)
 
 
 def read_header(source: str | os.PathLike) -> tuple[tuple[int, ...], VolumeInfo]:
@@ -169,7 +182,7 @@ def _existing(source: str | os.PathLike) -> Path:
     return path
 
 
-def _open_tiff(path: Path, channel_axis, z_axis) -> LazyVolume:
+def _open_tiff(path: Path, axes: dict) -> LazyVolume:
     zarr = import_zarr()
     import tifffile
 
@@ -194,8 +207,7 @@ def _open_tiff(path: Path, channel_axis, z_axis) -> LazyVolume:
         tif.close()
 
     try:
-        return LazyVolume(array, info, channel_axis=channel_axis, z_axis=z_axis, closer=closer,
-                          what=str(path))
+        return LazyVolume(array, info, closer=closer, what=str(path), **axes)
     except BaseException:
         closer()
         raise

@@ -153,7 +153,8 @@ def tiff_problem(path: str | os.PathLike) -> str | None:
 
 def write_labels_tif(path: str | os.PathLike, labels,
                      voxel_size: tuple[float, float, float] | None = None, *,
-                     unit: str | None = None, overwrite: bool = False, dtype=None) -> Path:
+                     unit: str | None = None, overwrite: bool = False, dtype=None,
+                     note: dict | None = None) -> Path:
     """Write a label image as a zlib-compressed TIFF, atomically.
 
     uint8/uint16 labels are written as an ImageJ hyperstack (opens in Fiji with
@@ -164,9 +165,10 @@ def write_labels_tif(path: str | os.PathLike, labels,
     ----------
     path : str or os.PathLike
         Destination file; its folder must exist.
-    labels : (Z, Y, X) or (Y, X) array of uint8, uint16 or uint32
-        Label image, 0 = background: a numpy array, or an array read one Z plane at a time
-        (e.g. a zarr array larger than memory, never held whole).
+    labels : (T, Z, Y, X), (Z, Y, X) or (Y, X) array of uint8, uint16 or uint32
+        Label image, 0 = background (T, Z, Y, X: a time-lapse, written as a TZYX hyperstack): a
+        numpy array, or an array read one entry of its first axis at a time (e.g. a zarr array
+        larger than memory, never held whole).
     voxel_size : tuple of 3 float, optional
         Physical voxel size (Z, Y, X), stored as ImageJ spacing and TIFF resolution.
     unit : str, optional
@@ -175,6 +177,9 @@ def write_labels_tif(path: str | os.PathLike, labels,
         Replace ``path`` if it exists; otherwise an existing file is an error.
     dtype : uint8, uint16 or uint32, optional
         Type to store the labels as (default: ``labels``' own).
+    note : dict of str, optional
+        ``key=value`` lines stored as ImageJ's Info property (or in the tifffile description),
+        e.g. which frames of a time-lapse the file holds.
 
     Returns
     -------
@@ -182,20 +187,28 @@ def write_labels_tif(path: str | os.PathLike, labels,
         The written file.
     """
     path = validate_output_path(path, overwrite)
-    if not hasattr(labels, "dtype") or labels.ndim != 3:
+    if not hasattr(labels, "dtype") or labels.ndim not in (3, 4):
         labels = np.asarray(labels)
     dtype = _validate_labels(labels, dtype)
     kwargs = _tiff_calibration(labels.ndim, dtype, validate_voxel_size(voxel_size), unit)
+    if note:  # ImageJ's Info property (Image > Show Info), in the description otherwise
+        kwargs["metadata"]["Info"] = "\n".join(f"{k}={v}" for k, v in note.items())
     if isinstance(labels, np.ndarray):
         data = {"data": labels.astype(dtype, copy=False)}
     else:
-        planes = (np.asarray(labels[z]).astype(dtype, copy=False) for z in range(labels.shape[0]))
-        data = {"data": planes, "shape": tuple(labels.shape), "dtype": dtype}
+        data = {"data": _planes(labels, dtype), "shape": tuple(labels.shape), "dtype": dtype}
     import tifffile
 
     with atomic_write(path) as fh:
         tifffile.imwrite(fh, compression="zlib", **data, **kwargs)
     return path
+
+
+def _planes(labels, dtype):
+    """The 2D planes of ``labels``, reading one entry of its first axis at a time."""
+    for i in range(labels.shape[0]):
+        block = np.asarray(labels[i]).astype(dtype, copy=False)
+        yield from block.reshape(-1, *block.shape[-2:])
 
 
 def _validate_labels(labels, dtype) -> np.dtype:
@@ -205,15 +218,18 @@ def _validate_labels(labels, dtype) -> np.dtype:
             f"`labels` must be uint8, uint16 or uint32, got {labels.dtype}")
     if dtype is not None and np.dtype(dtype) not in _LABEL_TYPES:
         raise InvalidInputError(f"`dtype` must be uint8, uint16 or uint32, got {dtype}")
-    if labels.ndim not in (2, 3):
-        raise InvalidInputError(f"`labels` must be (Z, Y, X) or (Y, X), got shape {labels.shape}")
+    if labels.ndim not in (2, 3, 4):
+        raise InvalidInputError(f"`labels` must be (T, Z, Y, X), (Z, Y, X) or (Y, X), got shape "
+                                f"{labels.shape}")
     return np.dtype(dtype or labels.dtype)
 
 
 def _tiff_calibration(ndim: int, dtype: np.dtype, voxel_size, unit: str | None) -> dict:
     """tifffile.imwrite keywords carrying axes and voxel size (ImageJ when it can)."""
-    metadata: dict = {"axes": "ZYX" if ndim == 3 else "YX"}
+    metadata: dict = {"axes": "TZYX"[4 - ndim:]}
     kwargs: dict = {"imagej": dtype != np.uint32, "metadata": metadata}
+    if ndim == 4:  # a Z of 3 or 4 planes is not RGB samples
+        kwargs["photometric"] = "minisblack"
     if voxel_size is not None:
         kwargs["resolution"] = (1.0 / voxel_size[2], 1.0 / voxel_size[1])
         metadata["spacing"] = voxel_size[0]

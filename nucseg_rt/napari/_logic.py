@@ -10,6 +10,7 @@ dynamics recomputes only the masks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -26,7 +27,8 @@ from nucseg_rt.params import (PRECISIONS, InputSpec, MaskParams, validate_diamet
 
 __all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",
            "SegmenterCache", "layer_input", "anisotropy_from_scale", "output_names",
-           "model_choices", "precision_choices", "default_diameter", "run_flows", "run_masks",
+           "model_choices", "precision_choices", "default_diameter", "run_flows", "run_frames",
+           "run_masks",
            "flows_to_rgb", "describe_error", "is_cancelled", "NO_MODEL_MESSAGE"]
 
 #: channel choices of the widget: None = not chosen (fine for one-channel layers), 0 = gray
@@ -35,6 +37,9 @@ CHANNELS = (None, 0, 1, 2, 3)
 NO_MODEL_MESSAGE = ("no model to run: the registry lists none (the bundled 'nuclei_3d' is not in "
                     "this installation); add one with `nucseg-rt add-model FILE --name NAME`")
 _SQUARE_TOLERANCE = 1e-3
+#: A 4D layer's axis of at most this size (among the first two) holds channels; a 4D layer with
+#: none is a time-lapse (T, Z, Y, X): napari layers carry no axis names
+MAX_CHANNELS = 4
 
 
 # --- the input layer -------------------------------------------------------------------------
@@ -58,6 +63,9 @@ class LayerInput:
         The layer's (Z, Y, X) scale and translate, for the output layers.
     notes : tuple of str
         Warnings for the user (e.g. a channel choice ignored, non-square pixels).
+    time : (float, float) or None
+        A time-lapse (T, Z, Y, X) layer (``spec.time_axis`` 0): the time axis' scale and
+        translate; None for one volume.
     """
 
     name: str
@@ -66,11 +74,27 @@ class LayerInput:
     scale: tuple[float, float, float]
     translate: tuple[float, float, float]
     notes: tuple[str, ...] = ()
+    time: tuple[float, float] | None = None
 
     @property
     def anisotropy(self) -> float:
         """Z step over X pixel size, from the layer's scale."""
         return anisotropy_from_scale(self.scale)
+
+    @property
+    def n_frames(self) -> int | None:
+        """Time points of a time-lapse layer, None for one volume."""
+        return None if self.time is None else int(np.shape(self.data)[0])
+
+    def frame(self, t: int) -> LayerInput:
+        """Time point ``t`` of a time-lapse layer as one volume (its data read lazily)."""
+        if self.time is None:
+            raise InvalidInputError(f"layer {self.name!r} is not a time-lapse")
+        if not 0 <= t < self.n_frames:
+            raise InvalidInputError(f"frame {t} is outside the {self.n_frames} frames of layer "
+                                    f"{self.name!r}")
+        spec = dataclasses.replace(self.spec, time_axis=None, z_axis=0)
+        return LayerInput(self.name, self.data[t], spec, self.scale, self.translate, self.notes)
 
 
 def anisotropy_from_scale(scale_zyx) -> float:
@@ -124,7 +148,8 @@ def layer_input(name: str, data, *, rgb: bool, scale, translate,
     ------
     InvalidInputError
         A 2D layer, more than 4 dimensions, a multi-channel or RGB layer without a channel
-        choice, a channel beyond the layer's channels, or a 4D layer with no channel-like axis.
+        choice, a channel beyond the layer's channels, or a 4D layer whose first two axes are
+        both channel-like (size <= 4). A 4D layer with none is a time-lapse (T, Z, Y, X).
     """
     if channel not in CHANNELS:
         raise InvalidInputError(f"`channel` must be one of {CHANNELS}, got {channel!r}")
@@ -152,6 +177,13 @@ def layer_input(name: str, data, *, rgb: bool, scale, translate,
         zyx = scale[-3:], translate[-3:]
         return LayerInput(name, data, InputSpec(z_axis=0), *zyx,
                           notes=notes + _geometry_notes(name, zyx[0]))
+    elif all(s > MAX_CHANNELS for s in shape[:2]):  # no channel-like axis: (T, Z, Y, X)
+        notes = (f"layer {name!r} has one channel; channel {channel} ignored",) \
+            if channel not in (None, 0, 1) else ()
+        zyx = scale[-3:], translate[-3:]
+        return LayerInput(name, data, InputSpec(time_axis=0, z_axis=1), *zyx,
+                          notes=notes + _geometry_notes(name, zyx[0]),
+                          time=(scale[0], translate[0]))
     else:
         caxis = _channel_axis_4d(name, shape)
         zaxis, nc = 1 - caxis, shape[caxis]
@@ -170,7 +202,7 @@ def layer_input(name: str, data, *, rgb: bool, scale, translate,
 
 def _channel_axis_4d(name: str, shape: tuple[int, ...]) -> int:
     """The channel axis of a 4D (C, Z, Y, X) or (Z, C, Y, X) layer: the one of size <= 4."""
-    small = [a for a in (0, 1) if shape[a] <= 4]
+    small = [a for a in (0, 1) if shape[a] <= MAX_CHANNELS]
     if len(small) != 1:
         raise InvalidInputError(
             f"layer {name!r} has 4 dimensions (shape {shape}) and no single channel axis (size "
@@ -344,8 +376,9 @@ class FlowCache:
     translate: tuple[float, float, float]
 
     def accepts(self, mask_params: MaskParams) -> bool:
-        """True when ``mask_params`` can be applied to these flows (same 3D/stitch mode)."""
-        return mask_params.stitch == (self.flows.mode == "stitch")
+        """True when ``mask_params`` can be applied to these flows (same 3D/stitch mode; no
+        flows are kept for all the frames of a time-lapse)."""
+        return self.flows is not None and mask_params.stitch == (self.flows.mode == "stitch")
 
 
 @dataclass
@@ -364,11 +397,24 @@ class RunOutcome:
 
 def run_flows(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowParams,
               mask_params: MaskParams, *, progress=None,
-              cancel: threading.Event | None = None) -> RunOutcome:
-    """The worker body of Run: load the model, the network, then masks. Raises Cancelled."""
+              cancel: threading.Event | None = None,
+              frame: int | Literal["all"] | None = None) -> RunOutcome:
+    """The worker body of Run: load the model, the network, then masks. Raises Cancelled.
+
+    A time-lapse layer needs ``frame``: a frame number (that volume, its flows kept for a new
+    threshold) or "all" (:func:`run_frames`).
+    """
     if mask_params.stitch != flow_params.stitch:
         raise InvalidInputError("`stitch_threshold` > 0 needs FlowParams(stitch=True) and 0 needs "
                                 "stitch=False")
+    if inp.time is not None:
+        if frame == "all":
+            return run_frames(segmenters, inp, flow_params, mask_params, progress=progress,
+                              cancel=cancel)
+        if frame is None:
+            raise InvalidInputError(f"layer {inp.name!r} is a time-lapse: choose the current "
+                                    "frame or all frames")
+        inp = inp.frame(int(frame))
     t0 = time.perf_counter()
     seg = segmenters.get(flow_params.model, flow_params.precision)
     t1 = time.perf_counter()
@@ -386,6 +432,26 @@ def run_flows(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowPara
     cache = FlowCache(inp.name, seg, flow_params, flows, inp.scale, inp.translate)
     return RunOutcome(masks, cache, mask_params,
                       {"model": t1 - t0, "flows": t2 - t1, "masks": t3 - t2})
+
+
+def run_frames(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowParams,
+               mask_params: MaskParams, *, progress=None,
+               cancel: threading.Event | None = None) -> RunOutcome:
+    """Every frame of a time-lapse layer, one at a time (the library's frame loop), labels
+    linked from frame to frame: masks (T, Z, Y, X). No flows are kept (the cache's ``flows``
+    is None: a new threshold needs Run); its scale and translate are (T, Z, Y, X)."""
+    t0 = time.perf_counter()
+    seg = segmenters.get(flow_params.model, flow_params.precision)
+    t1 = time.perf_counter()
+    frames = [m for _, m in seg.segment_frames(
+        inp.data, time_axis=0, link=True, anisotropy=flow_params.anisotropy,
+        diameter=flow_params.diameter, params=mask_params, inputs=inp.spec, progress=progress,
+        cancel=cancel)]
+    masks = np.stack(frames)
+    (ts, tt) = inp.time
+    cache = FlowCache(inp.name, seg, flow_params, None, (ts, *inp.scale), (tt, *inp.translate))
+    return RunOutcome(masks, cache, mask_params, {"model": t1 - t0, "flows": 0.0,
+                                                  "masks": time.perf_counter() - t1})
 
 
 def run_masks(cache: FlowCache, mask_params: MaskParams) -> RunOutcome:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import napari
 
 TITLE = "Segment nuclei (3D)"
+_FRAME_CHOICES = ("current frame", "all frames")
 _NO_CHANNEL = -1
 _CHANNELS = [("not chosen (one-channel image)", _NO_CHANNEL), ("gray (mean of the channels)", 0),
              ("channel 1", 1), ("channel 2", 2), ("channel 3", 3)]
@@ -98,6 +99,11 @@ class SegmentWidget(QWidget):
                                      tooltip="typical nucleus diameter in XY pixels")
         self.auto_diameter = CheckBox(text="estimate the diameter",
                                       tooltip="let the model estimate the diameter")
+        self.frames = ComboBox(label="time-lapse", choices=list(_FRAME_CHOICES),
+                               value="current frame",
+                               tooltip="a 4D layer without a channel axis (size <= 4) is a "
+                                       "time-lapse (T, Z, Y, X): segment the frame shown or all "
+                                       "frames (labels linked from frame to frame)")
         self.add_cellprob = CheckBox(text="add cell probability layer")
         self.add_flows = CheckBox(text="add flows layer")
         self.channel = ComboBox(label="channel", choices=_CHANNELS, value=_NO_CHANNEL,
@@ -116,7 +122,8 @@ class SegmentWidget(QWidget):
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
         main = Container(widgets=[self.image, self.model, self.precision, self.anisotropy,
-                                  self.diameter, self.auto_diameter, self.add_cellprob,
+                                  self.diameter, self.auto_diameter, self.frames,
+                                  self.add_cellprob,
                                   self.add_flows])
         advanced = Container(widgets=[self.channel, self.cellprob_threshold, self.min_size,
                                       self.dynamics, self.stitch_threshold])
@@ -223,8 +230,11 @@ class SegmentWidget(QWidget):
         self._cancel = threading.Event()
         self._cancel_events.append(self._cancel)
         self._progress.reset()
+        frame = None if inp.time is None else "all" if self.frames.value == "all frames" \
+            else int(self.viewer.dims.current_step[0])
         worker = create_worker(run_flows, self._segmenters, inp, fp, mp, progress=self._progress,
-                               cancel=self._cancel, _start_thread=False, _ignore_errors=True)
+                               cancel=self._cancel, frame=frame, _start_thread=False,
+                               _ignore_errors=True)
         worker.returned.connect(self._on_run_returned)
         worker.errored.connect(self._on_run_errored)
         worker.finished.connect(self._on_run_finished)
@@ -247,7 +257,10 @@ class SegmentWidget(QWidget):
         flows, secs = outcome.cache.flows, outcome.seconds
         text = (f"{outcome.n_labels} nuclei in {outcome.cache.image!r} (network {secs['flows']:.1f}"
                 f" s, masks {secs['masks']:.1f} s)")
-        if outcome.cache.flow_params.diameter == "auto":
+        if flows is None:  # all the frames of a time-lapse: no flows kept
+            text = (f"{outcome.n_labels} nuclei tracked in {outcome.masks.shape[0]} frames of "
+                    f"{outcome.cache.image!r} ({secs['masks']:.1f} s)")
+        elif outcome.cache.flow_params.diameter == "auto":
             self.diameter.value = round(float(flows.diameter), 1)
             text += f"; estimated diameter {float(flows.diameter):.1f} px"
         self.status.value = text
@@ -335,6 +348,7 @@ class SegmentWidget(QWidget):
         geometry = dict(scale=cache.scale, translate=cache.translate)
         self._put_layer(names["masks"], outcome.masks, "labels", **geometry)
         self._shown_mask_params = outcome.mask_params
+        with_flows = with_flows and cache.flows is not None
         if with_flows and self.add_cellprob.value:
             self._put_layer(names["cellprob"], cache.flows.cellprob, "image", colormap="magma",
                             blending="additive", visible=False, **geometry)

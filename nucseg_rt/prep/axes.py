@@ -15,7 +15,8 @@ The rule:
    axis when it holds more than one channel, ``Z`` is Z, ``T`` of more than one point is time. A
    time axis ``T`` of size 1 is dropped.
 3. A time axis is never guessed from the shape alone. It is refused (one volume per call) unless
-   the caller segments frame by frame (``allow_time=True``); :attr:`AxisPlan.t` names it.
+   the caller segments frame by frame (``allow_time=True``: :mod:`nucseg_rt.timelapse`, the
+   batch); :attr:`AxisPlan.t` names it.
 4. Other singleton axes are dropped unless named.
 5. Without letters, a 4th axis of size <= 4 (:data:`MAX_GUESSED_CHANNELS`), the only one that
    small, is taken as channels with a WARNING; Z is the first non-channel axis; Y and X are the
@@ -204,15 +205,14 @@ def _time_lapse_error(shape, taxis, letters, what, *, given: bool) -> InvalidInp
 
 
 def time_lapse_refusal(detail: str, *, given: bool) -> InvalidInputError:
-    """The one refusal of a time axis while time-lapses cannot be segmented (the frame loop is
-    to come): a :class:`~nucseg_rt.errors.SettingsError` (a batch stops) when the user named it
-    (``given``), else an InvalidInputError (that file fails)."""
+    """The refusal of a time axis where one volume is expected (:meth:`predict_flows`, the
+    diameter estimate, a blockwise run): a :class:`~nucseg_rt.errors.SettingsError` when the
+    user named it (``given``), else an InvalidInputError."""
     error = SettingsError if given else InvalidInputError
     return error(
-        f"time-lapse segmentation is not available yet: {detail}. Segmenting each time point as "
-        "its own volume (time_axis, with frame selection and linking of labels across frames) "
-        "is coming; until then save each time point as its own file",
-        param=("time_axis", *_AXES))
+        f"{detail}: this step takes one volume; a time-lapse is segmented frame by frame "
+        "(Segmenter.segment or Segmenter.segment_frames with time_axis, or the batch), or "
+        "select one time point first", param=("time_axis", *_AXES))
 
 
 def _from_letters(shape, letters, caxis, zaxis, taxis, notes):

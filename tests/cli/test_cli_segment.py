@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import (CENTERS, assert_one_error_line, blob_volume, run_cli, summary_row,
-                     write_calibrated)
+from helpers import (CENTERS, assert_one_error_line, blob_timelapse, blob_volume, run_cli,
+                     summary_row, write_calibrated)
 
 
 @pytest.fixture
@@ -161,27 +161,30 @@ def test_axis_out_of_range(good, tiny_onnx_model, tmp_path):
     assert "nucseg-rt segment" not in proc.stdout and not (tmp_path / "out").exists()
 
 
-def test_time_axis_refused(tmp_path, tiny_onnx_model):
-    path = tmp_path / "movie.tif"
-    tifffile.imwrite(path, np.ones((3, 4, 16, 16), np.uint16), imagej=True,
-                     metadata={"axes": "TZYX"})
-    assert_one_error_line(run_cli("segment", path, "--model", tiny_onnx_model), "time axis")
+def test_time_lapse_end_to_end(tmp_path, tiny_onnx_model):
+    """A TZYX ImageJ time-lapse: frame by frame into a TZYX label TIFF with its calibration;
+    --frames picks frames, --link is said in the summary and the file's Info."""
+    movie = write_calibrated(tmp_path / "movie.tif", blob_timelapse(3, (12, 48, 52)),
+                             z_step=2.0, pixel=0.5)
+    proc = run_cli("segment", movie, "--model", tiny_onnx_model, "--frames", "0,2", "--link",
+                   "--diameter", "30", "--out-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "done (frames 0,2: 2 of 3, linked)" in summary_row(proc.stdout, "movie.tif")
+    with tifffile.TiffFile(tmp_path / "out" / "movie_masks.tif") as tif:
+        assert tif.series[0].axes == "TZYX" and tif.series[0].shape == (2, 12, 48, 52)
+        meta = tif.imagej_metadata
+        assert (meta["spacing"], meta["unit"], meta["Info"]) == (2.0, "um",
+                                                                 "frames=0,2\nlinked=true")
+        assert tif.pages[0].resolution == (2.0, 2.0)
+        assert tif.series[0].asarray().max() >= 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["movie_masks.tif"]
 
 
-def test_time_lapses_are_refused_not_averaged(tmp_path, good, tiny_onnx_model):
-    """Issue 22: a time axis named by the file (ImageJ TZYX) or by --time-axis is refused as a
-    time-lapse; an ambiguous 4D file names --time-axis first; and --channel-axis on the 20 time
-    points does not average them into one volume (it did, with exit 0)."""
+def test_time_lapses_are_not_averaged_and_bad_settings_said(tmp_path, tiny_onnx_model):
+    """Issue 22: an ambiguous 4D file names --time-axis first, --channel-axis on its 20 time
+    points does not average them (it did, with exit 0); --time-axis segments it; what
+    time-lapses do not have is one error line naming the flag."""
     out = tmp_path / "out"
-    movie = tmp_path / "movie.tif"
-    tifffile.imwrite(movie, np.ones((3, 4, 16, 16), np.uint16), imagej=True,
-                     metadata={"axes": "TZYX"})
-    assert_one_error_line(run_cli("segment", movie, "--model", tiny_onnx_model, "--out-dir", out),
-                          r"movie\.tif: time-lapse segmentation is not available yet: .*axis 0, 3 "
-                          r"time points; file axes TZYX.*--time-axis")
-    assert_one_error_line(run_cli("segment", good, "--model", tiny_onnx_model, "--time-axis", "0",
-                                  "--out-dir", out),
-                          r"time-lapse segmentation is not available yet: `--time-axis` 0 was given")
     raw = tmp_path / "embryo_tl.tif"
     tifffile.imwrite(raw, np.ones((20, 5, 44, 51), np.uint16))
     assert_one_error_line(run_cli("segment", raw, "--model", tiny_onnx_model, "--out-dir", out),
@@ -192,6 +195,17 @@ def test_time_lapses_are_refused_not_averaged(tmp_path, good, tiny_onnx_model):
     assert_one_error_line(proc, r"`--chan` 0 \(gray\) would average the 20 entries of axis 0.*"
                                 r"pass --time-axis \(a time-lapse\)")
     assert not out.exists()
+    proc = run_cli("segment", raw, "--model", tiny_onnx_model, "--time-axis", "0", "--frames",
+                   "3-4", "--out-dir", out)
+    assert proc.returncode == 0, proc.stderr
+    assert tifffile.imread(out / "embryo_tl_masks.tif").shape == (2, 5, 44, 51)
+    movie = write_calibrated(tmp_path / "movie.tif", blob_timelapse(2, (12, 48, 52)))
+    for flags, said in ((["--save-flows"], r"`--save-flows` is not available for time-lapses"),
+                        (["--frames", "2-9"], r"`--frames` '2-9' is outside the 2 frames"),
+                        (["--frames", "x"], r"`--frames` must be like '0-9,20'")):
+        proc = run_cli("segment", movie, "--model", tiny_onnx_model, "--out-dir", out, *flags)
+        assert_one_error_line(proc, said)
+    assert sorted(p.name for p in out.iterdir()) == ["embryo_tl_masks.tif"]
 
 
 def test_axes_from_the_file_are_not_reported_as_flags_and_nan_is_said(tmp_path, tiny_onnx_model):
@@ -221,12 +235,6 @@ def test_the_summary_says_flags_as_the_error_lines_do(tmp_path, good, tiny_onnx_
     assert "failed" in summary_row(table, "good.tif") and "failed" in summary_row(table, "thin.tif")
     assert "`--diameter`" in table and "--z-axis" in table, table
     assert "rescale" not in table and "z_axis" not in table, table
-
-
-def test_watch_refuses_a_time_axis(tmp_path, tiny_onnx_model):
-    proc = run_cli("watch", tmp_path, "--out-dir", tmp_path / "out", "--model", tiny_onnx_model,
-                   "--time-axis", "0", "--device", "cpu")
-    assert_one_error_line(proc, "time-lapse segmentation is not available yet: `--time-axis` 0")
 
 
 # --- bad models and settings ------------------------------------------------------------------------

@@ -11,20 +11,7 @@ from nucseg_rt.eval import realtex
 
 def _images(seed=0, n=2, size=(96, 120)):
     """2D 'fluorescence' images with textured disc and ellipse nuclei and their labels."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        yy, xx = np.indices(size)
-        lab = np.zeros(size, np.int32)
-        k = 0
-        for cy in range(12, size[0] - 8, 22):
-            for cx in range(12, size[1] - 8, 22):
-                k += 1
-                ry, rx = rng.uniform(6, 9, 2)
-                lab[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = k
-        img = 100 + (lab > 0) * (400 + 100 * rng.normal(size=size)) + rng.normal(0, 5, size)
-        out.append((img.astype(np.float32), lab))
-    return out
+    return realtex.seeded_images(seed, n, size)
 
 
 @pytest.fixture(scope="module")

@@ -182,7 +182,7 @@ def test_write_labels_refuses_existing_file(tmp_path):
 @pytest.mark.parametrize("labels, match", [
     (np.zeros((4, 5, 6), np.float32), "uint8, uint16 or uint32"),
     (np.zeros((4, 5, 6), np.int32), "uint8, uint16 or uint32"),
-    (np.zeros((2, 4, 5, 6), np.uint16), r"\(Z, Y, X\) or \(Y, X\)"),
+    (np.zeros((2, 2, 4, 5, 6), np.uint16), r"\(T, Z, Y, X\), \(Z, Y, X\) or \(Y, X\)"),
 ])
 def test_write_labels_bad_array(tmp_path, labels, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -289,3 +289,28 @@ def test_write_flows_shape_mismatch(tmp_path):
     with pytest.raises(InvalidInputError, match="`flows` must have shape"):
         write_flows_npz(tmp_path / "f.npz", np.zeros((3, 5, 7, 9)), np.zeros((5, 7, 8)))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_write_time_lapse_labels_plane_by_plane(tmp_path, dtype):
+    """(T, Z, Y, X) labels, read one frame at a time, as a TZYX file with the calibration; a
+    Z of 3 planes is not taken for RGB samples."""
+    labels = np.arange(2 * 3 * 5 * 6, dtype=np.uint16).reshape(2, 3, 5, 6)
+    reads = []
+
+    class Frames:
+        shape, dtype, ndim = labels.shape, labels.dtype, 4
+
+        def __getitem__(self, t):
+            reads.append(t)
+            return labels[t]
+
+    path = write_labels_tif(tmp_path / "tl.tif", Frames(), (2.0, 0.5, 0.5), unit="um",
+                            dtype=dtype, note={"frames": "0,4"})
+    assert reads == [0, 1]
+    with tifffile.TiffFile(path) as tif:
+        assert tif.series[0].axes == "TZYX" and tif.series[0].dtype == dtype
+        np.testing.assert_array_equal(tif.series[0].asarray(), labels)
+        meta = tif.imagej_metadata if dtype == np.uint16 else tif.shaped_metadata[0]
+        assert meta["spacing"] == 2.0 and meta["unit"] == "um" and meta["Info"] == "frames=0,4"
+        assert tif.pages[0].resolution == (2.0, 2.0)

@@ -85,7 +85,8 @@ def test_zarr_and_ome_zarr_inputs(tmp_path):
 
 
 def test_ome_zarr_time_axis_by_type(tmp_path):
-    """An NGFF axis of type "time" is T whatever its name: a time-lapse, refused as one."""
+    """An NGFF axis of type "time" is T whatever its name: a time-lapse, refused as one volume,
+    read frame by frame with ``allow_time``."""
     group = zarr.open_group(str(tmp_path / "tl.ome.zarr"), mode="w", zarr_format=2)
     group.create_array("0", shape=(3, 4, 16, 16), dtype="u2")
     axes = [{"name": "frame", "type": "time"}] + [{"name": a, "type": "space"} for a in "zyx"]
@@ -93,8 +94,12 @@ def test_ome_zarr_time_axis_by_type(tmp_path):
         {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 2, 1, 1]}]}]}]})
     shape, info = lazyio.read_header(tmp_path / "tl.ome.zarr")
     assert info.axes == "TZYX"
-    with pytest.raises(InvalidInputError, match="time-lapse segmentation.*file axes TZYX"):
+    with pytest.raises(InvalidInputError, match="has a time axis.*file axes TZYX"):
         lazyio.open_volume(tmp_path / "tl.ome.zarr")
+    group["0"][2] = 7
+    with lazyio.open_volume(tmp_path / "tl.ome.zarr", allow_time=True) as lazy:
+        assert lazy.n_frames == 3 and lazy.shape_zyx == (4, 16, 16)
+        assert lazy.read_all(frame=2).max() == 7 and lazy.read_all(frame=1).max() == 0
 
 
 def test_read_header_of_zarr_inputs_matches_open_volume(tmp_path):

@@ -91,10 +91,9 @@ def test_4d_layers_find_their_channel_axis():
     inp = layer_input("cz", czyx, rgb=False, scale=(1, 4, 0.5, 0.5), translate=(0, 0, 0, 0),
                       channel=0)
     assert inp.spec == InputSpec(channel_axis=0, z_axis=1, chan=0) and inp.anisotropy == 8.0
-    for shape in [(3, 3, 16, 16), (10, 12, 16, 16)]:
-        with pytest.raises(InvalidInputError, match="no single channel axis"):
-            layer_input("t", np.zeros(shape), rgb=False, scale=(1,) * 4, translate=(0,) * 4,
-                        channel=1)
+    with pytest.raises(InvalidInputError, match="no single channel axis"):
+        layer_input("t", np.zeros((3, 3, 16, 16)), rgb=False, scale=(1,) * 4,
+                    translate=(0,) * 4, channel=1)
     with pytest.raises(InvalidInputError, match="has 5 dimensions"):
         layer_input("big", np.zeros((2, 3, 4, 5, 6)), rgb=False, scale=(1,) * 5,
                     translate=(0,) * 5)
@@ -305,4 +304,46 @@ def test_cancelled_run_raises_and_the_segmenter_stays_usable(tiny_registered, bl
         logic.run_flows(segs, inp, fp, MaskParams(), cancel=cancel)
     out = logic.run_flows(segs, inp, fp, MaskParams(), cancel=threading.Event())
     assert out.n_labels > 0
+    segs.close()
+
+
+def test_4d_layer_without_a_channel_axis_is_a_time_lapse():
+    """napari layers have no axis names: a 4D layer whose first two axes are both longer than
+    4 is (T, Z, Y, X)."""
+    movie = np.arange(10 * 12 * 4 * 5, dtype=np.uint16).reshape(10, 12, 4, 5)
+    inp = layer_input("tl", movie, rgb=False, scale=(60, 2, 0.5, 0.5), translate=(0, 1, 2, 3))
+    assert inp.spec == InputSpec(time_axis=0, z_axis=1) and inp.n_frames == 10
+    assert (inp.scale, inp.translate, inp.time) == ((2.0, 0.5, 0.5), (1.0, 2.0, 3.0), (60.0, 0.0))
+    one = inp.frame(3)
+    assert one.spec == InputSpec(z_axis=0) and one.time is None and one.anisotropy == 4.0
+    np.testing.assert_array_equal(one.data, movie[3])
+    with pytest.raises(InvalidInputError, match="frame 10 is outside the 10 frames"):
+        inp.frame(10)
+
+
+def test_time_lapse_layer_current_frame_or_all_frames(tiny_registered):
+    from nucseg_rt import Segmenter
+    from helpers import blob_timelapse
+
+    movie = blob_timelapse(5, (12, 48, 52))
+    inp = layer_input("tl", movie, rgb=False, scale=(1, 2, 0.5, 0.5), translate=(0,) * 4)
+    segs = SegmenterCache()
+    fp = FlowParams(model=tiny_registered, anisotropy=inp.anisotropy, diameter=30.0)
+    with pytest.raises(InvalidInputError, match="'tl' is a time-lapse: choose the current frame"):
+        logic.run_flows(segs, inp, fp, MaskParams())
+    current = logic.run_flows(segs, inp, fp, MaskParams(), frame=2)
+    direct = Segmenter(tiny_registered, use_probe=False)
+    expected = direct.segment(movie[2], anisotropy=4.0, diameter=30.0).masks
+    np.testing.assert_array_equal(current.masks, expected)
+    assert current.cache.accepts(MaskParams())  # a new threshold reuses that frame's flows
+    seen = []
+    everything = logic.run_flows(segs, inp, fp, MaskParams(), frame="all",
+                                 progress=lambda *a: seen.append(a))
+    assert everything.masks.shape == movie.shape and ("frame", 5, 5) in seen
+    assert everything.cache.scale == (1.0, 2.0, 0.5, 0.5) and everything.cache.flows is None
+    assert not everything.cache.accepts(MaskParams())  # no flows kept: Run again
+    linked = dict(direct.segment_frames(movie, time_axis=0, link=True, anisotropy=4.0,
+                                        diameter=30.0))
+    np.testing.assert_array_equal(everything.masks[4], linked[4])
+    direct.close()
     segs.close()

@@ -25,8 +25,8 @@ from nucseg_rt.batch import RunSettings
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.watch import (Snapshot, StabilityTracker, WatchSettings, find_candidates,
                              read_record, record_path, snapshot, tiff_problem, watch_folder)
-from helpers import (blob_volume, cli_help, run_cli, stopping_segmenter, wait_until,
-                     write_calibrated)
+from helpers import (blob_timelapse, blob_volume, cli_help, run_cli, stopping_segmenter,
+                     wait_until, watching, write_calibrated)
 
 POLL, SETTLE = "0.2", "1.5"
 
@@ -219,6 +219,28 @@ def test_changed_input_is_segmented_again(tmp_path, tiny_segmenter):
     assert tifffile.imread(out / "a_masks.tif").max() == 1  # replaced
 
 
+def test_time_lapse_stopped_mid_run_resumes_at_the_next_frame(tmp_path, tiny_segmenter):
+    """A TZYX time-lapse: a stop during its second frame keeps the first (the service is
+    stopped, the file queued); the restart segments only the frames left."""
+    folder, out, stop = tmp_path / "in", tmp_path / "out", threading.Event()
+    folder.mkdir()
+    movie = blob_timelapse(3, (12, 48, 52))
+    write_calibrated(folder / "movie.tif", movie, z_step=2.0)
+    settings, run = WatchSettings(poll=0.05, settle=0.1), RunSettings(diameter=30.0, link=True)
+    summary = watch_folder(folder, out, stopping_segmenter(tiny_segmenter, stop, call=2),
+                           run=run, settings=settings, cancel=stop)
+    assert (summary.done, summary.abandoned) == (0, 1) and _status(out, "movie.tif") == "queued"
+    assert [p.name for p in (out / ".movie_masks.tif.frames").glob("t*")] == ["t000000.npy"]
+    with watching(folder, out, tiny_segmenter, run=run, settings=settings):
+        wait_until(lambda: _status(out, "movie.tif") == "done", "time-lapse done")
+    record = read_record(out / "movie.tif.json")
+    assert record["shape"] == list(movie.shape) and "1 resumed, linked" in record["note"]
+    with tifffile.TiffFile(out / "movie_masks.tif") as tif:
+        assert tif.series[0].axes == "TZYX" and tif.series[0].shape == movie.shape
+        assert tif.imagej_metadata["spacing"] == 2.0
+    assert sorted(p.name for p in out.iterdir()) == ["movie.tif.json", "movie_masks.tif"]
+
+
 # --- the service as a subprocess ---------------------------------------------------------------
 
 
@@ -281,7 +303,8 @@ def _no_temporary_files(out):
 def test_watch_help():
     proc = cli_help("watch")
     assert proc.returncode == 0, proc.stderr
-    for option in ("--out-dir", "--poll", "--settle", "--model", "--anisotropy", "--precision"):
+    for option in ("--out-dir", "--poll", "--settle", "--model", "--anisotropy", "--precision",
+                   "--time-axis", "--frames", "--link"):
         assert option in proc.stdout
 
 
@@ -397,3 +420,17 @@ def test_sigterm_during_a_file_exits_0_with_nothing_partial(tmp_path, tiny_onnx_
     assert record["status"] == "queued" and "abandoned" in record["note"], log
     assert "big.tif: abandoned" in log and "stopped (SIGTERM)" in log
     assert sorted(p.name for p in out.iterdir()) == ["big.tif.json"]  # nothing partial
+
+
+def test_watch_takes_a_time_axis(tmp_path, tiny_onnx_model, services):
+    """``--time-axis`` names the time points of files without axis metadata (never guessed)."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    movie = np.concatenate([blob_timelapse(4, (12, 48, 52)), blob_timelapse(1, (12, 48, 52))])
+    tifffile.imwrite(folder / "raw.tif", movie)  # 5 x 12 x 48 x 52, no axes
+    service = services(folder, out, tiny_onnx_model, tmp_path / "log.txt", "--time-axis", "0",
+                       "--frames", "1-2", "--link")
+    record = _wait_for(service, out, "raw.tif", "done")
+    assert record["note"] == "(frames 1-2: 2 of 5, linked)"
+    assert tifffile.imread(out / "raw_masks.tif").shape == (2, 12, 48, 52)
+    assert service.stop() == 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import stopping_segmenter, wait_until
+from helpers import stopping_segmenter, wait_until, watching
 from nucseg_rt.batch import RunSettings
 from nucseg_rt.watch import WatchSettings, read_record, watch_folder
 
@@ -57,16 +57,9 @@ def test_an_input_abandoned_in_an_earlier_run_is_logged_as_such(tmp_path, tiny_s
     first = watch_folder(folder, out, stopping_segmenter(tiny_segmenter, stop), run=RUN,
                          settings=FAST, cancel=stop)
     assert first.abandoned == 1 and _status(out, "a.tif") == "queued"
-    stop2 = threading.Event()
-    with caplog.at_level(logging.INFO, logger="nucseg_rt.watch"):
-        thread = threading.Thread(target=watch_folder, args=(folder, out, tiny_segmenter),
-                                  kwargs=dict(run=RUN, settings=FAST, cancel=stop2))
-        thread.start()
-        try:
-            wait_until(lambda: _status(out, "a.tif") == "done", "a.tif done after the restart")
-        finally:
-            stop2.set()
-            thread.join(30)
+    with caplog.at_level(logging.INFO, logger="nucseg_rt.watch"), \
+            watching(folder, out, tiny_segmenter, run=RUN, settings=FAST):
+        wait_until(lambda: _status(out, "a.tif") == "done", "a.tif done after the restart")
     text = caplog.text
     assert "a.tif: abandoned when the service stopped in an earlier run; segmenting it again" in text
     assert "a.tif: new" not in text
