@@ -31,9 +31,12 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    real-texture 3D volumes (``nucseg_rt.eval.realtex``) built from the training sources' nuclei
    (anisotropy 1-11.5, thin stacks, border-cut crops), 30 % real 2D crops, 25 % synthetic. Run
    once (2026-12-06, 27 epochs in 100 minutes): real-texture 3D held-out AP@0.5 0.248 -> 0.742,
-   synthetic 3D 0.02-0.04 lower than stage 2; not shipped yet (models/README.md).
+   synthetic 3D 0.02-0.04 lower than stage 2; not shipped yet (models/README.md);
+7. ``optical2``: a cosine cycle from stage 6 with the synthetic share back up to 35 % (real 25 %,
+   real-texture 40 %, other volumes: seed 6), to win back stage 2's synthetic 3D accuracy while
+   keeping stage 6's on real-texture volumes. Started 2026-12-06; not finished.
 
-With ``--models``, the last main-network stage run (``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
+With ``--models``, the last main-network stage run (``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
@@ -69,6 +72,9 @@ STAGES = {
     "optical": ("nuclei_3d", ["--pretrained", "{main}", "--epochs", "36", "--lr", "7e-4",
                               "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "5", "--real-weight", "0.3",
                               "--realtex-volumes", "48", "--realtex-weight", "0.45"]),
+    "optical2": ("nuclei_3d", ["--pretrained", "{optical}", "--epochs", "36", "--lr", "5e-4",
+                               "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "6", "--real-weight", "0.25",
+                               "--realtex-volumes", "48", "--realtex-weight", "0.4"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next((s for s in ("optical", "robust", "refine", "main") if s in stages), "base")
+        main_stage = next((s for s in ("optical2", "optical", "robust", "refine", "main") if s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 
