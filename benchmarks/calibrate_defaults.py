@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_model import object_scores  # noqa: E402
+from evaluate_model import object_scores, realtex_volumes  # noqa: E402
 
 CALIBRATION_SEED = 50_000
 
@@ -97,9 +97,6 @@ def main(argv=None) -> int:
     from nucseg_rt import Segmenter
     from nucseg_rt.eval import realtex
     from nucseg_rt_export.real_data import TRAIN_SOURCES
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from evaluate_model import realtex_volumes
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="nuclei_3d")
