@@ -47,9 +47,15 @@ EXAMPLE = ROOT / "examples" / "embryo_small.tif"
 # --- the command line -----------------------------------------------------------------------
 
 
+def cli_env() -> dict[str, str]:
+    """The environment of a spawned CLI: no colour, and wide enough that a long temporary path
+    keeps a summary row on one line (pytest-xdist's folder names are long)."""
+    return {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
+
+
 def run_cli(*args, prelude: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``python -m nucseg_rt.cli ARGS`` (after ``prelude`` code, e.g. hiding torch)."""
-    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    env = cli_env()
     code = f"{prelude}import sys; from nucseg_rt.cli import main; sys.exit(main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code] if prelude else [sys.executable, "-m", "nucseg_rt.cli"]
     return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=env,
@@ -70,7 +76,7 @@ def cli_help(command: str = "") -> subprocess.CompletedProcess:
     The result's ``heavy`` attribute lists the :data:`HEAVY_MODULES` the help imported (its
     last stderr line, removed from ``stderr``).
     """
-    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    env = cli_env()
     proc = subprocess.run([sys.executable, "-c", _HELP_CODE, *([command] if command else []),
                            "--help"], capture_output=True, text=True, env=env, timeout=300)
     lines = proc.stderr.splitlines()

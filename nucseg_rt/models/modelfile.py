@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nucseg_rt.errors import ModelFormatError, ModelIntegrityError, ModelNotFoundError
 from nucseg_rt.io import existing_file
+from nucseg_rt.models._onnxproto import OnnxSummary, ProtoError, read_summary
 
 __all__ = ["existing_model_file", "sha256_file", "is_torch_file", "read_metadata", "inspect_model",
            "validate_onnx_model", "ortho_partner", "SUPPORTED_NCHAN"]
@@ -41,22 +42,21 @@ def is_torch_file(path: str | os.PathLike) -> bool:
     return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
-def _load_proto(path: Path):
-    """Parse an ONNX file (weights included, external data not loaded)."""
+def _load_summary(path: Path) -> OnnxSummary:
+    """Read an ONNX file's graph signature and metadata (weights skipped, external data not
+    loaded); the ``onnx`` package is not imported (see ``_onnxproto``)."""
     path = existing_model_file(path)
     if is_torch_file(path):
         raise ModelFormatError(
             f"{path} is a PyTorch/Cellpose model file, not ONNX; convert it with "
             f"`nucseg-rt export-cellpose` or register it with `nucseg-rt add-model`")
-    import onnx
-
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and others
+        summary = read_summary(path.read_bytes())
+    except ProtoError as exc:
         raise ModelFormatError(f"{path} is not a readable ONNX model ({exc})") from exc
-    if proto.ir_version <= 0 or not proto.graph.node or not proto.graph.output:
+    if summary.ir_version <= 0 or not summary.n_nodes or not summary.outputs:
         raise ModelFormatError(f"{path} is not an ONNX model (no graph found)")
-    return proto
+    return summary
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -65,21 +65,20 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     Raises ModelNotFoundError if the file is missing, ModelFormatError if it is not a
     readable ONNX model (corrupt, truncated, a PyTorch file, any other file).
     """
-    return {p.key: p.value for p in _load_proto(Path(path)).metadata_props}
+    return dict(_load_summary(Path(path)).metadata)
 
 
-def _check_signature(proto, metadata: dict[str, str], path: Path) -> int:
+def _check_signature(summary: OnnxSummary, path: Path) -> int:
     """Check inputs/outputs/metadata without running the model; return nchan."""
-    initializers = {init.name for init in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in initializers]
-    outputs = [o.name for o in proto.graph.output]
+    metadata = summary.metadata
+    inputs = [i for i in summary.inputs if i.name not in summary.initializers]
+    outputs = [o.name for o in summary.outputs]
     if len(inputs) != 1:
         raise ModelFormatError(f"{path}: model must have one input, found {len(inputs)}")
-    tensor = inputs[0].type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-    if tensor.elem_type != 1 or len(dims) != 4:
+    elem_type, dims = inputs[0].elem_type, list(inputs[0].dims)
+    if elem_type != 1 or len(dims) != 4:
         raise ModelFormatError(f"{path}: model input must be float32 (B, nchan, H, W), "
-                               f"found elem_type {tensor.elem_type} with {len(dims)} dims")
+                               f"found elem_type {elem_type} with {len(dims)} dims")
     if "flows" not in outputs or "cellprob" not in outputs:
         raise ModelFormatError(
             f"{path}: model outputs must include 'flows' and 'cellprob', found {outputs}")
@@ -169,9 +168,8 @@ def inspect_model(path: str | os.PathLike) -> tuple[dict[str, str], int]:
     Cheaper than ``validate_onnx_model``: the model is parsed, not run.
     """
     path = Path(path)
-    proto = _load_proto(path)
-    metadata = {p.key: p.value for p in proto.metadata_props}
-    return metadata, _check_signature(proto, metadata, path)
+    summary = _load_summary(path)
+    return dict(summary.metadata), _check_signature(summary, path)
 
 
 def ortho_partner(path: Path, metadata: dict[str, str]) -> Path | None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import blob_volume, make_tiny_onnx, write_calibrated
+from helpers import blob_volume, cli_env, make_tiny_onnx, write_calibrated
 
 N_FILES = 3
 
@@ -39,7 +39,7 @@ def work(tmp_path_factory):
 def _interrupt(args, delay, out, group=False, after_first=None):
     """Run ``segment ARGS``; SIGINT it after ``delay`` s, or once ``out`` holds a file matching
     the pattern ``after_first``."""
-    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    env = cli_env()
     proc = subprocess.Popen([sys.executable, "-m", "nucseg_rt.cli", "segment", *map(str, args),
                              "--out-dir", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env,

@@ -25,7 +25,7 @@ from nucseg_rt.batch import RunSettings
 from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.watch import (Snapshot, StabilityTracker, WatchSettings, find_candidates,
                              read_record, record_path, snapshot, tiff_problem, watch_folder)
-from helpers import (blob_timelapse, blob_volume, cli_help, run_cli, stopping_segmenter,
+from helpers import (blob_timelapse, blob_volume, cli_env, cli_help, run_cli, stopping_segmenter,
                      wait_until, watching, write_calibrated)
 
 POLL, SETTLE = "0.2", "1.5"
@@ -248,7 +248,7 @@ class Service:
     """``nucseg-rt watch`` running in the background, its log in a file."""
 
     def __init__(self, folder, out, model, log, *extra):
-        env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+        env = cli_env()
         self.log_path = log
         self.log_file = open(log, "w")
         self.proc = subprocess.Popen(
