@@ -14,8 +14,8 @@ and flow ``.npz`` out.
 - :func:`tiff_problem`: why a TIFF is not whole (a file still being copied).
 - :func:`parse_memory` / :func:`physical_memory`: memory budgets for blockwise runs.
 
-zarr is needed for zarr inputs, OME-Zarr outputs and lazy TIFF reading only
-(``pip install 'nucseg-rt[large]'``); it is imported inside the functions that need it.
+zarr is needed for zarr inputs and OME-Zarr outputs only (``pip install 'nucseg-rt[large]'``;
+without it a TIFF is read lazily page by page); it is imported inside the functions that need it.
 
 >>> from nucseg_rt.io import read_volume, write_labels_tif                     # doctest: +SKIP
 >>> vol, info = read_volume("embryo.tif")                                  # doctest: +SKIP

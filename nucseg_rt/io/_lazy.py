@@ -1,22 +1,27 @@
 """Volumes larger than memory: :func:`open_volume` reads blocks of TIFF / OME-TIFF / zarr /
 OME-Zarr lazily, and :func:`read_header` gives any input's shape and calibration without its pixels.
 
-A TIFF is opened through tifffile's zarr store: one page or tile is decoded at a time, with
-ordinary file reads, so nothing is memory-mapped and resident memory stays bounded. A zarr array
-or OME-Zarr image is read at its full-resolution level ``0``. The :class:`LazyVolume` knows which
-axes are Z, Y, X (and channels) and returns blocks as ``(Z, Y, X)`` or ``(Z, C, Y, X)`` arrays.
+A TIFF is opened through tifffile's zarr store when zarr is installed (one page or tile is
+decoded at a time, with ordinary file reads, so nothing is memory-mapped and resident memory stays
+bounded); without zarr, through :class:`_TiffPages`, which decodes the whole pages (planes) a read
+needs: enough for a time-lapse read frame by frame. A zarr array or OME-Zarr image is read at its
+full-resolution level ``0``. The :class:`LazyVolume` knows which axes are Z, Y, X (and channels)
+and returns blocks as ``(Z, Y, X)`` or ``(Z, C, Y, X)`` arrays.
 
-Lazy reading needs ``zarr`` (``pip install 'nucseg-rt[large]'``), imported inside the functions.
+zarr inputs need ``zarr`` (``pip install 'nucseg-rt[large]'``), imported inside the functions.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.errors import InvalidInputError, MissingDependencyError
 from nucseg_rt.io._fs import existing_file
 from nucseg_rt.io._meta import VolumeInfo, tiff_info
 from nucseg_rt.io._tiff import damage_reports, tiff_header
@@ -182,8 +187,58 @@ def _existing(source: str | os.PathLike) -> Path:
     return path
 
 
+class _TiffPages:
+    """A TIFF series as a read-only array decoded page by page, for readers without zarr.
+
+    Indexing takes one int or slice per axis; the pages (2D planes, with their samples) under
+    the indexed leading axes are decoded one at a time and sliced. A series whose pages do not
+    tile its leading axes one plane each (tiled volumes, SubIFD pyramids) is read whole on the
+    first access instead.
+    """
+
+    def __init__(self, series):
+        self._series = series
+        self.shape, self.dtype = tuple(series.shape), np.dtype(series.dtype)
+        self.ndim = len(self.shape)
+        page_shape = tuple(series.keyframe.shape)
+        self._lead = self.ndim - len(page_shape)
+        pages = series.pages
+        self._paged = (self._lead >= 0 and self.shape[self._lead:] == page_shape
+                       and len(pages) == math.prod(self.shape[:self._lead])
+                       and all(p is not None for p in pages))
+        self._whole = None
+        self._lock = threading.Lock()  # one file handle: one seek-and-read at a time
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        index = index + (slice(None),) * (self.ndim - len(index))
+        if not self._paged:
+            with self._lock:
+                if self._whole is None:
+                    self._whole = self._series.asarray()
+            return self._whole[index]
+        lead, rest = index[:self._lead], index[self._lead:]
+        ranges = [[ix] if isinstance(ix, int) else range(*ix.indices(n))
+                  for ix, n in zip(lead, self.shape)]
+        planes = []
+        for pos in itertools.product(*ranges):
+            k = int(np.ravel_multi_index(pos, self.shape[:self._lead])) if pos else 0
+            with self._lock:
+                plane = self._series.pages[k].asarray()
+            planes.append(plane[rest])
+        sizes = [len(r) for r, ix in zip(ranges, lead) if not isinstance(ix, int)]
+        tail = planes[0].shape if planes else np.empty(self.shape[self._lead:])[rest].shape
+        out = np.empty((len(planes), *tail), self.dtype)
+        for i, plane in enumerate(planes):
+            out[i] = plane
+        return out.reshape(*sizes, *tail)
+
+
 def _open_tiff(path: Path, axes: dict) -> LazyVolume:
-    zarr = import_zarr()
+    try:
+        zarr = import_zarr()
+    except MissingDependencyError:
+        zarr = None  # page by page (_TiffPages)
     import tifffile
 
     try:
@@ -191,8 +246,8 @@ def _open_tiff(path: Path, axes: dict) -> LazyVolume:
             tif = tifffile.TiffFile(path)
             series = tif.series[0]
             info = tiff_info(tif, series, series.dtype)
-            store = series.aszarr()
-            array = zarr.open(store, mode="r")
+            store = series.aszarr() if zarr is not None else None
+            array = zarr.open(store, mode="r") if zarr is not None else _TiffPages(series)
     except Exception as exc:  # tifffile raises many types on bad files
         raise InvalidInputError(f"{path}: cannot read as TIFF ({type(exc).__name__}: {exc})") from exc
     if damage:
@@ -203,7 +258,8 @@ def _open_tiff(path: Path, axes: dict) -> LazyVolume:
         raise InvalidInputError(f"{path}: image has a zero-size axis, shape {array.shape}")
 
     def closer():
-        store.close()
+        if store is not None:
+            store.close()
         tif.close()
 
     try:
