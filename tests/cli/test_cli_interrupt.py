@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import blob_volume, cli_env, make_tiny_onnx, write_calibrated
+from helpers import blob_timelapse, blob_volume, cli_env, make_tiny_onnx, write_calibrated
 
 N_FILES = 3
 
@@ -160,3 +160,28 @@ def test_ctrl_c_after_the_command_returned(inside):
     else:  # main() returned 0: the outcome stands
         assert proc.returncode == 0 and not said, (proc.returncode, proc.stderr)
     assert proc.stdout.startswith("nucseg-rt ")
+
+
+def test_ctrl_c_in_a_time_lapse_then_resume(tmp_path):
+    """Ctrl-C after the first stored frame: exit 130, no output yet, the finished frames kept;
+    the same command again resumes at the next frame and writes what an uninterrupted run does."""
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    movie = np.tile(blob_timelapse(6, (20, 64, 72)), (1, 1, 2, 2))  # 6 frames of a second or so
+    src = write_calibrated(tmp_path / "movie.tif", movie)
+    args = [src, "--model", model, "--diameter", "30", "--link"]
+    out = tmp_path / "out"
+    code, _, stderr = _interrupt(args, 0, out, after_first=".movie_masks.tif.frames/t*.npy")
+    assert code == 130, (code, stderr[-2000:])
+    assert "Traceback" not in stderr
+    kept = sorted(p.name for p in (out / ".movie_masks.tif.frames").glob("t*.npy"))
+    assert 1 <= len(kept) < 6 and not (out / "movie_masks.tif").exists()
+    again = subprocess.run([sys.executable, "-m", "nucseg_rt.cli", "segment", *map(str, args),
+                            "--out-dir", str(out)], capture_output=True, text=True, env=cli_env())
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{len(kept)} resumed" in again.stdout
+    whole = subprocess.run([sys.executable, "-m", "nucseg_rt.cli", "segment", *map(str, args),
+                            "--out-dir", str(tmp_path / "whole")], capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    np.testing.assert_array_equal(tifffile.imread(out / "movie_masks.tif"),
+                                  tifffile.imread(tmp_path / "whole" / "movie_masks.tif"))
+    assert sorted(p.name for p in out.iterdir()) == ["movie_masks.tif"]  # the store is gone

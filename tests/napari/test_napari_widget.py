@@ -216,3 +216,43 @@ def _ticker(ticks, while_):
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()) if while_() else None)
     timer.start()
     return timer
+
+
+def test_time_lapse_current_frame_then_all_frames(make_napari_viewer, qtbot, errors,
+                                                  tiny_onnx_model):
+    """A (T, Z, Y, X) layer: "current frame" segments the frame the viewer shows (and keeps its
+    flows for a new threshold), "all frames" gives linked (T, Z, Y, X) labels, both equal to the
+    library's runs."""
+    from helpers import blob_timelapse
+    from nucseg_rt import Segmenter
+    from nucseg_rt.models import registry
+
+    registry.add_model(tiny_onnx_model, name="tiny")
+    movie = blob_timelapse(6, (12, 64, 72))  # both first axes > 4: a time-lapse
+    viewer = make_napari_viewer()
+    viewer.add_image(movie, name="movie", scale=(1.0, 2.0, 0.5, 0.5))
+    widget = _dock(viewer)
+    widget.model.value = "tiny"
+    widget.diameter.value = 30.0
+    assert widget.anisotropy.value == 4.0 and widget.frames.value == "current frame"
+    viewer.dims.set_current_step(0, 3)
+    _run(qtbot, widget)
+    seg = Segmenter(tiny_onnx_model)
+    masks = viewer.layers["movie masks"]
+    assert masks.data.shape == (12, 64, 72)
+    np.testing.assert_array_equal(masks.data,
+                                  seg.segment(movie[3], anisotropy=4.0, diameter=30.0).masks)
+    assert widget.cache.flows is not None and "4 nuclei" in widget.status.value
+
+    widget.frames.value = "all frames"
+    _run(qtbot, widget)
+    masks = viewer.layers["movie masks"]
+    assert masks.data.shape == (6, 12, 64, 72)
+    np.testing.assert_allclose(masks.scale, (1.0, 2.0, 0.5, 0.5))
+    want = np.stack([m for _, m in seg.segment_frames(movie, time_axis=0, link=True,
+                                                      anisotropy=4.0, diameter=30.0)])
+    np.testing.assert_array_equal(masks.data, want)
+    assert want.max() == 4  # the four blobs keep their labels through the frames
+    assert "tracked in 6 frames" in widget.status.value
+    assert not errors["error"], errors
+    widget.shutdown()
