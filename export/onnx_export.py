@@ -76,10 +76,15 @@ def _to_onnx_bytes(net: nn.Module, nchan: int, opset: int) -> bytes:
 
 
 def _metadata(m: LoadedModel, *, role: str, opset: int, ortho_name: str = "",
-              ortho_sha: str = "", min_anisotropy: float | None = None) -> dict[str, str]:
+              ortho_sha: str = "", min_anisotropy: float | None = None,
+              mask_defaults=None) -> dict[str, str]:
+    import dataclasses
+
     from nucseg_rt import __version__
 
     extra = {} if min_anisotropy is None else {"min_anisotropy": repr(float(min_anisotropy))}
+    if mask_defaults is not None:  # nucseg_rt.params.MaskDefaults: calibrated for this model
+        extra.update({k: repr(float(v)) for k, v in dataclasses.asdict(mask_defaults).items()})
     return {
         "nucseg_rt.format": FORMAT_VERSION,
         "diam_mean": repr(float(m.diam_mean)),
@@ -139,13 +144,14 @@ def _write_atomic(model: onnx.ModelProto, out: Path) -> None:
 
 
 def _export_one(m: LoadedModel, out: Path, *, role: str, opset: int, atol: float,
-                ortho_name: str = "", ortho_sha: str = "", min_anisotropy: float | None = None) -> float:
+                ortho_name: str = "", ortho_sha: str = "", min_anisotropy: float | None = None,
+                mask_defaults=None) -> float:
     raw = _to_onnx_bytes(m.net, m.nbase[0], opset)
     diff = _verify(m.net, raw, m.nbase[0], atol)
     model = onnx.load_from_string(raw)
     onnx.checker.check_model(model)
     meta = _metadata(m, role=role, opset=opset, ortho_name=ortho_name, ortho_sha=ortho_sha,
-                     min_anisotropy=min_anisotropy)
+                     min_anisotropy=min_anisotropy, mask_defaults=mask_defaults)
     del model.metadata_props[:]
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
@@ -162,7 +168,8 @@ def ortho_path_for(out: str | os.PathLike) -> Path:
 
 def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
                     ortho: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
-                    atol: float = 1e-4, ortho_min_anisotropy: float | None = None) -> ExportReport:
+                    atol: float = 1e-4, ortho_min_anisotropy: float | None = None,
+                    mask_defaults=None) -> ExportReport:
     """Export a Cellpose 3 model file (and optional ortho model) to ONNX.
 
     Parameters
@@ -183,6 +190,10 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
         Stored in the ortho file's metadata (``min_anisotropy``): the runtime uses the ortho
         network only for stacks at least this anisotropic, the main network below (an ortho model
         trained on coarse-Z planes). Default: the ortho network always (as Cellpose).
+    mask_defaults : nucseg_rt.params.MaskDefaults, optional
+        The model's calibrated mask defaults (threshold, size-filter share, side-view weight),
+        stored in the main file's metadata. Default: none stored, the runtime runs the model as
+        Cellpose does (threshold 0, views summed).
 
     Returns
     -------
@@ -209,6 +220,7 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
                             min_anisotropy=ortho_min_anisotropy)
         ortho_name, ortho_sha = ortho_out.name, file_sha256(ortho_out)
     worst = max(worst, _export_one(main, out, role="main", opset=opset, atol=atol,
-                                   ortho_name=ortho_name, ortho_sha=ortho_sha))
+                                   ortho_name=ortho_name, ortho_sha=ortho_sha,
+                                   mask_defaults=mask_defaults))
     logger.info("exported %s -> %s (max |onnxruntime - torch| = %.2e)", main.source.name, out, worst)
     return ExportReport(path=out, ortho_path=ortho_out, max_abs_diff=worst)

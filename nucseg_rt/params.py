@@ -19,7 +19,8 @@ from typing import Any, Literal, get_args
 
 from nucseg_rt.errors import InvalidInputError
 
-__all__ = ["Normalization", "InputSpec", "MaskParams", "DEFAULT_NITER", "validate_positive",
+__all__ = ["Normalization", "InputSpec", "MaskParams", "MaskDefaults", "DEFAULT_NITER",
+           "CELLPOSE_MIN_SIZE", "DEFAULT_MIN_SIZE_FRACTION", "size_aware_min_size", "validate_positive",
            "validate_diameter", "validate_choice", "settings_or_keywords", "Precision",
            "PRECISIONS", "DynamicsMethod", "DYNAMICS_METHODS", "Device", "DEVICES", "Mode",
            "MODES"]
@@ -212,11 +213,14 @@ class MaskParams:
 
     Parameters
     ----------
-    cellprob_threshold : float
+    cellprob_threshold : float, optional
         Voxels with a cell-probability logit above it are foreground. Lower it to find more and
-        larger nuclei.
-    min_size : int
+        larger nuclei. None (default): the model's own (:class:`MaskDefaults`; Cellpose's 0 for a
+        model without one).
+    min_size : int, optional
         Masks smaller than this many voxels are removed (after hole filling); ``<= 0`` keeps all.
+        None (default): size-aware, a fraction of the expected nucleus volume at the run's
+        diameter and anisotropy (:func:`size_aware_min_size`).
     max_size_fraction : float
         Masks larger than this fraction of the volume are removed (Cellpose's 0.4).
     niter : int, optional
@@ -238,8 +242,8 @@ class MaskParams:
         and to stitch mode's 2D masks; ``method="cellpose"`` stays exactly Cellpose's.
     """
 
-    cellprob_threshold: float = 0.0
-    min_size: int = 15
+    cellprob_threshold: float | None = None
+    min_size: int | None = None
     max_size_fraction: float = 0.4
     niter: int | None = None
     method: DynamicsMethod = "stable"
@@ -250,8 +254,10 @@ class MaskParams:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "cellprob_threshold", _finite("cellprob_threshold", self.cellprob_threshold))
-        set_(self, "min_size", _whole("min_size", self.min_size))
+        if self.cellprob_threshold is not None:
+            set_(self, "cellprob_threshold", _finite("cellprob_threshold", self.cellprob_threshold))
+        if self.min_size is not None:
+            set_(self, "min_size", _whole("min_size", self.min_size))
         mf = _finite("max_size_fraction", self.max_size_fraction)
         if not 0 < mf <= 1:
             raise InvalidInputError(f"`max_size_fraction` must be in (0, 1], got {self.max_size_fraction!r}")
@@ -298,6 +304,80 @@ class MaskParams:
     def replace(self, **changes: Any) -> "MaskParams":
         """A copy with ``changes`` applied (validated again)."""
         return MaskParams.from_kwargs(**{**asdict(self), **changes})
+
+    def resolved(self, defaults: "MaskDefaults | None", *, diameter: float, anisotropy: float,
+                 n_planes: int) -> "MaskParams":
+        """These settings with the model's defaults filled in: ``cellprob_threshold`` from
+        ``defaults`` (None: Cellpose's 0) and ``min_size`` size-aware (see
+        :func:`size_aware_min_size`). Given values are kept."""
+        defaults = defaults or MaskDefaults()
+        changes = {}
+        if self.cellprob_threshold is None:
+            changes["cellprob_threshold"] = defaults.cellprob_threshold
+        if self.min_size is None:
+            changes["min_size"] = size_aware_min_size(diameter, anisotropy, n_planes,
+                                                      defaults.min_size_fraction)
+        return self.replace(**changes) if changes else self
+
+
+#: Cellpose's ``min_size``: the floor of the size-aware default
+CELLPOSE_MIN_SIZE = 15
+#: Share of the expected nucleus volume under which a mask is removed, for a model that does not
+#: store its own (``min_size_fraction`` metadata). Chosen on the real-texture calibration set
+#: (``benchmarks/calibrate_defaults.py``, training sources only; models/README.md).
+DEFAULT_MIN_SIZE_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class MaskDefaults:
+    """A model's own defaults for the mask step, from its ONNX metadata (``cellprob_threshold``,
+    ``min_size_fraction``, ``ortho_weight``; written by the exporter for models calibrated in this
+    project). A model without them (a converted Cellpose file) runs as Cellpose does: threshold 0,
+    all three views' cell probability summed; its size filter follows the nucleus size with
+    :data:`DEFAULT_MIN_SIZE_FRACTION`.
+
+    Parameters
+    ----------
+    cellprob_threshold : float
+        Default threshold on the (summed) cell-probability logit.
+    min_size_fraction : float
+        The size-aware ``min_size`` as a share of the expected nucleus volume.
+    ortho_weight : float
+        Weight of the ZY and ZX views' cell probability against the YX view's, ``w`` in
+        ``cp = (cp_YX + w (cp_ZX + cp_ZY)) * 3 / (1 + 2 w)``; 1 is Cellpose's plain sum.
+    """
+
+    cellprob_threshold: float = 0.0
+    min_size_fraction: float = DEFAULT_MIN_SIZE_FRACTION
+    ortho_weight: float = 1.0
+
+    def __post_init__(self):
+        _finite("cellprob_threshold", self.cellprob_threshold)
+        for name in ("min_size_fraction", "ortho_weight"):
+            v = _finite(name, getattr(self, name))
+            if not 0 <= v <= 1:
+                raise InvalidInputError(f"`{name}` must be in [0, 1], got {v!r}", param=name)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> "MaskDefaults":
+        """From a model's ``metadata_props`` (absent keys: the class defaults)."""
+        names = [f.name for f in fields(cls)]
+        return cls(**{k: float(metadata[k]) for k in names if metadata.get(k, "") != ""})
+
+
+def size_aware_min_size(diameter: float, anisotropy: float, n_planes: int,
+                        fraction: float = DEFAULT_MIN_SIZE_FRACTION) -> int:
+    """The default ``min_size``: ``fraction`` of the expected nucleus size in voxels, at least
+    :data:`CELLPOSE_MIN_SIZE`.
+
+    The expected nucleus is a sphere of ``diameter`` XY pixels sampled every ``anisotropy``
+    pixels in Z, ``pi / 6 d^3 / anisotropy`` voxels; in a single plane (``n_planes`` 1, a 2D
+    image) a disc, ``pi / 4 d^2`` pixels. The same rule in 3D and stitch mode (masks are 3D
+    either way). ``fraction`` 0 gives Cellpose's 15.
+    """
+    d = float(diameter)
+    expected = math.pi / 4 * d * d if n_planes <= 1 else math.pi / 6 * d ** 3 / float(anisotropy)
+    return max(CELLPOSE_MIN_SIZE, int(round(fraction * expected)))
 
     def as_dict(self) -> dict:
         return asdict(self)

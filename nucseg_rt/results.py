@@ -8,7 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
-from nucseg_rt.params import Mode
+from nucseg_rt.params import MaskDefaults, Mode
 
 __all__ = ["Flows", "SegmentationResult", "RunInfo"]
 
@@ -107,6 +107,8 @@ class Flows:
         Coarse-Z stacks only (the network ran at least ``GRID_Z_FACTOR`` planes per input plane,
         with ``resampled``): the same outputs on the network's isotropic grid, which the
         "stable" 3D dynamics follow before the labels go to the input grid. None otherwise.
+    mask_defaults : MaskDefaults, optional
+        The model's defaults for the mask step (threshold, size filter); None: Cellpose's.
     """
 
     flows: np.ndarray
@@ -121,6 +123,7 @@ class Flows:
     run: RunInfo | None = None
     grid_flows: np.ndarray | None = None
     grid_cellprob: np.ndarray | None = None
+    mask_defaults: MaskDefaults | None = None
 
     @property
     def info(self) -> dict:

@@ -146,6 +146,12 @@ class Segmenter:
     def diam_labels(self) -> float:
         return self.engine.info.diam_labels
 
+    @property
+    def mask_defaults(self):
+        """The model's :class:`~nucseg_rt.params.MaskDefaults` (threshold, size filter, view
+        weight), from its metadata."""
+        return self.engine.info.mask_defaults
+
     def rescale_for(self, diameter: float | None) -> float:
         """XY zoom before the network for a nucleus ``diameter`` (None: the model's default):
         ``diam_mean / diameter``, the one rescale rule (whole-volume, blockwise and memory
@@ -254,7 +260,8 @@ class Segmenter:
         if constant:
             zeros = np.zeros(shape, np.float32)
             return Flows(np.zeros((3, *shape), np.float32), zeros, shape, rescale, anisotropy, d,
-                         resampled=True, mode=mode, constant_input=True, run=run)
+                         resampled=True, mode=mode, constant_input=True, run=run,
+                         mask_defaults=self.mask_defaults)
         yf, grid, net = self.engine.predict(x, mode=mode, rescale=rescale, anisotropy=anisotropy,
                                             resample=resample, progress=progress, cancel=cancel)
         run = dataclasses.replace(run, network_shape=net.network_shape, ortho=net.ortho,
@@ -262,7 +269,8 @@ class Segmenter:
                                   seconds_network=net.seconds, dynamics_grid=net.dynamics_grid)
         return Flows(yf[:3], yf[3], shape, rescale, anisotropy, d, resampled=bool(resample),
                      mode=mode, run=run, grid_flows=None if grid is None else grid[:3],
-                     grid_cellprob=None if grid is None else grid[3])
+                     grid_cellprob=None if grid is None else grid[3],
+                     mask_defaults=self.mask_defaults)
 
     def estimate_diameter(self, vol: np.ndarray, *, anisotropy: float = 1.0,
                           inputs: InputSpec | None = None, progress: Progress | None = None,

@@ -65,7 +65,7 @@ def test_segmenter_runs_without_torch(tmp_path):
             "import numpy as np\nfrom nucseg_rt import Segmenter\n"
             "rng = np.random.default_rng(0)\nvol = (rng.random((6, 48, 48)) * 100).astype(np.uint16)\n"
             "vol[2:5, 10:22, 10:22] += 2000\n"
-            f"res = Segmenter({str(model)!r}, device='cpu').segment(vol, anisotropy=1.0, diameter=30.0)\n"
+            f"res = Segmenter({str(model)!r}, device='cpu').segment(vol, anisotropy=1.0, diameter=30.0, min_size=15)\n"
             "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
             "assert 'onnx' not in sys.modules, 'onnx imported'\n"
             "print(res.masks.shape, res.masks.max() >= 1)\n")

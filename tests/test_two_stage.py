@@ -99,10 +99,10 @@ def test_input_spec_validated(kw, match):
 
 
 def test_mask_params_defaults_and_replace():
-    p = MaskParams()
-    assert (p.cellprob_threshold, p.min_size, p.max_size_fraction, p.niter, p.method) == (0.0, 15, 0.4, None, "stable")
+    p = MaskParams()  # threshold: the model's; min_size: size-aware (tests/masks/test_defaults.py)
+    assert (p.cellprob_threshold, p.min_size, p.max_size_fraction, p.niter, p.method) == (None, None, 0.4, None, "stable")
     q = p.replace(min_size=40)
-    assert q.min_size == 40 and p.min_size == 15
+    assert q.min_size == 40 and p.min_size is None
     with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'min_size'"):
         p.min_size = 3  # frozen
 

@@ -81,6 +81,9 @@ class FileResult:
         Outputs written.
     note : str
         E.g. the blockwise plan.
+    min_size : int or None
+        The size filter used (voxels): given, or size-aware from the diameter and anisotropy
+        (``MaskParams.min_size`` None; ``min_size_source`` says which).
     error : str or None
         One-line reason of a failure.
     exception : BaseException or None
@@ -100,6 +103,8 @@ class FileResult:
     note: str = ""
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+    min_size: int | None = None
+    min_size_source: str = ""
 
     @property
     def internal(self) -> bool:
@@ -112,6 +117,11 @@ FILE_ERRORS = (NucsegError, OSError, MemoryError)
 
 
 # --- the header -------------------------------------------------------------------------------
+
+
+def min_size_source(params) -> str:
+    """Where the size filter came from: "given", or "size" (size-aware, from the nucleus size)."""
+    return "size" if params.min_size is None else "given"
 
 
 def plan_file(source, *, inputs: InputSpec, run: RunSettings) -> FilePlan:
@@ -327,7 +337,9 @@ def _whole(segmenter, job, plan, inputs, params, run, todo, progress, cancel, t0
     _write_whole(job, plan, result, todo, run.overwrite)
     return FileResult(job.source, "done", plan.shape, result.n_masks, time.perf_counter() - t0,
                       plan.anisotropy, plan.anisotropy_source, result.run.diameter,
-                      result.run.diameter_source, tuple(todo))
+                      result.run.diameter_source, tuple(todo),
+                      min_size=result.info.get("min_size"),
+                      min_size_source=min_size_source(params))
 
 
 def _write_whole(job: Job, plan: FilePlan, result, todo, overwrite: bool) -> None:
@@ -370,4 +382,5 @@ def _blockwise(segmenter, job, plan, inputs, params, run, todo, progress, cancel
             + (f", {res.reused} resumed" if res.reused else "") + ")")
     return FileResult(job.source, "done", plan.shape, res.n_nuclei, time.perf_counter() - t0,
                       plan.anisotropy, plan.anisotropy_source, res.diameter, res.diameter_source,
-                      (job.masks,), note)
+                      (job.masks,), note, min_size=res.min_size,
+                      min_size_source=min_size_source(params))

@@ -35,7 +35,7 @@ def segment_time_lapse(segmenter, job, plan, inputs, params, run, todo, progress
     """Segment the frames ``run.frames`` of the time-lapse ``plan.source`` and write its masks
     (T, Z, Y, X); returns its FileResult. Raises InvalidInputError for what time-lapses do not
     have (blockwise frames, flows, zarr output)."""
-    from nucseg_rt.batch._file import FileResult
+    from nucseg_rt.batch._file import FileResult, min_size_source
     from nucseg_rt.io import open_volume, write_labels_tif
     from nucseg_rt.masks.link import FrameLinker
     from nucseg_rt.timelapse import iter_frames
@@ -76,7 +76,9 @@ def segment_time_lapse(segmenter, job, plan, inputs, params, run, todo, progress
     diameter = (last.run.diameter, last.run.diameter_source) if last is not None else \
         (None, "resumed")
     return FileResult(job.source, "done", plan.shape, store.max_label, time.perf_counter() - t0,
-                      plan.anisotropy, plan.anisotropy_source, *diameter, (job.masks,), note)
+                      plan.anisotropy, plan.anisotropy_source, *diameter, (job.masks,), note,
+                      min_size=last.info.get("min_size") if last is not None else None,
+                      min_size_source=min_size_source(params))
 
 
 def _refuse(job, plan, todo, block) -> None:

@@ -109,6 +109,7 @@ class BlockwiseResult:
     block_size: tuple[int, int, int]
     diameter: float = 0.0
     diameter_source: str = ""
+    min_size: int | None = None
 
 
 def volume_shape(source, *, channel_axis=None, z_axis=None) -> tuple[tuple[int, ...], tuple, int]:
@@ -227,6 +228,8 @@ def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
         bounds = tuple(map(tuple, np.asarray(bounds, np.float64).reshape(-1, 2)))
         d, d_source = _run_diameter(vol, segmenter, diameter, inputs, bounds, anisotropy,
                                     progress, cancel)
+        params = params.resolved(segmenter.mask_defaults, diameter=d, anisotropy=anisotropy,
+                                 n_planes=shape[0])  # the whole volume's, in every block
         block = block_size or plan_run(shape, anisotropy=anisotropy, rescale=segmenter.rescale_for(d),
                                        diameter=d, nchan=vol.nchan or 1, settings=settings).block
         plan = blocks.plan_blocks(shape, block or shape, diameter=d, anisotropy=anisotropy,
@@ -256,7 +259,7 @@ def segment_blockwise(source, out_path, segmenter, *, anisotropy: float = 1.0,
                 "skipped)", len(plan), reused, stats.n_labels, stats.candidates_painted,
                 stats.duplicates)
     return BlockwiseResult(out_path, shape, stats.n_labels, len(plan), len(todo), reused,
-                           time.perf_counter() - t0, plan.core, d, d_source)
+                           time.perf_counter() - t0, plan.core, d, d_source, params.min_size)
 
 
 #: ``diameter="auto"`` in a blockwise run: planes sampled over Z and the central window's side

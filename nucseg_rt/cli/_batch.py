@@ -81,25 +81,26 @@ def _source(text: str) -> str:
 
 
 def summary_rows(results, jobs, flags: dict | None = None) -> list[tuple[str, ...]]:
-    """file, shape, nuclei found, anisotropy, diameter, seconds, status: one row per job; a
-    failure's reason names the flags as the error line does (``flags``: the command's)."""
+    """file, shape, nuclei found, anisotropy, diameter, min size, seconds, status: one row per
+    job; a failure's reason names the flags as the error line does (``flags``: the command's)."""
     rows = []
     by_source = {r.source: r for r in results}
     for job in jobs:
         r = by_source.get(job.source)
         if r is None:
-            rows.append((str(job.source), "-", "-", "-", "-", "-", "not started"))
+            rows.append((str(job.source), "-", "-", "-", "-", "-", "-", "not started"))
             continue
         shape = "x".join(map(str, r.shape)) if r.shape else "-"
         aniso = f"{r.anisotropy:.3g} ({_source(r.anisotropy_source)})" if r.anisotropy else "-"
         diam = f"{r.diameter:.1f} ({_source(r.diameter_source)})" if r.diameter else "-"
+        size = f"{r.min_size} ({r.min_size_source})" if r.min_size is not None else "-"
         status = {"skipped": "skipped (outputs exist)", "cancelled": "interrupted",
                   "failed": f"failed: {_said(r, flags or {})}",
                   "done": f"done{r.note}"}[r.status]
         nuclei = str(r.n_nuclei) if r.status == "done" else "-"
         seconds = f"{r.seconds:.1f}" if r.status in ("done", "cancelled") else "-"
         rows.append((str(r.source), shape if r.status != "skipped" else "-", nuclei,
-                     aniso if r.status != "skipped" else "-", diam, seconds, status))
+                     aniso if r.status != "skipped" else "-", diam, size, seconds, status))
     return rows
 
 
@@ -119,8 +120,8 @@ def print_summary(rows) -> None:
     from nucseg_rt.cli._report import stdout_console
 
     table = Table(title="nucseg-rt segment")
-    for column in ("file", "shape", "nuclei found", "anisotropy", "diameter", "seconds",
-                   "status"):
+    for column in ("file", "shape", "nuclei found", "anisotropy", "diameter", "min size",
+                   "seconds", "status"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))

@@ -190,7 +190,7 @@ def info(
                         "for tile sizes (~40 s).")] = False,
     save: Annotated[bool, typer.Option(
         "--save", help="With --probe: use the fastest setting by default from now on.")] = False,
-    model: Annotated[str, typer.Option(help="With --probe: model to time.",
+    model: Annotated[str, typer.Option(help="Model whose mask defaults to show (with --probe: to time).",
                                        metavar="NAME")] = "nuclei_3d",
     precision: Annotated[Precision, typer.Option(
         help="With --probe: precision to time.", metavar="|".join(PRECISIONS))] = Precision.fp32,
@@ -210,8 +210,28 @@ def info(
         raise InvalidInputError("--save needs --probe")
     from nucseg_rt.cli._probe import environment
 
-    for key, value in environment():
+    for key, value in [*environment(), *_mask_defaults(model)]:
         print(f"{key:>22}: {value}")
+
+
+def _mask_defaults(model: str) -> list[tuple[str, str]]:
+    """What ``segment`` uses for ``model`` when --cellprob-threshold and --min-size are not
+    given (from the model's metadata; nothing when it is not registered)."""
+    from nucseg_rt.errors import NucsegError
+    from nucseg_rt.models import registry
+    from nucseg_rt.params import CELLPOSE_MIN_SIZE, MaskDefaults
+
+    try:
+        d = MaskDefaults.from_metadata(registry.model_info(model).metadata)
+    except (NucsegError, ValueError):
+        return []
+    return [(f"{model} threshold", f"{d.cellprob_threshold:g} (cell probability; "
+                                   "--cellprob-threshold)"),
+            (f"{model} min size", f"{d.min_size_fraction:.0%} of the expected nucleus volume "
+                                  f"(pi/6 d^3 / anisotropy), at least {CELLPOSE_MIN_SIZE} voxels "
+                                  "(--min-size)"),
+            (f"{model} side views", f"weight {d.ortho_weight:g} in the cell probability "
+                                    "(1: Cellpose's sum)")]
 
 
 @app.command("export-cellpose", no_args_is_help=True)
@@ -225,6 +245,15 @@ def export_cellpose(
     ortho_min_anisotropy: Annotated[Optional[float], typer.Option(
         help="Use the ortho model only for stacks at least this anisotropic (stored in its "
              "metadata); default: always.", metavar="A")] = None,
+    default_cellprob_threshold: Annotated[Optional[float], typer.Option(
+        help="Store a default cell-probability threshold for this model (calibrated; default: "
+             "none, Cellpose's 0).", metavar="X", rich_help_panel="Calibrated defaults")] = None,
+    default_min_size_fraction: Annotated[Optional[float], typer.Option(
+        help="Store the size filter's share of the expected nucleus volume (0-1).",
+        metavar="F", rich_help_panel="Calibrated defaults")] = None,
+    ortho_weight: Annotated[Optional[float], typer.Option(
+        help="Store the ZY/ZX views' weight in the cell probability (0-1; 1 is Cellpose's sum).",
+        metavar="W", rich_help_panel="Calibrated defaults")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -240,7 +269,16 @@ def export_cellpose(
     if ortho_min_anisotropy is not None and (ortho is None or not ortho_min_anisotropy >= 1):
         raise InvalidInputError("--ortho-min-anisotropy needs --ortho and must be >= 1, "
                                 f"got {ortho_min_anisotropy}")
-    report = _convert_cellpose(file, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy)
+    given = {k: v for k, v in (("cellprob_threshold", default_cellprob_threshold),
+                               ("min_size_fraction", default_min_size_fraction),
+                               ("ortho_weight", ortho_weight)) if v is not None}
+    defaults = None
+    if given:
+        from nucseg_rt.params import MaskDefaults
+
+        defaults = MaskDefaults(**given)  # checked before the conversion starts
+    report = _convert_cellpose(file, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy,
+                               mask_defaults=defaults)
     diff = getattr(report, "max_abs_diff", None)
     checked = f" (max |onnxruntime - torch| = {diff:.2e})" if diff is not None else ""
     print(f"wrote {out}{checked}")
@@ -263,16 +301,18 @@ def _export_tool(submodule: str, purpose: str) -> ModuleType:
         raise
 
 
-def _convert_cellpose(src, out, *, ortho=None, ortho_min_anisotropy: float | None = None):
+def _convert_cellpose(src, out, *, ortho=None, ortho_min_anisotropy: float | None = None,
+                      mask_defaults=None):
     """Convert a Cellpose 3 model file to ONNX with the export tool, imported only when a file
     needs converting (the converter ``add-model`` hands to :func:`nucseg_rt.models.add_model`).
 
     Returns ``nucseg_rt_export.onnx_export.export_cellpose``'s report; with ``ortho`` the ortho
     network is written beside ``out`` and named in its metadata, with ``ortho_min_anisotropy``
-    the least anisotropy it is used at.
+    the least anisotropy it is used at, with ``mask_defaults`` those stored in its metadata.
     """
     export = _export_tool("onnx_export", "converting a Cellpose model")
-    return export.export_cellpose(src, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy)
+    return export.export_cellpose(src, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy,
+                                  mask_defaults=mask_defaults)
 
 
 def _run_export_tool(ctx: typer.Context, submodule: str, purpose: str) -> None:

@@ -71,10 +71,13 @@ DiameterOpt = Annotated[Optional[str], typer.Option(
 StitchThresholdOpt = Annotated[float, typer.Option(
     help="> 0: segment YX planes in 2D and link masks with IoU above this.", metavar="T",
     rich_help_panel="Algorithm")]
-MinSizeOpt = Annotated[int, typer.Option(help="Remove masks smaller than this many voxels.",
-                                         metavar="N", rich_help_panel="Algorithm")]
-CellprobThresholdOpt = Annotated[float, typer.Option(
-    help="Lower to find more and larger nuclei.", metavar="X", rich_help_panel="Algorithm")]
+MinSizeOpt = Annotated[Optional[int], typer.Option(
+    help="Remove masks smaller than this many voxels (default: 5 % of the expected nucleus "
+         "volume at the diameter and anisotropy, at least 15; the model may store its own share).",
+    metavar="N", rich_help_panel="Algorithm", show_default=False)]
+CellprobThresholdOpt = Annotated[Optional[float], typer.Option(
+    help="Lower to find more and larger nuclei (default: the model's, 0 for a Cellpose model).",
+    metavar="X", rich_help_panel="Algorithm", show_default=False)]
 ChannelAxisOpt = Annotated[Optional[int], typer.Option(
     help="Axis holding channels, 0-based (default: from the file, else guessed).", metavar="I",
     rich_help_panel="Input", show_default=False)]

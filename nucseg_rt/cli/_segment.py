@@ -40,8 +40,8 @@ def segment(
     dp_smooth: Annotated[float, typer.Option(
         help="Gaussian sigma for smoothing the flows before dynamics (0 = off).", metavar="S",
         rich_help_panel="Algorithm")] = 0.0,
-    min_size: MinSizeOpt = 15,
-    cellprob_threshold: CellprobThresholdOpt = 0.0,
+    min_size: MinSizeOpt = None,
+    cellprob_threshold: CellprobThresholdOpt = None,
     flow_threshold: Annotated[Optional[float], typer.Option(
         help="Flow-error check in 2D/stitch mode (default: 0.4); does not apply in 3D.",
         metavar="X", rich_help_panel="Algorithm", show_default=False)] = None,

@@ -75,6 +75,9 @@ def masks_from_flows(flows: Flows, params: MaskParams, *, cancel: threading.Even
             f"{flows.mode!r} mode: run predict_flows with mode='stitch' for stitch_threshold > 0, "
             "mode='3d' for 0")
     info = {} if info is None else info
+    params = params.resolved(flows.mask_defaults, diameter=flows.diameter,
+                             anisotropy=flows.anisotropy, n_planes=flows.shape[0])
+    info.update(cellprob_threshold=params.cellprob_threshold, min_size=params.min_size)
     if flows.constant_input:
         logger.warning("the volume is constant: no nuclei to find")
         return np.zeros(flows.shape, np.uint16)

@@ -27,7 +27,7 @@ from nucseg_rt.params import (PRECISIONS, InputSpec, MaskParams, validate_diamet
 
 __all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",
            "SegmenterCache", "layer_input", "anisotropy_from_scale", "output_names",
-           "model_choices", "precision_choices", "default_diameter", "run_flows", "run_frames",
+           "model_choices", "precision_choices", "default_diameter", "default_threshold", "run_flows", "run_frames",
            "run_masks",
            "flows_to_rgb", "describe_error", "is_cancelled", "NO_MODEL_MESSAGE"]
 
@@ -295,6 +295,20 @@ def default_diameter(model: str | None, fallback: float = 30.0) -> float:
         return float(registry.model_info(model).metadata.get("diam_labels", fallback))
     except (NucsegError, ValueError):
         return fallback
+
+
+def default_threshold(model: str | None) -> float:
+    """The model's default cell-probability threshold (its metadata; Cellpose's 0 without)."""
+    from nucseg_rt.params import MaskDefaults
+
+    if not model:
+        return 0.0
+    from nucseg_rt.models import registry
+
+    try:
+        return MaskDefaults.from_metadata(registry.model_info(model).metadata).cellprob_threshold
+    except (NucsegError, ValueError):
+        return 0.0
 
 
 class SegmenterCache:

@@ -28,9 +28,9 @@ from superqt import QCollapsible
 
 from nucseg_rt.errors import InvalidInputError, ModelNotFoundError, NucsegError
 from nucseg_rt.napari._logic import (FlowParams, ProgressState, RunOutcome, SegmenterCache,
-                                     default_diameter, describe_error, flows_to_rgb, is_cancelled,
-                                     layer_input, model_choices, output_names, precision_choices,
-                                     run_flows, run_masks)
+                                     default_diameter, default_threshold, describe_error,
+                                     flows_to_rgb, is_cancelled, layer_input, model_choices,
+                                     output_names, precision_choices, run_flows, run_masks)
 from nucseg_rt.params import MaskParams
 
 if TYPE_CHECKING:
@@ -109,8 +109,14 @@ class SegmentWidget(QWidget):
         self.channel = ComboBox(label="channel", choices=_CHANNELS, value=_NO_CHANNEL,
                                 tooltip="needed for RGB and multi-channel layers")
         self.cellprob_threshold = FloatSpinBox(label="cellprob threshold", min=-12.0, max=12.0,
-                                               step=0.5, value=0.0)
-        self.min_size = SpinBox(label="min size (voxels)", min=-1, max=10**8, value=15)
+                                               step=0.5, value=default_threshold(default),
+                                               tooltip="the model's default; lower it to find "
+                                                       "more and larger nuclei")
+        self.size_aware = CheckBox(text="min size from the nucleus size", value=True,
+                                   tooltip="remove masks under a share of the expected nucleus "
+                                           "volume (diameter and anisotropy)")
+        self.min_size = SpinBox(label="min size (voxels)", min=-1, max=10**8, value=15,
+                                enabled=False)
         self.dynamics = ComboBox(label="dynamics", choices=["stable", "cellpose"], value="stable")
         self.stitch_threshold = FloatSpinBox(label="stitch threshold", min=0.0, max=0.99,
                                              step=0.05, value=0.0,
@@ -125,7 +131,8 @@ class SegmentWidget(QWidget):
                                   self.diameter, self.auto_diameter, self.frames,
                                   self.add_cellprob,
                                   self.add_flows])
-        advanced = Container(widgets=[self.channel, self.cellprob_threshold, self.min_size,
+        advanced = Container(widgets=[self.channel, self.cellprob_threshold, self.size_aware,
+                                      self.min_size,
                                       self.dynamics, self.stitch_threshold])
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                             labels=False)
@@ -149,7 +156,9 @@ class SegmentWidget(QWidget):
         self.image.changed.connect(self._prefill_anisotropy)
         self.model.changed.connect(self._on_model_changed)
         self.auto_diameter.changed.connect(lambda on: setattr(self.diameter, "enabled", not on))
-        for w in (self.cellprob_threshold, self.min_size, self.dynamics, self.stitch_threshold):
+        self.size_aware.changed.connect(lambda on: setattr(self.min_size, "enabled", not on))
+        for w in (self.cellprob_threshold, self.size_aware, self.min_size, self.dynamics,
+                  self.stitch_threshold):
             w.changed.connect(self._on_mask_params_changed)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -187,10 +196,12 @@ class SegmentWidget(QWidget):
     def _on_model_changed(self, model) -> None:
         self.precision.choices = precision_choices(model)
         self.diameter.value = default_diameter(model, self.diameter.value)
+        self.cellprob_threshold.value = default_threshold(model)
 
     def _mask_params(self) -> MaskParams:
         return MaskParams(cellprob_threshold=float(self.cellprob_threshold.value),
-                          min_size=int(self.min_size.value), method=self.dynamics.value,
+                          min_size=None if self.size_aware.value else int(self.min_size.value),
+                          method=self.dynamics.value,
                           stitch_threshold=float(self.stitch_threshold.value))
 
     def _collect(self):
@@ -260,9 +271,14 @@ class SegmentWidget(QWidget):
         if flows is None:  # all the frames of a time-lapse: no flows kept
             text = (f"{outcome.n_labels} nuclei tracked in {outcome.masks.shape[0]} frames of "
                     f"{outcome.cache.image!r} ({secs['masks']:.1f} s)")
-        elif outcome.cache.flow_params.diameter == "auto":
-            self.diameter.value = round(float(flows.diameter), 1)
-            text += f"; estimated diameter {float(flows.diameter):.1f} px"
+        else:
+            used = outcome.mask_params.resolved(flows.mask_defaults, diameter=flows.diameter,
+                                                anisotropy=flows.anisotropy,
+                                                n_planes=flows.shape[0])
+            text += f"; min size {used.min_size} voxels"
+            if outcome.cache.flow_params.diameter == "auto":
+                self.diameter.value = round(float(flows.diameter), 1)
+                text += f"; estimated diameter {float(flows.diameter):.1f} px"
         self.status.value = text
 
     def _on_run_errored(self, exc: BaseException) -> None:

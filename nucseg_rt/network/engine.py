@@ -293,7 +293,8 @@ class Engine:
             ortho = self.ortho_name if use_ortho else None
             yf = run_3d(self.nets, xr, net_ortho=self.nets_ortho if use_ortho else None,
                         progress=progress, avoid=avoid, yx_native=native, stats=stats,
-                        cancel=cancel, **self._tiling())
+                        cancel=cancel, ortho_weight=self.info.mask_defaults.ortho_weight,
+                        **self._tiling())
             del xr, native
         seconds = time.perf_counter() - t0
         grid = grid_shape = None

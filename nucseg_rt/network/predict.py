@@ -22,7 +22,7 @@ import numpy as np
 from nucseg_rt.errors import (ClosedError, DeviceUnavailableError, InvalidInputError,
                               ModelFormatError, check_cancel)
 from nucseg_rt.network.tiling import TileGrid, blend_weights, grid_taper, make_grid
-from nucseg_rt.params import DEVICES, Device, validate_choice
+from nucseg_rt.params import DEVICES, Device, MaskDefaults, validate_choice
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -71,6 +71,7 @@ class NetInfo:
     diam_mean: float
     diam_labels: float
     nbase: tuple
+    mask_defaults: MaskDefaults = MaskDefaults()
 
 
 def net_info(metadata: dict) -> NetInfo:
@@ -78,7 +79,8 @@ def net_info(metadata: dict) -> NetInfo:
     try:
         return NetInfo(nchan=int(metadata["nchan"]), diam_mean=float(metadata["diam_mean"]),
                        diam_labels=float(metadata.get("diam_labels", metadata["diam_mean"])),
-                       nbase=tuple(json.loads(metadata.get("nbase", "[]"))))
+                       nbase=tuple(json.loads(metadata.get("nbase", "[]"))),
+                       mask_defaults=MaskDefaults.from_metadata(metadata))
     except (KeyError, ValueError) as exc:
         raise ModelFormatError(f"model metadata is missing or malformed: {exc}") from exc
 
@@ -370,7 +372,7 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
            bsize: int = 224, tile_overlap: float = 0.1, progress: Progress | None = None,
            avoid: WorkAvoidance | None = None, yx_native: np.ndarray | None = None,
            stats: dict | None = None, cancel: threading.Event | None = None,
-           pool: Executor | None = None) -> np.ndarray:
+           pool: Executor | None = None, ortho_weight: float = 1.0) -> np.ndarray:
     """Network outputs over YX, ZX and ZY planes of ``x (Z, Y, X, C)``, combined.
 
     Parameters
@@ -384,11 +386,15 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
         Raises :class:`nucseg_rt.errors.Cancelled` within one batch of tiles once set.
     pool : concurrent.futures.Executor, optional
         The threads running the streams (see :func:`run_planes`).
+    ortho_weight : float
+        ``w``: the cell probability is ``(cp_YX + w (cp_ZX + cp_ZY)) * 3 / (1 + 2 w)``, the sum of
+        the three views for ``w = 1`` (Cellpose's; then no weight is applied at all).
 
     Returns
     -------
     yf : (4, Z, Y, X) float32
-        Z flow, Y flow, X flow (each the sum of two views) and cell probability (sum of three).
+        Z flow, Y flow, X flow (each the sum of two views) and cell probability (the three views'
+        weighted sum).
         Channel-first, so ``yf[:3]`` and ``yf[3]`` are views, not copies.
     """
     if x.ndim != 4:
@@ -397,23 +403,25 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
         raise InvalidInputError(f"`yx_native` must be (Zn, {x.shape[1]}, {x.shape[2]}, "
                                 f"{x.shape[3]}), got shape {yx_native.shape}")
     yf = np.zeros((4, *x.shape[:3]), np.float32)
+    w = float(ortho_weight)
     for name, (perm, comps) in ORIENTATIONS.items():
         counter = _Counter()
         common = dict(batch_size=batch_size, bsize=bsize, tile_overlap=tile_overlap,
                       progress=progress, label=name, avoid=avoid, counter=counter, cancel=cancel,
                       pool=pool)
+        gain = None if w == 1.0 else np.float32((1.0 if name == "YX" else w) * 3.0 / (1.0 + 2.0 * w))
         if name == "YX" and yx_native is not None:
-            _yx_interpolated(net, yx_native, yf, common)
+            _yx_interpolated(net, yx_native, yf, common, gain)
         else:
             planes = x.transpose(perm)
             logger.info("running %s: %d planes of size (%d, %d)", name, *planes.shape[:3])
             target = yf.transpose(0, 1 + perm[0], 1 + perm[1], 1 + perm[2])
             a, b = comps
 
-            def sink(i: int, out: np.ndarray, target=target, a=a, b=b) -> None:
+            def sink(i: int, out: np.ndarray, target=target, a=a, b=b, gain=gain) -> None:
                 target[a, i] += out[0]
                 target[b, i] += out[1]
-                target[3, i] += out[2]
+                target[3, i] += out[2] if gain is None else gain * out[2]
 
             run_planes(net if name == "YX" or net_ortho is None else net_ortho, planes,
                        sink=sink, **common)
@@ -424,8 +432,9 @@ def run_3d(net: OnnxNet | Sequence[OnnxNet], x: np.ndarray, *,
 
 
 def _yx_interpolated(net: OnnxNet | Sequence[OnnxNet], native: np.ndarray, yf: np.ndarray,
-                     common: dict) -> None:
-    """Add YX-pass outputs computed on ``native`` planes, linearly interpolated in Z, to ``yf``."""
+                     common: dict, gain=None) -> None:
+    """Add YX-pass outputs computed on ``native`` planes, linearly interpolated in Z, to ``yf``
+    (the cell probability times ``gain`` unless None)."""
     from nucseg_rt.prep.resample import z_interpolation
 
     logger.info("running YX on %d acquired planes of size (%d, %d)", *native.shape[:3])
@@ -440,4 +449,4 @@ def _yx_interpolated(net: OnnxNet | Sequence[OnnxNet], native: np.ndarray, yf: n
         plane = out[z0[z]] * w0[z] + out[z1[z]] * w1[z]
         yf[1, z] += plane[0]
         yf[2, z] += plane[1]
-        yf[3, z] += plane[2]
+        yf[3, z] += plane[2] if gain is None else gain * plane[2]

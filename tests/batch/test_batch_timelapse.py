@@ -11,7 +11,7 @@ import tifffile
 
 from nucseg_rt.batch import RunSettings, run_batch
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.params import InputSpec
+from nucseg_rt.params import InputSpec, MaskParams
 from helpers import blob_timelapse, blob_volume, write_calibrated, write_ome_zarr_timelapse
 
 SHAPE = (12, 48, 52)
@@ -65,9 +65,11 @@ def test_ome_zarr_time_lapse_with_frames(tmp_path, segmenter, movie):
 
 def test_link_keeps_labels_on_moving_nuclei(tmp_path, segmenter, movie):
     src = write_calibrated(tmp_path / "movie.tif", movie, z_step=2.0)
-    run_batch([src], segmenter, out_dir=tmp_path / "plain", run=RunSettings(diameter=30.0))
+    small = MaskParams(min_size=15)  # keep the blobs leaving the volume: tracks that end
+    run_batch([src], segmenter, out_dir=tmp_path / "plain", run=RunSettings(diameter=30.0),
+              params=small)
     run_batch([src], segmenter, out_dir=tmp_path / "linked",
-              run=RunSettings(diameter=30.0, link=True))
+              run=RunSettings(diameter=30.0, link=True), params=small)
     plain = _read(tmp_path / "plain" / "movie_masks.tif")[0]
     linked = _read(tmp_path / "linked" / "movie_masks.tif")[0]
     assert _read(tmp_path / "linked" / "movie_masks.tif")[2]["Info"] == "frames=all\nlinked=true"

@@ -34,6 +34,7 @@ def test_segment_writes_masks_and_flows(tmp_path, good, tiny_onnx_model):
     assert good.read_bytes() == before
     row = summary_row(proc.stdout, "good.tif")
     assert "20x64x72" in row and "done" in row
+    assert "707 (size)" in row  # 5 % of a 30-px sphere at anisotropy 1
     assert re.search(r"│\s*4\s*│", row), row  # four blobs, four nuclei
     assert "2 done, 0 skipped, 0 failed" in proc.stdout
 

@@ -101,6 +101,7 @@ def test_run_on_the_sample_equals_the_library(make_napari_viewer, qtbot, sample,
     assert masks.data.max() > 0
     assert masks.data.max() == ref.masks.max()
     np.testing.assert_array_equal(masks.data, ref.masks)
+    assert f"min size {ref.info['min_size']} voxels" in widget.status.value
     cellprob = viewer.layers["embryo_small cellprob"]
     flows = viewer.layers["embryo_small flows"]
     assert cellprob.data.shape == data.shape and flows.rgb and flows.data.shape == (*data.shape, 3)
@@ -116,11 +117,15 @@ def test_run_on_the_sample_equals_the_library(make_napari_viewer, qtbot, sample,
     ref = seg.segment(data, anisotropy=4.0, diameter=30.0, cellprob_threshold=1.0)
     assert viewer.layers["embryo_small masks"] is masks
     np.testing.assert_array_equal(masks.data, ref.masks)
+    assert widget.size_aware.value and not widget.min_size.enabled  # size-aware by default
+    widget.size_aware.value = False
+    assert widget.min_size.enabled
     with qtbot.waitSignal(widget.masks_updated, timeout=RUN_TIMEOUT_MS):
-        widget.min_size.value = 400
-    np.testing.assert_array_equal(
-        masks.data, seg.masks_from_flows(widget.cache.flows, cellprob_threshold=1.0,
-                                         min_size=400, method="stable"))
+        widget.min_size.value = 4000  # larger than some nuclei: fewer masks
+    want = seg.masks_from_flows(widget.cache.flows, cellprob_threshold=1.0, min_size=4000,
+                                method="stable")
+    assert 0 < want.max() < ref.masks.max()
+    np.testing.assert_array_equal(masks.data, want)
     assert "from cached flows" in widget.status.value
     assert len([n for n in viewer.layers if n.name.startswith("embryo_small")]) == 4
     widget.stitch_threshold.value = 0.3  # other flows needed: no recompute, a hint to Run

@@ -21,6 +21,19 @@ def test_export_cellpose_then_segment_ready(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {out}" in proc.stdout and "max |onnxruntime - torch|" in proc.stdout
     assert run_cli("add-model", out).returncode == 0
+    from nucseg_rt.models import read_metadata
+
+    assert "cellprob_threshold" not in read_metadata(out)  # a Cellpose model runs as Cellpose's
+    calibrated = tmp_path / "calibrated.onnx"
+    proc = run_cli("export-cellpose", src, "-o", calibrated, "--default-cellprob-threshold", "-1.5",
+                   "--default-min-size-fraction", "0.1", "--ortho-weight", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    meta = read_metadata(calibrated)
+    assert (meta["cellprob_threshold"], meta["min_size_fraction"], meta["ortho_weight"]) == (
+        "-1.5", "0.1", "0.5")
+    bad = run_cli("export-cellpose", src, "-o", tmp_path / "bad.onnx", "--ortho-weight", "3")
+    assert bad.returncode == 1 and "`--ortho-weight` must be in [0, 1]" in bad.stderr
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_train_passes_arguments_through():
