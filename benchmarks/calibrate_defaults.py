@@ -9,7 +9,8 @@ then every combination of
 - ortho weight ``w``: the ZY/ZX views' share of the cell probability,
   ``cp = (cp_YX + w (cp_ZX + cp_ZY)) * 3 / (1 + 2 w)`` (``w = 1`` is Cellpose's sum);
 - cell-probability threshold;
-- size filter: masks under ``f`` x the expected nucleus volume removed;
+- size filter: masks under ``f`` x the expected nucleus volume removed (the runtime's rule,
+  ``nucseg_rt.params.size_aware_min_size``);
 
 is scored (AP@0.5, AP@0.75, median volume ratio). ``--scales`` also runs the network with the
 diameter multiplied by each factor (the network's preferred scale).
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -88,14 +88,10 @@ def size_filtered(masks: np.ndarray, min_voxels: float) -> np.ndarray:
     return lut[masks]
 
 
-def expected_volume(diameter: float, anisotropy: float) -> float:
-    """Voxels of a sphere of ``diameter`` XY px sampled every ``anisotropy`` px in Z."""
-    return math.pi / 6 * diameter ** 3 / anisotropy
-
-
 def main(argv=None) -> int:
     from nucseg_rt import Segmenter
     from nucseg_rt.eval import realtex
+    from nucseg_rt.params import size_aware_min_size
     from nucseg_rt_export.real_data import TRAIN_SOURCES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -125,7 +121,8 @@ def main(argv=None) -> int:
                 f = combined_flows(seg, views, shape, anisotropy=a, diameter=d, w=w)
                 masks = seg.masks_from_flows(f, cellprob_threshold=t, min_size=0)
                 for frac in args.size_fractions:
-                    m = size_filtered(masks, frac * expected_volume(d_true, a)) if frac else masks
+                    m = size_filtered(masks, size_aware_min_size(d, a, img.shape[0], frac)) \
+                        if frac else masks
                     r = object_scores(lab, m, meta["edge_labels"])
                     rows.append(dict(setting=name, k=k, scale=scale, w=w, t=t, frac=frac, ap50=r["ap50"],
                                      ap75=r["ap75"], ratio=float(np.median(r["ratios"])) if r["ratios"] else None,

@@ -371,13 +371,14 @@ def size_aware_min_size(diameter: float, anisotropy: float, n_planes: int,
     :data:`CELLPOSE_MIN_SIZE`.
 
     The expected nucleus is a sphere of ``diameter`` XY pixels sampled every ``anisotropy``
-    pixels in Z, ``pi / 6 d^3 / anisotropy`` voxels; in a single plane (``n_planes`` 1, a 2D
-    image) a disc, ``pi / 4 d^2`` pixels. The same rule in 3D and stitch mode (masks are 3D
-    either way). ``fraction`` 0 gives Cellpose's 15.
+    pixels in Z: its disc ``pi / 4 d^2`` times its depth in planes, ``2/3 d / anisotropy``
+    (``pi / 6 d^3 / anisotropy`` voxels), the depth capped at the stack's ``n_planes`` (a thin
+    stack holds a slab of each nucleus; a single plane, a 2D image, holds the disc). The same rule
+    in 3D and stitch mode (masks are 3D either way). ``fraction`` 0 gives Cellpose's 15.
     """
     d = float(diameter)
-    expected = math.pi / 4 * d * d if n_planes <= 1 else math.pi / 6 * d ** 3 / float(anisotropy)
-    return max(CELLPOSE_MIN_SIZE, int(round(fraction * expected)))
+    depth = min(2.0 / 3.0 * d / float(anisotropy), max(int(n_planes), 1))
+    return max(CELLPOSE_MIN_SIZE, int(round(fraction * math.pi / 4 * d * d * depth)))
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -228,8 +228,8 @@ def _mask_defaults(model: str) -> list[tuple[str, str]]:
     return [(f"{model} threshold", f"{d.cellprob_threshold:g} (cell probability; "
                                    "--cellprob-threshold)"),
             (f"{model} min size", f"{d.min_size_fraction:.0%} of the expected nucleus volume "
-                                  f"(pi/6 d^3 / anisotropy), at least {CELLPOSE_MIN_SIZE} voxels "
-                                  "(--min-size)"),
+                                  "(pi/6 d^3 / anisotropy, at most the stack's depth), at least "
+                                  f"{CELLPOSE_MIN_SIZE} voxels (--min-size)"),
             (f"{model} side views", f"weight {d.ortho_weight:g} in the cell probability "
                                     "(1: Cellpose's sum)")]
 

@@ -18,6 +18,8 @@ from nucseg_rt.params import (CELLPOSE_MIN_SIZE, DEFAULT_MIN_SIZE_FRACTION, Mask
     (30, 1, 20, 0.05, round(0.05 * math.pi / 6 * 30 ** 3)),       # 707 voxels
     (30, 4, 20, 0.05, round(0.05 * math.pi / 6 * 30 ** 3 / 4)),   # coarse Z: fewer voxels
     (30, 1, 1, 0.05, round(0.05 * math.pi / 4 * 30 ** 2)),        # a 2D image: the disc's area
+    (30, 5, 3, 0.05, round(0.05 * math.pi / 4 * 30 ** 2 * 3)),    # a thin stack: a 3-plane slab
+    (30, 15, 30, 0.05, round(0.05 * math.pi / 4 * 30 ** 2 * 4 / 3)),  # 4/3 plane deep
     (8, 1, 20, 0.05, CELLPOSE_MIN_SIZE),                          # small nuclei: Cellpose's floor
     (30, 1, 20, 0.0, CELLPOSE_MIN_SIZE),
 ])
