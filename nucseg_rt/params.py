@@ -323,8 +323,10 @@ class MaskParams:
 #: Cellpose's ``min_size``: the floor of the size-aware default
 CELLPOSE_MIN_SIZE = 15
 #: Share of the expected nucleus volume under which a mask is removed, for a model that does not
-#: store its own (``min_size_fraction`` metadata). Chosen on the real-texture calibration set
-#: (``benchmarks/calibrate_defaults.py``, training sources only; models/README.md).
+#: store its own (``min_size_fraction`` metadata; the bundled model stores its calibrated share).
+#: Half the share calibrated for our models on the real-texture calibration set (0.1,
+#: ``benchmarks/calibrate_defaults.py``, training sources only; models/README.md): a model we
+#: have not calibrated, or a diameter given too large, should not lose small real nuclei.
 DEFAULT_MIN_SIZE_FRACTION = 0.05
 
 
