@@ -82,6 +82,11 @@ STAGES = {
                                   "--real-ortho-prob", "0.8", "--ortho-steps", "4,16", "--seed", "2"]),
 }
 
+#: Mask defaults stored in the exported model's metadata, per main stage, as chosen by
+#: ``benchmarks/calibrate_defaults.py`` on the real-texture calibration set (training sources,
+#: seed 50,000; never the held-out BBBC007 volumes): see models/README.md, "Defaults".
+MASK_DEFAULTS: dict[str, dict[str, float]] = {}
+
 #: The ortho partner runs for stacks at least this anisotropic (its metadata ``min_anisotropy``).
 ORTHO_MIN_ANISOTROPY = 8.0
 
@@ -107,6 +112,7 @@ def export_models(out: Path, models: Path, *, main_stage: str, ortho: bool) -> N
     import shutil
 
     from nucseg_rt.models import quantize_int8, write_bundled_index
+    from nucseg_rt.params import MaskDefaults
     from nucseg_rt_export.onnx_export import export_cellpose
 
     models.mkdir(parents=True, exist_ok=True)
@@ -116,8 +122,10 @@ def export_models(out: Path, models: Path, *, main_stage: str, ortho: bool) -> N
     if ortho:
         ortho_pth = models / "nuclei_3d.ortho.pth"
         shutil.copyfile(out / "ortho" / STAGES["ortho"][0], ortho_pth)
+    calibrated = MASK_DEFAULTS.get(main_stage)
     rep = export_cellpose(main_pth, models / "nuclei_3d.onnx", ortho=ortho_pth,
-                          ortho_min_anisotropy=ORTHO_MIN_ANISOTROPY if ortho else None)
+                          ortho_min_anisotropy=ORTHO_MIN_ANISOTROPY if ortho else None,
+                          mask_defaults=MaskDefaults(**calibrated) if calibrated else None)
     print(f"exported {rep.path} (ortho {rep.ortho_path}); max |onnxruntime - torch| "
           f"{rep.max_abs_diff:.2e}")
     print(quantize_int8(models / "nuclei_3d.onnx", models / "nuclei_3d.int8.onnx", overwrite=True))
