@@ -44,7 +44,7 @@ from typing import Literal
 from nucseg_rt.errors import (InvalidInputError, ModelFormatError, ModelIntegrityError,
                               ModelNotFoundError)
 from nucseg_rt.io import atomic_write
-from nucseg_rt.params import file_precision
+from nucseg_rt.params import file_precision as runs_file_of
 from nucseg_rt.models.modelfile import (existing_model_file, inspect_model, is_torch_file,
                                         ortho_partner, read_metadata, sha256_file,
                                         validate_onnx_model)
@@ -235,7 +235,7 @@ def resolve_model(spec: str | os.PathLike, *, ortho: str | os.PathLike | None = 
     InvalidInputError
         Unknown precision, or no variant for it (the message names ``nucseg-rt quantize``).
     """
-    precision = file_precision(precision)  # bf16 runs the fp32 file
+    precision = runs_file_of(precision)  # bf16 runs the fp32 file
     if precision not in PRECISIONS:
         raise InvalidInputError(f"`precision` must be one of {PRECISIONS}, got {precision!r}")
     record = _lookup(spec, home)
