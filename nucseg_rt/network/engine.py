@@ -246,7 +246,8 @@ class NetworkRun:
 
 
 class Engine:
-    """The onnxruntime sessions of one model, one per stream, and the threads running them.
+    """The network sessions of one model (onnxruntime or OpenVINO, by ``options.backend``), one
+    per stream, and the threads running them.
 
     Parameters
     ----------
