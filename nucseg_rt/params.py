@@ -22,14 +22,19 @@ from nucseg_rt.errors import InvalidInputError
 __all__ = ["Normalization", "InputSpec", "MaskParams", "MaskDefaults", "DEFAULT_NITER",
            "CELLPOSE_MIN_SIZE", "DEFAULT_MIN_SIZE_FRACTION", "size_aware_min_size", "validate_positive",
            "validate_diameter", "validate_choice", "settings_or_keywords", "Precision",
-           "PRECISIONS", "DynamicsMethod", "DYNAMICS_METHODS", "Device", "DEVICES", "Mode",
+           "PRECISIONS", "file_precision", "Backend", "BACKENDS", "DynamicsMethod", "DYNAMICS_METHODS", "Device", "DEVICES", "Mode",
            "MODES"]
 
 # --- the choices: one Literal per choice, its values derived from it ---------------------------
 
-#: model variant: fp32 is the reference; int8 the quantized variant; fp16 for CUDA only
-Precision = Literal["fp32", "int8", "fp16"]
+#: model variant: fp32 is the reference; int8 the quantized variant; fp16 for CUDA only; bf16
+#: the fp32 file with bf16 arithmetic (OpenVINO, CPUs with native bf16 only)
+Precision = Literal["fp32", "int8", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: network engine: "auto" resolves in nucseg_rt.network.engine.resolve_backend (onnxruntime
+#: for now); "openvino" needs the openvino extra
+Backend = Literal["auto", "onnxruntime", "openvino"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 #: 3D flow following: "stable" (default) or exactly Cellpose 3.1's
 DynamicsMethod = Literal["stable", "cellpose"]
 DYNAMICS_METHODS: tuple[str, ...] = get_args(DynamicsMethod)
@@ -39,6 +44,12 @@ DEVICES: tuple[str, ...] = get_args(Device)
 #: views the network runs: YX, ZY and ZX planes, or YX planes only (stitch mode)
 Mode = Literal["3d", "stitch"]
 MODES: tuple[str, ...] = get_args(Mode)
+
+
+def file_precision(precision: str) -> str:
+    """The model file a precision runs: bf16 runs the fp32 file (bf16 is arithmetic, not a
+    file); the others their own variant."""
+    return "fp32" if precision == "bf16" else precision
 
 
 def _or_list(choices: tuple[str, ...]) -> str:

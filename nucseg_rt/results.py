@@ -39,6 +39,8 @@ class RunInfo:
     seconds_network : float, optional
     dynamics_grid : (Z', Y', X'), optional
         Coarse Z: the grid the "stable" dynamics follow.
+    network : str, optional
+        The engine and precision that ran, and why (e.g. "onnxruntime fp32 (given)").
     """
 
     shape: tuple
@@ -54,6 +56,7 @@ class RunInfo:
     tiles: dict | None = None
     seconds_network: float | None = None
     dynamics_grid: tuple | None = None
+    network: str | None = None
 
     def as_dict(self) -> dict:
         """The diagnostics as a dict (entries that do not apply to this run left out)."""
@@ -68,6 +71,8 @@ class RunInfo:
             d["seconds_network"] = self.seconds_network
         if self.dynamics_grid is not None:
             d["dynamics_grid"] = self.dynamics_grid
+        if self.network is not None:
+            d["network"] = self.network
         return d
 
 

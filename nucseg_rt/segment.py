@@ -22,7 +22,7 @@ from nucseg_rt.errors import check_cancel
 from nucseg_rt.masks.assemble import masks_from_flows as _masks_from_flows
 from nucseg_rt.network.engine import Engine, EngineOptions, WorkAvoidanceChoice
 from nucseg_rt.network.predict import Progress
-from nucseg_rt.params import (MODES, Device, DynamicsMethod, InputSpec, MaskParams, Mode,
+from nucseg_rt.params import (MODES, Backend, Device, DynamicsMethod, InputSpec, MaskParams, Mode,
                               Normalization, Precision, settings_or_keywords, validate_choice,
                               validate_diameter, validate_positive)
 from nucseg_rt.prep import normalize, to_zyxc
@@ -47,10 +47,15 @@ class Segmenter:
         e.g. a partner trained on coarse-Z planes); the main network takes the planes below that.
     device : {"auto", "cpu", "cuda"}, optional
         ``"auto"`` (default) uses CUDA when onnxruntime offers it, else the CPU.
-    precision : {"fp32", "int8", "fp16"}, optional
+    precision : {"fp32", "int8", "fp16", "bf16"}, optional
         Model variant; fp32 (default) is the reference. int8 runs the registered model's quantized
         variant (the bundled ``nuclei_3d`` ships one; ``nucseg-rt quantize NAME`` makes one);
-        fp16 is for CUDA only.
+        fp16 is for CUDA only; bf16 runs the fp32 file in bf16 arithmetic with ``backend``
+        "openvino", on CPUs with native bf16 only.
+    backend : {"auto", "onnxruntime", "openvino"}, optional
+        The network engine (default "auto": onnxruntime for now, see
+        :func:`nucseg_rt.network.engine.resolve_backend`). "openvino" runs the same ONNX files
+        with OpenVINO on the CPU (``pip install 'nucseg-rt[openvino]'``).
     threads : int, optional
         onnxruntime intra-op threads per stream (default: one per physical core, shared out
         between the streams).
@@ -89,7 +94,7 @@ class Segmenter:
 
     def __init__(self, model: str | os.PathLike = "nuclei_3d", ortho: str | os.PathLike | None = None,
                  device: Device | None = None, precision: Precision | None = None, *,
-                 threads: int | None = None, batch_size: int | None = None,
+                 backend: Backend | None = None, threads: int | None = None, batch_size: int | None = None,
                  streams: int | None = None, tile_overlap: float | None = None,
                  bsize: int | None = None,
                  work_avoidance: WorkAvoidanceChoice | None = None,
@@ -97,20 +102,22 @@ class Segmenter:
         from nucseg_rt.models import registry
 
         options = settings_or_keywords(engine, "engine", EngineOptions, dict(
-            device=device, precision=precision, threads=threads, batch_size=batch_size,
+            device=device, precision=precision, backend=backend, threads=threads,
+            batch_size=batch_size,
             streams=streams, tile_overlap=tile_overlap, bsize=bsize,
             work_avoidance=work_avoidance, use_probe=use_probe))
         providers = options.providers()
         self.model = registry.resolve_model(model, ortho=ortho, precision=options.precision)
-        if options.use_probe and "CUDAExecutionProvider" not in providers:
+        if (options.use_probe and options.backend_choice().backend == "onnxruntime"
+                and "CUDAExecutionProvider" not in providers):
             options = _with_probe(options)
         self.options = options
         # checked when the model was resolved (modelfile.inspect_model); empty: always
         min_anisotropy = float((self.model.ortho_metadata or {}).get("min_anisotropy") or 0.0)
         self.engine = Engine(self.model.path, self.model.ortho_path, options=options,
                              providers=providers, ortho_min_anisotropy=min_anisotropy)
-        logger.info("model %s on %s (%s)", self.model.name, self.device,
-                    ", ".join(self.engine.providers))
+        logger.info("model %s on %s (%s): %s", self.model.name, self.device,
+                    ", ".join(self.engine.providers), self.engine.backend)
 
     # -- what it runs with (the engine's, after the defaults were filled in) ---------------------
     @property
@@ -120,6 +127,11 @@ class Segmenter:
     @property
     def precision(self) -> str:
         return self.options.precision
+
+    @property
+    def backend(self) -> str:
+        """The network engine that runs ("onnxruntime" or "openvino"; "auto" resolved)."""
+        return self.engine.backend.backend
 
     @property
     def batch_size(self) -> int:
@@ -266,7 +278,8 @@ class Segmenter:
                                             resample=resample, progress=progress, cancel=cancel)
         run = dataclasses.replace(run, network_shape=net.network_shape, ortho=net.ortho,
                                   tiles=net.tiles if mode == "3d" else None,
-                                  seconds_network=net.seconds, dynamics_grid=net.dynamics_grid)
+                                  seconds_network=net.seconds, dynamics_grid=net.dynamics_grid,
+                                  network=str(self.engine.backend))
         return Flows(yf[:3], yf[3], shape, rescale, anisotropy, d, resampled=bool(resample),
                      mode=mode, run=run, grid_flows=None if grid is None else grid[:3],
                      grid_cellprob=None if grid is None else grid[3],

@@ -82,7 +82,7 @@ def test_settings_or_keywords_none_means_not_given():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(precision="fp64"), r"`precision` must be 'fp32', 'int8' or 'fp16', got 'fp64'"),
+    (dict(precision="fp64"), r"`precision` must be 'fp32', 'int8', 'fp16' or 'bf16', got 'fp64'"),
     (dict(device="tpu"), r"`device` must be 'auto', 'cpu' or 'cuda', got 'tpu'"),
     (dict(batch_size=0), r"`batch_size` must be >= 1, got 0"),
     (dict(threads=1.5), r"`threads` must be a whole number >= 1, got 1.5"),
@@ -105,7 +105,10 @@ def test_engine_options_normalise_and_compare():
     assert hash(opts) == hash(EngineOptions(work_avoidance="plain", bsize=256, threads=2))
     assert opts.labels_key() == EngineOptions(work_avoidance="plain", bsize=256, threads=1).labels_key()
     assert opts.labels_key() != EngineOptions(bsize=256).labels_key()
-    assert set(PRECISIONS) == {"fp32", "int8", "fp16"}
+    assert set(PRECISIONS) == {"fp32", "int8", "fp16", "bf16"}
+    # the backend changes the labels key only when it is not onnxruntime (old resumes still match)
+    assert EngineOptions(backend="onnxruntime").labels_key() == EngineOptions().labels_key()
+    assert EngineOptions(backend="openvino").labels_key() != EngineOptions().labels_key()
     with pytest.raises(InvalidInputError, match="`precision` 'fp16' runs on CUDA only"):
         EngineOptions(device="cpu", precision="fp16").providers()
 

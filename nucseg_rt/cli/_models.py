@@ -15,7 +15,7 @@ from typing import Annotated, Optional  # noqa: UP035 (typer on 3.10)
 
 import typer
 
-from nucseg_rt.cli._options import DebugOpt, Precision, Variant, app
+from nucseg_rt.cli._options import VARIANTS, DebugOpt, Precision, Variant, app
 from nucseg_rt.params import PRECISIONS
 
 __all__ = ["add_model", "models", "remove_model", "model_info", "quantize", "export_cellpose",
@@ -154,7 +154,7 @@ def quantize(
         help="Folder of TIFF z-stacks like yours to calibrate on (default: synthetic nuclei).",
         metavar="DIR", show_default=False)] = None,
     precision: Annotated[Variant, typer.Option(
-        help="int8 (CPU) or fp16 (CUDA).", metavar="|".join(PRECISIONS[1:]))] = Variant.int8,
+        help="int8 (CPU) or fp16 (CUDA).", metavar="|".join(VARIANTS))] = Variant.int8,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing variant.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -204,6 +204,10 @@ def info(
     if probe:
         from nucseg_rt.cli._probe import print_probe
 
+        if precision.value == "bf16":
+            raise InvalidInputError("`precision` 'bf16' runs with `backend` 'openvino' only; "
+                                    "the probe times onnxruntime (fp32, int8 or fp16)",
+                                    param="precision")
         print_probe(model, precision.value, save, seconds)
         return
     if save:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional  # noqa: UP035 (typer on 3.10)
 
 import typer
 
-from nucseg_rt.params import DEVICES, DYNAMICS_METHODS, PRECISIONS
+from nucseg_rt.params import BACKENDS, DEVICES, DYNAMICS_METHODS, PRECISIONS
 
 app = typer.Typer(
     name="nucseg-rt", no_args_is_help=True, add_completion=False,
@@ -38,7 +38,10 @@ def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
 
 Device = _choice("Device", DEVICES)
 Precision = _choice("Precision", PRECISIONS)
-Variant = _choice("Variant", PRECISIONS[1:])  # the quantized / half variants of a model
+#: the quantized / half variants of a model file (bf16 is arithmetic on the fp32 file, no file)
+VARIANTS = tuple(p for p in PRECISIONS[1:] if p != "bf16")
+Variant = _choice("Variant", VARIANTS)
+Backend = _choice("Backend", BACKENDS)
 Dynamics = _choice("Dynamics", DYNAMICS_METHODS)
 
 
@@ -58,8 +61,13 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Registered model name or .onnx file.",
                                        metavar="NAME|FILE", rich_help_panel="Model")]
 PrecisionOpt = Annotated[Precision, typer.Option(
-    help="fp32 (reference), int8 (fast on CPU; `nucseg-rt quantize NAME` makes it) or fp16 "
-         "(CUDA).", metavar="|".join(PRECISIONS), rich_help_panel="Model")]
+    help="fp32 (reference), int8 (fast on CPU; `nucseg-rt quantize NAME` makes it), fp16 "
+         "(CUDA) or bf16 (--backend openvino, CPUs with native bf16).",
+    metavar="|".join(PRECISIONS), rich_help_panel="Model")]
+BackendOpt = Annotated[Backend, typer.Option(
+    help="Network engine: 'auto' (onnxruntime for now; `nucseg-rt info` says why), "
+         "'onnxruntime', or 'openvino' (CPU; pip install 'nucseg-rt[openvino]').",
+    metavar="|".join(BACKENDS), rich_help_panel="Hardware")]
 AnisotropyOpt = Annotated[Optional[float], typer.Option(
     help="Z step / XY pixel size, e.g. 4 for 2 um planes of 0.5 um pixels (default: from the "
          "file's calibration when it gives both, else 1 with a warning).", metavar="A",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["environment", "print_probe"]
+__all__ = ["environment", "print_probe", "backend_rows"]
 
 
 def environment() -> list[tuple[str, str]]:
@@ -17,17 +17,36 @@ def environment() -> list[tuple[str, str]]:
 
     rows = [("python", sys.version.split()[0])]
     for dist in ("nucseg-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "numba",
-                 "tifffile", "typer", "rich", "torch"):
+                 "tifffile", "typer", "rich", "torch", "openvino"):
         try:
             rows.append((dist, metadata.version(dist)))
         except metadata.PackageNotFoundError:
             if dist not in ("onnxruntime", "onnxruntime-gpu"):
                 rows.append((dist, "not installed"))
     rows.append(("onnxruntime providers", ", ".join(onnxruntime.get_available_providers())))
+    rows.extend(backend_rows())
     home = registry.registry_home()
     rows.append(("registry", f"{home}" + ("" if home.exists() else " (not created yet)")))
     rows.append(("models", ", ".join(r.name for r in registry.list_models()) or "none"))
     rows.append(("numba threading layer", _numba_threading()))
+    return rows
+
+
+def backend_rows() -> list[tuple[str, str]]:
+    """Which network engine ``--backend auto`` runs and why, and whether OpenVINO bf16 is
+    possible here."""
+    from nucseg_rt.errors import NucsegError
+    from nucseg_rt.network.engine import resolve_backend
+
+    rows = [("backend (auto)", str(resolve_backend("auto", "fp32")))]
+    try:
+        from nucseg_rt.network._openvino import cpu_supports_bf16
+
+        bf16 = ("yes (--backend openvino --precision bf16)" if cpu_supports_bf16()
+                else "no (the CPU has no native bf16)")
+    except NucsegError as exc:  # OpenVINO not installed: the message has the install hint
+        bf16 = f"no ({exc})"
+    rows.append(("openvino bf16", bf16))
     return rows
 
 

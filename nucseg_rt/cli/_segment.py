@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional  # noqa: UP035 (typer on 3.10)
 
 import typer
 
-from nucseg_rt.cli._options import (AnisotropyOpt, CellprobThresholdOpt, ChannelAxisOpt, ChanOpt,
+from nucseg_rt.cli._options import (AnisotropyOpt, Backend, BackendOpt, CellprobThresholdOpt, ChannelAxisOpt, ChanOpt,
                                     DebugOpt, Device, DeviceOpt, DiameterOpt, Dynamics, MinSizeOpt,
                                     ModelOpt, OutputFormat, OutputFormatOpt, Precision,
                                     PrecisionOpt, QuietOpt, SaveFlowsOpt, StitchThresholdOpt,
@@ -99,6 +99,7 @@ def segment(
         "--resume/--no-resume", help="Blockwise: reuse the blocks an interrupted run wrote.",
         rich_help_panel=_LARGE)] = True,
     device: DeviceOpt = Device.auto,
+    backend: BackendOpt = Backend.auto,
     batch_size: Annotated[Optional[int], typer.Option(
         help="224x224 tiles per network call (default: 2 on the CPU, 8 on CUDA).", metavar="N",
         rich_help_panel="Hardware", show_default=False)] = None,
@@ -145,7 +146,8 @@ def segment(
                           resample=not no_resample, output_format=output_format.value,
                           save_flows=save_flows, overwrite=overwrite, blockwise=large,
                           frames=frames, link=link)
-        engine = EngineOptions(device=device.value, precision=precision.value, threads=threads,
+        engine = EngineOptions(device=device.value, precision=precision.value,
+                               backend=backend.value, threads=threads,
                                batch_size=batch_size, streams=streams,
                                work_avoidance=work_avoidance.value,
                                **({} if tile_size is None else {"bsize": tile_size}))
@@ -158,6 +160,8 @@ def segment(
         cores = None if threads is None else threads * (streams or 1)
         with dynamics_threads(cores), runner:  # the runner closes what it started
             code, kept = run_and_report(runner, jobs, console, state, cancel, quiet=quiet)
+        if not quiet:
+            print(f"network: {engine.backend_choice()}")
     if code == 130:
         state.interrupted(kept)
     raise typer.Exit(code)

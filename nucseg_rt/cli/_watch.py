@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from nucseg_rt.cli._options import (AnisotropyOpt, CellprobThresholdOpt, ChannelAxisOpt, ChanOpt,
+from nucseg_rt.cli._options import (AnisotropyOpt, Backend, BackendOpt, CellprobThresholdOpt, ChannelAxisOpt, ChanOpt,
                                     DebugOpt, Device, DeviceOpt, DiameterOpt, MinSizeOpt,
                                     ModelOpt, OutputFormat, OutputFormatOpt, Precision,
                                     PrecisionOpt, QuietOpt, SaveFlowsOpt, StitchThresholdOpt,
@@ -43,6 +43,7 @@ def watch(
     link: LinkOpt = False,
     output_format: OutputFormatOpt = OutputFormat.tif,
     device: DeviceOpt = Device.auto,
+    backend: BackendOpt = Backend.auto,
     threads: ThreadsOpt = None,
     poll: Annotated[float, typer.Option(help="Seconds between looks at the folder.", metavar="S",
                                         rich_help_panel="Watching")] = 1.0,
@@ -84,7 +85,8 @@ def watch(
         run = RunSettings(anisotropy=anisotropy, diameter=parse_diameter(diameter),
                           output_format=output_format.value, save_flows=save_flows,
                           frames=frames, link=link)
-        engine = EngineOptions(device=device.value, precision=precision.value, threads=threads)
+        engine = EngineOptions(device=device.value, precision=precision.value,
+                               backend=backend.value, threads=threads)
         engine.providers()
         check_model(model, None, engine.precision)
         run.check_environment()

@@ -44,6 +44,7 @@ from typing import Literal
 from nucseg_rt.errors import (InvalidInputError, ModelFormatError, ModelIntegrityError,
                               ModelNotFoundError)
 from nucseg_rt.io import atomic_write
+from nucseg_rt.params import file_precision as runs_file_of
 from nucseg_rt.models.modelfile import (existing_model_file, inspect_model, is_torch_file,
                                         ortho_partner, read_metadata, sha256_file,
                                         validate_onnx_model)
@@ -206,7 +207,7 @@ def _unknown_name(name: str, records) -> str:
 
 
 def resolve_model(spec: str | os.PathLike, *, ortho: str | os.PathLike | None = None,
-                  precision: Literal["fp32", "int8", "fp16"] = "fp32",
+                  precision: Literal["fp32", "int8", "fp16", "bf16"] = "fp32",
                   home: str | os.PathLike | None = None) -> ResolvedModel:
     """Find the ONNX file(s) for a registered model name or a path, checked and described.
 
@@ -218,8 +219,8 @@ def resolve_model(spec: str | os.PathLike, *, ortho: str | os.PathLike | None = 
         same folder; it must match the metadata's ``ortho_sha256``.
     ortho : str or os.PathLike, optional
         Model for the ZY/ZX planes (name or path), replacing the registered/paired one.
-    precision : {"fp32", "int8", "fp16"}
-        Which variant of a registered model to use.
+    precision : {"fp32", "int8", "fp16", "bf16"}
+        Which variant of a registered model to use (bf16: the fp32 file).
     home : path, optional
         User registry folder (default: ``registry_home()``).
 
@@ -234,6 +235,7 @@ def resolve_model(spec: str | os.PathLike, *, ortho: str | os.PathLike | None = 
     InvalidInputError
         Unknown precision, or no variant for it (the message names ``nucseg-rt quantize``).
     """
+    precision = runs_file_of(precision)  # bf16 runs the fp32 file
     if precision not in PRECISIONS:
         raise InvalidInputError(f"`precision` must be one of {PRECISIONS}, got {precision!r}")
     record = _lookup(spec, home)

@@ -22,12 +22,12 @@ import numpy as np
 from nucseg_rt import errors
 from nucseg_rt.errors import (Cancelled, InvalidInputError, ModelNotFoundError, NucsegError,
                               check_cancel)
-from nucseg_rt.params import (PRECISIONS, InputSpec, MaskParams, validate_diameter,
-                              validate_positive)
+from nucseg_rt.params import (BACKENDS, PRECISIONS, InputSpec, MaskParams, validate_choice,
+                              validate_diameter, validate_positive)
 
 __all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",
            "SegmenterCache", "layer_input", "anisotropy_from_scale", "output_names",
-           "model_choices", "precision_choices", "default_diameter", "default_threshold", "run_flows", "run_frames",
+           "model_choices", "precision_choices", "backend_choices", "default_diameter", "default_threshold", "run_flows", "run_frames",
            "run_masks",
            "flows_to_rgb", "describe_error", "is_cancelled", "NO_MODEL_MESSAGE"]
 
@@ -235,6 +235,7 @@ class FlowParams:
     anisotropy: float = 1.0
     diameter: float | Literal["auto"] | None = None
     stitch: bool = False
+    backend: str = "auto"
 
     def __post_init__(self):
         if not self.model:
@@ -242,6 +243,7 @@ class FlowParams:
         if self.precision not in PRECISIONS:
             raise InvalidInputError(f"`precision` must be one of {', '.join(PRECISIONS)}, "
                                     f"got {self.precision!r}")
+        validate_choice("backend", self.backend, BACKENDS)
         object.__setattr__(self, "anisotropy", validate_positive("anisotropy", self.anisotropy))
         object.__setattr__(self, "diameter", validate_diameter(self.diameter))
 
@@ -271,18 +273,25 @@ def model_choices() -> tuple[list[str], str | None, str | None]:
     return names, default, None
 
 
-def precision_choices(model: str | None) -> list[str]:
-    """Precisions the model offers: fp32, then its registered variants (int8, fp16)."""
+def precision_choices(model: str | None, backend: str = "auto") -> list[str]:
+    """Precisions the model offers: fp32, then its registered variants (int8, fp16), then bf16
+    with ``backend`` "openvino" (the fp32 file in bf16; refused at Run on a CPU without it)."""
     reference, *variants_offered = PRECISIONS
+    bf16 = ["bf16"] if backend == "openvino" else []
     if not model:
-        return [reference]
+        return [reference, *bf16]
     from nucseg_rt.models import registry
 
     try:
         variants = registry.model_info(model).variants
     except NucsegError:
-        return [reference]
-    return [reference] + [p for p in variants_offered if p in variants]
+        return [reference, *bf16]
+    return [reference] + [p for p in variants_offered if p in variants] + bf16
+
+
+def backend_choices() -> list[str]:
+    """The network engines (``--backend``): auto, onnxruntime, openvino."""
+    return list(BACKENDS)
 
 
 def default_diameter(model: str | None, fallback: float = 30.0) -> float:
@@ -312,24 +321,26 @@ def default_threshold(model: str | None) -> float:
 
 
 class SegmenterCache:
-    """Keeps one :class:`nucseg_rt.Segmenter` warm; another model or precision replaces it.
+    """Keeps one :class:`nucseg_rt.Segmenter` warm; another model, precision or backend
+    replaces it.
 
-    Owned by one widget and released by :meth:`close`. ``factory(model, precision)`` makes a
-    Segmenter (default: ``Segmenter(model, device="auto", precision=precision)``).
+    Owned by one widget and released by :meth:`close`. ``factory(model, precision, backend)``
+    makes a Segmenter (default: ``Segmenter(model, device="auto", precision=precision,
+    backend=backend)``).
     """
 
     def __init__(self, factory=None):
         self._factory = factory or _make_segmenter
         self._lock = threading.Lock()
-        self._key: tuple[str, str] | None = None
+        self._key: tuple[str, str, str] | None = None
         self._seg = None
 
-    def get(self, model: str, precision: str):
+    def get(self, model: str, precision: str, backend: str = "auto"):
         with self._lock:
-            if self._key != (model, precision):
+            if self._key != (model, precision, backend):
                 self._release()
-                self._seg = self._factory(model, precision)
-                self._key = (model, precision)
+                self._seg = self._factory(model, precision, backend)
+                self._key = (model, precision, backend)
             return self._seg
 
     def close(self) -> None:
@@ -343,10 +354,10 @@ class SegmenterCache:
         self._seg, self._key = None, None
 
 
-def _make_segmenter(model: str, precision: str):
+def _make_segmenter(model: str, precision: str, backend: str = "auto"):
     from nucseg_rt import Segmenter
 
-    return Segmenter(model, device="auto", precision=precision)
+    return Segmenter(model, device="auto", precision=precision, backend=backend)
 
 
 # --- running -------------------------------------------------------------------------------
@@ -430,7 +441,7 @@ def run_flows(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowPara
                                     "frame or all frames")
         inp = inp.frame(int(frame))
     t0 = time.perf_counter()
-    seg = segmenters.get(flow_params.model, flow_params.precision)
+    seg = segmenters.get(flow_params.model, flow_params.precision, flow_params.backend)
     t1 = time.perf_counter()
     vol = np.asarray(inp.data)
     flows = seg.predict_flows(vol, progress=progress, cancel=cancel,
@@ -455,7 +466,7 @@ def run_frames(segmenters: SegmenterCache, inp: LayerInput, flow_params: FlowPar
     linked from frame to frame: masks (T, Z, Y, X). No flows are kept (the cache's ``flows``
     is None: a new threshold needs Run); its scale and translate are (T, Z, Y, X)."""
     t0 = time.perf_counter()
-    seg = segmenters.get(flow_params.model, flow_params.precision)
+    seg = segmenters.get(flow_params.model, flow_params.precision, flow_params.backend)
     t1 = time.perf_counter()
     frames = [m for _, m in seg.segment_frames(
         inp.data, time_axis=0, link=True, anisotropy=flow_params.anisotropy,

@@ -28,7 +28,7 @@ from superqt import QCollapsible
 
 from nucseg_rt.errors import InvalidInputError, ModelNotFoundError, NucsegError
 from nucseg_rt.napari._logic import (FlowParams, ProgressState, RunOutcome, SegmenterCache,
-                                     default_diameter, default_threshold, describe_error,
+                                     backend_choices, default_diameter, default_threshold, describe_error,
                                      flows_to_rgb, is_cancelled, layer_input, model_choices,
                                      output_names, precision_choices, run_flows, run_masks)
 from nucseg_rt.params import MaskParams
@@ -91,6 +91,9 @@ class SegmentWidget(QWidget):
                               **({"value": default} if default else {}))
         self.precision = ComboBox(label="precision", choices=precision_choices(default),
                                   value="fp32", tooltip="int8 is faster on the CPU")
+        self.backend = ComboBox(label="backend", choices=backend_choices(), value="auto",
+                                tooltip="network engine: auto (onnxruntime for now), "
+                                        "onnxruntime, or openvino (CPU; offers bf16)")
         self.anisotropy = FloatSpinBox(label="anisotropy", min=0.01, max=1000.0, step=0.1,
                                        value=1.0, tooltip="Z step / XY pixel size; filled in "
                                                           "from the layer's scale")
@@ -127,7 +130,8 @@ class SegmentWidget(QWidget):
         self.progress_bar = ProgressBar(min=0, max=1, value=0, label="progress")
         self.status = Label(value="")
         self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
-        main = Container(widgets=[self.image, self.model, self.precision, self.anisotropy,
+        main = Container(widgets=[self.image, self.model, self.precision, self.backend,
+                                  self.anisotropy,
                                   self.diameter, self.auto_diameter, self.frames,
                                   self.add_cellprob,
                                   self.add_flows])
@@ -155,6 +159,7 @@ class SegmentWidget(QWidget):
         layers.selection.events.active.connect(self._on_active_layer)
         self.image.changed.connect(self._prefill_anisotropy)
         self.model.changed.connect(self._on_model_changed)
+        self.backend.changed.connect(self._on_backend_changed)
         self.auto_diameter.changed.connect(lambda on: setattr(self.diameter, "enabled", not on))
         self.size_aware.changed.connect(lambda on: setattr(self.min_size, "enabled", not on))
         for w in (self.cellprob_threshold, self.size_aware, self.min_size, self.dynamics,
@@ -194,9 +199,12 @@ class SegmentWidget(QWidget):
             pass  # a 2D layer: Run says why
 
     def _on_model_changed(self, model) -> None:
-        self.precision.choices = precision_choices(model)
+        self.precision.choices = precision_choices(model, self.backend.value)
         self.diameter.value = default_diameter(model, self.diameter.value)
         self.cellprob_threshold.value = default_threshold(model)
+
+    def _on_backend_changed(self, backend) -> None:
+        self.precision.choices = precision_choices(self.model.value, backend)
 
     def _mask_params(self) -> MaskParams:
         return MaskParams(cellprob_threshold=float(self.cellprob_threshold.value),
@@ -216,6 +224,7 @@ class SegmentWidget(QWidget):
                           translate=layer.translate, channel=channel)
         mp = self._mask_params()
         fp = FlowParams(model=self.model.value, precision=self.precision.value,
+                        backend=self.backend.value,
                         anisotropy=float(self.anisotropy.value),
                         diameter="auto" if self.auto_diameter.value else float(self.diameter.value),
                         stitch=mp.stitch)

@@ -6,6 +6,9 @@
 - :func:`run_3d`, :func:`run_planes`, :class:`WorkAvoidance`, :func:`load_net`,
   :func:`select_providers` (``predict``): YX/ZY/ZX planes in tiles on N streams, the work
   skipped, sessions and providers;
+- ``_openvino``: :class:`OpenVinoNet`, the same interface as ``OnnxNet`` on OpenVINO (CPU;
+  fp32, bf16, int8), picked by :func:`load_net` for ``backend`` "openvino"; "auto" is decided
+  in :func:`nucseg_rt.network.engine.resolve_backend`;
 - :func:`make_grid`, :class:`TileGrid`, :func:`is_tile_size` (``tiling``): the tile grid and its
   blending weights.
 """

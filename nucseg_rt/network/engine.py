@@ -23,12 +23,12 @@ from nucseg_rt.errors import ClosedError, InvalidInputError
 from nucseg_rt.network.predict import (Progress, WorkAvoidance, load_net, run_3d, run_planes,
                                        select_providers)
 from nucseg_rt.network.tiling import TILE_SIZE_RANGE, is_tile_size
-from nucseg_rt.params import (DEVICES, GRID_Z_FACTOR, PRECISIONS, Device, Mode, Precision,
-                              validate_choice)
+from nucseg_rt.params import (BACKENDS, DEVICES, GRID_Z_FACTOR, PRECISIONS, Backend, Device,
+                              Mode, Precision, validate_choice)
 from nucseg_rt.prep.resample import rescale_volume, resize_channels_back, resize_linear
 
 __all__ = ["EngineOptions", "Engine", "NetworkRun", "DEFAULT_WORK_AVOIDANCE", "WorkAvoidanceChoice",
-           "check_precision"]
+           "check_precision", "resolve_backend", "BackendChoice"]
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -48,11 +48,47 @@ WorkAvoidanceChoice = Union[WorkAvoidance, Literal["default", "plain"]]
 
 
 def check_precision(precision: str, providers: list) -> None:
-    """fp16 runs on CUDA only (onnxruntime has no fast fp16 CPU kernels)."""
+    """fp16 runs on CUDA only (onnxruntime has no fast fp16 CPU kernels); bf16 on OpenVINO only."""
+    if precision == "bf16":
+        raise InvalidInputError("`precision` 'bf16' runs with `backend` 'openvino' only "
+                                "(--backend openvino, on a CPU with native bf16); onnxruntime "
+                                "runs 'fp32', 'int8' or 'fp16' (CUDA)",
+                                param=("precision", "backend"))
     if precision == "fp16" and _CUDA not in providers:
         raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
                                 "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'",
                                 param=("precision", "device"))
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The network engine a run uses, and why (for ``nucseg-rt info`` and the run summary)."""
+
+    backend: str
+    precision: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.backend} {self.precision} ({self.reason})"
+
+
+def resolve_backend(backend: str, precision: str, device: str = "auto") -> BackendChoice:
+    """The engine ``backend`` means for ``precision`` on ``device``: the one place ``"auto"``
+    is decided.
+
+    ``"auto"`` is onnxruntime for now (today's default, the portable one and the CUDA path).
+    The rule issue 23 asks for, the fastest backend and precision whose masks agree with fp32
+    at AP@0.5 >= 0.99 on the held-out validation volumes (e.g. OpenVINO bf16 on CPUs with
+    native bf16), needs that measurement first; once measured it goes here, and only here.
+    An explicit ``"onnxruntime"`` or ``"openvino"`` is taken as given (checked elsewhere:
+    :func:`check_precision`, :func:`nucseg_rt.network._openvino.check_openvino_precision`).
+    """
+    validate_choice("backend", backend, BACKENDS)
+    if backend != "auto":
+        return BackendChoice(backend, precision, "given")
+    return BackendChoice("onnxruntime", precision,
+                         "auto: onnxruntime until OpenVINO bf16 is measured on the held-out "
+                         "volumes")
 
 
 def _whole_at_least(name: str, value, low: int, high: int | None = None) -> None:
@@ -76,8 +112,12 @@ class EngineOptions:
     ----------
     device : {"auto", "cpu", "cuda"}
         ``"auto"`` uses CUDA when onnxruntime offers it, else the CPU.
-    precision : {"fp32", "int8", "fp16"}
-        Model variant; fp32 is the reference, fp16 is for CUDA only.
+    precision : {"fp32", "int8", "fp16", "bf16"}
+        Model variant; fp32 is the reference, fp16 is for CUDA (onnxruntime) only, bf16 (the fp32
+        file in bf16 arithmetic) for ``backend`` "openvino" on CPUs with native bf16 only.
+    backend : {"auto", "onnxruntime", "openvino"}
+        The network engine; ``"auto"`` resolves in :func:`resolve_backend` (onnxruntime for
+        now); ``"openvino"`` runs the same ONNX files on the CPU (the openvino extra).
     threads : int, optional
         onnxruntime intra-op threads per stream (default: the cores shared out between streams).
     batch_size : int, optional
@@ -98,6 +138,7 @@ class EngineOptions:
 
     device: Device = "auto"
     precision: Precision = "fp32"
+    backend: Backend = "auto"
     threads: int | None = None
     batch_size: int | None = None
     streams: int | None = None
@@ -109,6 +150,7 @@ class EngineOptions:
     def __post_init__(self):
         set_ = object.__setattr__
         validate_choice("precision", self.precision, PRECISIONS)
+        validate_choice("backend", self.backend, BACKENDS)
         set_(self, "work_avoidance", _work_avoidance(self.work_avoidance))
         _whole_at_least("batch_size", self.batch_size, 1)
         _whole_at_least("threads", self.threads, 1)
@@ -127,10 +169,27 @@ class EngineOptions:
         set_(self, "bsize", int(self.bsize))
         set_(self, "tile_overlap", float(self.tile_overlap))
 
+    def backend_choice(self) -> BackendChoice:
+        """Which engine runs and why (:func:`resolve_backend`)."""
+        return resolve_backend(self.backend, self.precision, self.device)
+
     def providers(self) -> list:
         """The onnxruntime execution providers for ``device``, checked against ``precision``
         (raises DeviceUnavailableError for CUDA without CUDA, InvalidInputError for fp16 on
-        the CPU)."""
+        the CPU or bf16 on onnxruntime). With the OpenVINO backend: ``["OpenVINO CPU"]``, after
+        checking that OpenVINO is installed (MissingDependencyError), that ``device`` is not
+        "cuda" and that the CPU runs ``precision``."""
+        if self.backend_choice().backend == "openvino":
+            from nucseg_rt.network._openvino import (OPENVINO_PROVIDERS, check_openvino_precision,
+                                                     openvino_core)
+
+            if self.device == "cuda":
+                raise InvalidInputError("`backend` 'openvino' runs on the CPU only; use `device` "
+                                        "'cpu' or 'auto', or `backend` 'onnxruntime' for CUDA",
+                                        param=("backend", "device"))
+            openvino_core()
+            check_openvino_precision(self.precision)
+            return list(OPENVINO_PROVIDERS)
         providers = select_providers(self.device)
         check_precision(self.precision, providers)
         return providers
@@ -141,8 +200,11 @@ class EngineOptions:
 
     def labels_key(self) -> str:
         """What in these options can change the labels (for a blockwise resume fingerprint);
-        threads, batch size and streams cannot."""
-        return repr((self.precision, (("work_avoidance", self.work_avoidance),
+        threads, batch size and streams cannot; the backend can (named when not onnxruntime,
+        so onnxruntime fingerprints stay as they were)."""
+        engine = self.backend_choice().backend
+        precision = self.precision if engine == "onnxruntime" else (engine, self.precision)
+        return repr((precision, (("work_avoidance", self.work_avoidance),
                                       ("bsize", self.bsize), ("tile_overlap", self.tile_overlap))))
 
 
@@ -184,7 +246,8 @@ class NetworkRun:
 
 
 class Engine:
-    """The onnxruntime sessions of one model, one per stream, and the threads running them.
+    """The network sessions of one model (onnxruntime or OpenVINO, by ``options.backend``), one
+    per stream, and the threads running them.
 
     Parameters
     ----------
@@ -211,9 +274,11 @@ class Engine:
                        else 1)
         if threads is None and streams > 1:
             threads = max(1, (os.cpu_count() or 1) // streams)
-        self._nets = [load_net(path, providers, threads) for _ in range(streams)]
-        self.nets_ortho = ([load_net(ortho_path, providers, threads) for _ in range(streams)]
-                           if ortho_path is not None else None)
+        self.backend = options.backend_choice()
+        kind = dict(backend=self.backend.backend, precision=options.precision)
+        self._nets = [load_net(path, providers, threads, **kind) for _ in range(streams)]
+        self.nets_ortho = ([load_net(ortho_path, providers, threads, **kind)
+                            for _ in range(streams)] if ortho_path is not None else None)
         self.ortho_name = getattr(ortho_path, "name", "ortho network") if ortho_path else None
         self.ortho_min_anisotropy = float(ortho_min_anisotropy)
         self.streams, self.threads = streams, threads

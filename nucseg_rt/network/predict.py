@@ -152,10 +152,20 @@ class OnnxNet:
         return np.concatenate((flows, cellprob), axis=1)
 
 
-def load_net(path: str | os.PathLike, providers: list, threads: int | None = None) -> OnnxNet:
-    """A new :class:`OnnxNet` (its own onnxruntime session) for ``path``; the caller owns it
-    and closes it (:meth:`OnnxNet.close`). Every call makes a separate session: streams running
-    side by side need one each."""
+def load_net(path: str | os.PathLike, providers: list, threads: int | None = None, *,
+             backend: str = "onnxruntime", precision: str = "fp32"):
+    """A new network for ``path``: an :class:`OnnxNet` (its own onnxruntime session), or with
+    ``backend`` "openvino" an :class:`nucseg_rt.network._openvino.OpenVinoNet` (its own compiled
+    model, run in ``precision``; ``providers`` then unused). Both have the same interface; the
+    caller owns the net and closes it (``close()``). Every call makes a separate session:
+    streams running side by side need one each. ``backend`` is a resolved one (not "auto")."""
+    if backend == "openvino":
+        from nucseg_rt.network._openvino import OpenVinoNet
+
+        return OpenVinoNet(Path(path).resolve(), precision, threads)
+    if backend != "onnxruntime":
+        raise InvalidInputError(f"`backend` must be 'onnxruntime' or 'openvino' here, got "
+                                f"{backend!r}", param="backend")
     return OnnxNet(Path(path).resolve(), providers, threads)
 
 
@@ -294,7 +304,7 @@ def run_planes(net: OnnxNet | Sequence[OnnxNet], planes: np.ndarray, *, batch_si
     ``pool``: the threads running the streams (those of a :class:`nucseg_rt.network.engine.Engine`);
     default: threads started for this call and joined before it returns.
     """
-    nets = [net] if isinstance(net, OnnxNet) else list(net)
+    nets = list(net) if isinstance(net, (list, tuple)) else [net]
     if not nets:
         raise InvalidInputError("`net` must be a network or a non-empty sequence of them")
     avoid = avoid or WorkAvoidance()

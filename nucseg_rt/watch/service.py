@@ -311,9 +311,11 @@ def watch_folder(folder: str | os.PathLike, out_dir: str | os.PathLike, segmente
                                  run=dataclasses.replace(run, overwrite=run.overwrite or redo))
                for redo in (False, True)}
     watcher = _Watcher(folder, out_dir, runners, settings, cancel, clock)
-    logger.info("watching %s for TIFF and OME-Zarr volumes -> %s (model %s on %s, poll %g s, "
+    engine = getattr(segmenter, "engine", None)
+    logger.info("watching %s for TIFF and OME-Zarr volumes -> %s (model %s on %s, %s, poll %g s, "
                 "settle %g s)", folder, out_dir, getattr(segmenter.model, "name", "?"),
-                getattr(segmenter, "device", "?"), settings.poll, settings.settle)
+                getattr(segmenter, "device", "?"), getattr(engine, "backend", "?"),
+                settings.poll, settings.settle)
     try:
         while not cancel.is_set():
             for path in watcher.scan():

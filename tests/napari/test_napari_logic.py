@@ -127,6 +127,8 @@ def test_flow_params_validate_and_map_to_the_library():
         FlowParams(model="m", diameter="big")
     with pytest.raises(InvalidInputError, match="`precision` must be"):
         FlowParams(model="m", precision="fp8")
+    with pytest.raises(InvalidInputError, match="`backend` must be"):
+        FlowParams(model="m", backend="gpu")
     inp = layer_input("zc", np.zeros((6, 2, 16, 16)), rgb=False, scale=(4, 1, 1, 1),
                       translate=(0,) * 4, channel=2)
     fp = FlowParams(model="m", anisotropy=4, diameter="auto")
@@ -141,6 +143,8 @@ def test_model_choices_from_the_registry(monkeypatch):
     assert default == "nuclei_3d" and names[0] == "nuclei_3d" and error is None
     assert logic.precision_choices("nuclei_3d") == ["fp32", "int8"]
     assert logic.precision_choices("not-there") == ["fp32"]
+    assert logic.precision_choices("nuclei_3d", "openvino") == ["fp32", "int8", "bf16"]
+    assert logic.backend_choices() == ["auto", "onnxruntime", "openvino"]
     from nucseg_rt import Segmenter
 
     # the registry's record agrees with the network's own metadata (17 for the bundled model)
@@ -156,7 +160,7 @@ def test_segmenter_cache_keeps_one_warm():
     made, closed = [], []
 
     class Fake:
-        def __init__(self, model, precision):
+        def __init__(self, model, precision, backend):
             self.key = (model, precision)
             made.append(self.key)
 
@@ -170,6 +174,9 @@ def test_segmenter_cache_keeps_one_warm():
     assert b is not a and closed == [("m", "fp32")]
     cache.close()
     assert closed == [("m", "fp32"), ("m", "int8")]
+    c = cache.get("m", "fp32", "openvino")  # another backend replaces it too
+    assert made[-1] == ("m", "fp32") and len(made) == 3 and c is not a
+    cache.close()
 
 
 def test_progress_state_across_threads():

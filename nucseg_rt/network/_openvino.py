@@ -1,0 +1,151 @@
+"""The OpenVINO network engine: :class:`OpenVinoNet`, the same interface as
+:class:`nucseg_rt.network.predict.OnnxNet` on the same ONNX files (CPU only).
+
+OpenVINO is an optional dependency (``pip install 'nucseg-rt[openvino]'``); it is imported when a
+net is made or the CPU is asked about, never on import of this module.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from nucseg_rt.errors import (ClosedError, InvalidInputError, MissingDependencyError,
+                              ModelFormatError)
+
+__all__ = ["OpenVinoNet", "openvino_core", "cpu_supports_bf16", "check_openvino_precision",
+           "INSTALL_HINT", "OPENVINO_PROVIDERS"]
+
+INSTALL_HINT = "pip install 'nucseg-rt[openvino]'"
+#: what an OpenVINO net reports as its providers (the engine's device is then "cpu")
+OPENVINO_PROVIDERS = ("OpenVINO CPU",)
+#: INFERENCE_PRECISION_HINT per precision; int8 runs the QDQ file with the rest in f32
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+_core = None
+_core_lock = threading.Lock()
+
+
+def openvino_core():
+    """The process's ``openvino.Core`` (made once); MissingDependencyError with the install hint
+    when OpenVINO is not installed."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            try:
+                import openvino
+            except ImportError:
+                raise MissingDependencyError(
+                    f"`backend` 'openvino' needs OpenVINO: {INSTALL_HINT} (or use `backend` "
+                    "'onnxruntime')", param="backend") from None
+            _core = openvino.Core()
+        return _core
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether OpenVINO reports native bf16 arithmetic on this CPU (``BF16`` in the CPU
+    plugin's ``OPTIMIZATION_CAPABILITIES``: AVX-512 BF16 or AMX)."""
+    return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def check_openvino_precision(precision: str) -> None:
+    """Refuse what the OpenVINO engine does not run here: fp16 (CUDA/onnxruntime only) and bf16
+    on a CPU without native bf16."""
+    if precision == "fp16":
+        raise InvalidInputError("`precision` 'fp16' runs on CUDA with `backend` 'onnxruntime' "
+                                "only; with `backend` 'openvino' use 'fp32', 'bf16' or 'int8'",
+                                param=("precision", "backend"))
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise InvalidInputError("`precision` 'bf16' needs a CPU with native bf16 (AVX-512 BF16 "
+                                "or AMX; OpenVINO reports none here); use 'fp32' or 'int8'",
+                                param=("precision", "backend"))
+
+
+def _metadata(path: Path) -> dict:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelFormatError(f"cannot read the metadata of {path.name}: {exc}") from exc
+    return {p.key: p.value for p in model.metadata_props}
+
+
+class OpenVinoNet:
+    """An OpenVINO compiled model (CPU) for one network file, with one infer request.
+
+    Parameters
+    ----------
+    path : path-like
+        The same ONNX file :class:`nucseg_rt.network.predict.OnnxNet` runs (fp32, or the int8
+        QDQ variant, read as-is).
+    precision : {"fp32", "bf16", "int8"}
+        ``INFERENCE_PRECISION_HINT``: f32 for fp32 and int8 (the QDQ nodes run in int8, the
+        rest in f32), bf16 for bf16 (the fp32 file with bf16 arithmetic; check the CPU with
+        :func:`check_openvino_precision` first).
+    threads : int, optional
+        ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice).
+
+    Notes
+    -----
+    Shapes: the model is compiled once with its dynamic input ``(?, nchan, ?, ?)`` (tiles come
+    in several shapes); the CPU plugin keeps its own per-shape kernel cache, so no compiled model
+    per shape is kept here. ``PERFORMANCE_HINT`` is LATENCY with one infer request: the
+    engine's streams already give each thread its own net. :meth:`close` releases the request
+    and the compiled model; calling a closed net raises ``ClosedError``.
+    """
+
+    providers = list(OPENVINO_PROVIDERS)
+
+    def __init__(self, path: str | os.PathLike, precision: str = "fp32",
+                 threads: int | None = None):
+        from nucseg_rt.network.predict import net_info
+
+        if precision not in _HINTS:
+            raise InvalidInputError(f"`precision` {precision!r} does not run on `backend` "
+                                    "'openvino' (fp32, bf16 or int8)", param=("precision", "backend"))
+        core = openvino_core()
+        self.path = Path(path)
+        self.precision = precision
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _HINTS[precision],
+                  "NUM_STREAMS": "1"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self._compiled = core.compile_model(str(self.path), "CPU", config)
+        except Exception as exc:
+            raise ModelFormatError(f"OpenVINO cannot load {self.path.name}: {exc}") from exc
+        self.info = net_info(_metadata(self.path))
+        self._request = self._compiled.create_infer_request()
+        self._flows = self._compiled.output("flows")
+        self._cellprob = self._compiled.output("cellprob")
+        self._background: dict = {}
+
+    @property
+    def closed(self) -> bool:
+        return self._request is None
+
+    def close(self) -> None:
+        """Release the infer request and the compiled model (idempotent); ``info`` and ``path``
+        stay readable."""
+        self._request = None
+        self._compiled = None
+        self._background.clear()
+
+    def background(self, tile_shape: tuple) -> np.ndarray:
+        """The network's ``(3, ly, lx)`` output for an all-zero ``(nchan, ly, lx)`` tile (cached)."""
+        key = tuple(int(s) for s in tile_shape)
+        if key not in self._background:
+            self._background[key] = self(np.zeros((1, *key), np.float32))[0]
+        return self._background[key]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Run ``(B, nchan, H, W)`` float32 -> ``(B, 3, H, W)`` (Y flow, X flow, cellprob)."""
+        request = self._request
+        if request is None:
+            raise ClosedError(f"the network session of {self.path.name} was closed")
+        out = request.infer({0: np.ascontiguousarray(batch, np.float32)})
+        # the request's output tensors are reused by the next call: concatenate copies them
+        return np.concatenate((out[self._flows], out[self._cellprob]), axis=1)
