@@ -85,7 +85,13 @@ STAGES = {
 #: Mask defaults stored in the exported model's metadata, per main stage, as chosen by
 #: ``benchmarks/calibrate_defaults.py`` on the real-texture calibration set (training sources,
 #: seed 50,000; never the held-out BBBC007 volumes): see models/README.md, "Defaults".
-MASK_DEFAULTS: dict[str, dict[str, float]] = {}
+MASK_DEFAULTS: dict[str, dict[str, float]] = {
+    # 2 calibration volumes per held-out setting (16), grid w {1, 0.5} x t {-1, -2, -3} x
+    # f {0.05, 0.1, 0.2}: best mean AP@0.5 0.741 (volume ratio 1.03) at w 1, t -2, f 0.1; side
+    # views weighted 0.5 at best 0.732 (the plain sum is kept). Stitch mode keeps threshold 0
+    # (held-out BBBC007 2D 0.812 at 0, 0.694 at -2: one view's logit is not a sum of three).
+    "optical2": {"cellprob_threshold": -2.0, "min_size_fraction": 0.1, "ortho_weight": 1.0},
+}
 
 #: The ortho partner runs for stacks at least this anisotropic (its metadata ``min_anisotropy``).
 ORTHO_MIN_ANISOTROPY = 8.0

@@ -319,12 +319,13 @@ class MaskParams:
     def resolved(self, defaults: "MaskDefaults | None", *, diameter: float, anisotropy: float,
                  n_planes: int) -> "MaskParams":
         """These settings with the model's defaults filled in: ``cellprob_threshold`` from
-        ``defaults`` (None: Cellpose's 0) and ``min_size`` size-aware (see
-        :func:`size_aware_min_size`). Given values are kept."""
+        ``defaults`` (its 3D or its stitch-mode threshold; None: Cellpose's 0) and ``min_size``
+        size-aware (see :func:`size_aware_min_size`). Given values are kept."""
         defaults = defaults or MaskDefaults()
         changes = {}
         if self.cellprob_threshold is None:
-            changes["cellprob_threshold"] = defaults.cellprob_threshold
+            changes["cellprob_threshold"] = (defaults.stitch_cellprob_threshold if self.stitch
+                                             else defaults.cellprob_threshold)
         if self.min_size is None:
             changes["min_size"] = size_aware_min_size(diameter, anisotropy, n_planes,
                                                       defaults.min_size_fraction)
@@ -344,15 +345,19 @@ DEFAULT_MIN_SIZE_FRACTION = 0.05
 @dataclass(frozen=True)
 class MaskDefaults:
     """A model's own defaults for the mask step, from its ONNX metadata (``cellprob_threshold``,
-    ``min_size_fraction``, ``ortho_weight``; written by the exporter for models calibrated in this
-    project). A model without them (a converted Cellpose file) runs as Cellpose does: threshold 0,
+    ``stitch_cellprob_threshold``, ``min_size_fraction``, ``ortho_weight``; written by the
+    exporter for models calibrated in this project). A model without them (a converted Cellpose file) runs as Cellpose does: threshold 0,
     all three views' cell probability summed; its size filter follows the nucleus size with
     :data:`DEFAULT_MIN_SIZE_FRACTION`.
 
     Parameters
     ----------
     cellprob_threshold : float
-        Default threshold on the (summed) cell-probability logit.
+        Default threshold on the 3D cell probability (the three views' logits summed).
+    stitch_cellprob_threshold : float
+        Default threshold in stitch mode (and on 2D images), on the YX view's logit alone: a
+        threshold on one view is not one on a sum of three (for the bundled model, -2 on the sum
+        in 3D is right, -2 on one view made 2D masks too large: models/README.md).
     min_size_fraction : float
         The size-aware ``min_size`` as a share of the expected nucleus volume.
     ortho_weight : float
@@ -363,9 +368,11 @@ class MaskDefaults:
     cellprob_threshold: float = 0.0
     min_size_fraction: float = DEFAULT_MIN_SIZE_FRACTION
     ortho_weight: float = 1.0
+    stitch_cellprob_threshold: float = 0.0
 
     def __post_init__(self):
         _finite("cellprob_threshold", self.cellprob_threshold)
+        _finite("stitch_cellprob_threshold", self.stitch_cellprob_threshold)
         for name in ("min_size_fraction", "ortho_weight"):
             v = _finite(name, getattr(self, name))
             if not 0 <= v <= 1:

@@ -229,8 +229,9 @@ def _mask_defaults(model: str) -> list[tuple[str, str]]:
         d = MaskDefaults.from_metadata(registry.model_info(model).metadata)
     except (NucsegError, ValueError):
         return []
-    return [(f"{model} threshold", f"{d.cellprob_threshold:g} (cell probability; "
-                                   "--cellprob-threshold)"),
+    return [(f"{model} threshold", f"{d.cellprob_threshold:g} in 3D (three views summed), "
+                                   f"{d.stitch_cellprob_threshold:g} in stitch mode "
+                                   "(--cellprob-threshold)"),
             (f"{model} min size", f"{d.min_size_fraction:.0%} of the expected nucleus volume "
                                   "(pi/6 d^3 / anisotropy, at most the stack's depth), at least "
                                   f"{CELLPOSE_MIN_SIZE} voxels (--min-size)"),

@@ -34,6 +34,10 @@ def test_resolved_fills_only_what_was_not_given():
     assert p.min_size == round(0.1 * math.pi / 6 * 20 ** 3 / 2)
     given = MaskParams(cellprob_threshold=0.5, min_size=3)
     assert given.resolved(defaults, diameter=20.0, anisotropy=2.0, n_planes=30) == given
+    stitched = MaskParams(stitch_threshold=0.5).resolved(
+        MaskDefaults(cellprob_threshold=-2.0, stitch_cellprob_threshold=-0.5), diameter=20.0,
+        anisotropy=1.0, n_planes=30)
+    assert stitched.cellprob_threshold == -0.5  # one view's logit, not the sum of three
     plain = MaskParams().resolved(None, diameter=20.0, anisotropy=1.0, n_planes=30)
     assert plain.cellprob_threshold == 0.0  # Cellpose's, for a model without defaults
     assert plain.min_size == size_aware_min_size(20.0, 1.0, 30, DEFAULT_MIN_SIZE_FRACTION)
@@ -43,7 +47,7 @@ def test_defaults_from_metadata_and_refused_values():
     assert MaskDefaults.from_metadata({"diam_mean": "30"}) == MaskDefaults()
     got = MaskDefaults.from_metadata({"cellprob_threshold": "-1", "min_size_fraction": "0.1",
                                       "ortho_weight": "0.25"})
-    assert got == MaskDefaults(-1.0, 0.1, 0.25)
+    assert got == MaskDefaults(-1.0, 0.1, 0.25, 0.0)
     with pytest.raises(InvalidInputError, match="ortho_weight"):
         MaskDefaults(ortho_weight=2.0)
 
@@ -53,7 +57,7 @@ def test_a_models_defaults_are_used_and_reported(tmp_path):
     plain = Segmenter(make_tiny_onnx(tmp_path / "plain.onnx"), device="cpu")
     own = Segmenter(make_tiny_onnx(tmp_path / "own.onnx", metadata={
         "cellprob_threshold": "-2", "min_size_fraction": "0.2"}), device="cpu")
-    assert own.mask_defaults == MaskDefaults(-2.0, 0.2, 1.0)
+    assert own.mask_defaults == MaskDefaults(-2.0, 0.2, 1.0, 0.0)
     res = own.segment(vol, diameter=30.0)
     assert res.info["cellprob_threshold"] == -2.0 and res.info["min_size"] == 2827
     want = plain.segment(vol, diameter=30.0, cellprob_threshold=-2.0, min_size=2827)
