@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg_rt.errors import (ClosedError, InvalidInputError, MissingDependencyError,
-                              ModelFormatError)
+from nucseg_rt.errors import InvalidInputError, MissingDependencyError, ModelFormatError
+from nucseg_rt.network.predict import NetBase
 
 __all__ = ["OpenVinoNet", "openvino_core", "cpu_supports_bf16", "check_openvino_precision",
            "INSTALL_HINT", "OPENVINO_PROVIDERS"]
@@ -73,7 +73,7 @@ def _metadata(path: Path) -> dict:
     return {p.key: p.value for p in model.metadata_props}
 
 
-class OpenVinoNet:
+class OpenVinoNet(NetBase):
     """An OpenVINO compiled model (CPU) for one network file, with one infer request.
 
     Parameters
@@ -103,6 +103,7 @@ class OpenVinoNet:
                  threads: int | None = None):
         from nucseg_rt.network.predict import net_info
 
+        super().__init__()
         if precision not in _HINTS:
             raise InvalidInputError(f"`precision` {precision!r} does not run on `backend` "
                                     "'openvino' (fp32, bf16 or int8)", param=("precision", "backend"))
@@ -121,31 +122,18 @@ class OpenVinoNet:
         self._request = self._compiled.create_infer_request()
         self._flows = self._compiled.output("flows")
         self._cellprob = self._compiled.output("cellprob")
-        self._background: dict = {}
 
-    @property
-    def closed(self) -> bool:
-        return self._request is None
+    def _handle(self):
+        return self._request
 
     def close(self) -> None:
         """Release the infer request and the compiled model (idempotent); ``info`` and ``path``
         stay readable."""
         self._request = None
         self._compiled = None
-        self._background.clear()
+        self._forget()
 
-    def background(self, tile_shape: tuple) -> np.ndarray:
-        """The network's ``(3, ly, lx)`` output for an all-zero ``(nchan, ly, lx)`` tile (cached)."""
-        key = tuple(int(s) for s in tile_shape)
-        if key not in self._background:
-            self._background[key] = self(np.zeros((1, *key), np.float32))[0]
-        return self._background[key]
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Run ``(B, nchan, H, W)`` float32 -> ``(B, 3, H, W)`` (Y flow, X flow, cellprob)."""
-        request = self._request
-        if request is None:
-            raise ClosedError(f"the network session of {self.path.name} was closed")
+    def _run(self, request, batch: np.ndarray) -> np.ndarray:
         out = request.infer({0: np.ascontiguousarray(batch, np.float32)})
         # the request's output tensors are reused by the next call: concatenate copies them
         return np.concatenate((out[self._flows], out[self._cellprob]), axis=1)

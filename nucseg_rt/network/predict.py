@@ -85,7 +85,47 @@ def net_info(metadata: dict) -> NetInfo:
         raise ModelFormatError(f"model metadata is missing or malformed: {exc}") from exc
 
 
-class OnnxNet:
+class NetBase:
+    """What every network engine (:class:`OnnxNet`, the OpenVINO one) shares: calling a closed
+    net raises ``ClosedError``, and the output of an all-zero tile is cached per tile shape.
+
+    A subclass sets ``path``, ``info`` and ``providers`` and implements ``_handle()`` (its
+    session or request, None once closed), ``_run(handle, batch)`` and ``close()`` (which calls
+    :meth:`_forget`).
+    """
+
+    def __init__(self):
+        self._background: dict = {}
+
+    def _handle(self):
+        raise NotImplementedError
+
+    def _run(self, handle, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        return self._handle() is None
+
+    def _forget(self) -> None:
+        self._background.clear()
+
+    def background(self, tile_shape: tuple) -> np.ndarray:
+        """The network's ``(3, ly, lx)`` output for an all-zero ``(nchan, ly, lx)`` tile (cached)."""
+        key = tuple(int(s) for s in tile_shape)
+        if key not in self._background:
+            self._background[key] = self(np.zeros((1, *key), np.float32))[0]
+        return self._background[key]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Run ``(B, nchan, H, W)`` float32 -> ``(B, 3, H, W)`` (Y flow, X flow, cellprob)."""
+        handle = self._handle()  # read once: close() from another thread cannot race the run
+        if handle is None:
+            raise ClosedError(f"the network session of {self.path.name} was closed")
+        return self._run(handle, batch)
+
+
+class OnnxNet(NetBase):
     """An onnxruntime session for one network file.
 
     Parameters
@@ -107,6 +147,7 @@ class OnnxNet:
     def __init__(self, path: str | os.PathLike, providers: list, threads: int | None = None):
         import onnxruntime as ort
 
+        super().__init__()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Tiles come in several shapes (plane sizes differ between orientations and blocks).
@@ -125,31 +166,18 @@ class OnnxNet:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = net_info(meta)
         self.providers = self.session.get_providers()
-        self._background: dict = {}
 
-    @property
-    def closed(self) -> bool:
-        return self.session is None
+    def _handle(self):
+        return self.session
+
+    def _run(self, session, batch: np.ndarray) -> np.ndarray:
+        flows, cellprob = session.run(["flows", "cellprob"], {"input": batch})
+        return np.concatenate((flows, cellprob), axis=1)
 
     def close(self) -> None:
         """Release the onnxruntime session (idempotent); ``info`` and ``path`` stay readable."""
         self.session = None
-        self._background.clear()
-
-    def background(self, tile_shape: tuple) -> np.ndarray:
-        """The network's ``(3, ly, lx)`` output for an all-zero ``(nchan, ly, lx)`` tile (cached)."""
-        key = tuple(int(s) for s in tile_shape)
-        if key not in self._background:
-            self._background[key] = self(np.zeros((1, *key), np.float32))[0]
-        return self._background[key]
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Run ``(B, nchan, H, W)`` float32 -> ``(B, 3, H, W)`` (Y flow, X flow, cellprob)."""
-        session = self.session
-        if session is None:
-            raise ClosedError(f"the network session of {self.path.name} was closed")
-        flows, cellprob = session.run(["flows", "cellprob"], {"input": batch})
-        return np.concatenate((flows, cellprob), axis=1)
+        self._forget()
 
 
 def load_net(path: str | os.PathLike, providers: list, threads: int | None = None, *,
