@@ -94,7 +94,8 @@ class Segmenter:
 
     def __init__(self, model: str | os.PathLike = "nuclei_3d", ortho: str | os.PathLike | None = None,
                  device: Device | None = None, precision: Precision | None = None, *,
-                 backend: Backend | None = None, threads: int | None = None, batch_size: int | None = None,
+                 backend: Backend | None = None, threads: int | None = None,
+                 batch_size: int | None = None,
                  streams: int | None = None, tile_overlap: float | None = None,
                  bsize: int | None = None,
                  work_avoidance: WorkAvoidanceChoice | None = None,

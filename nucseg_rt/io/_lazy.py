@@ -220,17 +220,15 @@ class _TiffPages:
         lead, rest = index[:self._lead], index[self._lead:]
         ranges = [[ix] if isinstance(ix, int) else range(*ix.indices(n))
                   for ix, n in zip(lead, self.shape)]
-        planes = []
-        for pos in itertools.product(*ranges):
+        sizes = [len(r) for r, ix in zip(ranges, lead) if not isinstance(ix, int)]
+        tail = [len(range(*ix.indices(n))) for ix, n in zip(rest, self.shape[self._lead:])
+                if not isinstance(ix, int)]
+        out = np.empty((math.prod(len(r) for r in ranges), *tail), self.dtype)
+        for i, pos in enumerate(itertools.product(*ranges)):  # one decoded page at a time
             k = int(np.ravel_multi_index(pos, self.shape[:self._lead])) if pos else 0
             with self._lock:
                 plane = self._series.pages[k].asarray()
-            planes.append(plane[rest])
-        sizes = [len(r) for r, ix in zip(ranges, lead) if not isinstance(ix, int)]
-        tail = planes[0].shape if planes else np.empty(self.shape[self._lead:])[rest].shape
-        out = np.empty((len(planes), *tail), self.dtype)
-        for i, plane in enumerate(planes):
-            out[i] = plane
+            out[i] = plane[rest]
         return out.reshape(*sizes, *tail)
 
 

@@ -27,8 +27,8 @@ from nucseg_rt.params import (BACKENDS, PRECISIONS, InputSpec, MaskParams, valid
 
 __all__ = ["LayerInput", "FlowParams", "FlowCache", "RunOutcome", "ProgressState",
            "SegmenterCache", "layer_input", "anisotropy_from_scale", "output_names",
-           "model_choices", "precision_choices", "backend_choices", "default_diameter", "default_threshold", "run_flows", "run_frames",
-           "run_masks",
+           "model_choices", "precision_choices", "backend_choices", "default_diameter",
+           "default_threshold", "run_flows", "run_frames", "run_masks",
            "flows_to_rgb", "describe_error", "is_cancelled", "NO_MODEL_MESSAGE"]
 
 #: channel choices of the widget: None = not chosen (fine for one-channel layers), 0 = gray
@@ -294,15 +294,23 @@ def backend_choices() -> list[str]:
     return list(BACKENDS)
 
 
-def default_diameter(model: str | None, fallback: float = 30.0) -> float:
-    """The model's training diameter (``diam_labels`` metadata) in pixels, else ``fallback``."""
+def _registered_metadata(model: str | None) -> dict[str, str]:
+    """The metadata of registered ``model``; empty when none is chosen or it is not found."""
     if not model:
-        return fallback
+        return {}
     from nucseg_rt.models import registry
 
     try:
-        return float(registry.model_info(model).metadata.get("diam_labels", fallback))
-    except (NucsegError, ValueError):
+        return registry.model_info(model).metadata
+    except NucsegError:
+        return {}
+
+
+def default_diameter(model: str | None, fallback: float = 30.0) -> float:
+    """The model's training diameter (``diam_labels`` metadata) in pixels, else ``fallback``."""
+    try:
+        return float(_registered_metadata(model).get("diam_labels", fallback))
+    except ValueError:
         return fallback
 
 
@@ -310,14 +318,10 @@ def default_threshold(model: str | None) -> float:
     """The model's default cell-probability threshold (its metadata; Cellpose's 0 without)."""
     from nucseg_rt.params import MaskDefaults
 
-    if not model:
-        return 0.0
-    from nucseg_rt.models import registry
-
     try:
-        return MaskDefaults.from_metadata(registry.model_info(model).metadata).cellprob_threshold
-    except (NucsegError, ValueError):
-        return 0.0
+        return MaskDefaults.from_metadata(_registered_metadata(model)).cellprob_threshold
+    except ValueError:
+        return MaskDefaults().cellprob_threshold
 
 
 class SegmenterCache:

@@ -72,9 +72,8 @@ class BackendChoice:
         return f"{self.backend} {self.precision} ({self.reason})"
 
 
-def resolve_backend(backend: str, precision: str, device: str = "auto") -> BackendChoice:
-    """The engine ``backend`` means for ``precision`` on ``device``: the one place ``"auto"``
-    is decided.
+def resolve_backend(backend: str, precision: str) -> BackendChoice:
+    """The engine ``backend`` means for ``precision``: the one place ``"auto"`` is decided.
 
     ``"auto"`` is onnxruntime for now (today's default, the portable one and the CUDA path).
     The rule issue 23 asks for, the fastest backend and precision whose masks agree with fp32
@@ -171,7 +170,7 @@ class EngineOptions:
 
     def backend_choice(self) -> BackendChoice:
         """Which engine runs and why (:func:`resolve_backend`)."""
-        return resolve_backend(self.backend, self.precision, self.device)
+        return resolve_backend(self.backend, self.precision)
 
     def providers(self) -> list:
         """The onnxruntime execution providers for ``device``, checked against ``precision``
