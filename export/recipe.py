@@ -34,9 +34,13 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    synthetic 3D 0.02-0.04 lower than stage 2; not shipped yet (models/README.md);
 7. ``optical2``: a cosine cycle from stage 6 with the synthetic share back up to 35 % (real 25 %,
    real-texture 40 %, other volumes: seed 6), to win back stage 2's synthetic 3D accuracy while
-   keeping stage 6's on real-texture volumes. Started 2026-12-06; not finished.
+   keeping stage 6's on real-texture volumes. Run once (2026-12-06, 34 epochs in 74 minutes):
+   shipped 2026-12-06 (models/README.md);
+8. ``optical3``: a cosine cycle from stage 7 aimed at the hard real-texture cases: 30 % each of
+   the real-texture volumes are thin stacks, small border-cut crops and crowded blurry volumes
+   (density 0.45-0.6), 45 % of each batch from them, real 20 %, synthetic 35 % (seed 7).
 
-With ``--models``, the last main-network stage run (``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
+With ``--models``, the last main-network stage run (``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
@@ -75,6 +79,10 @@ STAGES = {
     "optical2": ("nuclei_3d", ["--pretrained", "{optical}", "--epochs", "36", "--lr", "5e-4",
                                "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "6", "--real-weight", "0.25",
                                "--realtex-volumes", "48", "--realtex-weight", "0.4"]),
+    "optical3": ("nuclei_3d", ["--pretrained", "{optical2}", "--epochs", "36", "--lr", "4e-4",
+                               "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "7", "--real-weight", "0.2",
+                               "--realtex-volumes", "56", "--realtex-weight", "0.45",
+                               "--realtex-hard", "0.3,0.3,0.3"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next((s for s in ("optical2", "optical", "robust", "refine", "main") if s in stages), "base")
+        main_stage = next((s for s in ("optical3", "optical2", "optical", "robust", "refine", "main") if s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 

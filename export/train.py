@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--realtex-volumes", type=int, default=0,
       help="real-texture 3D volumes (nucseg_rt.eval.realtex) built from the --real-sources nuclei")
     a("--realtex-weight", type=float, default=0.0, help="fraction of each batch drawn from their planes")
+    a("--realtex-hard", default=None,
+      help="THIN,CROP,DENSE: shares of real-texture volumes that are thin stacks, small border-cut"
+           " crops and crowded blurry volumes (default: realtex.draw_spec's 0.15,0.15,0)")
     a("--blur-prob", type=float, default=0.0, help="fraction of crops blurred (sigma 0.5-2 px)")
     a("--noise-prob", type=float, default=0.0, help="fraction of crops given camera noise (sd 0.02-0.12)")
     a("--seed", type=int, default=0)
@@ -145,6 +148,13 @@ def _realtex_data(args, images, console) -> PlaneSet | None:
 
     params = dict(n=args.realtex_volumes, seed=args.seed, sources=args.real_sources, diam=args.diam_mean,
                   yx_step=args.yx_step, ortho_step=args.ortho_step, min_masks=args.min_masks, v=1)
+    hard = None
+    if args.realtex_hard:
+        vals = _floats(args.realtex_hard)
+        if len(vals) != 3 or not all(0 <= v <= 1 for v in vals):
+            raise SystemExit(f"--realtex-hard must be three shares in [0, 1] (THIN,CROP,DENSE), got {args.realtex_hard!r}")
+        hard = dict(zip(("thin_prob", "crop_prob", "dense_prob"), vals))
+        params["hard"] = vals
     t = time.time()
 
     def make():
@@ -152,7 +162,7 @@ def _realtex_data(args, images, console) -> PlaneSet | None:
         console.print(f"realtex: {len(bank)} nuclei in the bank")
         return realtex_planes(bank, args.realtex_volumes, seed=args.seed, diam_mean=args.diam_mean,
                               yx_step=args.yx_step, ortho_step=args.ortho_step, min_masks=args.min_masks,
-                              progress=lambda k, n: console.print(f"  realtex volume {k}/{n}", highlight=False))
+                              hard=hard, progress=lambda k, n: console.print(f"  realtex volume {k}/{n}", highlight=False))
 
     ps = load_or_make_cache(args.out / "cache" / "realtex.npz", params, make)
     console.print(f"realtex: {len(ps)} planes ({time.time() - t:.0f} s)")

@@ -188,12 +188,14 @@ def synthetic_planes(n_volumes: int, *, seed: int, shape_iso=(96, 160, 160),
 
 
 def realtex_planes(bank, n_volumes: int, *, seed: int, diam_mean: float = 17.0, yx_step: int = 4,
-                   ortho_step: int = 8, min_masks: int = 1, progress=None):
+                   ortho_step: int = 8, min_masks: int = 1, hard: dict[str, float] | None = None,
+                   progress=None):
     """Planes of seeded real-texture volumes (``nucseg_rt.eval.realtex``) made from ``bank``.
 
     Volume ``k`` uses seed ``[seed, k]`` and a spec from ``realtex.draw_spec`` (nuclei around
     ``diam_mean`` px, anisotropy 1-11.5, some thin stacks and small crops whose borders cut
-    nuclei). Its planes are resampled back to isotropic in Z as the runtime does; the labels are
+    nuclei; ``hard`` overrides ``draw_spec``'s ``thin_prob``, ``crop_prob`` and ``dense_prob``).
+    Its planes are resampled back to isotropic in Z as the runtime does; the labels are
     the true isotropic cross-sections. YX planes every ``yx_step``-th, ZY/ZX every
     ``ortho_step``-th, with at least ``min_masks`` nuclei. Returns ``(image, labels, diameter)``
     tuples, ``diameter`` the volume's median mid-section diameter (what a user passes).
@@ -203,7 +205,7 @@ def realtex_planes(bank, n_volumes: int, *, seed: int, diam_mean: float = 17.0, 
     planes = []
     for k in range(n_volumes):
         rng = np.random.default_rng([seed, k])
-        spec = realtex.draw_spec(rng, diameter=diam_mean)
+        spec = realtex.draw_spec(rng, diameter=diam_mean, **(hard or {}))
         img, _, meta = realtex.make_volume(bank, spec, seed=int(rng.integers(2**31)), keep_iso=True)
         lab_iso = meta["labels_iso"]
         nz = min(int(math.floor((img.shape[0] - 1) * spec.anisotropy)) + 1, lab_iso.shape[0])

@@ -434,16 +434,20 @@ def make_timelapse(bank: list[Nucleus2D], spec: VolumeSpec, *, n_frames: int, se
 
 def draw_spec(rng: np.random.Generator, *, diameter: float = 17.0, diameter_spread: float = 0.35,
               anisotropies=(1.0, 2.0, 3.0, 5.0, 8.0, 11.5), thin_prob: float = 0.15,
-              crop_prob: float = 0.15) -> VolumeSpec:
+              crop_prob: float = 0.15, dense_prob: float = 0.0) -> VolumeSpec:
     """A random training spec: nuclei of ``diameter * exp(N(0, diameter_spread))`` px at an
-    anisotropy from ``anisotropies``; some thin stacks and small crops; density and PSF drawn."""
+    anisotropy from ``anisotropies``; thin stacks (``thin_prob``), small crops whose borders cut
+    nuclei (``crop_prob``), crowded blurry volumes (``dense_prob``: density 0.45-0.6, lateral
+    PSF 1.2-1.8 px); otherwise density 0.25-0.45 and PSF 0.6-1.6 px."""
     d = float(np.clip(diameter * math.exp(rng.normal(0, diameter_spread)), 8, 60))
     a = float(rng.choice(anisotropies))
     nz = int(min(max(4.5 * d, 8 * a), 160))
     ny = int(np.clip(9 * d, 128, 256))
     thin = rng.random() < thin_prob
     crop = rng.random() < crop_prob
-    return VolumeSpec((nz, ny, ny), d, a, density=float(rng.uniform(0.25, 0.45)),
-                      psf_xy=float(rng.uniform(0.6, 1.6)),
+    dense = dense_prob > 0 and rng.random() < dense_prob
+    density, psf = ((0.45, 0.6), (1.2, 1.8)) if dense else ((0.25, 0.45), (0.6, 1.6))
+    return VolumeSpec((nz, ny, ny), d, a, density=float(rng.uniform(*density)),
+                      psf_xy=float(rng.uniform(*psf)),
                       n_planes=int(rng.integers(5, 9)) if thin and nz / a > 9 else None,
                       crop_yx=(int(4 * d), int(4 * d)) if crop else None)

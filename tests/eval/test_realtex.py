@@ -83,3 +83,16 @@ def test_spec_is_validated():
         realtex.VolumeSpec((20, 32, 32), 10.0, n_planes=1)
     with pytest.raises(InvalidInputError, match="`diameter` must be in"):
         realtex.VolumeSpec((20, 32, 32), 2.0)
+
+
+def test_draw_spec_hard_cases():
+    """``dense_prob`` 0 leaves the draws as before; shares of 1 make every spec thin, cropped
+    and crowded."""
+    plain = [realtex.draw_spec(np.random.default_rng(s)) for s in range(20)]
+    zero = [realtex.draw_spec(np.random.default_rng(s), dense_prob=0.0) for s in range(20)]
+    assert plain == zero
+    assert all(0.25 <= sp.density <= 0.45 and 0.6 <= sp.psf_xy <= 1.6 for sp in plain)
+    hard = [realtex.draw_spec(np.random.default_rng(s), thin_prob=1, crop_prob=1, dense_prob=1) for s in range(20)]
+    assert all(0.45 <= sp.density <= 0.6 and 1.2 <= sp.psf_xy <= 1.8 for sp in hard)
+    assert all(sp.crop_yx is not None for sp in hard)
+    assert all(sp.n_planes is not None for sp in hard if sp.shape_iso[0] / sp.anisotropy > 9)
