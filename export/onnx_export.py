@@ -77,14 +77,17 @@ def _to_onnx_bytes(net: nn.Module, nchan: int, opset: int) -> bytes:
 
 def _metadata(m: LoadedModel, *, role: str, opset: int, ortho_name: str = "",
               ortho_sha: str = "", min_anisotropy: float | None = None,
-              mask_defaults=None) -> dict[str, str]:
+              mask_defaults=None, agreement: dict[str, float] | None = None) -> dict[str, str]:
     import dataclasses
+    import json
 
     from nucseg_rt import __version__
 
     extra = {} if min_anisotropy is None else {"min_anisotropy": repr(float(min_anisotropy))}
     if mask_defaults is not None:  # nucseg_rt.params.MaskDefaults: calibrated for this model
         extra.update({k: repr(float(v)) for k, v in dataclasses.asdict(mask_defaults).items()})
+    if agreement:  # measured: masks of backend/precision against onnxruntime fp32's, AP@0.5
+        extra["agreement"] = json.dumps({k: round(float(v), 4) for k, v in sorted(agreement.items())})
     return {
         "nucseg_rt.format": FORMAT_VERSION,
         "diam_mean": repr(float(m.diam_mean)),
@@ -145,13 +148,13 @@ def _write_atomic(model: onnx.ModelProto, out: Path) -> None:
 
 def _export_one(m: LoadedModel, out: Path, *, role: str, opset: int, atol: float,
                 ortho_name: str = "", ortho_sha: str = "", min_anisotropy: float | None = None,
-                mask_defaults=None) -> float:
+                mask_defaults=None, agreement: dict[str, float] | None = None) -> float:
     raw = _to_onnx_bytes(m.net, m.nbase[0], opset)
     diff = _verify(m.net, raw, m.nbase[0], atol)
     model = onnx.load_from_string(raw)
     onnx.checker.check_model(model)
     meta = _metadata(m, role=role, opset=opset, ortho_name=ortho_name, ortho_sha=ortho_sha,
-                     min_anisotropy=min_anisotropy, mask_defaults=mask_defaults)
+                     min_anisotropy=min_anisotropy, mask_defaults=mask_defaults, agreement=agreement)
     del model.metadata_props[:]
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
@@ -169,7 +172,7 @@ def ortho_path_for(out: str | os.PathLike) -> Path:
 def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
                     ortho: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
                     atol: float = 1e-4, ortho_min_anisotropy: float | None = None,
-                    mask_defaults=None) -> ExportReport:
+                    mask_defaults=None, agreement: dict[str, float] | None = None) -> ExportReport:
     """Export a Cellpose 3 model file (and optional ortho model) to ONNX.
 
     Parameters
@@ -194,6 +197,11 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
         The model's calibrated mask defaults (threshold, size-filter share, side-view weight),
         stored in the main file's metadata. Default: none stored, the runtime runs the model as
         Cellpose does (threshold 0, views summed).
+    agreement : dict, optional
+        ``{"backend/precision": AP@0.5}``: how well each run's masks agree with onnxruntime fp32's
+        on held-out volumes (``benchmarks/agreement.py``), stored as the metadata ``agreement``;
+        ``backend="auto"`` runs a faster one only where this is >= 0.99
+        (``nucseg_rt.network.engine.resolve_backend``). Default: none, auto keeps fp32.
 
     Returns
     -------
@@ -207,6 +215,10 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
     if ortho_min_anisotropy is not None and (ortho is None or not ortho_min_anisotropy >= 1):
         raise ValueError("`ortho_min_anisotropy` needs `ortho` and must be >= 1, "
                          f"got {ortho_min_anisotropy}")
+    for key, ap in (agreement or {}).items():
+        backend, _, precision = key.partition("/")
+        if not backend or not precision or not 0 <= float(ap) <= 1:
+            raise ValueError(f"`agreement` maps 'backend/precision' to an AP@0.5 in [0, 1], got {key!r}: {ap!r}")
     out = Path(out)
     main = load_cellpose_model(src)
     ortho_out, ortho_name, ortho_sha, worst = None, "", "", 0.0
@@ -221,6 +233,6 @@ def export_cellpose(src: str | os.PathLike, out: str | os.PathLike, *,
         ortho_name, ortho_sha = ortho_out.name, file_sha256(ortho_out)
     worst = max(worst, _export_one(main, out, role="main", opset=opset, atol=atol,
                                    ortho_name=ortho_name, ortho_sha=ortho_sha,
-                                   mask_defaults=mask_defaults))
+                                   mask_defaults=mask_defaults, agreement=agreement))
     logger.info("exported %s -> %s (max |onnxruntime - torch| = %.2e)", main.source.name, out, worst)
     return ExportReport(path=out, ortho_path=ortho_out, max_abs_diff=worst)

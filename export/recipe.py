@@ -101,6 +101,12 @@ MASK_DEFAULTS: dict[str, dict[str, float]] = {
     "optical2": {"cellprob_threshold": -2.0, "min_size_fraction": 0.1, "ortho_weight": 1.0},
 }
 
+#: Per main stage: how well each faster run's masks agree with onnxruntime fp32's (AP@0.5, the
+#: mean over the held-out real-texture settings, 2 volumes each), measured with
+#: ``benchmarks/agreement.py`` on the exported model and stored in its metadata (``agreement``):
+#: ``--backend auto`` runs OpenVINO bf16 only where it is >= 0.99 (docs/benchmarks.md).
+AGREEMENT: dict[str, dict[str, float]] = {}
+
 #: The ortho partner runs for stacks at least this anisotropic (its metadata ``min_anisotropy``).
 ORTHO_MIN_ANISOTROPY = 8.0
 
@@ -139,7 +145,8 @@ def export_models(out: Path, models: Path, *, main_stage: str, ortho: bool) -> N
     calibrated = MASK_DEFAULTS.get(main_stage)
     rep = export_cellpose(main_pth, models / "nuclei_3d.onnx", ortho=ortho_pth,
                           ortho_min_anisotropy=ORTHO_MIN_ANISOTROPY if ortho else None,
-                          mask_defaults=MaskDefaults(**calibrated) if calibrated else None)
+                          mask_defaults=MaskDefaults(**calibrated) if calibrated else None,
+                          agreement=AGREEMENT.get(main_stage))
     print(f"exported {rep.path} (ortho {rep.ortho_path}); max |onnxruntime - torch| "
           f"{rep.max_abs_diff:.2e}")
     print(quantize_int8(models / "nuclei_3d.onnx", models / "nuclei_3d.int8.onnx", overwrite=True))

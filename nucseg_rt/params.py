@@ -31,8 +31,8 @@ __all__ = ["Normalization", "InputSpec", "MaskParams", "MaskDefaults", "DEFAULT_
 #: the fp32 file with bf16 arithmetic (OpenVINO, CPUs with native bf16 only)
 Precision = Literal["fp32", "int8", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-#: network engine: "auto" resolves in nucseg_rt.network.engine.resolve_backend (onnxruntime
-#: for now); "openvino" needs the openvino extra
+#: network engine: "auto" resolves in nucseg_rt.network.engine.resolve_backend (a faster run
+#: only where the model records masks agreeing with fp32's); "openvino" needs the openvino extra
 Backend = Literal["auto", "onnxruntime", "openvino"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 #: 3D flow following: "stable" (default) or exactly Cellpose 3.1's

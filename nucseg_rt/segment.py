@@ -20,11 +20,11 @@ import numpy as np
 
 from nucseg_rt.errors import check_cancel
 from nucseg_rt.masks.assemble import masks_from_flows as _masks_from_flows
-from nucseg_rt.network.engine import Engine, EngineOptions, WorkAvoidanceChoice
-from nucseg_rt.network.predict import Progress
+from nucseg_rt.network.engine import Engine, EngineOptions, WorkAvoidanceChoice, model_agreement
+from nucseg_rt.network.predict import Progress, uses_cuda
 from nucseg_rt.params import (MODES, Backend, Device, DynamicsMethod, InputSpec, MaskParams, Mode,
-                              Normalization, Precision, settings_or_keywords, validate_choice,
-                              validate_diameter, validate_positive)
+                              Normalization, Precision, file_precision, settings_or_keywords,
+                              validate_choice, validate_diameter, validate_positive)
 from nucseg_rt.prep import normalize, to_zyxc
 from nucseg_rt.results import Flows, RunInfo, SegmentationResult
 
@@ -53,8 +53,11 @@ class Segmenter:
         fp16 is for CUDA only; bf16 runs the fp32 file in bf16 arithmetic with ``backend``
         "openvino", on CPUs with native bf16 only.
     backend : {"auto", "onnxruntime", "openvino"}, optional
-        The network engine (default "auto": onnxruntime for now, see
-        :func:`nucseg_rt.network.engine.resolve_backend`). "openvino" runs the same ONNX files
+        The network engine (default "auto": with precision "fp32" on the CPU, OpenVINO bf16
+        where the model's metadata records masks agreeing with fp32's at AP@0.5 >= 0.99, OpenVINO
+        is installed and the CPU has native bf16, else onnxruntime fp32; see
+        :func:`nucseg_rt.network.engine.resolve_backend`; :attr:`backend` and
+        ``engine.backend`` say what runs and why). "openvino" runs the same ONNX files
         with OpenVINO on the CPU (``pip install 'nucseg-rt[openvino]'``).
     threads : int, optional
         onnxruntime intra-op threads per stream (default: one per physical core, shared out
@@ -107,16 +110,23 @@ class Segmenter:
             batch_size=batch_size,
             streams=streams, tile_overlap=tile_overlap, bsize=bsize,
             work_avoidance=work_avoidance, use_probe=use_probe))
-        providers = options.providers()
+        options.providers()  # what was asked runs here (device, precision) before any file
         self.model = registry.resolve_model(model, ortho=ortho, precision=options.precision)
-        if (options.use_probe and options.backend_choice().backend == "onnxruntime"
-                and "CUDAExecutionProvider" not in providers):
+        # "auto" decided for this model (its measured agreement with fp32), then concrete
+        asked = options.precision
+        options, choice = options.resolved(model_agreement(self.model.metadata))
+        if file_precision(choice.precision) != file_precision(asked):
+            self.model = registry.resolve_model(model, ortho=ortho, precision=choice.precision)
+        providers = options.providers()
+        if (options.use_probe and choice.backend == "onnxruntime"
+                and not uses_cuda(providers)):
             options = _with_probe(options)
         self.options = options
         # checked when the model was resolved (modelfile.inspect_model); empty: always
         min_anisotropy = float((self.model.ortho_metadata or {}).get("min_anisotropy") or 0.0)
         self.engine = Engine(self.model.path, self.model.ortho_path, options=options,
-                             providers=providers, ortho_min_anisotropy=min_anisotropy)
+                             providers=providers, ortho_min_anisotropy=min_anisotropy,
+                             choice=choice)
         logger.info("model %s on %s (%s): %s", self.model.name, self.device,
                     ", ".join(self.engine.providers), self.engine.backend)
 

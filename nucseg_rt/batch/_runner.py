@@ -90,6 +90,12 @@ class BatchRunner:
             self._stack.callback(self._close_made)
         return self._segmenter
 
+    @property
+    def backend(self):
+        """How the network ran (:class:`nucseg_rt.network.engine.BackendChoice`: engine,
+        precision, why), or None when no Segmenter was made yet."""
+        return None if self._segmenter is None else self._segmenter.engine.backend
+
     def _close_made(self) -> None:
         self._segmenter.close()
         self._segmenter = None  # made again if the runner is used again

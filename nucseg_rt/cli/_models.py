@@ -214,22 +214,25 @@ def info(
         raise InvalidInputError("--save needs --probe")
     from nucseg_rt.cli._probe import environment
 
-    for key, value in [*environment(), *_mask_defaults(model)]:
+    for key, value in [*environment(), *_model_rows(model)]:
         print(f"{key:>22}: {value}")
 
 
-def _mask_defaults(model: str) -> list[tuple[str, str]]:
-    """What ``segment`` uses for ``model`` when --cellprob-threshold and --min-size are not
-    given (from the model's metadata; nothing when it is not registered)."""
+def _model_rows(model: str) -> list[tuple[str, str]]:
+    """What ``segment`` uses for ``model`` when --backend, --cellprob-threshold and --min-size
+    are not given (from the model's metadata; without a registered model, the engine for a
+    model with no measurements)."""
+    from nucseg_rt.cli._probe import backend_rows
     from nucseg_rt.errors import NucsegError
     from nucseg_rt.models import registry
     from nucseg_rt.params import CELLPOSE_MIN_SIZE, MaskDefaults
 
     try:
-        d = MaskDefaults.from_metadata(registry.model_info(model).metadata)
+        metadata = registry.model_info(model).metadata
+        d = MaskDefaults.from_metadata(metadata)
     except (NucsegError, ValueError):
-        return []
-    return [(f"{model} threshold", f"{d.cellprob_threshold:g} in 3D (three views summed), "
+        return backend_rows()
+    return [*backend_rows(metadata), (f"{model} threshold", f"{d.cellprob_threshold:g} in 3D (three views summed), "
                                    f"{d.stitch_cellprob_threshold:g} in stitch mode "
                                    "(--cellprob-threshold)"),
             (f"{model} min size", f"{d.min_size_fraction:.0%} of the expected nucleus volume "
@@ -259,6 +262,11 @@ def export_cellpose(
     ortho_weight: Annotated[Optional[float], typer.Option(
         help="Store the ZY/ZX views' weight in the cell probability (0-1; 1 is Cellpose's sum).",
         metavar="W", rich_help_panel="Calibrated defaults")] = None,
+    agreement: Annotated[Optional[list[str]], typer.Option(
+        help="Store a measured agreement with onnxruntime fp32, BACKEND/PRECISION=AP "
+             "(benchmarks/agreement.py; e.g. openvino/bf16=0.995): --backend auto runs it when "
+             "AP >= 0.99. Repeatable.", metavar="B/P=AP",
+        rich_help_panel="Calibrated defaults")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -283,10 +291,32 @@ def export_cellpose(
 
         defaults = MaskDefaults(**given)  # checked before the conversion starts
     report = _convert_cellpose(file, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy,
-                               mask_defaults=defaults)
+                               mask_defaults=defaults, agreement=_parse_agreement(agreement))
     diff = getattr(report, "max_abs_diff", None)
     checked = f" (max |onnxruntime - torch| = {diff:.2e})" if diff is not None else ""
     print(f"wrote {out}{checked}")
+
+
+def _parse_agreement(items: list[str] | None) -> dict[str, float] | None:
+    """``--agreement BACKEND/PRECISION=AP`` values as a dict (checked before any conversion)."""
+    from nucseg_rt.errors import InvalidInputError
+    from nucseg_rt.params import BACKENDS, PRECISIONS
+
+    out = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        backend, _, precision = key.partition("/")
+        try:
+            ap = float(value)
+        except ValueError:
+            ap = -1.0
+        if backend not in BACKENDS[1:] or precision not in PRECISIONS or not 0 <= ap <= 1:
+            raise InvalidInputError(f"--agreement must be BACKEND/PRECISION=AP (backend "
+                                    f"{' or '.join(BACKENDS[1:])}, precision one of "
+                                    f"{', '.join(PRECISIONS)}, AP in [0, 1]), got {item!r}",
+                                    param="agreement")
+        out[key] = ap
+    return out or None
 
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -307,7 +337,7 @@ def _export_tool(submodule: str, purpose: str) -> ModuleType:
 
 
 def _convert_cellpose(src, out, *, ortho=None, ortho_min_anisotropy: float | None = None,
-                      mask_defaults=None):
+                      mask_defaults=None, agreement: dict[str, float] | None = None):
     """Convert a Cellpose 3 model file to ONNX with the export tool, imported only when a file
     needs converting (the converter ``add-model`` hands to :func:`nucseg_rt.models.add_model`).
 
@@ -317,7 +347,7 @@ def _convert_cellpose(src, out, *, ortho=None, ortho_min_anisotropy: float | Non
     """
     export = _export_tool("onnx_export", "converting a Cellpose model")
     return export.export_cellpose(src, out, ortho=ortho, ortho_min_anisotropy=ortho_min_anisotropy,
-                                  mask_defaults=mask_defaults)
+                                  mask_defaults=mask_defaults, agreement=agreement)
 
 
 def _run_export_tool(ctx: typer.Context, submodule: str, purpose: str) -> None:

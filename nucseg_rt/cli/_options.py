@@ -65,8 +65,10 @@ PrecisionOpt = Annotated[Precision, typer.Option(
          "(CUDA) or bf16 (--backend openvino, CPUs with native bf16).",
     metavar="|".join(PRECISIONS), rich_help_panel="Model")]
 BackendOpt = Annotated[Backend, typer.Option(
-    help="Network engine: 'auto' (onnxruntime for now; `nucseg-rt info` says why), "
-         "'onnxruntime', or 'openvino' (CPU; pip install 'nucseg-rt[openvino]').",
+    help="Network engine: 'auto' (with --precision fp32 on the CPU: OpenVINO bf16 where the "
+         "model's masks were measured to agree with fp32's, OpenVINO is installed and the CPU "
+         "has bf16, else onnxruntime fp32; `nucseg-rt info` and the summary say why), "
+         "'onnxruntime' (exact fp32), or 'openvino' (CPU; pip install 'nucseg-rt[openvino]').",
     metavar="|".join(BACKENDS), rich_help_panel="Hardware")]
 AnisotropyOpt = Annotated[Optional[float], typer.Option(
     help="Z step / XY pixel size, e.g. 4 for 2 um planes of 0.5 um pixels (default: from the "

@@ -24,7 +24,6 @@ def environment() -> list[tuple[str, str]]:
             if dist not in ("onnxruntime", "onnxruntime-gpu"):
                 rows.append((dist, "not installed"))
     rows.append(("onnxruntime providers", ", ".join(onnxruntime.get_available_providers())))
-    rows.extend(backend_rows())
     home = registry.registry_home()
     rows.append(("registry", f"{home}" + ("" if home.exists() else " (not created yet)")))
     rows.append(("models", ", ".join(r.name for r in registry.list_models()) or "none"))
@@ -32,13 +31,14 @@ def environment() -> list[tuple[str, str]]:
     return rows
 
 
-def backend_rows() -> list[tuple[str, str]]:
-    """Which network engine ``--backend auto`` runs and why, and whether OpenVINO bf16 is
-    possible here."""
+def backend_rows(metadata: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """Which network engine ``--backend auto`` runs for a model with this ``metadata`` (its
+    measured agreement with fp32) and why, and whether OpenVINO bf16 is possible here."""
     from nucseg_rt.errors import NucsegError
-    from nucseg_rt.network.engine import resolve_backend
+    from nucseg_rt.network.engine import model_agreement, resolve_backend
 
-    rows = [("backend (auto)", str(resolve_backend("auto", "fp32")))]
+    rows = [("backend (auto)", str(resolve_backend("auto", "fp32",
+                                                   agreement=model_agreement(metadata))))]
     try:
         from nucseg_rt.network._openvino import cpu_supports_bf16
 

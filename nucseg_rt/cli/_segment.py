@@ -160,8 +160,9 @@ def segment(
         cores = None if threads is None else threads * (streams or 1)
         with dynamics_threads(cores), runner:  # the runner closes what it started
             code, kept = run_and_report(runner, jobs, console, state, cancel, quiet=quiet)
-        if not quiet:
-            print(f"network: {engine.backend_choice()}")
+            ran = runner.backend  # None when every file was skipped or refused
+        if not quiet and ran is not None:
+            print(f"network: {ran}")
     if code == 130:
         state.interrupted(kept)
     raise typer.Exit(code)

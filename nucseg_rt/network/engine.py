@@ -21,14 +21,15 @@ import numpy as np
 
 from nucseg_rt.errors import ClosedError, InvalidInputError
 from nucseg_rt.network.predict import (Progress, WorkAvoidance, load_net, run_3d, run_planes,
-                                       select_providers)
+                                       select_providers, uses_cuda)
 from nucseg_rt.network.tiling import TILE_SIZE_RANGE, is_tile_size
 from nucseg_rt.params import (BACKENDS, DEVICES, GRID_Z_FACTOR, PRECISIONS, Backend, Device,
                               Mode, Precision, validate_choice)
 from nucseg_rt.prep.resample import rescale_volume, resize_channels_back, resize_linear
 
 __all__ = ["EngineOptions", "Engine", "NetworkRun", "DEFAULT_WORK_AVOIDANCE", "WorkAvoidanceChoice",
-           "check_precision", "resolve_backend", "BackendChoice"]
+           "check_precision", "resolve_backend", "BackendChoice", "model_agreement",
+           "AUTO_CANDIDATES", "FAITHFUL_AP50"]
 
 logger = logging.getLogger("nucseg_rt")
 
@@ -41,7 +42,6 @@ MAX_STREAMS = 64
 #: acquired planes and compact tiles up to anisotropy 8 (at 11.5 they moved AP to 0.98-0.99)
 DEFAULT_WORK_AVOIDANCE = WorkAvoidance(native_yx=True, compact_tiles=True, background_bound=0.05,
                                        max_anisotropy=8.0)
-_CUDA = "CUDAExecutionProvider"
 
 #: a WorkAvoidance, or "default" (:data:`DEFAULT_WORK_AVOIDANCE`) / "plain" (Cellpose's passes)
 WorkAvoidanceChoice = Union[WorkAvoidance, Literal["default", "plain"]]
@@ -54,7 +54,7 @@ def check_precision(precision: str, providers: list) -> None:
                                 "(--backend openvino, on a CPU with native bf16); onnxruntime "
                                 "runs 'fp32', 'int8' or 'fp16' (CUDA)",
                                 param=("precision", "backend"))
-    if precision == "fp16" and _CUDA not in providers:
+    if precision == "fp16" and not uses_cuda(providers):
         raise InvalidInputError("`precision` 'fp16' runs on CUDA only (onnxruntime has no fast "
                                 "fp16 CPU kernels); on the CPU use 'int8' or 'fp32'",
                                 param=("precision", "device"))
@@ -72,22 +72,82 @@ class BackendChoice:
         return f"{self.backend} {self.precision} ({self.reason})"
 
 
-def resolve_backend(backend: str, precision: str) -> BackendChoice:
-    """The engine ``backend`` means for ``precision``: the one place ``"auto"`` is decided.
+#: What ``backend="auto"`` may run in place of onnxruntime fp32 on the CPU, fastest first as
+#: measured on the project's machine (AMD Zen 5, whole pipeline: docs/benchmarks.md). Each only
+#: where the model's metadata (``agreement``, written by the exporter from
+#: ``benchmarks/agreement.py``) records masks that agree with onnxruntime fp32's at AP@0.5 >=
+#: :data:`FAITHFUL_AP50` on the held-out validation volumes, where its engine is installed and
+#: where the CPU runs it natively.
+AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (("openvino", "bf16"),)
+#: The agreement with fp32 masks (AP@0.5, mean over the held-out settings) a faster run needs.
+FAITHFUL_AP50 = 0.99
 
-    ``"auto"`` is onnxruntime for now (today's default, the portable one and the CUDA path).
-    The rule issue 23 asks for, the fastest backend and precision whose masks agree with fp32
-    at AP@0.5 >= 0.99 on the held-out validation volumes (e.g. OpenVINO bf16 on CPUs with
-    native bf16), needs that measurement first; once measured it goes here, and only here.
+
+def model_agreement(metadata: dict[str, str] | None) -> dict[str, float]:
+    """A model's measured agreement with onnxruntime fp32, ``{"backend/precision": AP@0.5}``,
+    from its metadata key ``agreement`` (JSON); empty when absent or unreadable."""
+    import json
+
+    text = (metadata or {}).get("agreement", "")
+    try:
+        value = json.loads(text) if text else {}
+        return {str(k): float(v) for k, v in value.items()}
+    except (ValueError, TypeError, AttributeError):
+        logger.warning("ignoring the model's unreadable `agreement` metadata: %r", text[:80])
+        return {}
+
+
+def _cannot_run(backend: str, precision: str) -> str | None:
+    """Why ``backend``/``precision`` cannot run here (None: it can). Cheap when OpenVINO is
+    missing (no import)."""
+    if backend == "openvino":
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is None:
+            return "OpenVINO is not installed (the openvino extra)"
+        from nucseg_rt.network._openvino import cpu_supports_bf16
+
+        if precision == "bf16" and not cpu_supports_bf16():
+            return "the CPU has no native bf16"
+    return None
+
+
+def resolve_backend(backend: str, precision: str, *, agreement: dict[str, float] | None = None,
+                    device: str = "auto") -> BackendChoice:
+    """The engine and precision that run for ``backend`` and ``precision``: the one place
+    ``"auto"`` is decided.
+
     An explicit ``"onnxruntime"`` or ``"openvino"`` is taken as given (checked elsewhere:
     :func:`check_precision`, :func:`nucseg_rt.network._openvino.check_openvino_precision`).
+    ``"auto"`` with ``precision`` "fp32" on the CPU runs the first of :data:`AUTO_CANDIDATES`
+    whose ``agreement`` (the model's, :func:`model_agreement`) is >= :data:`FAITHFUL_AP50` and
+    that runs here, else onnxruntime fp32; on CUDA, onnxruntime. ``"auto"`` with another
+    precision: bf16 on OpenVINO (it runs nowhere else), int8/fp16 on onnxruntime.
+    ``reason`` says why, for ``nucseg-rt info`` and the run summary.
     """
     validate_choice("backend", backend, BACKENDS)
     if backend != "auto":
         return BackendChoice(backend, precision, "given")
-    return BackendChoice("onnxruntime", precision,
-                         "auto: onnxruntime until OpenVINO bf16 is measured on the held-out "
-                         "volumes")
+    if precision == "bf16":
+        return BackendChoice("openvino", "bf16", "auto: bf16 runs on OpenVINO only")
+    if precision != "fp32":
+        return BackendChoice("onnxruntime", precision, f"auto: {precision} runs on onnxruntime")
+    if device == "cuda" or (device == "auto" and uses_cuda(select_providers("auto"))):
+        return BackendChoice("onnxruntime", "fp32", "auto: CUDA runs on onnxruntime")
+    notes = []
+    for engine, prec in AUTO_CANDIDATES:
+        key = f"{engine}/{prec}"
+        ap = (agreement or {}).get(key)
+        if ap is None:
+            notes.append(f"{key} not measured for this model")
+        elif ap < FAITHFUL_AP50:
+            notes.append(f"{key} masks agree with fp32 at AP@0.5 {ap:.3f} < {FAITHFUL_AP50}")
+        elif (why := _cannot_run(engine, prec)) is not None:
+            notes.append(f"{key}: {why}")
+        else:
+            return BackendChoice(engine, prec, f"auto: faster, and its masks agree with fp32 at "
+                                               f"AP@0.5 {ap:.3f} >= {FAITHFUL_AP50} on the held-out volumes")
+    return BackendChoice("onnxruntime", "fp32", "auto: " + "; ".join(notes))
 
 
 def _whole_at_least(name: str, value, low: int, high: int | None = None) -> None:
@@ -115,8 +175,9 @@ class EngineOptions:
         Model variant; fp32 is the reference, fp16 is for CUDA (onnxruntime) only, bf16 (the fp32
         file in bf16 arithmetic) for ``backend`` "openvino" on CPUs with native bf16 only.
     backend : {"auto", "onnxruntime", "openvino"}
-        The network engine; ``"auto"`` resolves in :func:`resolve_backend` (onnxruntime for
-        now); ``"openvino"`` runs the same ONNX files on the CPU (the openvino extra).
+        The network engine; ``"auto"`` resolves in :func:`resolve_backend` (onnxruntime fp32,
+        or a faster run the model was measured to agree with; see :meth:`resolved`);
+        ``"openvino"`` runs the same ONNX files on the CPU (the openvino extra).
     threads : int, optional
         onnxruntime intra-op threads per stream (default: the cores shared out between streams).
     batch_size : int, optional
@@ -168,9 +229,20 @@ class EngineOptions:
         set_(self, "bsize", int(self.bsize))
         set_(self, "tile_overlap", float(self.tile_overlap))
 
-    def backend_choice(self) -> BackendChoice:
-        """Which engine runs and why (:func:`resolve_backend`)."""
-        return resolve_backend(self.backend, self.precision)
+    def backend_choice(self, agreement: dict[str, float] | None = None) -> BackendChoice:
+        """Which engine runs and why (:func:`resolve_backend`), for a model whose measured
+        agreement with fp32 is ``agreement`` (:func:`model_agreement`; None: none measured)."""
+        return resolve_backend(self.backend, self.precision, agreement=agreement,
+                               device=self.device)
+
+    def resolved(self, agreement: dict[str, float] | None = None
+                 ) -> tuple[EngineOptions, BackendChoice]:
+        """These options with ``backend`` and ``precision`` made concrete (``"auto"`` decided
+        for a model with this ``agreement``), and the choice with its reason."""
+        choice = self.backend_choice(agreement)
+        if (choice.backend, choice.precision) == (self.backend, self.precision):
+            return self, choice
+        return self.replace(backend=choice.backend, precision=choice.precision), choice
 
     def providers(self) -> list:
         """The onnxruntime execution providers for ``device``, checked against ``precision``
@@ -258,22 +330,32 @@ class Engine:
         From :meth:`EngineOptions.providers` (made here if not given).
     ortho_min_anisotropy : float
         The ZY/ZX network runs for stacks at least this anisotropic (0: always).
+    choice : BackendChoice, optional
+        How ``options.backend`` was decided (from :meth:`EngineOptions.resolved`; its reason is
+        what :attr:`backend` reports); default ``options.backend_choice()``.
 
     Use it as a context manager or call :meth:`close`: it joins the stream threads, then
     releases the sessions.
     """
 
     def __init__(self, path, ortho_path=None, *, options: EngineOptions,
-                 providers: list | None = None, ortho_min_anisotropy: float = 0.0):
+                 providers: list | None = None, ortho_min_anisotropy: float = 0.0,
+                 choice: BackendChoice | None = None):
         providers = providers if providers is not None else options.providers()
-        on_cpu = _CUDA not in providers
+        on_cpu = not uses_cuda(providers)
         streams, threads = options.streams, options.threads
         if streams is None:  # CPU: two streams were faster than one on both 2-core CPUs measured
             streams = (min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1) if on_cpu and threads is None
                        else 1)
         if threads is None and streams > 1:
             threads = max(1, (os.cpu_count() or 1) // streams)
-        self.backend = options.backend_choice()
+        if choice is not None and (choice.backend, choice.precision) != (options.backend,
+                                                                         options.precision):
+            raise InvalidInputError(f"`choice` {self.backend} does not match the options "
+                                    f"(backend {options.backend!r}, precision "
+                                    f"{options.precision!r}); pass EngineOptions.resolved()'s pair",
+                                    param="choice")
+        self.backend = choice if choice is not None else options.backend_choice()
         kind = dict(backend=self.backend.backend, precision=options.precision)
         self._nets = [load_net(path, providers, threads, **kind) for _ in range(streams)]
         self.nets_ortho = ([load_net(ortho_path, providers, threads, **kind)
@@ -284,7 +366,7 @@ class Engine:
         if self.nets_ortho is not None and self.nets_ortho[0].info.nchan != self.info.nchan:
             raise InvalidInputError(f"ortho model takes {self.nets_ortho[0].info.nchan} channels, "
                                     f"main model {self.info.nchan}")
-        self.device = "cuda" if _CUDA in self._nets[0].providers else "cpu"
+        self.device = "cuda" if uses_cuda(self._nets[0].providers) else "cpu"
         batch_size = options.batch_size
         if batch_size is None:  # CPU: 2 tiles per call was fastest and keeps activations small
             batch_size = CPU_BATCH_SIZE if self.device == "cpu" else GPU_BATCH_SIZE

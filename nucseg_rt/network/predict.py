@@ -39,6 +39,11 @@ ORIENTATIONS = {
 }
 
 
+def uses_cuda(providers: Sequence) -> bool:
+    """Whether a provider list (names, or ``(name, options)`` pairs) includes CUDA."""
+    return any((p[0] if isinstance(p, tuple) else p) == _CUDA for p in providers)
+
+
 def select_providers(device: Device, available: Sequence[str] | None = None) -> list:
     """Execution providers for ``device``.
 

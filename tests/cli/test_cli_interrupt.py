@@ -25,12 +25,12 @@ N_FILES = 3
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    """Three (40, 192, 216) volumes (a few seconds each, with the tiny model) and their masks."""
+    """Three (20, 192, 216) volumes (a second or two each, with the tiny model) and their masks."""
     from nucseg_rt import Segmenter
 
     folder = tmp_path_factory.mktemp("interrupt")
     model = make_tiny_onnx(folder / "tiny.onnx")
-    vol = np.tile(blob_volume(), (2, 3, 3))
+    vol = np.tile(blob_volume(), (1, 3, 3))
     files = [write_calibrated(folder / f"v{k}.tif", vol) for k in range(N_FILES)]
     expected = Segmenter(model, device="cpu").segment(vol, anisotropy=1.0, diameter=30.0).masks
     return model, files, expected

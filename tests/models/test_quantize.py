@@ -35,7 +35,7 @@ def _run(path_or_model, x):
 def calibration_dir(tmp_path_factory) -> Path:
     """A folder with one small synthetic z-stack (anisotropy 2 in its voxel size)."""
     folder = tmp_path_factory.mktemp("calib")
-    img, _, _ = make_volume((32, 128, 128), anisotropy=2.0, seed=11)
+    img, _, _ = make_volume((24, 112, 112), anisotropy=2.0, seed=11)
     tifffile.imwrite(folder / "stack.tif", img, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
                      metadata={"spacing": 1.0, "axes": "ZYX"})
     return folder
@@ -43,9 +43,11 @@ def calibration_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def quantized_copy(tmp_path_factory, calibration_dir) -> Path:
-    """The bundled fp32 model quantized here, calibrated on ``calibration_dir``."""
+    """The bundled fp32 model quantized here, calibrated on ``calibration_dir`` and checked on one
+    plane per orientation of the held-out volumes (24 tiles; the default 3 is for users)."""
     out = tmp_path_factory.mktemp("q") / "nuclei.int8.onnx"
-    quantize.quantize_int8(MODELS / "nuclei_3d.onnx", out, calibration=calibration_dir)
+    quantize.quantize_int8(MODELS / "nuclei_3d.onnx", out, calibration=calibration_dir,
+                           check_planes=1)
     return out
 
 
@@ -114,6 +116,8 @@ def test_quantize_refuses_existing_output_and_same_path(tmp_path):
     assert dst.read_bytes() == b"keep"
     with pytest.raises(InvalidInputError, match="`dst` must differ"):
         quantize.quantize_int8(MODELS / "nuclei_3d.onnx", MODELS / "nuclei_3d.onnx", overwrite=True)
+    with pytest.raises(InvalidInputError, match="`check_planes`"):
+        quantize.quantize_int8(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx", check_planes=0)
     with pytest.raises(InvalidInputError, match="`calibration`"):
         quantize.quantize_int8(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx",
                                calibration=tmp_path / "nope")

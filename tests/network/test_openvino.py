@@ -44,10 +44,56 @@ def test_auto_is_onnxruntime_and_says_why():
 
 
 def test_bf16_on_onnxruntime_is_refused_naming_the_backend():
-    for backend in ("auto", "onnxruntime"):
-        with pytest.raises(InvalidInputError, match="--backend openvino") as err:
-            EngineOptions(precision="bf16", backend=backend).providers()
-        assert err.value.param == ("precision", "backend")
+    with pytest.raises(InvalidInputError, match="--backend openvino") as err:
+        EngineOptions(precision="bf16", backend="onnxruntime").providers()
+    assert err.value.param == ("precision", "backend")
+    # auto with bf16 means the one engine that runs it
+    assert EngineOptions(precision="bf16").backend_choice().backend == "openvino"
+
+
+def test_auto_rule_needs_measured_agreement_an_engine_and_the_cpu(monkeypatch):
+    """auto runs OpenVINO bf16 in place of fp32 only where the model records masks agreeing with
+    fp32's at AP@0.5 >= 0.99, OpenVINO is installed and the CPU has bf16; each refusal says why."""
+    import importlib.util
+
+    from nucseg_rt.network import _openvino, engine
+
+    monkeypatch.setattr(_openvino, "cpu_supports_bf16", lambda: True)
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "openvino" else real_find(name, *a))
+    cpu = dict(device="cpu")
+    ok = resolve_backend("auto", "fp32", agreement={"openvino/bf16": 0.995}, **cpu)
+    assert (ok.backend, ok.precision) == ("openvino", "bf16")
+    assert "0.995 >= 0.99" in ok.reason
+    for agreement, why in [(None, "not measured"), ({"openvino/bf16": 0.985}, "0.985 < 0.99"),
+                           ({"onnxruntime/int8": 0.999}, "not measured")]:
+        c = resolve_backend("auto", "fp32", agreement=agreement, **cpu)
+        assert (c.backend, c.precision) == ("onnxruntime", "fp32") and why in c.reason
+    # explicit choices and other precisions are not second-guessed
+    assert resolve_backend("onnxruntime", "fp32", agreement={"openvino/bf16": 1.0}).reason == "given"
+    assert resolve_backend("auto", "int8", agreement={"openvino/bf16": 1.0}, **cpu).backend == "onnxruntime"
+    # CUDA: onnxruntime whatever was measured
+    monkeypatch.setattr(engine, "select_providers",
+                        lambda device: [("CUDAExecutionProvider", {}), "CPUExecutionProvider"])
+    c = resolve_backend("auto", "fp32", agreement={"openvino/bf16": 1.0}, device="auto")
+    assert c.backend == "onnxruntime" and "CUDA" in c.reason
+    # no native bf16, or no OpenVINO
+    monkeypatch.setattr(_openvino, "cpu_supports_bf16", lambda: False)
+    c = resolve_backend("auto", "fp32", agreement={"openvino/bf16": 1.0}, **cpu)
+    assert c.backend == "onnxruntime" and "no native bf16" in c.reason
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "openvino" else real_find(name, *a))
+    c = resolve_backend("auto", "fp32", agreement={"openvino/bf16": 1.0}, **cpu)
+    assert c.backend == "onnxruntime" and "not installed" in c.reason
+
+
+def test_model_agreement_metadata():
+    from nucseg_rt.network.engine import model_agreement
+
+    assert model_agreement({"agreement": '{"openvino/bf16": 0.996}'}) == {"openvino/bf16": 0.996}
+    assert model_agreement({}) == {} and model_agreement(None) == {}
+    assert model_agreement({"agreement": "not json"}) == {}
 
 
 def test_cli_openvino_without_the_extra_is_one_line(tmp_path, tiny_onnx_model):
@@ -73,7 +119,8 @@ def test_cli_openvino_without_the_extra_is_one_line(tmp_path, tiny_onnx_model):
 
 def test_cli_bf16_on_onnxruntime_is_one_line(tmp_path, tiny_onnx_model):
     vol = write_calibrated(tmp_path / "a.tif", blob_volume())
-    proc = run_cli("segment", vol, "--model", tiny_onnx_model, "--precision", "bf16")
+    proc = run_cli("segment", vol, "--model", tiny_onnx_model, "--precision", "bf16",
+                   "--backend", "onnxruntime")
     line = assert_one_error_line(proc, r"--precision")
     assert "--backend openvino" in line
 
@@ -156,7 +203,8 @@ def synthetic():
 
 @pytest.fixture(scope="module")
 def fp32_masks(synthetic):
-    with Segmenter("nuclei_3d", device="cpu", use_probe=False, threads=1, streams=1) as seg:
+    with Segmenter("nuclei_3d", device="cpu", backend="onnxruntime", use_probe=False, threads=1,
+                   streams=1) as seg:
         return seg.segment(synthetic, anisotropy=1.0, diameter=20.0).masks
 
 
@@ -193,6 +241,32 @@ def test_cli_segment_with_openvino(ov, tmp_path, tiny_onnx_model):
     a = tifffile.imread(tmp_path / "ov" / "a_masks.tif")
     b = tifffile.imread(tmp_path / "ort" / "a_masks.tif")
     assert a.max() == 4 and np.array_equal(a, b)
+
+
+def test_auto_runs_bf16_for_a_model_measured_faithful(ov, tmp_path, tiny_onnx_factory):
+    """A model whose metadata records bf16 masks agreeing with fp32's runs OpenVINO bf16 under
+    ``backend="auto"`` (on a bf16 CPU); the summary says so and why; ``--backend onnxruntime``
+    keeps exact fp32."""
+    from nucseg_rt.network._openvino import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16")
+    model = tiny_onnx_factory(tmp_path / "measured.onnx",
+                              metadata={"agreement": '{"openvino/bf16": 0.995}'})
+    with Segmenter(model, device="cpu", use_probe=False) as seg:
+        assert (seg.backend, seg.precision) == ("openvino", "bf16")
+        assert "0.995 >= 0.99" in seg.engine.backend.reason
+    with Segmenter(model, device="cpu", backend="onnxruntime", use_probe=False) as seg:
+        assert (seg.backend, seg.precision) == ("onnxruntime", "fp32")
+    vol = write_calibrated(tmp_path / "a.tif", blob_volume())
+    proc = run_cli("segment", vol, "--model", model, "--diameter", "30", "--threads", "1",
+                   "--out-dir", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    assert "network: openvino bf16 (auto: faster, and its masks agree with fp32 at AP@0.5 0.995" \
+        in proc.stdout
+    import tifffile
+
+    assert tifffile.imread(tmp_path / "out" / "a_masks.tif").max() == 4
 
 
 def test_watch_service_runs_an_openvino_segmenter(ov, tmp_path, tiny_onnx_model):

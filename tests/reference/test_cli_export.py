@@ -26,11 +26,15 @@ def test_export_cellpose_then_segment_ready(tmp_path):
     assert "cellprob_threshold" not in read_metadata(out)  # a Cellpose model runs as Cellpose's
     calibrated = tmp_path / "calibrated.onnx"
     proc = run_cli("export-cellpose", src, "-o", calibrated, "--default-cellprob-threshold", "-1.5",
-                   "--default-min-size-fraction", "0.1", "--ortho-weight", "0.5")
+                   "--default-min-size-fraction", "0.1", "--ortho-weight", "0.5",
+                   "--agreement", "openvino/bf16=0.996", "--agreement", "onnxruntime/int8=0.97")
     assert proc.returncode == 0, proc.stderr
     meta = read_metadata(calibrated)
     assert (meta["cellprob_threshold"], meta["min_size_fraction"], meta["ortho_weight"]) == (
         "-1.5", "0.1", "0.5")
+    from nucseg_rt.network.engine import model_agreement
+
+    assert model_agreement(meta) == {"openvino/bf16": 0.996, "onnxruntime/int8": 0.97}
     bad = run_cli("export-cellpose", src, "-o", tmp_path / "bad.onnx", "--ortho-weight", "3")
     assert bad.returncode == 1 and "`--ortho-weight` must be in [0, 1]" in bad.stderr
     assert not (tmp_path / "bad.onnx").exists()
@@ -81,3 +85,15 @@ def test_add_model_converts_a_cellpose_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("added 'converted' (diam_mean ") and "ortho yes" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cp_main", "cp_ortho"]
+
+
+@pytest.mark.parametrize("value", ["openvino/bf16", "openvino/bf16=1.5", "tensorrt/fp32=0.99",
+                                   "openvino/fp64=0.99", "auto/bf16=0.99"])
+def test_agreement_values_are_checked(value):
+    from nucseg_rt.cli._models import _parse_agreement
+    from nucseg_rt.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="--agreement must be BACKEND/PRECISION=AP") as err:
+        _parse_agreement([value])
+    assert err.value.param == "agreement"
+    assert _parse_agreement(None) is None
