@@ -62,6 +62,30 @@ def run_cli(*args, prelude: str = "", timeout: float = 300) -> subprocess.Comple
                           timeout=timeout)
 
 
+def run_cli_here(*args) -> subprocess.CompletedProcess:
+    """The command line run in this process (``nucseg_rt.cli._main.run``), its output captured:
+    for the matrices of refused settings, where a spawn per case costs 0.7 s of start-up and
+    checks nothing more. Every command also has subprocess tests (``run_cli``)."""
+    import contextlib
+    import io
+
+    from nucseg_rt.cli._main import run
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in ("COLUMNS", "NO_COLOR")}
+    os.environ.update(COLUMNS="400", NO_COLOR="1")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = run([str(a) for a in args])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 #: modules ``--help`` must not import (the CLI imports them after parsing)
 HEAVY_MODULES = ("numpy", "onnxruntime", "onnx", "numba", "tifffile", "torch")
 _HELP_CODE = ("import sys; from nucseg_rt.cli import main; code = main(sys.argv[1:]); "

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import assert_one_error_line, cli_help, run_cli
+from helpers import assert_one_error_line, cli_help, run_cli, run_cli_here
 
 COMMANDS = ["segment", "watch", "add-model", "models", "remove-model", "model-info", "info",
             "export-cellpose", "train", "make-crops", "quantize"]
@@ -62,7 +62,7 @@ def test_version():
     ("--use_gpu", "--device cuda"), ("--savedir", "--out-dir"), ("--diam", "--diameter"),
     ("--cellprob_threshold", "--cellprob-threshold"), ("--channel_axis", "--channel-axis")])
 def test_cellpose_spellings_point_at_ours(tmp_path, theirs, ours):
-    proc = run_cli("segment", tmp_path / "x.tif", theirs, "1")
+    proc = run_cli_here("segment", tmp_path / "x.tif", theirs, "1")
     line = assert_one_error_line(proc, "Cellpose's spelling", code=2)
     assert f"nucseg-rt: {ours}" in line
 
@@ -76,7 +76,7 @@ def test_cellpose_spellings_point_at_ours(tmp_path, theirs, ours):
     (["no-such-command"], "no-such-command"),
 ])
 def test_usage_errors_take_the_one_error_path(args, pattern):
-    proc = run_cli(*args)
+    proc = run_cli_here(*args)
     if pattern is None:  # a command without its arguments shows its help
         assert proc.returncode == 0 and "Usage" in proc.stdout, proc.stderr
         return

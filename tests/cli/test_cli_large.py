@@ -12,7 +12,7 @@ import tifffile
 zarr = pytest.importorskip("zarr")
 
 from helpers import (assert_one_error_line, block_tiff, block_volume, blockwise_masks,  # noqa: E402
-                     run_cli, summary_row, whole_masks)
+                     run_cli, run_cli_here, summary_row, whole_masks)
 
 from nucseg_rt.io import open_labels_zarr  # noqa: E402
 
@@ -66,7 +66,7 @@ def test_zarr_input_segmented_whole(tmp_path):
     (["--scheduler", "local", "--workers", "0"], r"--workers.*>= 1"),
 ])
 def test_bad_large_options(tmp_path, args, pattern):
-    proc = run_cli("segment", block_tiff("iso"), "--out-dir", tmp_path / "out", *args)
+    proc = run_cli_here("segment", block_tiff("iso"), "--out-dir", tmp_path / "out", *args)
     assert_one_error_line(proc, pattern)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 

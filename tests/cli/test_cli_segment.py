@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from helpers import (CENTERS, assert_one_error_line, blob_timelapse, blob_volume, run_cli,
-                     summary_row, write_calibrated)
+                     run_cli_here, summary_row, write_calibrated)
 
 
 @pytest.fixture
@@ -359,7 +359,7 @@ def test_diameter_auto_or_a_number(tmp_path, good, tiny_onnx_model):
 ])
 def test_settings_are_checked_before_any_file_is_read(tmp_path, args, pattern):
     # the input does not exist and the model is unknown: only the setting may be reported
-    proc = run_cli("segment", tmp_path / "missing.tif", "--model", "no-such-model", *args,
+    proc = run_cli_here("segment", tmp_path / "missing.tif", "--model", "no-such-model", *args,
                    "--out-dir", tmp_path / "out")
     assert_one_error_line(proc, pattern)
     assert not (tmp_path / "out").exists()

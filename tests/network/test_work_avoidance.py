@@ -177,10 +177,12 @@ def test_probe_times_settings_and_saved_defaults_are_used():
     saved = {k: best[k] for k in ("batch_size", "threads", "streams")}
     assert probe.load_probe("fp32") == saved
     assert probe.load_probe("int8") == {}
-    seg = Segmenter("nuclei_3d", device="cpu")
+    # the probe times onnxruntime: its settings apply where onnxruntime runs
+    seg = Segmenter("nuclei_3d", device="cpu", backend="onnxruntime")
     assert (seg.batch_size, seg.threads, seg.streams) == (saved["batch_size"], saved["threads"],
                                                           saved["streams"])
-    assert Segmenter("nuclei_3d", device="cpu", batch_size=5).batch_size == 5
+    assert Segmenter("nuclei_3d", device="cpu", backend="onnxruntime",
+                     batch_size=5).batch_size == 5
     with pytest.raises(InvalidInputError, match="`batch_sizes`"):
         probe.run_probe("nuclei_3d", batch_sizes=(0,))
     with pytest.raises(InvalidInputError, match="`tile_sizes`"):
