@@ -92,6 +92,7 @@ def watch(
         run.check_environment()
         service.check_folders(folder, out_dir)
         with dynamics_threads(threads), Segmenter(model, engine=engine) as segmenter:
+            logging.getLogger("nucseg_rt.watch").info("network: %s", segmenter.engine.backend)
             summary = service.watch_folder(folder, out_dir, segmenter, inputs=inputs,
                                            params=params, run=run, settings=settings, cancel=stop)
     name = signal.Signals(received[0]).name if received else "stop"

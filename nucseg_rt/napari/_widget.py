@@ -290,7 +290,10 @@ class SegmentWidget(QWidget):
             if outcome.cache.flow_params.diameter == "auto":
                 self.diameter.value = round(float(flows.diameter), 1)
                 text += f"; estimated diameter {float(flows.diameter):.1f} px"
+        ran = outcome.cache.segmenter.engine.backend  # what the network ran on, and why
+        text += f"; {ran.backend} {ran.precision}"
         self.status.value = text
+        self.status.tooltip = str(ran)
 
     def _on_run_errored(self, exc: BaseException) -> None:
         if is_cancelled(exc):

@@ -102,6 +102,8 @@ def test_run_on_the_sample_equals_the_library(make_napari_viewer, qtbot, sample,
     assert masks.data.max() == ref.masks.max()
     np.testing.assert_array_equal(masks.data, ref.masks)
     assert f"min size {ref.info['min_size']} voxels" in widget.status.value
+    assert widget.status.value.endswith("; onnxruntime int8")  # what the network ran on
+    assert widget.status.tooltip == str(seg.engine.backend)
     cellprob = viewer.layers["embryo_small cellprob"]
     flows = viewer.layers["embryo_small flows"]
     assert cellprob.data.shape == data.shape and flows.rgb and flows.data.shape == (*data.shape, 3)

@@ -349,6 +349,8 @@ def test_slow_copy_once_complete_and_corrupt_file_skipped(tmp_path, tiny_onnx_mo
     done_good = _wait_for(service, out, "good.tif", "done")
     assert service.stop() == 0, service.log()
     log = service.log()
+    assert "network: onnxruntime fp32 (auto: " in log  # what runs, and why, said once
+    assert log.count("network: ") == 1
 
     assert done_slow["size"] == final_size and done_slow["shape"] == [12, 64, 72]
     assert done_slow["n_nuclei"] == 2
