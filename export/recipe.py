@@ -90,6 +90,9 @@ STAGES = {
                                   "--real-ortho-prob", "0.8", "--ortho-steps", "4,16", "--seed", "2"]),
 }
 
+#: The stage whose weights are bundled (models/nuclei_3d.*; models/README.md).
+SHIPPED_STAGE = "optical2"
+
 #: Mask defaults stored in the exported model's metadata, per main stage, as chosen by
 #: ``benchmarks/calibrate_defaults.py`` on the real-texture calibration set (training sources,
 #: seed 50,000; never the held-out BBBC007 volumes): see models/README.md, "Defaults".

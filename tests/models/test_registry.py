@@ -473,3 +473,17 @@ def test_cellpose_ortho_without_converter_is_refused(tmp_path, tiny_onnx_model):
 
 def test_missing_dependency_error_is_an_import_error():
     assert issubclass(MissingDependencyError, ImportError)
+
+
+def test_bundled_metadata_is_the_recipes():
+    """The bundled model carries the calibrated defaults and the measured agreement the recipe
+    records for the shipped stage (so a re-export gives the same file metadata)."""
+    from nucseg_rt.network.engine import model_agreement
+    from nucseg_rt.params import MaskDefaults
+
+    recipe = pytest.importorskip("nucseg_rt_export.recipe")
+    meta = registry.model_info("nuclei_3d").metadata
+    stage = recipe.SHIPPED_STAGE
+    assert MaskDefaults.from_metadata(meta) == MaskDefaults(**recipe.MASK_DEFAULTS[stage])
+    assert model_agreement(meta) == recipe.AGREEMENT[stage]
+    assert model_agreement(meta)["openvino/bf16"] >= 0.99
