@@ -313,7 +313,9 @@ def main(argv=None):
     ap.add_argument("--model", default="nuclei_3d")
     ap.add_argument("--ortho", default=None,
                     help="ortho partner (.onnx) for the ZY/ZX planes (default: the model's own, if any)")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16"])
+    ap.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"],
+                    help="network engine (default auto: what a user gets; onnxruntime for exact fp32)")
     ap.add_argument("--real", action="store_true", help="held-out real 2D sources instead of synthetic 3D")
     ap.add_argument("--sources", nargs="+", default=None, help="real sources (default: the held-out ones)")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "nucseg-rt" / "packages",
@@ -347,14 +349,17 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from nucseg_rt import Segmenter
 
-    seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision, threads=args.threads)
+    seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision,
+                    backend=args.backend, threads=args.threads)
+    print(f"network: {seg.engine.backend}")
     ortho = seg.model.ortho_path.name if seg.model.ortho_path is not None else "none"
     if args.engine == "cellpose":
         pth = seg.model.path.with_suffix(".pth")
         if not pth.exists():
             raise SystemExit(f"--engine cellpose needs the model's Cellpose weights next to it: {pth}")
         seg = CellposeEngine(pth, args.threads)
-    ref = Segmenter(args.model, ortho=args.ortho, device="cpu", threads=args.threads) if args.vs_fp32 else None
+    ref = (Segmenter(args.model, ortho=args.ortho, device="cpu", backend="onnxruntime", threads=args.threads)
+           if args.vs_fp32 else None)
     if args.realtex:
         from nucseg_rt.eval import realtex
         from nucseg_rt_export.real_data import HELDOUT_SOURCES
