@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from nucseg_rt.cli._report import CliState, report
@@ -24,13 +25,14 @@ def run(argv: list[str] | None = None, *, last: bool = False) -> int:
     A Ctrl-C at any moment gives 130 (one ``interrupted`` line), or the command's own code when
     it came after the command returned. ``last``: the process ends after this call, so Ctrl-C
     stays ignored (no death by the signal while Python shuts down); else the previous SIGINT
-    handler is restored.
+    handler is restored, as is the ``nucseg_rt`` logger (the command's handlers, level and
+    propagation are its own: a program calling ``run`` gets its logging back).
     """
     import signal
 
     argv = list(sys.argv[1:] if argv is None else argv)
     state = CliState(debug="--debug" in argv)
-    with state.installed(then=signal.SIG_IGN if last else None):
+    with state.installed(then=signal.SIG_IGN if last else None), _own_logger():
         try:
             try:
                 code = _dispatch(argv, state)
@@ -41,6 +43,24 @@ def run(argv: list[str] | None = None, *, last: bool = False) -> int:
         if code == 130:
             state.interrupted()
     return code
+
+
+@contextlib.contextmanager
+def _own_logger():
+    """The ``nucseg_rt`` logger as it was before the command, once it returns."""
+    import logging
+
+    log = logging.getLogger("nucseg_rt")
+    handlers, level, propagate = list(log.handlers), log.level, log.propagate
+    try:
+        yield
+    finally:
+        for h in log.handlers:
+            if h not in handlers:
+                h.flush()
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 def _click_exceptions():

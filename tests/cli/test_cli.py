@@ -357,3 +357,15 @@ def test_segment_refuses_two_inputs_with_one_output(tmp_path):
     proc = run_cli("segment", tmp_path / "a" / "vol.tif", tmp_path / "b" / "vol.tif",
                    "--out-dir", tmp_path / "out")
     assert_one_error_line(proc, "would both write")
+
+
+def test_run_in_process_gives_the_logging_back():
+    """A program calling the command line gets the ``nucseg_rt`` logger back as it was (the
+    command's handlers rewrite parameter names into flags)."""
+    import logging
+
+    log = logging.getLogger("nucseg_rt")
+    before = (list(log.handlers), log.level, log.propagate)
+    proc = run_cli_here("segment", "missing.tif", "--niter", "-1")
+    assert proc.returncode == 1 and "`--niter` must be >= 0" in proc.stderr
+    assert (list(log.handlers), log.level, log.propagate) == before
