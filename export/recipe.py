@@ -38,7 +38,11 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    shipped 2026-12-06 (models/README.md);
 8. ``optical3``: a cosine cycle from stage 7 aimed at the hard real-texture cases: 30 % each of
    the real-texture volumes are thin stacks, small border-cut crops and crowded blurry volumes
-   (density 0.45-0.6), 45 % of each batch from them, real 20 %, synthetic 35 % (seed 7).
+   (density 0.45-0.6), 45 % of each batch from them, real 20 %, synthetic 35 % (seed 7). Run
+   once (2026-12-06, 32 epochs in 83 minutes), not shipped yet: held-out real-texture mean AP@0.5
+   0.827 against stage 7's 0.819 with stage 7's defaults (thin stacks 0.833 / 0.851, dense13
+   0.505, full stacks 0.005-0.010 lower); its calibration, synthetic and 2D checks are still to
+   run (models/README.md).
 
 With ``--models``, the last main-network stage run (``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
