@@ -53,9 +53,9 @@ class Segmenter:
         fp16 is for CUDA only; bf16 runs the fp32 file in bf16 arithmetic with ``backend``
         "openvino", on CPUs with native bf16 only.
     backend : {"auto", "onnxruntime", "openvino"}, optional
-        The network engine (default "auto": with precision "fp32" on the CPU, OpenVINO bf16
-        where the model's metadata records masks agreeing with fp32's at AP@0.5 >= 0.99, OpenVINO
-        is installed and the CPU has native bf16, else onnxruntime fp32; see
+        The network engine (default "auto": onnxruntime fp32, or with precision "fp32" on the
+        CPU a run measured faster whose masks the model's metadata records as agreeing with
+        fp32's at AP@0.5 >= 0.99; none was faster on the CPU measured, see
         :func:`nucseg_rt.network.engine.resolve_backend`; :attr:`backend` and
         ``engine.backend`` say what runs and why). "openvino" runs the same ONNX files
         with OpenVINO on the CPU (``pip install 'nucseg-rt[openvino]'``).

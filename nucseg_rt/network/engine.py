@@ -362,7 +362,7 @@ class Engine:
             threads = max(1, (os.cpu_count() or 1) // streams)
         if choice is not None and (choice.backend, choice.precision) != (options.backend,
                                                                          options.precision):
-            raise InvalidInputError(f"`choice` {self.backend} does not match the options "
+            raise InvalidInputError(f"`choice` {choice} does not match the options "
                                     f"(backend {options.backend!r}, precision "
                                     f"{options.precision!r}); pass EngineOptions.resolved()'s pair",
                                     param="choice")

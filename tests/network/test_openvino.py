@@ -317,3 +317,12 @@ def test_openvino_not_imported_by_default():
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_engine_refuses_a_choice_that_does_not_match_its_options(tiny_onnx_model):
+    from nucseg_rt.network.engine import BackendChoice, Engine
+
+    with pytest.raises(InvalidInputError, match="`choice` openvino bf16 .* does not match") as err:
+        Engine(tiny_onnx_model, options=EngineOptions(device="cpu"),
+               choice=BackendChoice("openvino", "bf16", "auto: test"))
+    assert err.value.param == "choice"
