@@ -35,6 +35,15 @@ def _one_torch_thread(request, monkeypatch):
         torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cli_server_closed():
+    """The CLI fork server of this test process (``helpers.run_cli``) ends with the session."""
+    yield
+    from helpers import close_cli_server
+
+    close_cli_server()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_registry(tmp_path_factory, monkeypatch):
     """Every test (and every subprocess it starts) uses a fresh, empty registry folder."""

@@ -3,7 +3,7 @@
 Fixtures are in conftest.py; everything else a test needs more than once is here, one way to
 make each kind of data (test modules never import each other):
 
-- CLI: :func:`run_cli`, :func:`cli_help` (each ``--help`` spawned once per session),
+- CLI: :func:`run_cli` (forked from a pre-imported server, ``cli_server.py``), :func:`cli_help` (each ``--help`` spawned once per session),
   :func:`assert_one_error_line`, :func:`summary_row`; services: :func:`wait_until` (a condition
   with a timeout, never a fixed sleep), :func:`stopping_segmenter`, :func:`watching`.
 - Images: :func:`blob_volume` (Gaussian blobs the tiny model finds one nucleus each),
@@ -53,13 +53,41 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
 
 
-def run_cli(*args, prelude: str = "", timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m nucseg_rt.cli ARGS`` (after ``prelude`` code, e.g. hiding torch)."""
+def run_cli(*args, prelude: str = "", fresh: bool = False,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``nucseg-rt ARGS`` in a separate process; its exit status and output.
+
+    The process is forked from this test worker's :class:`cli_server.CliServer` (the CLI's
+    modules imported once), unless ``fresh`` or a ``prelude`` (code run before the import, e.g.
+    hiding torch) asks for a new interpreter (``python -m nucseg_rt.cli``), as do all runs
+    with ``NUCSEG_TEST_FRESH=1``."""
     env = cli_env()
+    if not (prelude or fresh or os.environ.get("NUCSEG_TEST_FRESH") == "1"):
+        return _cli_server().run([str(a) for a in args], env, timeout)
     code = f"{prelude}import sys; from nucseg_rt.cli import main; sys.exit(main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code] if prelude else [sys.executable, "-m", "nucseg_rt.cli"]
     return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=timeout)
+
+
+_SERVER = []
+
+
+def _cli_server():
+    """This process's CLI fork server, started on first use (closed by conftest at the end)."""
+    from cli_server import CliServer
+
+    if _SERVER and not _SERVER[0].alive():
+        _SERVER.pop().close()
+    if not _SERVER:
+        _SERVER.append(CliServer())
+    return _SERVER[0]
+
+
+def close_cli_server() -> None:
+    """End this process's CLI fork server, if one was started."""
+    while _SERVER:
+        _SERVER.pop().close()
 
 
 def run_cli_here(*args) -> subprocess.CompletedProcess:

@@ -1,0 +1,142 @@
+"""A fork server for the suite's CLI runs: one Python per test worker that has imported the
+command line's modules once, and forks a child per ``nucseg-rt`` run.
+
+Each child is a separate process running ``nucseg_rt.cli.main(argv)`` as the console script
+does, with the run's environment, working directory, stdin from ``/dev/null`` and its stdout
+and stderr in files; its exit status is the run's. What it saves is the interpreter start-up and
+the imports (about 0.5-0.9 s a run). The server only imports: no thread pool of numba or
+onnxruntime is started before a fork (those start in the child).
+
+Runs that check the start-up itself (``--help`` imports nothing heavy, the console script, a
+prelude run before the import, Ctrl-C) spawn a fresh interpreter (``helpers.run_cli(...,
+fresh=True)``); ``NUCSEG_TEST_FRESH=1`` makes every run do so.
+
+Protocol (JSON lines on the server's stdin/stdout): request ``{"argv", "env", "cwd", "out",
+"err"}``; replies ``{"pid"}`` once forked, then ``{"status"}`` (as from ``subprocess``: the exit
+code, or minus the signal that ended the child).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+#: what the server imports before serving (the command line's own imports, done once)
+PRELOAD = ("nucseg_rt.cli._main", "nucseg_rt.cli._app", "nucseg_rt.batch", "nucseg_rt.watch",
+           "nucseg_rt.segment", "nucseg_rt.models", "nucseg_rt.network.engine", "nucseg_rt.masks",
+           "onnxruntime", "onnx", "tifffile", "rich.console", "rich.progress")
+
+_SERVE = r"""
+import importlib, json, os, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+sys.stdout.write(json.dumps({"ready": True}) + "\n"); sys.stdout.flush()
+reply = os.fdopen(os.dup(1), "w")
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        break
+    reply.write(json.dumps({"pid": pid}) + "\n"); reply.flush()
+    _, status = os.waitpid(pid, 0)
+    reply.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n"); reply.flush()
+else:
+    sys.exit(0)
+# the child: the run, as `python -m nucseg_rt.cli ARGV` would do it
+os.environ.clear(); os.environ.update(req["env"])
+os.chdir(req["cwd"])
+null = os.open(os.devnull, os.O_RDONLY)
+os.dup2(null, 0)
+for fd, path in ((1, req["out"]), (2, req["err"])):
+    f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(f, fd)
+    os.close(f)
+sys.stdin = open(0, closefd=False)
+sys.stdout = open(1, "w", closefd=False)
+sys.stderr = open(2, "w", closefd=False)
+reply.close()
+sys.argv = ["nucseg-rt", *req["argv"]]
+from nucseg_rt.cli import main
+try:
+    code = main(req["argv"])
+except SystemExit as stop:
+    code = stop.code
+if not isinstance(code, int):
+    if code is not None:
+        print(code, file=sys.stderr)
+    code = 0 if code is None else 1
+# Python's own exit, minus the C libraries' exit handlers: those inherited from the server wait
+# on thread pools the fork did not copy (the child would hang in a futex)
+import atexit, logging, threading
+threading._shutdown()
+atexit._run_exitfuncs()
+logging.shutdown()
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(code)
+"""
+
+
+class CliServer:
+    """The fork server of one test process; :meth:`run` gives a ``CompletedProcess``."""
+
+    def __init__(self):
+        self._proc = subprocess.Popen([sys.executable, "-c", _SERVE, *PRELOAD],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                      bufsize=1)
+        self._dir = tempfile.TemporaryDirectory(prefix="nucseg-cli-")
+        self._count = 0
+        ready = self._read(300)
+        if not ready.get("ready"):
+            raise RuntimeError(f"the CLI fork server did not start: {ready}")
+
+    def _read(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self._proc.stdout], [], [], max(timeout, 0))
+        if not ready:
+            raise TimeoutError(f"the CLI fork server gave no answer in {timeout:.0f} s")
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the CLI fork server ended (code {self._proc.poll()})")
+        return json.loads(line)
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def run(self, args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        """One ``nucseg-rt ARGS`` run in a forked child; ``TimeoutExpired`` (the child killed)
+        after ``timeout`` seconds, as ``subprocess.run`` does."""
+        self._count += 1
+        out = Path(self._dir.name) / f"{self._count}.out"
+        err = Path(self._dir.name) / f"{self._count}.err"
+        req = {"argv": args, "env": env, "cwd": os.getcwd(), "out": str(out), "err": str(err)}
+        self._proc.stdin.write(json.dumps(req) + "\n")
+        self._proc.stdin.flush()
+        end = time.monotonic() + timeout
+        pid = self._read(timeout)["pid"]
+        try:
+            status = self._read(end - time.monotonic())["status"]
+        except TimeoutError:
+            os.kill(pid, 9)
+            self._read(30)
+            raise subprocess.TimeoutExpired(["nucseg-rt", *args], timeout) from None
+        texts = [p.read_text(errors="replace") for p in (out, err)]
+        out.unlink()
+        err.unlink()
+        return subprocess.CompletedProcess(["nucseg-rt", *args], status, *texts)
+
+    def close(self) -> None:
+        """End the server (its stdin closed) and remove its output folder."""
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc.stdout.close()
+        self._dir.cleanup()
