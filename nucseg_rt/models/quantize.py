@@ -156,13 +156,13 @@ CALIBRATION_ANISOTROPIES = (1.0, 4.0, 11.5)
 CALIBRATION_OPTIONS = {"CalibMovingAverage": True}
 
 
-def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray, float, dict]]:
+def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray, float, None]]:
     from nucseg_rt.eval.synth import make_volume
 
     for k, anisotropy in enumerate(CALIBRATION_ANISOTROPIES):
         image, _, _ = make_volume((64, 224, 224), seed=seed + k, anisotropy=anisotropy,
                                   diameter_mean=diameter)
-        yield image, anisotropy, {}
+        yield image, anisotropy, None
 
 
 def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
@@ -217,7 +217,11 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
         volumes = _synthetic_volumes(seed, diameter)
     planes = []
     for vol, anisotropy, axes_args in volumes:
-        x, _ = axes.to_zyxc(vol, nchan=nchan, **axes_args)
+        if axes_args is None:  # a synthetic (Z, Y, X) volume: its axes are known, nothing to say
+            x = np.zeros((*vol.shape, nchan), np.float32)
+            x[..., 0] = vol
+        else:
+            x, _ = axes.to_zyxc(vol, nchan=nchan, **axes_args)
         x = normalize(x)
         x = rescale_volume(x, rescale=1.0, anisotropy=anisotropy, nchan=nchan)
         for perm in ((0, 1, 2, 3), (1, 0, 2, 3), (2, 0, 1, 3)):
