@@ -44,7 +44,7 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    0.505, full stacks 0.005-0.010 lower); its calibration, synthetic and 2D checks are still to
    run (models/README.md).
 
-With ``--models``, the last main-network stage run (``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
+With ``--models``, the last main-network stage run (``optical4``, ``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
@@ -87,6 +87,10 @@ STAGES = {
                                "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "7", "--real-weight", "0.2",
                                "--realtex-volumes", "56", "--realtex-weight", "0.45",
                                "--realtex-hard", "0.3,0.3,0.3"]),
+    "optical4": ("nuclei_3d", ["--pretrained", "{optical3}", "--epochs", "36", "--lr", "3e-4",
+                               "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "8", "--real-weight", "0.2",
+                               "--realtex-volumes", "56", "--realtex-weight", "0.5",
+                               "--realtex-hard", "0.25,0.3,0.5"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next((s for s in ("optical3", "optical2", "optical", "robust", "refine", "main") if s in stages), "base")
+        main_stage = next((s for s in ("optical4", "optical3", "optical2", "optical", "robust", "refine", "main") if s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 
