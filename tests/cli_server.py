@@ -36,6 +36,10 @@ _SERVE = r"""
 import importlib, json, os, sys
 for name in sys.argv[1:]:
     importlib.import_module(name)
+# numba's typing registries (numba.np.arraymath and scipy.linalg with it: 0.5 s), which every
+# process loads on its first compiled function; loading them runs nothing
+from numba.core.registry import cpu_target
+cpu_target.target_context.refresh()
 sys.stdout.write(json.dumps({"ready": True}) + "\n"); sys.stdout.flush()
 reply = os.fdopen(os.dup(1), "w")
 for line in sys.stdin:
