@@ -7,12 +7,12 @@ and stderr in files; its exit status is the run's. What it saves is the interpre
 the imports (about 0.5-0.9 s a run). The server only imports: no thread pool of numba or
 onnxruntime is started before a fork (those start in the child).
 
-Runs that check the start-up itself (``--help`` imports nothing heavy, the console script, a
-prelude run before the import, Ctrl-C) spawn a fresh interpreter (``helpers.run_cli(...,
+Runs that check the start-up itself (``--help`` imports nothing heavy, the console script, code
+run before the import such as a patched writer, Ctrl-C) spawn a fresh interpreter (``helpers.run_cli(...,
 fresh=True)``); ``NUCSEG_TEST_FRESH=1`` makes every run do so.
 
 Protocol (JSON lines on the server's stdin/stdout): request ``{"argv", "env", "cwd", "out",
-"err"}``; replies ``{"pid"}`` once forked, then ``{"status"}`` (as from ``subprocess``: the exit
+"err", "hide"}`` (``hide``: modules the run sees as not installed); replies ``{"pid"}`` once forked, then ``{"status"}`` (as from ``subprocess``: the exit
 code, or minus the signal that ended the child).
 """
 
@@ -52,7 +52,13 @@ for line in sys.stdin:
     reply.write(json.dumps({"status": os.waitstatus_to_exitcode(status)}) + "\n"); reply.flush()
 else:
     sys.exit(0)
-# the child: the run, as `python -m nucseg_rt.cli ARGV` would do it
+# the child: the run, as `python -m nucseg_rt.cli ARGV` would do it, with the modules of "hide"
+# uninstalled (as `sys.modules[name] = None` before any import does); if the server imported one,
+# the child cannot hide it and says so (exit 97): the run is then made in a fresh interpreter
+if any(sys.modules.get(name) is not None for name in req["hide"]):
+    os._exit(97)
+for name in req["hide"]:
+    sys.modules[name] = None
 os.environ.clear(); os.environ.update(req["env"])
 os.chdir(req["cwd"])
 null = os.open(os.devnull, os.O_RDONLY)
@@ -111,13 +117,16 @@ class CliServer:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
-    def run(self, args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-        """One ``nucseg-rt ARGS`` run in a forked child; ``TimeoutExpired`` (the child killed)
-        after ``timeout`` seconds, as ``subprocess.run`` does."""
+    def run(self, args: list[str], env: dict[str, str], timeout: float,
+            hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess | None:
+        """One ``nucseg-rt ARGS`` run in a forked child, the modules ``hide`` uninstalled;
+        ``TimeoutExpired`` (the child killed) after ``timeout`` seconds, as ``subprocess.run``
+        does. None when the server had imported a module of ``hide`` (run it fresh)."""
         self._count += 1
         out = Path(self._dir.name) / f"{self._count}.out"
         err = Path(self._dir.name) / f"{self._count}.err"
-        req = {"argv": args, "env": env, "cwd": os.getcwd(), "out": str(out), "err": str(err)}
+        req = {"argv": args, "env": env, "cwd": os.getcwd(), "out": str(out), "err": str(err),
+               "hide": list(hide)}
         self._proc.stdin.write(json.dumps(req) + "\n")
         self._proc.stdin.flush()
         end = time.monotonic() + timeout
@@ -128,6 +137,8 @@ class CliServer:
             os.kill(pid, 9)
             self._read(30)
             raise subprocess.TimeoutExpired(["nucseg-rt", *args], timeout) from None
+        if status == 97 and not out.exists():  # a module of `hide` was imported by the server
+            return None
         texts = [p.read_text(errors="replace") for p in (out, err)]
         out.unlink()
         err.unlink()

@@ -53,18 +53,23 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "COLUMNS": "400", "NO_COLOR": "1"}
 
 
-def run_cli(*args, prelude: str = "", fresh: bool = False,
+def run_cli(*args, prelude: str = "", hide: tuple[str, ...] = (), fresh: bool = False,
             timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``nucseg-rt ARGS`` in a separate process; its exit status and output.
 
     The process is forked from this test worker's :class:`cli_server.CliServer` (the CLI's
-    modules imported once), unless ``fresh`` or a ``prelude`` (code run before the import, e.g.
-    hiding torch) asks for a new interpreter (``python -m nucseg_rt.cli``), as do all runs
-    with ``NUCSEG_TEST_FRESH=1``."""
+    modules imported once), unless ``fresh`` or a ``prelude`` (code run before the import, e.g. a
+    patched writer) asks for a new interpreter (``python -m nucseg_rt.cli``), as do all runs
+    with ``NUCSEG_TEST_FRESH=1``. ``hide``: modules the run sees as not installed (an extra
+    missing; forked when the server has not imported them, else fresh)."""
     env = cli_env()
-    if not (prelude or fresh or os.environ.get("NUCSEG_TEST_FRESH") == "1"):
-        return _cli_server().run([str(a) for a in args], env, timeout)
-    code = f"{prelude}import sys; from nucseg_rt.cli import main; sys.exit(main(sys.argv[1:]))"
+    forked = not (prelude or fresh or os.environ.get("NUCSEG_TEST_FRESH") == "1")
+    if forked:
+        proc = _cli_server().run([str(a) for a in args], env, timeout, hide=tuple(hide))
+        if proc is not None:
+            return proc
+    prelude = "".join(f"sys.modules[{name!r}] = None; " for name in hide) + prelude
+    code = f"import sys; {prelude}from nucseg_rt.cli import main; sys.exit(main(sys.argv[1:]))"
     cmd = [sys.executable, "-c", code] if prelude else [sys.executable, "-m", "nucseg_rt.cli"]
     return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, env=env,
                           timeout=timeout)

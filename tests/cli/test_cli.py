@@ -20,7 +20,7 @@ from helpers import assert_one_error_line, cli_help, run_cli, run_cli_here
 
 COMMANDS = ["segment", "watch", "add-model", "models", "remove-model", "model-info", "info",
             "export-cellpose", "train", "make-crops", "quantize"]
-NO_TORCH = "import sys; sys.modules['torch'] = None; "
+NO_TORCH = ("torch",)
 
 
 # --- help ----------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def test_add_cellpose_model_without_torch(tmp_path):
     path = tmp_path / "cellpose_model"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
-    proc = run_cli("add-model", path, prelude=NO_TORCH)
+    proc = run_cli("add-model", path, hide=NO_TORCH)
     assert_one_error_line(proc, r"needs PyTorch.*pip install 'nucseg-rt\[export\]'")
 
 
@@ -226,7 +226,7 @@ def test_quantize_bundled_model_is_refused():
 def test_export_cellpose_without_torch(tmp_path):
     src = tmp_path / "cp_model"
     src.write_bytes(b"PK\x03\x04 pretend zip")
-    proc = run_cli("export-cellpose", src, "-o", tmp_path / "out.onnx", prelude=NO_TORCH)
+    proc = run_cli("export-cellpose", src, "-o", tmp_path / "out.onnx", hide=NO_TORCH)
     assert_one_error_line(proc, r"pip install 'nucseg-rt\[export\]'")
     assert not (tmp_path / "out.onnx").exists()
 
@@ -241,12 +241,12 @@ def test_export_cellpose_refuses_existing_output(tmp_path):
 
 
 def test_train_without_torch():
-    assert_one_error_line(run_cli("train", "--epochs", "1", prelude=NO_TORCH),
+    assert_one_error_line(run_cli("train", "--epochs", "1", hide=NO_TORCH),
                           r"training needs PyTorch.*pip install 'nucseg-rt\[export\]'")
 
 
 def test_make_crops_without_torch():
-    assert_one_error_line(run_cli("make-crops", "x.tif", prelude=NO_TORCH),
+    assert_one_error_line(run_cli("make-crops", "x.tif", hide=NO_TORCH),
                           r"making training crops needs PyTorch.*pip install 'nucseg-rt\[export\]'")
 
 

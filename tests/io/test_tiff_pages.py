@@ -72,7 +72,7 @@ def test_time_lapse_frames_without_zarr(tmp_path):
 def test_cli_time_lapse_without_zarr_equals_with_it(tmp_path, tiny_onnx_model):
     movie = write_calibrated(tmp_path / "movie.tif", blob_timelapse(2, (12, 48, 52)), z_step=2.0)
     args = ("segment", movie, "--model", tiny_onnx_model, "--diameter", "30", "--link")
-    without = run_cli(*args, "--out-dir", tmp_path / "a", prelude=HIDE_ZARR)
+    without = run_cli(*args, "--out-dir", tmp_path / "a", hide=("zarr",))
     assert without.returncode == 0, without.stderr
     pytest.importorskip("zarr")
     assert run_cli(*args, "--out-dir", tmp_path / "b").returncode == 0

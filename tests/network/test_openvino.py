@@ -23,7 +23,6 @@ from nucseg_rt.errors import ClosedError, InvalidInputError
 from nucseg_rt.network.engine import resolve_backend
 from nucseg_rt.network.predict import load_net
 
-HIDE_OPENVINO = "import sys; sys.modules['openvino'] = None; "
 BUNDLED = Path(__file__).resolve().parents[2] / "models"
 
 
@@ -100,19 +99,19 @@ def test_model_agreement_metadata():
 def test_cli_openvino_without_the_extra_is_one_line(tmp_path, tiny_onnx_model):
     vol = write_calibrated(tmp_path / "a.tif", blob_volume())
     proc = run_cli("segment", vol, "--model", tiny_onnx_model, "--backend", "openvino",
-                   prelude=HIDE_OPENVINO)
+                   hide=("openvino",))
     line = assert_one_error_line(proc, r"--backend")
     assert "pip install 'nucseg-rt[openvino]'" in line
     assert not list(tmp_path.glob("*_masks.tif"))
     proc = run_cli("watch", tmp_path, "--out-dir", tmp_path / "out", "--model", tiny_onnx_model,
-                   "--backend", "openvino", prelude=HIDE_OPENVINO)
+                   "--backend", "openvino", hide=("openvino",))
     assert "pip install 'nucseg-rt[openvino]'" in assert_one_error_line(proc, r"--backend")
     # everything else works as today without it
     proc = run_cli("segment", vol, "--model", tiny_onnx_model, "--diameter", "30",
-                   "--out-dir", tmp_path / "out", prelude=HIDE_OPENVINO)
+                   "--out-dir", tmp_path / "out", hide=("openvino",))
     assert proc.returncode == 0, proc.stderr
     assert "network: onnxruntime fp32 (auto: " in proc.stdout
-    proc = run_cli("info", prelude=HIDE_OPENVINO)
+    proc = run_cli("info", hide=("openvino",))
     assert proc.returncode == 0, proc.stderr
     assert "backend (auto): onnxruntime fp32" in proc.stdout
     # the bundled model records bf16 as faithful: auto says why it does not run it
