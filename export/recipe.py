@@ -42,7 +42,11 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    once (2026-12-06, 32 epochs in 83 minutes), not shipped yet: held-out real-texture mean AP@0.5
    0.827 against stage 7's 0.819 with stage 7's defaults (thin stacks 0.833 / 0.851, dense13
    0.505, full stacks 0.005-0.010 lower); its calibration, synthetic and 2D checks are still to
-   run (models/README.md).
+   run (models/README.md);
+9. ``optical4``: a cosine cycle from stage 8 with the hard share moved to crowded volumes (25 %
+   thin, 30 % crops, 50 % crowded; real-texture 50 % of each batch, real 20 %, seed 8). Run once
+   (2026-12-06, 23 epochs in 85 minutes), not shipped: held-out mean AP@0.5 0.827 as stage 8
+   (full stacks up, thin stacks and crops down, crowded nuclei merged more: models/README.md).
 
 With ``--models``, the last main-network stage run (``optical4``, ``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
