@@ -18,6 +18,7 @@ code, or minus the signal that ended the child).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -97,8 +98,8 @@ class CliServer:
 
     def __init__(self):
         self._proc = subprocess.Popen([sys.executable, "-c", _SERVE, *PRELOAD],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                      bufsize=1)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self._buf = b""
         self._dir = tempfile.TemporaryDirectory(prefix="nucseg-cli-")
         self._count = 0
         ready = self._read(300)
@@ -106,13 +107,26 @@ class CliServer:
             raise RuntimeError(f"the CLI fork server did not start: {ready}")
 
     def _read(self, timeout: float) -> dict:
-        ready, _, _ = select.select([self._proc.stdout], [], [], max(timeout, 0))
-        if not ready:
-            raise TimeoutError(f"the CLI fork server gave no answer in {timeout:.0f} s")
-        line = self._proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the CLI fork server ended (code {self._proc.poll()})")
+        """The server's next reply line. Its pipe is read unbuffered, bytes into ``self._buf``:
+        with a buffered reader, one read could take two replies (a child that ends at once),
+        and ``select`` would then wait for a second that already arrived."""
+        end = time.monotonic() + timeout
+        fd = self._proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            ready, _, _ = select.select([fd], [], [], max(end - time.monotonic(), 0))
+            if not ready:
+                raise TimeoutError(f"the CLI fork server gave no answer in {timeout:.0f} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"the CLI fork server ended (code {self._proc.poll()})")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
         return json.loads(line)
+
+    def _send(self, req: dict) -> None:
+        data = memoryview(json.dumps(req).encode() + b"\n")
+        while data:  # the raw pipe may take a large request (the environment) in parts
+            data = data[os.write(self._proc.stdin.fileno(), data):]
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -127,14 +141,14 @@ class CliServer:
         err = Path(self._dir.name) / f"{self._count}.err"
         req = {"argv": args, "env": env, "cwd": os.getcwd(), "out": str(out), "err": str(err),
                "hide": list(hide)}
-        self._proc.stdin.write(json.dumps(req) + "\n")
-        self._proc.stdin.flush()
+        self._send(req)
         end = time.monotonic() + timeout
         pid = self._read(timeout)["pid"]
         try:
             status = self._read(end - time.monotonic())["status"]
         except TimeoutError:
-            os.kill(pid, 9)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
             self._read(30)
             raise subprocess.TimeoutExpired(["nucseg-rt", *args], timeout) from None
         if status == 97 and not out.exists():  # a module of `hide` was imported by the server
