@@ -190,12 +190,14 @@ class EngineOptions:
         or a faster run the model was measured to agree with; see :meth:`resolved`);
         ``"openvino"`` runs the same ONNX files on the CPU (the openvino extra).
     threads : int, optional
-        onnxruntime intra-op threads per stream (default: the cores shared out between streams).
+        Threads per stream: onnxruntime's intra-op threads, OpenVINO's
+        ``INFERENCE_NUM_THREADS`` (default: the cores shared out between the streams).
     batch_size : int, optional
         Tiles per network call (default 2 on the CPU, 8 on CUDA).
     streams : int, optional
         Network sessions running groups of planes side by side, 1 to 64 (default: the saved
-        probe's; else 2 on the CPU, 1 when ``threads`` is given or on CUDA).
+        probe's; else 2 on the CPU with onnxruntime, 1 with OpenVINO (one stream on all cores),
+        when ``threads`` is given or on CUDA).
     tile_overlap : float
         Overlap of neighbouring tiles as a fraction of the tile, in [0.05, 0.5].
     bsize : int
@@ -354,12 +356,6 @@ class Engine:
                  choice: BackendChoice | None = None):
         providers = providers if providers is not None else options.providers()
         on_cpu = not uses_cuda(providers)
-        streams, threads = options.streams, options.threads
-        if streams is None:  # CPU: two streams were faster than one on both 2-core CPUs measured
-            streams = (min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1) if on_cpu and threads is None
-                       else 1)
-        if threads is None and streams > 1:
-            threads = max(1, (os.cpu_count() or 1) // streams)
         if choice is not None and (choice.backend, choice.precision) != (options.backend,
                                                                          options.precision):
             raise InvalidInputError(f"`choice` {choice} does not match the options "
@@ -367,6 +363,18 @@ class Engine:
                                     f"{options.precision!r}); pass EngineOptions.resolved()'s pair",
                                     param="choice")
         self.backend = choice if choice is not None else options.backend_choice()
+        streams, threads = options.streams, options.threads
+        if streams is None:
+            # onnxruntime on the CPU: two streams of one thread were faster than one stream of
+            # two on both 2-core CPUs measured; OpenVINO: one stream on all cores (its own
+            # threading) ran the pipeline 1.6x faster than two single-thread streams (bf16,
+            # 64x256x256, 2026-12-06: docs/benchmarks.md)
+            streams = (min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1)
+                       if on_cpu and threads is None and self.backend.backend == "onnxruntime"
+                       else 1)
+        if threads is None and (streams > 1 or self.backend.backend == "openvino"):
+            # OpenVINO's own default for one stream ran bf16 1.16x slower than all the cores
+            threads = max(1, (os.cpu_count() or 1) // streams)
         kind = dict(backend=self.backend.backend, precision=options.precision)
         self._nets = [load_net(path, providers, threads, **kind) for _ in range(streams)]
         self.nets_ortho = ([load_net(ortho_path, providers, threads, **kind)

@@ -185,6 +185,22 @@ def test_close_releases_and_a_closed_net_raises(ov, tiny_onnx_model):
     assert all(n.closed for n in nets)
 
 
+def test_default_streams_one_on_all_cores_for_openvino(ov, tiny_onnx_model):
+    """OpenVINO runs one stream on all the cores by default (measured 1.4-1.6x faster in the
+    pipeline than onnxruntime's default of two single-thread streams); given settings stand."""
+    import os
+
+    cores = os.cpu_count() or 1
+    with Segmenter(tiny_onnx_model, device="cpu", backend="openvino", use_probe=False) as seg:
+        assert (seg.streams, seg.threads) == (1, cores)
+        assert seg.engine.nets[0]._compiled.get_property("INFERENCE_NUM_THREADS") == cores
+    with Segmenter(tiny_onnx_model, device="cpu", backend="openvino", use_probe=False,
+                   streams=2) as seg:
+        assert (seg.streams, seg.threads) == (2, max(1, cores // 2))
+    with Segmenter(tiny_onnx_model, device="cpu", backend="onnxruntime", use_probe=False) as seg:
+        assert seg.streams == min(2, cores)
+
+
 def test_bf16_refused_without_native_support(ov, monkeypatch, tiny_onnx_model):
     from nucseg_rt.network import _openvino
 
