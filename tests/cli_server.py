@@ -4,16 +4,18 @@ command line's modules once, and forks a child per ``nucseg-rt`` run.
 Each child is a separate process running ``nucseg_rt.cli.main(argv)`` as the console script
 does, with the run's environment, working directory, stdin from ``/dev/null`` and its stdout
 and stderr in files; its exit status is the run's. What it saves is the interpreter start-up and
-the imports (about 0.5-0.9 s a run). The server only imports: no thread pool of numba or
-onnxruntime is started before a fork (those start in the child).
+the imports (about 0.5-0.9 s a run). The server only imports: numba's and onnxruntime's thread
+pools start in the child (the OpenBLAS threads of numpy and scipy exist; OpenBLAS handles a
+fork).
 
 Runs that check the start-up itself (``--help`` imports nothing heavy, the console script, code
-run before the import such as a patched writer, Ctrl-C) spawn a fresh interpreter (``helpers.run_cli(...,
-fresh=True)``); ``NUCSEG_TEST_FRESH=1`` makes every run do so.
+run before the import such as a patched writer, Ctrl-C) spawn a fresh interpreter
+(``helpers.run_cli(..., fresh=True)``); ``NUCSEG_TEST_FRESH=1`` makes every run do so.
 
 Protocol (JSON lines on the server's stdin/stdout): request ``{"argv", "env", "cwd", "out",
-"err", "hide"}`` (``hide``: modules the run sees as not installed); replies ``{"pid"}`` once forked, then ``{"status"}`` (as from ``subprocess``: the exit
-code, or minus the signal that ended the child).
+"err", "hide"}`` (``hide``: modules the run sees as not installed); replies ``{"pid"}`` once
+forked, then ``{"status"}`` (as from ``subprocess``: the exit code, or minus the signal that
+ended the child).
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ try:
     code = main(req["argv"])
 except SystemExit as stop:
     code = stop.code
+except BaseException:  # as Python's own handler: the traceback, exit 1
+    import traceback
+    traceback.print_exc()
+    code = 1
 if not isinstance(code, int):
     if code is not None:
         print(code, file=sys.stderr)

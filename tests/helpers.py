@@ -1,10 +1,12 @@
-"""The one helpers module of the test suite: test data, the tiny models and the CLI runner.
+"""The helpers module of the test suite: test data, the tiny models and the CLI runner (whose
+fork server is ``cli_server.py``).
 
 Fixtures are in conftest.py; everything else a test needs more than once is here, one way to
 make each kind of data (test modules never import each other):
 
-- CLI: :func:`run_cli` (forked from a pre-imported server, ``cli_server.py``), :func:`cli_help` (each ``--help`` spawned once per session),
-  :func:`assert_one_error_line`, :func:`summary_row`; services: :func:`wait_until` (a condition
+- CLI: :func:`run_cli` (forked from a pre-imported server, ``cli_server.py``), :func:`cli_help`
+  (each ``--help`` spawned once per session), :func:`assert_one_error_line`,
+  :func:`summary_row`; services: :func:`wait_until` (a condition
   with a timeout, never a fixed sleep), :func:`stopping_segmenter`, :func:`watching`.
 - Images: :func:`blob_volume` (Gaussian blobs the tiny model finds one nucleus each),
   :func:`blob_timelapse` (those blobs moving from frame to frame), :func:`noise_volume`,
