@@ -156,18 +156,25 @@ CALIBRATION_ANISOTROPIES = (1.0, 4.0, 11.5)
 CALIBRATION_OPTIONS = {"CalibMovingAverage": True}
 
 
-def _synthetic_volumes(seed: int, diameter: float) -> Iterator[tuple[np.ndarray, float, None]]:
+def _synthetic_volumes(seed: int, diameter: float,
+                       nchan: int) -> Iterator[tuple[np.ndarray, float]]:
+    """(Z, Y, X, nchan) network input and anisotropy of the seeded synthetic volumes: gray in
+    channel 0, zeros after (their axes are known, so nothing is logged about them)."""
     from nucseg_rt.eval.synth import make_volume
 
     for k, anisotropy in enumerate(CALIBRATION_ANISOTROPIES):
         image, _, _ = make_volume((64, 224, 224), seed=seed + k, anisotropy=anisotropy,
                                   diameter_mean=diameter)
-        yield image, anisotropy, None
+        x = np.zeros((*image.shape, nchan), np.float32)
+        x[..., 0] = image
+        yield x, anisotropy
 
 
-def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
+def _folder_volumes(folder: Path, nchan: int) -> Iterator[tuple[np.ndarray, float]]:
+    """(Z, Y, X, nchan) network input and anisotropy of the user's TIFFs (axes from each file,
+    the decisions logged as for a segmentation)."""
     from nucseg_rt.io import read_volume
-    from nucseg_rt.prep.axes import resolve_axes
+    from nucseg_rt.prep.axes import resolve_axes, to_zyxc
 
     files = sorted(p for p in folder.iterdir()
                    if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith("."))
@@ -178,7 +185,8 @@ def _folder_volumes(folder: Path) -> Iterator[tuple[np.ndarray, float, dict]]:
         vol, info = read_volume(path)
         anisotropy = max(1.0, min(20.0, info.anisotropy()[0] or 1.0))
         axes = resolve_axes(vol.shape, letters=info.axes, what=str(path))
-        yield vol, anisotropy, {"channel_axis": axes.c, "z_axis": axes.z}
+        x, _ = to_zyxc(vol, nchan=nchan, channel_axis=axes.c, z_axis=axes.z)
+        yield x, anisotropy
 
 
 def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, seed: int = 0,
@@ -204,7 +212,6 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
     -------
     list of (H, W, C) float32 planes, resampled isotropic as the segmenter does.
     """
-    from nucseg_rt.prep import axes
     from nucseg_rt.prep import normalize
     from nucseg_rt.prep.resample import rescale_volume
 
@@ -212,16 +219,11 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
         folder = Path(folder)
         if not folder.is_dir():
             raise InvalidInputError(f"`calibration` must be a folder of TIFF images, got {folder}")
-        volumes = _folder_volumes(folder)
+        volumes = _folder_volumes(folder, nchan)
     else:
-        volumes = _synthetic_volumes(seed, diameter)
+        volumes = _synthetic_volumes(seed, diameter, nchan)
     planes = []
-    for vol, anisotropy, axes_args in volumes:
-        if axes_args is None:  # a synthetic (Z, Y, X) volume: its axes are known, nothing to say
-            x = np.zeros((*vol.shape, nchan), np.float32)
-            x[..., 0] = vol
-        else:
-            x, _ = axes.to_zyxc(vol, nchan=nchan, **axes_args)
+    for x, anisotropy in volumes:
         x = normalize(x)
         x = rescale_volume(x, rescale=1.0, anisotropy=anisotropy, nchan=nchan)
         for perm in ((0, 1, 2, 3), (1, 0, 2, 3), (2, 0, 1, 3)):
