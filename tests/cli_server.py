@@ -12,10 +12,11 @@ Runs that check the start-up itself (``--help`` imports nothing heavy, the conso
 run before the import such as a patched writer, Ctrl-C) spawn a fresh interpreter
 (``helpers.run_cli(..., fresh=True)``); ``NUCSEG_TEST_FRESH=1`` makes every run do so.
 
-Protocol (JSON lines on the server's stdin/stdout): request ``{"argv", "env", "cwd", "out",
-"err", "hide"}`` (``hide``: modules the run sees as not installed); replies ``{"pid"}`` once
-forked, then ``{"status"}`` (as from ``subprocess``: the exit code, or minus the signal that
-ended the child).
+Protocol (JSON lines on the server's stdin/stdout): first ``{"ready": [the modules it imported]}``;
+then per request ``{"argv", "env", "cwd", "out", "err", "hide"}`` (``hide``: modules the run sees
+as not installed, never one of those imported) the replies ``{"pid"}`` once forked, then
+``{"status"}`` (as from ``subprocess``: the exit code, or minus the signal that ended the
+child).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ for name in sys.argv[1:]:
 # process loads on its first compiled function; loading them runs nothing
 from numba.core.registry import cpu_target
 cpu_target.target_context.refresh()
-sys.stdout.write(json.dumps({"ready": True}) + "\n"); sys.stdout.flush()
+sys.stdout.write(json.dumps({"ready": sorted(k for k, m in sys.modules.items() if m)}) + "\n")
+sys.stdout.flush()
 reply = os.fdopen(os.dup(1), "w")
 for line in sys.stdin:
     req = json.loads(line)
@@ -56,10 +58,7 @@ for line in sys.stdin:
 else:
     sys.exit(0)
 # the child: the run, as `python -m nucseg_rt.cli ARGV` would do it, with the modules of "hide"
-# uninstalled (as `sys.modules[name] = None` before any import does); if the server imported one,
-# the child cannot hide it and says so (exit 97): the run is then made in a fresh interpreter
-if any(sys.modules.get(name) is not None for name in req["hide"]):
-    os._exit(97)
+# uninstalled (as `sys.modules[name] = None` before any import does; none is imported here)
 for name in req["hide"]:
     sys.modules[name] = None
 os.environ.clear(); os.environ.update(req["env"])
@@ -111,6 +110,8 @@ class CliServer:
         ready = self._read(300)
         if not ready.get("ready"):
             raise RuntimeError(f"the CLI fork server did not start: {ready}")
+        #: the modules imported before any fork: a run cannot hide these
+        self.imported = frozenset(ready["ready"])
 
     def _read(self, timeout: float) -> dict:
         """The server's next reply line. Its pipe is read unbuffered, bytes into ``self._buf``:
@@ -141,7 +142,9 @@ class CliServer:
             hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess | None:
         """One ``nucseg-rt ARGS`` run in a forked child, the modules ``hide`` uninstalled;
         ``TimeoutExpired`` (the child killed) after ``timeout`` seconds, as ``subprocess.run``
-        does. None when the server had imported a module of ``hide`` (run it fresh)."""
+        does. None when the server imported a module of ``hide`` (run it fresh)."""
+        if self.imported.intersection(hide):
+            return None
         self._count += 1
         out = Path(self._dir.name) / f"{self._count}.out"
         err = Path(self._dir.name) / f"{self._count}.err"
@@ -157,8 +160,6 @@ class CliServer:
                 os.kill(pid, 9)
             self._read(30)
             raise subprocess.TimeoutExpired(["nucseg-rt", *args], timeout) from None
-        if status == 97 and not out.exists():  # a module of `hide` was imported by the server
-            return None
         texts = [p.read_text(errors="replace") for p in (out, err)]
         out.unlink()
         err.unlink()

@@ -204,5 +204,3 @@ def test_fp16_copy_keeps_float32_io(tmp_path, tiny_onnx_model):
     assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
     if rep.n_check_tiles:  # the CPU provider could run it: it was checked against fp32
         assert rep.flow_correlation >= 0.99
-
-
