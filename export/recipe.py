@@ -48,7 +48,14 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
    (2026-12-06, 23 epochs in 85 minutes), not shipped: held-out mean AP@0.5 0.827 as stage 8
    (full stacks up, thin stacks and crops down, crowded nuclei merged more: models/README.md).
 
-With ``--models``, the last main-network stage run (``optical4``, ``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
+10. ``wide``: the network widened by a quarter (``nbase`` 2,20,40,80,160: 1.56x the
+    convolution work) from stage 9's weights (``unet.widen_state_dict``: the new channels start
+    small and unread, so training starts from stage 9's function), then a cosine cycle on stage
+    8's mix (seed 9). Issue 20, item 5: the network's preferred scale was measured first on the
+    calibration set (stage 9 at 0.8 / 1 / 1.25 x the true diameter; no scale wins everywhere:
+    dense13 best at 1, crops at 1.25, thin stacks at 0.8), so width is the lever left.
+
+With ``--models``, the last main-network stage run (``wide``, ``optical4``, ``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
@@ -95,6 +102,10 @@ STAGES = {
                                "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "8", "--real-weight", "0.2",
                                "--realtex-volumes", "56", "--realtex-weight", "0.5",
                                "--realtex-hard", "0.25,0.3,0.5"]),
+    "wide": ("nuclei_3d", ["--pretrained", "{optical4}", "--nbase", "2,20,40,80,160", "--epochs", "36",
+                           "--lr", "5e-4", "--warmup-steps", "150", *MAIN_SYNTH, "--seed", "9",
+                           "--real-weight", "0.2", "--realtex-volumes", "56", "--realtex-weight", "0.45",
+                           "--realtex-hard", "0.3,0.3,0.3"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next((s for s in ("optical4", "optical3", "optical2", "optical", "robust", "refine", "main") if s in stages), "base")
+        main_stage = next((s for s in ("wide", "optical4", "optical3", "optical2", "optical", "robust", "refine", "main") if s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 

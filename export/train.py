@@ -45,7 +45,7 @@ from rich.console import Console
 from nucseg_rt.eval.metrics import average_precision
 from nucseg_rt_export.train_data import (PlaneSet, augment_batch, load_or_make_cache, load_pairs,
                                          realtex_planes, synthetic_planes)
-from nucseg_rt_export.unet import CPnet, nbase_from_state_dict
+from nucseg_rt_export.unet import CPnet, nbase_from_state_dict, widen_state_dict
 
 __all__ = ["main", "cellpose_loss", "build_parser"]
 
@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--out", type=Path, required=True, help="output directory")
     a("--name", default="nuclei_3d", help="model file name")
-    a("--nbase", default=None, help="network widths nchan,c1,..,c4 (default 2,16,32,64,128, or the pretrained's)")
+    a("--nbase", default=None, help="network widths nchan,c1,..,c4 (default 2,16,32,64,128, or the pretrained's; wider "
+      "than the pretrained's grows it: unet.widen_state_dict)")
     a("--pretrained", type=Path, default=None, help="Cellpose model file to fine-tune from")
     a("--resume", action="store_true", help="continue from <out>/<name> + .trainstate")
     a("--epochs", type=int, default=20)
@@ -268,7 +269,11 @@ def _make_net(args, diam_labels: float) -> CPnet:
         sd = torch.load(args.pretrained, map_location="cpu", weights_only=True)
         nb = nbase_from_state_dict(sd)
         if args.nbase is not None and _ints(args.nbase) != nb:
-            raise SystemExit(f"--nbase {args.nbase} does not match the pretrained model's {nb}")
+            try:  # a wider network grown from the pretrained one
+                sd, nb = widen_state_dict(sd, _ints(args.nbase), seed=args.seed), _ints(args.nbase)
+            except ValueError:
+                raise SystemExit(f"--nbase {args.nbase} does not match the pretrained model's {nb} "
+                                 "and is not a widening of it") from None
         net = CPnet(nb, 3, 3)
         net.load_state_dict(sd, strict=True)
         # like Cellpose's --diam_mean when fine-tuning: the new model is rescaled to --diam-mean

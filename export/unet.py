@@ -157,3 +157,44 @@ def nbase_from_state_dict(state_dict: dict) -> list[int]:
         nbase.append(int(w.shape[0]))
         k += 1
     return nbase
+
+
+def widen_state_dict(state_dict: dict, nbase: Sequence[int], *, scale: float = 0.1,
+                     seed: int = 0) -> dict:
+    """A state dict for a wider ``CPnet(nbase)`` that computes nearly what ``state_dict`` computes.
+
+    Every width of ``nbase`` must be at least the original's (``nchan`` equal). The original
+    weights fill the leading channels. A new channel reads the old and new channels with
+    Cellpose's random initialisation times ``scale`` and is read by no old channel (those weights
+    are zero), so the old channels, and the output, are unchanged except through the style
+    vector's normalisation, which now also counts the small new channels of the deepest level.
+    New batch-norm channels start as identity (weight 1, bias 0, mean 0, variance 1). Training
+    from here grows the new channels (Net2Net-style widening, Chen et al. 2016).
+    """
+    old_nbase = nbase_from_state_dict(state_dict)
+    nbase = list(nbase)
+    if len(nbase) != len(old_nbase) or nbase[0] != old_nbase[0] or any(
+            n < o for n, o in zip(nbase, old_nbase)):
+        raise ValueError(f"nbase {nbase} cannot widen {old_nbase}: same depth and channels, "
+                         "no width smaller")
+    torch.manual_seed(seed)
+    wide = CPnet(nbase, int(state_dict["output.2.weight"].shape[0]),
+                 int(state_dict["downsample.down.res_down_0.conv.conv_0.2.weight"].shape[-1]))
+    out = {}
+    for name, new in wide.state_dict().items():
+        old = state_dict[name]
+        if new.shape == old.shape:
+            out[name] = old.clone()
+            continue
+        t = new.clone()
+        if name.endswith("running_var") or (name.endswith("weight") and t.ndim == 1):
+            t.fill_(1.0)  # batch-norm scale and variance: identity on new channels
+        elif t.ndim == 1:
+            t.zero_()  # biases, batch-norm shift and mean
+        else:
+            t.mul_(scale)
+            if t.shape[1] > old.shape[1]:
+                t[:old.shape[0], old.shape[1]:] = 0  # no old channel reads a new one
+        t[tuple(slice(0, s) for s in old.shape)] = old
+        out[name] = t
+    return out

@@ -178,8 +178,37 @@ def test_finetune_from_cellpose_file(tmp_path):
     sd = torch.load(out / "nuclei_3d", weights_only=True)
     assert float(sd["diam_mean"]) == 30.0
     assert sd["downsample.down.res_down_0.proj.1.weight"].shape == (8, 2, 1, 1)
-    with pytest.raises(SystemExit, match="does not match"):
-        tr.main(["--out", str(out), "--pretrained", str(tmp_path / "cp_nuclei"), "--nbase", "2,16,32,64,128", *TINY[2:]])
+    with pytest.raises(SystemExit, match="does not match.*not a widening"):
+        tr.main(["--out", str(out), "--pretrained", str(tmp_path / "cp_nuclei"), "--nbase", "2,4,16,32,64", *TINY[2:]])
+    wide = tmp_path / "wide"
+    assert tr.main(["--out", str(wide), "--epochs", "1", "--pretrained", str(tmp_path / "cp_nuclei"),
+                    "--nbase", "2,12,16,40,64", *TINY[2:]]) == 0
+    assert torch.load(wide / "nuclei_3d", weights_only=True)[
+        "downsample.down.res_down_0.proj.1.weight"].shape == (12, 2, 1, 1)
+
+
+def test_widened_net_computes_what_the_narrow_one_did():
+    from nucseg_rt_export.unet import nbase_from_state_dict, widen_state_dict
+
+    torch.manual_seed(3)
+    narrow = CPnet([2, 8, 16, 32, 64], 3, 3, diam_mean=17.0)
+    narrow.train()
+    for _ in range(2):  # batch-norm statistics other than the identity
+        narrow(torch.randn(4, 2, 32, 32) * 2 + 1)
+    narrow.eval()
+    sd = widen_state_dict(narrow.state_dict(), [2, 12, 20, 48, 80])
+    wide = CPnet([2, 12, 20, 48, 80], 3, 3)
+    wide.load_state_dict(sd, strict=True)
+    wide.eval()
+    assert nbase_from_state_dict(sd) == [2, 12, 20, 48, 80] and float(sd["diam_mean"]) == 17.0
+    x = torch.randn(2, 2, 48, 64)
+    with torch.no_grad():
+        y0, y1 = narrow(x)[0], wide(x)[0]
+    assert float((y0 - y1).abs().max()) < 1e-3 * float(y0.abs().max())
+    # the new channels are live: the widened net has parameters the narrow one lacks, not zeros
+    assert float(sd["downsample.down.res_down_0.conv.conv_0.2.weight"][8:].abs().sum()) > 0
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_state_dict(narrow.state_dict(), [2, 8, 16, 32])
 
 
 def test_recipe_stages_are_valid_train_arguments(tmp_path):
