@@ -6,6 +6,8 @@
 Runs the README command (the shipped example, bundled model) through the CLI, the same volume
 blockwise (``--block-size 48``), in stitch mode, with ``--save-flows``, and a Python-API run on
 a seeded synthetic volume (stable and cellpose dynamics, int8). Prints one line per output.
+Every run is pinned to onnxruntime (exact fp32, deterministic): ``--backend auto`` may pick
+OpenVINO bf16 where the CPU has it, which is faithful but not bit-identical.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def main() -> int:
         for name, args in RUNS.items():
             out = Path(tmp) / name
             subprocess.run([sys.executable, "-m", "nucseg_rt.cli", "segment", str(EXAMPLE), "--model", "nuclei_3d",
-                            "--out-dir", str(out), "--quiet", *args], check=True, capture_output=True)
+                            "--out-dir", str(out), "--quiet", "--backend", "onnxruntime", *args], check=True, capture_output=True)
             m = tifffile.imread(out / "embryo_small_masks.tif")
             print(f"cli {name:12s} masks {digest(m)}  n={int(m.max())}")
             if (out / "embryo_small_flows.npz").exists():
@@ -50,7 +52,7 @@ def main() -> int:
 
     img, _, _ = make_volume((48, 96, 112), anisotropy=4.0, seed=7, diameter_mean=24.0)
     for precision in ("fp32", "int8"):
-        with Segmenter("nuclei_3d", device="cpu", precision=precision) as seg:
+        with Segmenter("nuclei_3d", device="cpu", precision=precision, backend="onnxruntime") as seg:
             f = seg.predict_flows(img, anisotropy=4.0, diameter=24.0)
             print(f"api {precision} flows {digest(f.flows)} cellprob {digest(f.cellprob)}")
             for method in ("stable", "cellpose"):

@@ -55,8 +55,8 @@ class Segmenter:
     backend : {"auto", "onnxruntime", "openvino"}, optional
         The network engine (default "auto": onnxruntime fp32, or with precision "fp32" on the
         CPU a run measured faster whose masks the model's metadata records as agreeing with
-        fp32's at AP@0.5 >= 0.99; none was faster on the CPU measured, see
-        :func:`nucseg_rt.network.engine.resolve_backend`; :attr:`backend` and
+        fp32's at AP@0.5 >= 0.99: OpenVINO bf16 where it is installed and the CPU has bf16,
+        see :func:`nucseg_rt.network.engine.resolve_backend`; :attr:`backend` and
         ``engine.backend`` say what runs and why). "openvino" runs the same ONNX files
         with OpenVINO on the CPU (``pip install 'nucseg-rt[openvino]'``).
     threads : int, optional

@@ -65,9 +65,9 @@ PrecisionOpt = Annotated[Precision, typer.Option(
          "(CUDA) or bf16 (--backend openvino, CPUs with native bf16).",
     metavar="|".join(PRECISIONS), rich_help_panel="Model")]
 BackendOpt = Annotated[Backend, typer.Option(
-    help="Network engine: 'auto' (onnxruntime fp32, unless a run measured faster has masks "
-         "the model records as agreeing with fp32's; `nucseg-rt info` and the summary say "
-         "why), "
+    help="Network engine: 'auto' (OpenVINO bf16 where it is installed, the CPU has bf16 and "
+         "the model records its masks as agreeing with fp32's, else onnxruntime fp32; "
+         "`nucseg-rt info` and the summary say why), "
          "'onnxruntime' (exact fp32), or 'openvino' (CPU; pip install 'nucseg-rt[openvino]').",
     metavar="|".join(BACKENDS), rich_help_panel="Hardware")]
 AnisotropyOpt = Annotated[Optional[float], typer.Option(

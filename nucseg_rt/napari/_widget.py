@@ -92,9 +92,10 @@ class SegmentWidget(QWidget):
         self.precision = ComboBox(label="precision", choices=precision_choices(default),
                                   value="fp32", tooltip="int8 is faster on the CPU")
         self.backend = ComboBox(label="backend", choices=backend_choices(), value="auto",
-                                tooltip="network engine: auto (onnxruntime fp32 unless a run "
-                                        "measured faster agrees with fp32; the status says "
-                                        "what ran), onnxruntime, or openvino (CPU; offers "
+                                tooltip="network engine: auto (OpenVINO bf16 where the CPU has "
+                                        "it and the model's masks agree with fp32, else "
+                                        "onnxruntime fp32; the status says what ran), "
+                                        "onnxruntime (exact fp32), or openvino (CPU; offers "
                                         "bf16)")
         self.anisotropy = FloatSpinBox(label="anisotropy", min=0.01, max=1000.0, step=0.1,
                                        value=1.0, tooltip="Z step / XY pixel size; filled in "

@@ -107,9 +107,9 @@ def test_segmenter_streams(tiny_onnx_model):
     assert runs[1].masks.max() > 0
     np.testing.assert_array_equal(runs[2].flows, runs[1].flows)
     np.testing.assert_array_equal(runs[2].masks, runs[1].masks)
-    seg = Segmenter("nuclei_3d", device="cpu")
+    seg = Segmenter("nuclei_3d", device="cpu", backend="onnxruntime")
     assert seg.streams == min(2, os.cpu_count() or 1) and len(seg.engine.nets) == seg.streams
-    assert Segmenter("nuclei_3d", device="cpu", threads=1).streams == 1
+    assert Segmenter("nuclei_3d", device="cpu", backend="onnxruntime", threads=1).streams == 1
     for bad in (0, 65, 1.5, True):
         with pytest.raises(InvalidInputError, match="`streams`"):
             Segmenter("nuclei_3d", device="cpu", streams=bad)

@@ -30,7 +30,7 @@ def bundled():
 
     pth = MODELS / "nuclei_3d.pth"
     nbase = nbase_from_state_dict(torch.load(pth, weights_only=True))
-    return (Segmenter("nuclei_3d", device="cpu", work_avoidance="plain"),
+    return (Segmenter("nuclei_3d", device="cpu", backend="onnxruntime", work_avoidance="plain"),
             cellpose_file_model(pth, nbase))
 
 
