@@ -10,6 +10,7 @@ onnxruntime fp32 (AP@0.5; the rule for ``--backend auto`` is >= 0.99 on the held
 
     python benchmarks/backends.py                            # bundled model, iso64 and coarse12
     python benchmarks/backends.py --weights cp3-random       # Cellpose's full-width net
+    python benchmarks/backends.py --weights cp3-widened      # the same, grown from the bundled one
     python benchmarks/backends.py --cases tiny --no-cellpose --threads 1   # smoke check
 
 Needs the test extra (cellpose==3.1.1.2, torch) for Cellpose and the export, and the openvino
@@ -78,7 +79,7 @@ def _bf16_here() -> bool:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", choices=["bundled", "cp3-random"], default="bundled")
+    ap.add_argument("--weights", choices=vc.WEIGHTS, default="bundled")
     ap.add_argument("--cases", nargs="+", default=["iso64", "coarse12"], choices=list(CASES))
     ap.add_argument("--runs", nargs="+", default=[r[0] for r in RUNS],
                     choices=[r[0] for r in RUNS])

@@ -178,6 +178,13 @@ def in_child(fn, *args):
     return val
 
 
+#: ``bundled``: models/nuclei_3d.pth; ``cp3-random``: Cellpose's full-width net (2,32,...,256),
+#: random (its masks mean nothing); ``cp3-widened``: the same full width grown from the bundled
+#: weights (``unet.widen_state_dict``: the new channels are read by none of the old ones), so
+#: the full-width work with masks worth comparing.
+WEIGHTS = ["bundled", "cp3-random", "cp3-widened"]
+
+
 def prepare_weights(kind: str, folder: Path):
     """Cellpose-format file + its ONNX export + nbase, for the chosen weights."""
     import torch
@@ -189,6 +196,12 @@ def prepare_weights(kind: str, folder: Path):
         cp_file = REPO / "models" / "nuclei_3d.pth"
         if not cp_file.exists():
             raise SystemExit(f"{cp_file} missing: the bundled model's Cellpose-format weights")
+    elif kind == "cp3-widened":  # full width, computing what the bundled model computes
+        from nucseg_rt_export.unet import widen_state_dict
+
+        cp_file = folder / "cp3_widened"
+        bundled = torch.load(REPO / "models" / "nuclei_3d.pth", weights_only=True)
+        torch.save(widen_state_dict(bundled, [2, 32, 64, 128, 256]), cp_file)
     else:
         torch.manual_seed(0)
         cp_file = folder / "cp3_random"
@@ -213,7 +226,7 @@ def int8_model(kind: str, onnx_path: Path, folder: Path) -> Path:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", choices=["bundled", "cp3-random"], default="bundled")
+    ap.add_argument("--weights", choices=WEIGHTS, default="bundled")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--dynamics", default="stable", choices=["cellpose", "stable"],
