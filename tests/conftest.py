@@ -24,6 +24,30 @@ from helpers import make_tiny_onnx
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The reference tests (tests/reference: torch and Cellpose) come first, in their own order,
+    so that with xdist they start at once on one worker (:func:`pytest_xdist_make_scheduler`)."""
+    items.sort(key=lambda item: "reference" not in item.path.parts)  # stable: order kept within
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With ``-n`` (xdist's default ``load``), the reference tests run as one unit on one worker,
+    everything else test by test on whichever worker is free (as ``load``). Only that worker
+    imports Cellpose (about 5 s: its numba functions compile at import) and torch. xdist's own
+    ``--dist loadgroup`` does not group under pytest 9 (it renames ``item._nodeid``, which pytest
+    9 no longer reads), hence this scheduler; an explicit ``--dist`` is left as given."""
+    if config.option.dist != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ReferenceTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/reference" if nodeid.startswith("tests/reference/") else nodeid
+
+    return ReferenceTogether(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread(request, monkeypatch):
     """PyTorch runs on one thread in the test processes, and the reference tests' subprocesses

@@ -535,6 +535,40 @@ def make_tiny_onnx(path: Path, *, nchan: int = 2, diam_mean: float = 30.0, role:
     return path
 
 
+# --- Cellpose itself, imported by one test worker only -----------------------------------------
+
+class _LazyModule:
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+def cellpose_module(name: str):
+    """Cellpose's module ``name`` (e.g. ``"cellpose.dynamics"``), imported on first use.
+
+    Importing Cellpose compiles its numba functions eagerly (about 5 s). The reference tests
+    run together on one test worker (tests/conftest.py), so with these stand-ins for
+    module-level imports only that worker pays it; modules using them set
+    ``pytestmark = CELLPOSE`` (skipped without Cellpose)."""
+    return _LazyModule(name)
+
+
+def _cellpose_marks():
+    import importlib.util
+
+    import pytest
+
+    return [pytest.mark.skipif(importlib.util.find_spec("cellpose") is None,
+                               reason="needs cellpose (the test extra)")]
+
+
+CELLPOSE = _cellpose_marks()
+
+
 # --- Cellpose-format networks with random weights (torch + cellpose: reference tests) --------
 
 #: narrow widths so parity tests run in seconds; same architecture and code paths as 32-256

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("cellpose.models")
 
-from helpers import cellpose_file_model  # noqa: E402
+from helpers import CELLPOSE, cellpose_file_model  # noqa: E402
 from nucseg_rt import Segmenter  # noqa: E402
 from nucseg_rt.eval.metrics import average_precision  # noqa: E402
 from nucseg_rt.eval.synth import make_volume  # noqa: E402
+
+pytestmark = CELLPOSE
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 

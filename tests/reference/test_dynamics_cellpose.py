@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import cellpose_flows, random_ellipsoids
+from helpers import CELLPOSE, cellpose_flows, cellpose_module, random_ellipsoids
 from nucseg_rt.masks import dynamics
 from nucseg_rt.masks.dynamics import compute_masks
 from nucseg_rt.eval.metrics import average_precision
 
-cp_dynamics = pytest.importorskip("cellpose.dynamics")
+cp_dynamics = cellpose_module("cellpose.dynamics")
+pytestmark = CELLPOSE
 torch = pytest.importorskip("torch")
 
 

@@ -7,12 +7,15 @@ import onnx
 import pytest
 
 torch = pytest.importorskip("torch")
-cp_resnet = pytest.importorskip("cellpose.resnet_torch")
 
 from nucseg_rt.errors import ModelFormatError, ModelNotFoundError  # noqa: E402
 from nucseg_rt_export.cellpose_io import file_sha256, load_cellpose_model  # noqa: E402
 from nucseg_rt_export.onnx_export import export_cellpose, ortho_path_for  # noqa: E402
 from nucseg_rt_export.unet import CPnet  # noqa: E402
+from helpers import CELLPOSE, cellpose_module  # noqa: E402
+
+cp_resnet = cellpose_module("cellpose.resnet_torch")
+pytestmark = CELLPOSE
 
 
 def randomize_bn(net, seed):

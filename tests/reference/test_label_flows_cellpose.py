@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from nucseg_rt.masks.label_flows import masks_to_flows
-from helpers import random_ellipsoids
+from helpers import CELLPOSE, cellpose_module, random_ellipsoids
 
 torch = pytest.importorskip("torch")
-dynamics = pytest.importorskip("cellpose.dynamics")
+dynamics = cellpose_module("cellpose.dynamics")
+pytestmark = CELLPOSE
 
 
 def _cellpose_flows(lab):

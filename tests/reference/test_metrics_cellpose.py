@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import random_ellipsoids
+from helpers import CELLPOSE, cellpose_module, random_ellipsoids
 from nucseg_rt.eval.metrics import average_precision
 
-cp_metrics = pytest.importorskip("cellpose.metrics")
+cp_metrics = cellpose_module("cellpose.metrics")
+pytestmark = CELLPOSE
 ndimage = pytest.importorskip("scipy.ndimage")
 
 TH = [0.5, 0.6, 0.75, 0.9, 1.0]

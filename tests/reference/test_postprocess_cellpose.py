@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import cavity_labels, random_ellipsoids, ring_labels
+from helpers import CELLPOSE, cavity_labels, cellpose_module, random_ellipsoids, ring_labels
 from nucseg_rt.masks.postprocess import fill_holes_and_remove_small_masks, flow_errors, remove_bad_flow_masks, renumber
 
-cp_utils = pytest.importorskip("cellpose.utils")
+cp_utils = cellpose_module("cellpose.utils")
+pytestmark = CELLPOSE
 fastremap = pytest.importorskip("fastremap")
 
 

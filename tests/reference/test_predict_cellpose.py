@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-core = pytest.importorskip("cellpose.core")
 
-from helpers import as_cellpose_runner, exported_model, plane_input  # noqa: E402
+from helpers import CELLPOSE, as_cellpose_runner, cellpose_module, exported_model, plane_input  # noqa: E402
+
+core = cellpose_module("cellpose.core")
+pytestmark = CELLPOSE
 from nucseg_rt.network.predict import load_net, run_3d, run_planes  # noqa: E402
 
 

@@ -6,11 +6,12 @@ import pytest
 from nucseg_rt import prep
 from nucseg_rt.prep import intensity
 from nucseg_rt.prep.filters import gaussian_filter1d
-from helpers import noise_volume, zyxc_input
+from helpers import CELLPOSE, cellpose_module, noise_volume, zyxc_input
 
 SHAPE = (23, 97, 131)
 
-T = pytest.importorskip("cellpose.transforms")
+T = cellpose_module("cellpose.transforms")
+pytestmark = CELLPOSE
 cv2 = pytest.importorskip("cv2")
 
 

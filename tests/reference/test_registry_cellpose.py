@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from nucseg_rt.models import registry
+from helpers import CELLPOSE
 
 pytest.importorskip("torch")
-pytest.importorskip("cellpose")
+pytestmark = CELLPOSE
 
 
 @pytest.mark.slow

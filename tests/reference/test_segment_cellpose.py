@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("cellpose.models")
 
-from helpers import blob_volume, cellpose_model, exported_model  # noqa: E402
+from helpers import CELLPOSE, blob_volume, cellpose_model, exported_model  # noqa: E402
 from nucseg_rt import Segmenter  # noqa: E402
+
+pytestmark = CELLPOSE
 
 
 @pytest.fixture(scope="module")

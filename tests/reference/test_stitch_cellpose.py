@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import quirk_planes, split_merge_planes
+from helpers import CELLPOSE, cellpose_module, quirk_planes, split_merge_planes
 from nucseg_rt.masks.stitch import stitch3d
 
-cp_utils = pytest.importorskip("cellpose.utils")
+cp_utils = cellpose_module("cellpose.utils")
+pytestmark = CELLPOSE
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.25, 0.5, 0.9])
