@@ -23,14 +23,14 @@ from pathlib import Path
 
 
 def run(old: str, new: str, diameters, anisotropies, precision: str, repeat: int,
-        old_input_grid: bool = False) -> list[dict]:
+        old_input_grid: bool = False, backend: str = "onnxruntime") -> list[dict]:
     import nucseg_rt.segment as segment_module
     from nucseg_rt import Segmenter
     from nucseg_rt.eval.metrics import average_precision
     from nucseg_rt.eval.synth import make_volume
 
-    segs = {"old": Segmenter(old, device="cpu", precision=precision),
-            "new": Segmenter(new, device="cpu", precision=precision)}
+    segs = {"old": Segmenter(old, device="cpu", precision=precision, backend=backend),
+            "new": Segmenter(new, device="cpu", precision=precision, backend=backend)}
     rows, grid = [], segment_module.GRID_Z_FACTOR
     for d in diameters:
         for a in anisotropies:
@@ -62,7 +62,10 @@ def main(argv=None):
     ap.add_argument("--new", default="nuclei_3d")
     ap.add_argument("--diameters", type=float, nargs="+", default=[12.0, 14.0, 20.0])
     ap.add_argument("--anisotropy", type=float, nargs="+", default=[1.0, 4.0, 11.5])
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16"])
+    ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                    help="the same engine for both models (auto could pick different ones: it "
+                         "follows each model's recorded agreement)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--old-input-grid", action="store_true",
                     help="run the old model as the pipeline did before 2026-12-05: coarse-Z flows "
@@ -71,6 +74,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, precision {args.precision}")
     rows = run(args.old, args.new, args.diameters, args.anisotropy, args.precision, args.repeat,
+               backend=args.backend,
                old_input_grid=args.old_input_grid)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
