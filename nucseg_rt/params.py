@@ -21,6 +21,7 @@ from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["Normalization", "InputSpec", "MaskParams", "MaskDefaults", "DEFAULT_NITER",
            "CELLPOSE_MIN_SIZE", "DEFAULT_MIN_SIZE_FRACTION", "size_aware_min_size", "validate_positive",
+           "validate_whole",
            "validate_diameter", "validate_choice", "settings_or_keywords", "Precision",
            "PRECISIONS", "file_precision", "Backend", "BACKENDS", "DynamicsMethod", "DYNAMICS_METHODS", "Device", "DEVICES", "Mode",
            "MODES"]
@@ -118,11 +119,19 @@ def validate_diameter(diameter) -> float | Literal["auto"] | None:
     return None if v == 0 else v
 
 
-def _whole(name: str, value, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise InvalidInputError(f"`{name}` must be a whole number, got {value!r}", param=name)
-    if minimum is not None and value < minimum:
-        raise InvalidInputError(f"`{name}` must be >= {minimum}, got {value!r}", param=name)
+def validate_whole(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int: a whole number (not a bool), at least ``low`` and at most ``high``
+    where given; else an :class:`InvalidInputError` naming ``name`` (``.param``)."""
+    span = ("" if low is None and high is None else f" >= {low}" if high is None
+            else f" <= {high}" if low is None else f" from {low} to {high}")
+    try:
+        whole = not isinstance(value, bool) and isinstance(value, (int, float)) and int(value) == value
+    except (OverflowError, ValueError):  # inf, nan
+        whole = False
+    if not whole:
+        raise InvalidInputError(f"`{name}` must be a whole number{span}, got {value!r}", param=name)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise InvalidInputError(f"`{name}` must be{span}, got {value!r}", param=name)
     return int(value)
 
 
@@ -204,14 +213,14 @@ class InputSpec:
         for name in names:
             v = getattr(self, name)
             if v is not None:
-                _whole(name, v)
+                validate_whole(name, v)
         for k, a in enumerate(names):
             for b in names[k + 1:]:
                 va, vb = getattr(self, a), getattr(self, b)
                 if va is not None and va == vb:
                     raise InvalidInputError(f"`{a}` and `{b}` must differ, both are {va}")
         for name in ("chan", "chan2"):
-            v = _whole(name, getattr(self, name))
+            v = validate_whole(name, getattr(self, name))
             if not 0 <= v <= 3:
                 raise InvalidInputError(f"`{name}` must be 0 (gray/none), 1, 2 or 3, got {v}")
         if not isinstance(self.normalize, Normalization):
@@ -268,13 +277,13 @@ class MaskParams:
         if self.cellprob_threshold is not None:
             set_(self, "cellprob_threshold", _finite("cellprob_threshold", self.cellprob_threshold))
         if self.min_size is not None:
-            set_(self, "min_size", _whole("min_size", self.min_size))
+            set_(self, "min_size", validate_whole("min_size", self.min_size))
         mf = _finite("max_size_fraction", self.max_size_fraction)
         if not 0 < mf <= 1:
             raise InvalidInputError(f"`max_size_fraction` must be in (0, 1], got {self.max_size_fraction!r}")
         set_(self, "max_size_fraction", mf)
         if self.niter is not None:
-            set_(self, "niter", _whole("niter", self.niter, minimum=0) or None)
+            set_(self, "niter", validate_whole("niter", self.niter, low=0) or None)
         validate_choice("method", self.method, DYNAMICS_METHODS)
         dp = _finite("dp_smooth", self.dp_smooth)
         if dp < 0:

@@ -195,3 +195,34 @@ def test_batch_runner_closes_the_segmenter_it_made(tiny_onnx_model):
         assert runner.segmenter is given
     assert not given.engine.closed  # given loaded: its owner's to close
     given.close()
+
+
+@pytest.mark.parametrize("value, low, high, message", [
+    (True, 1, None, "`n` must be a whole number >= 1, got True"),
+    (1.5, None, None, "`n` must be a whole number, got 1.5"),
+    (float("inf"), 1, None, "`n` must be a whole number >= 1, got inf"),
+    (float("nan"), 1, 4, "`n` must be a whole number from 1 to 4, got nan"),
+    ("3", 1, None, "`n` must be a whole number >= 1, got '3'"),
+    (0, 1, None, "`n` must be >= 1, got 0"),
+    (5, 1, 4, "`n` must be from 1 to 4, got 5"),
+])
+def test_one_whole_number_rule(value, low, high, message):
+    """Every whole-number setting (engine threads/streams/batch, mask min_size/niter, axes,
+    dask workers, quantize check_planes) goes through params.validate_whole."""
+    from nucseg_rt.params import validate_whole
+
+    with pytest.raises(InvalidInputError) as err:
+        validate_whole("n", value, low, high)
+    assert str(err.value) == message and err.value.param == "n"
+    assert validate_whole("n", 4.0, 1, 4) == 4 and type(validate_whole("n", 4.0)) is int
+
+
+def test_workers_and_check_planes_use_the_rule(tiny_onnx_model, tmp_path):
+    from nucseg_rt.blockwise import LargeSettings
+    from nucseg_rt.models import quantize_int8
+
+    with pytest.raises(InvalidInputError, match=r"`workers` must be a whole number >= 1, got 1.5"):
+        LargeSettings(scheduler="local", workers=1.5)
+    with pytest.raises(InvalidInputError, match=r"`check_planes` must be >= 1, got 0") as err:
+        quantize_int8(tiny_onnx_model, tmp_path / "q.onnx", check_planes=0)
+    assert err.value.param == "check_planes"

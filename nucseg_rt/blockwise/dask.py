@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from nucseg_rt.blockwise import blocks
 from nucseg_rt.blockwise.blocks import BlockReader
 from nucseg_rt.errors import InvalidInputError, MissingDependencyError, check_cancel
+from nucseg_rt.params import validate_whole
 
 __all__ = ["validate_scheduler", "check_available", "open_client", "LazyClient", "BlockWorker",
            "run_blocks"]
@@ -77,8 +78,8 @@ def open_client(scheduler: str, *, workers: int | None = None,
                 timeout: float = 10.0) -> Iterator[object]:
     """A ``distributed.Client`` on a new LocalCluster (``"local"``) or an existing scheduler."""
     scheduler = validate_scheduler(scheduler)
-    if workers is not None and (int(workers) != workers or workers < 1):
-        raise InvalidInputError(f"`workers` must be a whole number >= 1, got {workers!r}")
+    if workers is not None:
+        validate_whole("workers", workers, 1)
     distributed = _import_distributed()
     if scheduler == "local":
         with _workers_without_sigint():

@@ -27,7 +27,7 @@ import numpy as np
 from nucseg_rt.blockwise import blocks
 from nucseg_rt.blockwise.plan import plan_run
 from nucseg_rt.errors import InvalidInputError, check_cancel
-from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive
+from nucseg_rt.params import InputSpec, MaskParams, validate_diameter, validate_positive, validate_whole
 
 __all__ = ["LargeSettings", "BlockwiseResult", "segment_blockwise", "volume_shape",
            "workdir_for"]
@@ -77,8 +77,8 @@ class LargeSettings:
             from nucseg_rt.io import parse_memory
 
             object.__setattr__(self, "max_memory", parse_memory(self.max_memory, "max_memory"))
-        if self.workers is not None and (int(self.workers) != self.workers or self.workers < 1):
-            raise InvalidInputError(f"`workers` must be a whole number >= 1, got {self.workers!r}")
+        if self.workers is not None:
+            validate_whole("workers", self.workers, 1)
         if self.workers is not None and self.scheduler != "local":
             raise InvalidInputError("`workers` applies to `scheduler` 'local' only")
         if not 0 < self.iou_threshold <= 1:

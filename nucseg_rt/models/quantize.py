@@ -24,6 +24,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from nucseg_rt.errors import InvalidInputError, ModelFormatError
+from nucseg_rt.params import validate_whole
 
 __all__ = ["QuantReport", "prepare_int8_graph", "calibration_planes", "calibration_tiles",
            "quantize_int8", "convert_fp16", "compare_outputs", "make_variant",
@@ -362,9 +363,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
     from nucseg_rt.models.modelfile import inspect_model
 
     src, dst = _validate_paths(src, dst, overwrite)
-    if isinstance(check_planes, bool) or int(check_planes) != check_planes or check_planes < 1:
-        raise InvalidInputError(f"`check_planes` must be a whole number >= 1, got {check_planes!r}",
-                                param="check_planes")
+    validate_whole("check_planes", check_planes, 1)
     t0 = time.perf_counter()
     _, nchan = inspect_model(src)
     source = onnx.load(str(src))

@@ -24,7 +24,7 @@ from nucseg_rt.network.predict import (Progress, WorkAvoidance, load_net, run_3d
                                        select_providers, uses_cuda)
 from nucseg_rt.network.tiling import TILE_SIZE_RANGE, is_tile_size
 from nucseg_rt.params import (BACKENDS, DEVICES, GRID_Z_FACTOR, PRECISIONS, Backend, Device,
-                              Mode, Precision, validate_choice)
+                              Mode, Precision, validate_choice, validate_whole)
 from nucseg_rt.prep.resample import rescale_volume, resize_channels_back, resize_linear
 
 __all__ = ["EngineOptions", "Engine", "NetworkRun", "DEFAULT_WORK_AVOIDANCE", "WorkAvoidanceChoice",
@@ -154,17 +154,6 @@ def resolve_backend(backend: str, precision: str, *, agreement: dict[str, float]
                          "auto: " + ("; ".join(notes) or "the fastest run faithful to fp32"))
 
 
-def _whole_at_least(name: str, value, low: int, high: int | None = None) -> None:
-    if value is None:
-        return
-    span = f">= {low}" if high is None else f"from {low} to {high}"
-    if isinstance(value, bool) or int(value) != value:
-        raise InvalidInputError(f"`{name}` must be a whole number {span}, got {value!r}",
-                                param=name)
-    if value < low or (high is not None and value > high):
-        raise InvalidInputError(f"`{name}` must be {span}, got {value!r}", param=name)
-
-
 @dataclass(frozen=True)
 class EngineOptions:
     """How the network runs: device, model variant, threads, streams, tiles, work avoidance.
@@ -218,9 +207,9 @@ class EngineOptions:
         validate_choice("precision", self.precision, PRECISIONS)
         validate_choice("backend", self.backend, BACKENDS)
         set_(self, "work_avoidance", _work_avoidance(self.work_avoidance))
-        _whole_at_least("batch_size", self.batch_size, 1)
-        _whole_at_least("threads", self.threads, 1)
-        _whole_at_least("streams", self.streams, 1, MAX_STREAMS)
+        for name, high in (("batch_size", None), ("threads", None), ("streams", MAX_STREAMS)):
+            if getattr(self, name) is not None:
+                validate_whole(name, getattr(self, name), 1, high)
         if not is_tile_size(self.bsize):
             lo, hi = TILE_SIZE_RANGE
             raise InvalidInputError(f"`bsize` must be a multiple of 16 from {lo} to {hi}, "
