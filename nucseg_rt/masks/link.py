@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.masks.overlap import label_overlaps
 
 __all__ = ["LinkResult", "link_labels", "FrameLinker", "DEFAULT_MIN_IOU"]
 
@@ -38,17 +39,7 @@ class LinkResult:
 
 def _pairs(previous: np.ndarray, current: np.ndarray):
     """Overlapping (previous id, current id, IoU) triples, highest IoU first."""
-    p = previous.ravel().astype(np.int64)
-    c = current.ravel().astype(np.int64)
-    both = (p > 0) & (c > 0)
-    npv, ncu = int(p.max(initial=0)), int(c.max(initial=0))
-    if not both.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    code, inter = np.unique(p[both] * (ncu + 1) + c[both], return_counts=True)
-    pi, ci = code // (ncu + 1), code % (ncu + 1)
-    area_p = np.bincount(p, minlength=npv + 1)
-    area_c = np.bincount(c, minlength=ncu + 1)
-    iou = inter / (area_p[pi] + area_c[ci] - inter)
+    pi, ci, iou = label_overlaps(previous, current)
     order = np.argsort(-iou, kind="stable")
     return pi[order], ci[order], iou[order]
 

@@ -11,6 +11,7 @@ import numbers
 import numpy as np
 
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.masks.overlap import label_overlaps
 from nucseg_rt.masks.postprocess import label_dtype
 
 __all__ = ["stitch3d"]
@@ -38,15 +39,7 @@ def _plane_links(cur: np.ndarray, prev: np.ndarray, threshold: float) -> tuple[n
     remaining IoU (the smallest id on ties).
     """
     nr = int(cur.max())
-    both = (cur > 0) & (prev > 0)
-    r, c = cur[both].astype(np.int64), prev[both].astype(np.int64)
-    cmax = int(c.max()) if c.size else 0
-    key, inter = np.unique(r * (cmax + 1) + c, return_counts=True)  # sorted by (r, c)
-    r, c = key // (cmax + 1), key % (cmax + 1)
-    area_r = np.bincount(cur.reshape(-1), minlength=nr + 1).astype(np.int64)
-    prev_ids, prev_area = np.unique(prev, return_counts=True)
-    area_c = prev_area[np.searchsorted(prev_ids, c)]
-    iou = inter / (area_r[r] + area_c - inter)
+    r, c, iou = label_overlaps(cur, prev)  # sorted by (r, c)
     iou[iou < threshold] = 0.0
     cidx = np.unique(c, return_inverse=True)[1]
     colmax = np.zeros(cidx.max() + 1 if cidx.size else 0)
