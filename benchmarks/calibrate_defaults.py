@@ -78,19 +78,10 @@ def combined_flows(seg, views, shape, *, anisotropy: float, diameter: float, w: 
                  grid_cellprob=None if grid is None else grid[3])
 
 
-def size_filtered(masks: np.ndarray, min_voxels: float) -> np.ndarray:
-    """``masks`` without labels under ``min_voxels`` voxels, renumbered 1..N."""
-    counts = np.bincount(masks.ravel())
-    keep = counts >= min_voxels
-    keep[0] = False
-    lut = np.zeros(len(counts), masks.dtype)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1)
-    return lut[masks]
-
-
 def main(argv=None) -> int:
     from nucseg_rt import Segmenter
     from nucseg_rt.eval import realtex
+    from nucseg_rt.masks import remove_small_masks
     from nucseg_rt.params import size_aware_min_size
     from nucseg_rt_export.real_data import TRAIN_SOURCES
 
@@ -121,7 +112,7 @@ def main(argv=None) -> int:
                 f = combined_flows(seg, views, shape, anisotropy=a, diameter=d, w=w)
                 masks = seg.masks_from_flows(f, cellprob_threshold=t, min_size=0)
                 for frac in args.size_fractions:
-                    m = size_filtered(masks, size_aware_min_size(d, a, img.shape[0], frac)) \
+                    m = remove_small_masks(masks, size_aware_min_size(d, a, img.shape[0], frac)) \
                         if frac else masks
                     r = object_scores(lab, m, meta["edge_labels"])
                     rows.append(dict(setting=name, k=k, scale=scale, w=w, t=t, frac=frac, ap50=r["ap50"],

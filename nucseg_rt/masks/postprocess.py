@@ -14,7 +14,8 @@ from numba import njit, prange
 
 from nucseg_rt.errors import InvalidInputError
 
-__all__ = ["renumber", "fill_holes_and_remove_small_masks", "flow_errors", "remove_bad_flow_masks"]
+__all__ = ["renumber", "fill_holes_and_remove_small_masks", "remove_small_masks", "flow_errors",
+           "remove_bad_flow_masks"]
 
 #: Ids above this many times the array size (+ 2^20) are renumbered with a sort, not a lookup table.
 _LUT_FACTOR = 1
@@ -169,8 +170,29 @@ def label_counts(flat, n):
     return count
 
 
-def _remove_small(lab: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop masks with fewer than ``min_size`` voxels, renumber by first appearance."""
+def remove_small_masks(labels: np.ndarray, min_size: float) -> np.ndarray:
+    """``labels`` without the masks of fewer than ``min_size`` pixels/voxels, renumbered 1..N by
+    first appearance: the size filter of :func:`fill_holes_and_remove_small_masks` without the
+    hole filling.
+
+    Parameters
+    ----------
+    labels : (Y, X) or (Z, Y, X) integer array
+        0 = background, 1.. = masks. Not modified.
+    min_size : float
+        Masks with fewer pixels/voxels go (a fraction of a nucleus volume may be fractional).
+
+    Returns
+    -------
+    labels : same shape, uint16 (uint32 if more than 65535 masks)
+    """
+    labels = _validate_labels(labels)
+    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or not min_size >= 0:
+        raise InvalidInputError(f"`min_size` must be a number >= 0, got {min_size!r}")
+    return _remove_small(labels, min_size)
+
+
+def _remove_small(lab: np.ndarray, min_size: float) -> np.ndarray:
     lab = np.ascontiguousarray(lab)
     n = int(lab.max()) if lab.size else 0
     if n > _LUT_FACTOR * lab.size + 2**20:

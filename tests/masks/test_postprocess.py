@@ -81,3 +81,22 @@ def test_bad_flow_input_raises():
         remove_bad_flow_masks(lab, np.zeros((2, 4, 5), np.float32), threshold=0)
     with pytest.raises(InvalidInputError, match="`labels` must be >= 0"):
         renumber(-np.ones((2, 2), np.int8))
+
+
+def test_remove_small_masks_is_the_pipeline_size_filter():
+    """The public size filter (used by benchmarks/calibrate_defaults.py) keeps exactly the masks
+    of at least ``min_size`` voxels, renumbered by first appearance, and refuses bad input."""
+    from nucseg_rt.masks import remove_small_masks
+
+    lab = np.zeros((3, 8, 8), np.int32)
+    lab[0, :2, :2] = 7   # 4 voxels
+    lab[1, 2:5, 2:5] = 3  # 9 voxels
+    lab[2, 6:, 6:] = 5   # 4 voxels
+    out = remove_small_masks(lab, 4.5)
+    assert out.dtype == np.uint16 and out.max() == 1 and np.array_equal(out > 0, lab == 3)
+    assert np.array_equal(remove_small_masks(lab, 0), np.select([lab == 7, lab == 3, lab == 5], [1, 2, 3]))
+    for bad in (-1, float("nan"), True, "4"):
+        with pytest.raises(InvalidInputError, match="`min_size` must be a number >= 0"):
+            remove_small_masks(lab, bad)
+    with pytest.raises(InvalidInputError, match="`labels` must be >= 0"):
+        remove_small_masks(-lab, 1)
