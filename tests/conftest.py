@@ -25,9 +25,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def pytest_collection_modifyitems(config, items):
-    """The reference tests (tests/reference: torch and Cellpose) come first, in their own order,
-    so that with xdist they start at once on one worker (:func:`pytest_xdist_make_scheduler`)."""
-    items.sort(key=lambda item: "reference" not in item.path.parts)  # stable: order kept within
+    """The reference tests (tests/reference: torch and Cellpose) come first, so that with xdist
+    they start at once on one worker (:func:`pytest_xdist_make_scheduler`); then the tests
+    marked ``slow`` (about 5 s or more), so that the workers end together; then the rest, each
+    group in its own order."""
+    def rank(item) -> int:
+        return 0 if "reference" in item.path.parts else 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)  # stable
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -18,6 +18,7 @@ from nucseg_rt.eval.metrics import average_precision  # noqa: E402
 from nucseg_rt.io import open_labels_zarr  # noqa: E402
 
 
+@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_block_size_writes_the_blockwise_labels(tmp_path):
     _, expected = blockwise_masks("iso", "64")
     proc = run_cli("segment", block_tiff("iso"), "--diameter", "30", "--block-size", "64",
@@ -31,6 +32,7 @@ def test_block_size_writes_the_blockwise_labels(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iso_masks.tif"]  # no work folder left
 
 
+@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_max_memory_picks_blocks_and_zarr_output(tmp_path):
     # 300 MB of libraries + ~27 MB for the volume: blocks of 24x48x48 fit
     proc = run_cli("segment", block_tiff("iso"), "--diameter", "30", "--max-memory", "326MB",
@@ -115,6 +117,7 @@ def test_without_zarr_tiffs_still_segment_whole_and_blocks_ask_for_the_extra(tmp
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_scheduler_local_runs_a_batch_on_one_cluster(tmp_path):
     pytest.importorskip("distributed")
     import shutil
