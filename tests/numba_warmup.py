@@ -1,0 +1,65 @@
+"""Compile the runtime's numba kernels into numba's cache before the test workers start.
+
+In a fresh checkout numba has cached nothing, and each xdist worker compiled the kernels it
+met (about 100 specialisations, 20 s of CPU) although the other worker was compiling the same
+ones: a fresh checkout's suite took 15-20 s longer than later runs. tests/conftest.py runs this
+module's two halves in two processes at once, on the controller, before the workers start,
+and only when the cache is empty (:func:`cache_is_cold`); the workers then load the kernels
+from the cache. A kernel the warm-up misses is compiled by the worker that meets it, as before.
+
+    python tests/numba_warmup.py 3d|2d
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+
+PARTS = ("3d", "2d")
+
+
+def cache_is_cold() -> bool:
+    """True when numba has no cache index for the dynamics module (a fresh checkout)."""
+    import os
+
+    spec = importlib.util.find_spec("nucseg_rt")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR")
+    if cache_dir:
+        return not any(Path(cache_dir).rglob("dynamics._follow_stable_3d-*.nbi"))
+    package = Path(list(spec.submodule_search_locations)[0])
+    return not any((package / "masks" / "__pycache__").glob("dynamics._follow_stable_3d-*.nbi"))
+
+
+def _run(part: str) -> None:
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from helpers import blob_volume, make_tiny_onnx, random_ellipsoids
+    from nucseg_rt import Segmenter
+    from nucseg_rt.eval.metrics import average_precision
+    from nucseg_rt.masks import masks_to_flows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_tiny_onnx(Path(tmp) / "tiny.onnx")
+        with Segmenter(str(model), device="cpu", backend="onnxruntime", use_probe=False) as seg:
+            vol = blob_volume()
+            if part == "3d":  # the default 3D path: stable dynamics, full and coarse Z
+                res = seg.segment(vol, anisotropy=2.0, diameter=30.0)
+                seg.segment(vol[::4], anisotropy=11.5, diameter=30.0)  # coarse Z: the network grid
+            else:  # Cellpose's dynamics, stitch mode (2D dynamics), label flows, metrics
+                seg.segment(vol, anisotropy=2.0, diameter=30.0, dynamics_method="cellpose")
+                res = seg.segment(vol, diameter=30.0, stitch_threshold=0.25)
+                masks_to_flows(random_ellipsoids((16, 40, 40), n=6, seed=0))
+                masks_to_flows(random_ellipsoids((1, 40, 40), n=4, seed=0)[0])
+                for dtype in (np.uint16, np.int32):
+                    average_precision(res.masks.astype(dtype), res.masks.astype(dtype),
+                                      thresholds=(0.5,))
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in PARTS:
+        raise SystemExit(f"usage: python {Path(__file__).name} {'|'.join(PARTS)}")
+    _run(sys.argv[1])
