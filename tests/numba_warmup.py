@@ -12,7 +12,6 @@ from the cache. A kernel the warm-up misses is compiled by the worker that meets
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -21,17 +20,27 @@ PARTS = ("3d", "2d")
 
 
 def cache_is_cold() -> bool:
-    """True when numba has no cache index for the dynamics module (a fresh checkout)."""
+    """True when numba's cache holds no valid entry for ``masks.postprocess.label_counts``, a
+    kernel every run compiles: a fresh checkout, or a reinstall (numba's index then names an
+    older source and is ignored).
+
+    Without ``NUMBA_CACHE_DIR``, from the files alone (no import: later runs pay nothing): the
+    index next to the source, and not older than it. With it, numba's index itself (a private
+    API). On any error, False: the workers compile as they go."""
+    import importlib.util
     import os
 
-    spec = importlib.util.find_spec("nucseg_rt")
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        if not os.environ.get("NUMBA_CACHE_DIR"):
+            spec = importlib.util.find_spec("nucseg_rt")
+            source = Path(list(spec.submodule_search_locations)[0]) / "masks" / "postprocess.py"
+            index = list((source.parent / "__pycache__").glob("postprocess.label_counts-*.nbi"))
+            return not index or max(i.stat().st_mtime for i in index) < source.stat().st_mtime
+        from nucseg_rt.masks import postprocess
+
+        return not postprocess.label_counts._cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - an optimisation only
         return False
-    cache_dir = os.environ.get("NUMBA_CACHE_DIR")
-    if cache_dir:
-        return not any(Path(cache_dir).rglob("dynamics._follow_stable_3d-*.nbi"))
-    package = Path(list(spec.submodule_search_locations)[0])
-    return not any((package / "masks" / "__pycache__").glob("dynamics._follow_stable_3d-*.nbi"))
 
 
 def _run(part: str) -> None:
