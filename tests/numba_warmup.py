@@ -20,25 +20,20 @@ PARTS = ("3d", "2d")
 
 
 def cache_is_cold() -> bool:
-    """True when numba's cache holds no valid entry for ``masks.postprocess.label_counts``, a
-    kernel every run compiles: a fresh checkout, or a reinstall (numba's index then names an
-    older source and is ignored).
-
-    Without ``NUMBA_CACHE_DIR``, from the files alone (no import: later runs pay nothing): the
-    index next to the source, and not older than it. With it, numba's index itself (a private
-    API). On any error, False: the workers compile as they go."""
+    """True when numba's cache holds no index for ``masks.postprocess.label_counts``, a kernel
+    every run compiles (a fresh checkout). From the files alone, without importing numba, so
+    later runs pay nothing. numba keys its cache by the source's content, so an index stays
+    valid across reinstalls of the same code; after an edit the warm-up may be skipped, and the
+    workers compile as they go. On any error, False."""
     import importlib.util
     import os
 
     try:
-        if not os.environ.get("NUMBA_CACHE_DIR"):
+        folder = os.environ.get("NUMBA_CACHE_DIR")
+        if not folder:
             spec = importlib.util.find_spec("nucseg_rt")
-            source = Path(list(spec.submodule_search_locations)[0]) / "masks" / "postprocess.py"
-            index = list((source.parent / "__pycache__").glob("postprocess.label_counts-*.nbi"))
-            return not index or max(i.stat().st_mtime for i in index) < source.stat().st_mtime
-        from nucseg_rt.masks import postprocess
-
-        return not postprocess.label_counts._cache._cache_file._load_index()
+            folder = Path(list(spec.submodule_search_locations)[0]) / "masks" / "__pycache__"
+        return not any(Path(folder).rglob("postprocess.label_counts-*.nbi"))
     except Exception:  # noqa: BLE001 - an optimisation only
         return False
 
