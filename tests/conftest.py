@@ -67,22 +67,28 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable
 
 
+#: Tests that run as one unit on one xdist worker: the reference tests (Cellpose and torch are
+#: imported by one worker only), and a module whose tests share an 11 s module fixture (one int8
+#: quantization), which split over two workers was built twice.
+_TOGETHER = ("tests/reference/", "tests/models/test_quantize.py")
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """With ``-n`` (xdist's default ``load``), the reference tests run as one unit on one worker,
-    everything else test by test on whichever worker is free (as ``load``). Only that worker
-    imports Cellpose (about 5 s: its numba functions compile at import) and torch. xdist's own
+    """With ``-n`` (xdist's default ``load``), each of :data:`_TOGETHER` runs as one unit on one
+    worker, everything else test by test on whichever worker is free (as ``load``). So only one
+    worker imports Cellpose (about 5 s: its numba functions compile at import) and torch. xdist's own
     ``--dist loadgroup`` does not group under pytest 9 (it renames ``item._nodeid``, which pytest
     9 no longer reads), hence this scheduler; an explicit ``--dist`` is left as given."""
     if config.option.dist != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class ReferenceTogether(LoadScopeScheduling):
+    class Together(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "tests/reference" if nodeid.startswith("tests/reference/") else nodeid
+            return next((unit for unit in _TOGETHER if nodeid.startswith(unit)), nodeid)
 
-    return ReferenceTogether(config, log)
+    return Together(config, log)
 
 
 @pytest.fixture(autouse=True)

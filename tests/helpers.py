@@ -686,10 +686,15 @@ def block_tiff(case: str = "iso") -> Path:
 
 @functools.lru_cache(maxsize=None)
 def bundled_segmenter():
-    """One Segmenter of the bundled model shared by the blockwise tests."""
+    """One Segmenter of the bundled model shared by the blockwise tests, on onnxruntime.
+
+    ``backend="auto"`` would run OpenVINO bf16 here (the test extra has it), which compiles its
+    kernels for each new tile shape: the blocks of these small test volumes give a new shape
+    almost every block (12.2 s instead of 5.2 s for one test). Real blocks run full 224 x 224
+    tiles. OpenVINO's masks against onnxruntime's: tests/network/test_openvino.py."""
     from nucseg_rt import Segmenter
 
-    return Segmenter("nuclei_3d", device="cpu")
+    return Segmenter("nuclei_3d", device="cpu", backend="onnxruntime")
 
 
 @functools.lru_cache(maxsize=None)
