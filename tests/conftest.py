@@ -24,47 +24,10 @@ from helpers import make_tiny_onnx
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session):
-    """With xdist, on the controller, before the workers start: when numba's cache is empty (a
-    fresh checkout), compile the runtime's kernels once, in two processes at once
-    (tests/numba_warmup.py), instead of in each worker. Says how long it took (pytest's own
-    time, at the end, starts after it). ``NUCSEG_TEST_WARMUP=0`` skips it."""
-    config = session.config
-    if (hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None)
-            or os.environ.get("NUCSEG_TEST_WARMUP") == "0"):
-        return
-    import subprocess
-
-    from numba_warmup import PARTS, cache_is_cold
-
-    if not cache_is_cold():
-        return
-    import time
-
-    t0 = time.monotonic()
-    script = Path(__file__).with_name("numba_warmup.py")
-    procs = [subprocess.Popen([sys.executable, str(script), part], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for part in PARTS]
-    for part, proc in zip(PARTS, procs):
-        _, err = proc.communicate()
-        if proc.returncode:  # not a test failure: the workers then compile as they go
-            sys.stderr.write(f"numba warm-up ({part}) failed: {err.strip().splitlines()[-1:]}\n")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"numba's cache was empty: compiled the kernels in "
-                            f"{time.monotonic() - t0:.0f} s before the tests")
-
-
 def pytest_collection_modifyitems(config, items):
     """The reference tests (tests/reference: torch and Cellpose) come first, so that with xdist
-    they start at once on one worker (:func:`pytest_xdist_make_scheduler`); then the tests
-    marked ``slow`` (about 5 s or more), so that the workers end together; then the rest, each
-    group in its own order."""
-    def rank(item) -> int:
-        return 0 if "reference" in item.path.parts else 1 if item.get_closest_marker("slow") else 2
-
-    items.sort(key=rank)  # stable
+    they start at once on one worker (:func:`pytest_xdist_make_scheduler`)."""
+    items.sort(key=lambda item: "reference" not in item.path.parts)  # stable: order kept within
 
 
 #: Tests that run as one unit on one xdist worker: the reference tests (Cellpose and torch are

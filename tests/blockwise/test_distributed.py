@@ -73,7 +73,6 @@ def test_heartbeat_race_filter_drops_only_that_record():
             log.removeFilter(x)
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_local_cluster_equals_in_process(tmp_path):
     _, aniso = block_volume("iso")
     block = "48"

@@ -82,7 +82,6 @@ def _check(code, stdout, stderr, out, expected):
     return len(written)
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_ctrl_c_at_ten_moments(work, tmp_path):
     """Start-up, reading, the network's three views, the dynamics, writing: 10 seeded moments.
 
@@ -109,7 +108,6 @@ def test_ctrl_c_after_a_finished_file_keeps_it(work, tmp_path):
     assert "file(s) done and kept" in stderr
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_ctrl_c_in_a_dask_run(work, tmp_path):
     pytest.importorskip("zarr")
     pytest.importorskip("distributed")
@@ -165,7 +163,6 @@ def test_ctrl_c_after_the_command_returned(inside):
     assert proc.stdout.startswith("nucseg-rt ")
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_ctrl_c_in_a_time_lapse_then_resume(tmp_path):
     """Ctrl-C after the first stored frame: exit 130, no output yet, the finished frames kept;
     the same command again resumes at the next frame and writes what an uninterrupted run does."""

@@ -17,11 +17,14 @@ from helpers import (assert_one_error_line, block_tiff, block_volume, blockwise_
 from nucseg_rt.eval.metrics import average_precision  # noqa: E402
 from nucseg_rt.io import open_labels_zarr  # noqa: E402
 
+#: The runs compare with the bundled model's labels from helpers (onnxruntime, exact fp32):
+#: ``--backend auto`` would run OpenVINO bf16 where the CPU has it (faithful, not identical).
+ORT = ("--backend", "onnxruntime")
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
+
 def test_block_size_writes_the_blockwise_labels(tmp_path):
     _, expected = blockwise_masks("iso", "64")
-    proc = run_cli("segment", block_tiff("iso"), "--diameter", "30", "--block-size", "64",
+    proc = run_cli("segment", block_tiff("iso"), *ORT, "--diameter", "30", "--block-size", "64",
                    "--out-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     row = summary_row(proc.stdout, "iso.tif")
@@ -32,10 +35,9 @@ def test_block_size_writes_the_blockwise_labels(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iso_masks.tif"]  # no work folder left
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_max_memory_picks_blocks_and_zarr_output(tmp_path):
     # 300 MB of libraries + ~27 MB for the volume: blocks of 24x48x48 fit
-    proc = run_cli("segment", block_tiff("iso"), "--diameter", "30", "--max-memory", "326MB",
+    proc = run_cli("segment", block_tiff("iso"), *ORT, "--diameter", "30", "--max-memory", "326MB",
                    "--output-format", "zarr", "--out-dir", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "blockwise" in summary_row(proc.stdout, "iso.tif")
@@ -54,7 +56,7 @@ def test_zarr_input_segmented_whole(tmp_path):
     src = zarr.create_array(str(tmp_path / "vol.zarr"), shape=img.shape, chunks=(8, 64, 64),
                             dtype=img.dtype)
     src[...] = img
-    proc = run_cli("segment", tmp_path / "vol.zarr", "--diameter", "30", "--out-dir",
+    proc = run_cli("segment", tmp_path / "vol.zarr", *ORT, "--diameter", "30", "--out-dir",
                    tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "vol_masks.tif"),
@@ -78,14 +80,14 @@ def test_bad_large_options(tmp_path, args, pattern):
 
 
 def test_scheduler_without_dask(tmp_path):
-    proc = run_cli("segment", block_tiff("iso"), "--scheduler", "local", "--out-dir", tmp_path,
+    proc = run_cli("segment", block_tiff("iso"), *ORT, "--scheduler", "local", "--out-dir", tmp_path,
                    hide=("distributed",))
     assert_one_error_line(proc, r"pip install 'nucseg-rt\[large\]'")
     assert not list(tmp_path.iterdir())
 
 
 def test_blockwise_refuses_save_flows(tmp_path):
-    proc = run_cli("segment", block_tiff("iso"), "--block-size", "64", "--save-flows",
+    proc = run_cli("segment", block_tiff("iso"), *ORT, "--block-size", "64", "--save-flows",
                    "--out-dir", tmp_path)
     assert_one_error_line(proc, r"`--save-flows` is not available for blockwise runs "
                                 r"\(`--block-size`\)")
@@ -97,7 +99,7 @@ def test_blockwise_refuses_save_flows(tmp_path):
     (["--max-memory", "4GB"], "`--max-memory`"), (["--scheduler", "local"], "`--scheduler`")])
 def test_missing_large_extra_is_found_before_any_file(tmp_path, args, flag):
     # the input does not exist: the extra must be asked for before any file is looked at
-    proc = run_cli("segment", tmp_path / "missing.tif", *args, "--out-dir", tmp_path / "out",
+    proc = run_cli("segment", tmp_path / "missing.tif", *ORT, *args, "--out-dir", tmp_path / "out",
                    hide=("zarr",))
     line = assert_one_error_line(proc, r"pip install 'nucseg-rt\[large\]'")
     assert line.startswith(f"error: {flag}") and "missing.tif" not in proc.stderr
@@ -106,18 +108,17 @@ def test_missing_large_extra_is_found_before_any_file(tmp_path, args, flag):
 
 def test_without_zarr_tiffs_still_segment_whole_and_blocks_ask_for_the_extra(tmp_path):
     hide = ("zarr",)
-    proc = run_cli("segment", block_tiff("iso"), "--diameter", "30", "--out-dir", tmp_path,
+    proc = run_cli("segment", block_tiff("iso"), *ORT, "--diameter", "30", "--out-dir", tmp_path,
                    hide=hide)
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "iso_masks.tif"),
                                   whole_masks("iso"))
-    proc = run_cli("segment", block_tiff("iso"), "--block-size", "64", "--out-dir",
+    proc = run_cli("segment", block_tiff("iso"), *ORT, "--block-size", "64", "--out-dir",
                    tmp_path / "b", hide=hide)
     assert_one_error_line(proc, r"`--block-size`: .*pip install 'nucseg-rt\[large\]'")
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_scheduler_local_runs_a_batch_on_one_cluster(tmp_path):
     pytest.importorskip("distributed")
     import shutil
@@ -126,7 +127,7 @@ def test_scheduler_local_runs_a_batch_on_one_cluster(tmp_path):
     for name in ("a.tif", "c.tif"):
         shutil.copy(block_tiff("iso"), tmp_path / name)
     (tmp_path / "b.tif").write_bytes(b"not a tiff")
-    proc = run_cli("segment", tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "c.tif",
+    proc = run_cli("segment", tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "c.tif", *ORT,
                    "--diameter", "30", "--block-size", "64", "--scheduler", "local",
                    "--workers", "2", "--out-dir", tmp_path / "out")
     assert proc.returncode == 1  # b.tif failed, the others were done

@@ -32,7 +32,6 @@ def volume(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_quantize_then_segment_int8(calib, volume, tmp_path, tiny_onnx_model):
     assert run_cli("add-model", tiny_onnx_model, "--name", "mine").returncode == 0
     proc = run_cli("quantize", "mine", "--calibration", calib)
@@ -49,7 +48,6 @@ def test_quantize_then_segment_int8(calib, volume, tmp_path, tiny_onnx_model):
     assert tifffile.imread(out / "vol_masks.tif").max() > 0
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_add_model_int8_on_the_way_in(calib, tiny_onnx_model):
     proc = run_cli("add-model", tiny_onnx_model, "--name", "fast", "--int8",
                    "--calibration", calib)

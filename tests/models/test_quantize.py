@@ -193,7 +193,6 @@ def test_quantize_registered_refuses_bundled_and_unknown():
         quantize.make_variant(MODELS / "nuclei_3d.onnx", "x.onnx", precision="int4")
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_fp16_copy_keeps_float32_io(tmp_path, tiny_onnx_model):
     import onnx
 

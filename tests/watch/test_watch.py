@@ -380,7 +380,6 @@ def _write_zarr(path, vol):
     return path
 
 
-@pytest.mark.slow  # several seconds: started first (tests/conftest.py)
 def test_restart_does_not_redo_finished_files(tmp_path, tiny_onnx_model, services):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
