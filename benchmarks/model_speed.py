@@ -24,14 +24,14 @@ from pathlib import Path
 
 def run(old: str, new: str, diameters, anisotropies, precision: str, repeat: int,
         old_input_grid: bool = False, backend: str = "onnxruntime") -> list[dict]:
-    import nucseg_rt.segment as segment_module
+    import nucseg_rt.network.engine as engine_module  # where the passes read GRID_Z_FACTOR
     from nucseg_rt import Segmenter
     from nucseg_rt.eval.metrics import average_precision
     from nucseg_rt.eval.synth import make_volume
 
     segs = {"old": Segmenter(old, device="cpu", precision=precision, backend=backend),
             "new": Segmenter(new, device="cpu", precision=precision, backend=backend)}
-    rows, grid = [], segment_module.GRID_Z_FACTOR
+    rows, grid = [], engine_module.GRID_Z_FACTOR
     for d in diameters:
         for a in anisotropies:
             nz = int(round(96 * (1 if a < 4 else 1.5)))
@@ -39,7 +39,7 @@ def run(old: str, new: str, diameters, anisotropies, precision: str, repeat: int
             row = dict(diameter=d, anisotropy=a, shape=list(img.shape))
             for key, seg in segs.items():
                 # the pipeline before 2026-12-05 followed coarse-Z flows on the acquired planes
-                segment_module.GRID_Z_FACTOR = float("inf") if key == "old" and old_input_grid else grid
+                engine_module.GRID_Z_FACTOR = float("inf") if key == "old" and old_input_grid else grid
                 seg.segment(img[:6], anisotropy=a, diameter=d, z_axis=0)  # warm-up (numba, sessions)
                 times = []
                 for _ in range(repeat):

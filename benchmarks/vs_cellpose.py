@@ -180,8 +180,8 @@ def in_child(fn, *args):
 
 #: ``bundled``: models/nuclei_3d.pth; ``cp3-random``: Cellpose's full-width net (2,32,...,256),
 #: random (its masks mean nothing); ``cp3-widened``: the same full width grown from the bundled
-#: weights (``unet.widen_state_dict``: the new channels are read by none of the old ones), so
-#: the full-width work with masks worth comparing.
+#: weights (``unet.widen_state_dict``: the new channels are read by none of the old ones) at
+#: ``diam_mean`` 30, so the full-width work on the same pixels, with masks worth comparing.
 WEIGHTS = ["bundled", "cp3-random", "cp3-widened"]
 
 
@@ -201,7 +201,11 @@ def prepare_weights(kind: str, folder: Path):
 
         cp_file = folder / "cp3_widened"
         bundled = torch.load(REPO / "models" / "nuclei_3d.pth", weights_only=True)
-        torch.save(widen_state_dict(bundled, [2, 32, 64, 128, 256]), cp_file)
+        wide = widen_state_dict(bundled, [2, 32, 64, 128, 256])
+        # diam_mean 30 as cp3-random: the cases' volumes (nuclei of 30 px) run unzoomed, so the
+        # network sees the same pixels as with Cellpose's own width and scale
+        wide["diam_mean"] = wide["diam_labels"] = torch.full((1,), 30.0)
+        torch.save(wide, cp_file)
     else:
         torch.manual_seed(0)
         cp_file = folder / "cp3_random"
