@@ -55,8 +55,9 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     calibration set (stage 9 at 0.8 / 1 / 1.25 x the true diameter; no scale wins everywhere:
     dense13 best at 1, crops at 1.25, thin stacks at 0.8), so width is the lever left. Run once
     (2026-12-07, 17 epochs in 95 minutes): held-out mean AP@0.5 0.846 against stage 9's 0.827
-    with stage 7's defaults (thin stacks 0.847 / 0.853, crops 0.847, dense13 0.501); its
-    calibration, checks and speed are still to run (models/README.md);
+    with stage 7's defaults (thin stacks 0.847 / 0.853, crops 0.847, dense13 0.501), but its
+    whole pipeline ran 2.0-2.2x slower than stage 9's (item 5 allows 1.5x): widths 20 / 40
+    are not multiples of the CPU kernels' 16-channel blocks (models/README.md);
 
 With ``--models``, the last main-network stage run (``wide``, ``optical4``, ``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
