@@ -59,7 +59,12 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     whole pipeline ran 2.0-2.2x slower than stage 9's (item 5 allows 1.5x): widths 20 / 40
     are not multiples of the CPU kernels' 16-channel blocks (models/README.md);
 
-With ``--models``, the last main-network stage run (``wide``, ``optical4``, ``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
+11. ``wide2``: as stage 10, with only the two deepest levels widened, in multiples of 16
+    (``nbase`` 2,16,32,80,160): its whole pipeline, grown and untrained, ran 1.23x / 1.20x
+    slower than stage 9's at 14 / 30 px nuclei (item 5 allows 1.5x; stage 10 ran 2.0-2.2x).
+    Started 2026-12-07 (seed 10).
+
+With ``--models``, the last main-network stage run (``wide2``, ``wide``, ``optical4``, ``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
@@ -110,6 +115,10 @@ STAGES = {
                            "--lr", "5e-4", "--warmup-steps", "150", *MAIN_SYNTH, "--seed", "9",
                            "--real-weight", "0.2", "--realtex-volumes", "56", "--realtex-weight", "0.45",
                            "--realtex-hard", "0.3,0.3,0.3"]),
+    "wide2": ("nuclei_3d", ["--pretrained", "{optical4}", "--nbase", "2,16,32,80,160", "--epochs", "36",
+                            "--lr", "5e-4", "--warmup-steps", "150", *MAIN_SYNTH, "--seed", "10",
+                            "--real-weight", "0.2", "--realtex-volumes", "56", "--realtex-weight", "0.45",
+                            "--realtex-hard", "0.3,0.3,0.3"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
@@ -224,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next((s for s in ("wide", "optical4", "optical3", "optical2", "optical", "robust", "refine", "main") if s in stages), "base")
+        main_stage = next((s for s in ("wide2", "wide", "optical4", "optical3", "optical2", "optical", "robust", "refine", "main") if s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 
