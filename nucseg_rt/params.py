@@ -13,6 +13,7 @@ these instead of a loose dict of keyword arguments.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
@@ -120,12 +121,13 @@ def validate_diameter(diameter) -> float | Literal["auto"] | None:
 
 
 def validate_whole(name: str, value, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an int: a whole number (not a bool), at least ``low`` and at most ``high``
-    where given; else an :class:`InvalidInputError` naming ``name`` (``.param``)."""
+    """``value`` as an int: a whole number (any real number type, numpy's too; not a bool), at
+    least ``low`` and at most ``high`` where given; else an :class:`InvalidInputError` naming
+    ``name`` (``.param``)."""
     span = ("" if low is None and high is None else f" >= {low}" if high is None
             else f" <= {high}" if low is None else f" from {low} to {high}")
     try:
-        whole = not isinstance(value, bool) and isinstance(value, (int, float)) and int(value) == value
+        whole = not isinstance(value, bool) and isinstance(value, numbers.Real) and int(value) == value
     except (OverflowError, ValueError):  # inf, nan
         whole = False
     if not whole:

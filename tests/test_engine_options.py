@@ -215,6 +215,12 @@ def test_one_whole_number_rule(value, low, high, message):
         validate_whole("n", value, low, high)
     assert str(err.value) == message and err.value.param == "n"
     assert validate_whole("n", 4.0, 1, 4) == 4 and type(validate_whole("n", 4.0)) is int
+    # numpy's numbers are numbers (engine threads/streams, dask workers took them before)
+    assert validate_whole("n", np.int64(3), 1) == 3 and validate_whole("n", np.float32(2.0)) == 2
+    with pytest.raises(InvalidInputError, match="`n` must be a whole number, got"):
+        validate_whole("n", np.float64(2.5))
+    with pytest.raises(InvalidInputError, match="`n` must be a whole number, got"):
+        validate_whole("n", np.bool_(True))
 
 
 def test_workers_and_check_planes_use_the_rule(tiny_onnx_model, tmp_path):
