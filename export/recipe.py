@@ -64,7 +64,8 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     slower than stage 9's at 14 / 30 px nuclei (item 5 allows 1.5x; stage 10 ran 2.0-2.2x).
     Started 2026-12-07 (seed 10).
 
-With ``--models``, the last main-network stage run (``wide2``, ``wide``, ``optical4``, ``optical3``, ``optical2``, ``optical``, ``robust``, ``refine``, ``main``, else ``base``) is
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide2``, then
+``wide``, ..., ``main``, else ``base``), is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         if code:
             return code
     if args.models is not None:
-        main_stage = next((s for s in ("wide2", "wide", "optical4", "optical3", "optical2", "optical", "robust", "refine", "main") if s in stages), "base")
+        main_stage = next((s for s in reversed(STAGES) if s != "ortho" and s in stages), "base")
         export_models(args.out, args.models, main_stage=main_stage, ortho="ortho" in stages)
     return 0
 

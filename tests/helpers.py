@@ -688,10 +688,11 @@ def block_tiff(case: str = "iso") -> Path:
 def bundled_segmenter():
     """One Segmenter of the bundled model shared by the blockwise tests, on onnxruntime.
 
-    ``backend="auto"`` would run OpenVINO bf16 here (the test extra has it), which compiles its
-    kernels for each new tile shape: the blocks of these small test volumes give a new shape
-    almost every block (12.2 s instead of 5.2 s for one test). Real blocks run full 224 x 224
-    tiles. OpenVINO's masks against onnxruntime's: tests/network/test_openvino.py."""
+    ``backend="auto"`` would run OpenVINO bf16 here (the test extra has it): the blockwise
+    determinism test took 12.2 s on it against 5.1 s on onnxruntime (2026-12-07; why, not yet
+    measured apart: OpenVINO compiles kernels on the first call for each tile shape, but a CLI
+    run with 12x64x64 blocks was faster on it). OpenVINO's masks against onnxruntime's:
+    tests/network/test_openvino.py."""
     from nucseg_rt import Segmenter
 
     return Segmenter("nuclei_3d", device="cpu", backend="onnxruntime")

@@ -8,7 +8,6 @@ sessions are checked for the option that keeps their arena from growing with til
 
 from __future__ import annotations
 
-import os
 import platform
 import tracemalloc
 import types
@@ -26,11 +25,6 @@ from nucseg_rt.network.predict import OnnxNet
 
 CORE = (24, 24, 24)
 HALO = (6, 6, 6)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _block_files(labels: np.ndarray, workdir) -> blocks.BlockPlan:
