@@ -333,6 +333,22 @@ def test_openvino_not_imported_by_default():
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_an_openvino_segmenter_reads_metadata_without_the_onnx_package(ov):
+    # the model's metadata comes from OpenVINO's own reading of the file: importing `onnx` for
+    # it cost 0.5 s of every OpenVINO run's start-up (2026-12-07)
+    code = ("import sys; from nucseg_rt import Segmenter; "
+            "seg = Segmenter('nuclei_3d', backend='openvino', precision='fp32', threads=1); "
+            "print('onnx' in sys.modules); print(repr(seg.engine.info)); seg.close()")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    ort_net = load_net(BUNDLED / "nuclei_3d.onnx", ["CPUExecutionProvider"], 1)
+    try:
+        assert out.stdout.splitlines() == ["False", repr(ort_net.info)], out.stderr
+    finally:
+        ort_net.close()
+
+
 def test_engine_refuses_a_choice_that_does_not_match_its_options(tiny_onnx_model):
     from nucseg_rt.network.engine import BackendChoice, Engine
 
