@@ -12,7 +12,7 @@ Used at run time (flow-error quality control) and to make training targets. numb
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nucseg_rt.errors import InvalidInputError
 
@@ -122,32 +122,55 @@ def _flows_slice(m, nlab, niter):
     return mu
 
 
-@njit(cache=True, parallel=True)
-def _flows_2d_batch(stack, nlab, niter):
-    """Flows of each 2D slice of a (N, Ly, Lx) stack -> (N, 2, Ly, Lx) float32."""
-    n, ly, lx = stack.shape
-    out = np.zeros((n, 2, ly, lx), np.float32)
-    for i in prange(n):
-        out[i] = _flows_slice(stack[i], nlab, niter).astype(np.float32)
+def _over_slices(n: int, work) -> None:
+    """``work(i)`` for ``i`` in ``range(n)`` on numba's number of threads (``dynamics_threads``).
+
+    The kernel (:func:`_flows_slice`) releases the GIL, so Python threads run slices side by
+    side. A numba ``prange`` driver did the same work at the cost of 9 s of compilation per
+    process (first use), against under 3 s for the kernel alone (2026-12-07)."""
+    import numba
+
+    threads = min(n, numba.get_num_threads())
+    if threads <= 1:
+        for i in range(n):
+            work(i)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="nucseg-flows") as pool:
+        for future in [pool.submit(work, i) for i in range(n)]:
+            future.result()
+
+
+def _flows_2d_batch(stack: np.ndarray, nlab: int, niter: int) -> np.ndarray:
+    """Flows of each 2D slice of a C-contiguous int32 (N, Ly, Lx) stack -> (N, 2, Ly, Lx)
+    float32."""
+    out = np.empty((stack.shape[0], 2, *stack.shape[1:]), np.float32)
+
+    def work(i):
+        out[i] = _flows_slice(stack[i], nlab, niter)
+
+    _over_slices(stack.shape[0], work)
     return out
 
 
-@njit(cache=True, parallel=True)
-def _flows_3d(lab, nlab, niter):
+def _flows_3d(lab: np.ndarray, nlab: int, niter: int) -> np.ndarray:
+    """(3, Z, Y, X) float32: the sums of the YX, ZY and ZX slice flows (one orientation at a
+    time; within one, the slices write disjoint voxels). Each sum in float32, in Cellpose's
+    order (YX, then ZY, then ZX)."""
     nz, ny, nx = lab.shape
     mu = np.zeros((3, nz, ny, nx), np.float32)
-    for z in prange(nz):
-        f = _flows_slice(np.ascontiguousarray(lab[z]), nlab, niter)
-        mu[1, z] += f[0].astype(np.float32)
-        mu[2, z] += f[1].astype(np.float32)
-    for y in prange(ny):
-        f = _flows_slice(np.ascontiguousarray(lab[:, y, :]), nlab, niter)
-        mu[0, :, y, :] += f[0].astype(np.float32)
-        mu[2, :, y, :] += f[1].astype(np.float32)
-    for x in prange(nx):
-        f = _flows_slice(np.ascontiguousarray(lab[:, :, x]), nlab, niter)
-        mu[0, :, :, x] += f[0].astype(np.float32)
-        mu[1, :, :, x] += f[1].astype(np.float32)
+    views = ((nz, lambda i: lab[i], lambda i: (mu[1, i], mu[2, i])),
+             (ny, lambda i: lab[:, i, :], lambda i: (mu[0, :, i, :], mu[2, :, i, :])),
+             (nx, lambda i: lab[:, :, i], lambda i: (mu[0, :, :, i], mu[1, :, :, i])))
+    for n, plane, target in views:
+        def work(i, plane=plane, target=target):
+            f = _flows_slice(np.ascontiguousarray(plane(i)), nlab, niter)
+            a, b = target(i)
+            a += f[0].astype(np.float32)
+            b += f[1].astype(np.float32)
+
+        _over_slices(n, work)
     return mu
 
 
