@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.masks._threads import over_threads
 
 __all__ = ["masks_to_flows"]
 
@@ -122,35 +123,16 @@ def _flows_slice(m, nlab, niter):
     return mu
 
 
-def _over_slices(n: int, work) -> None:
-    """``work(i)`` for ``i`` in ``range(n)`` on numba's number of threads (``dynamics_threads``).
-
-    The kernel (:func:`_flows_slice`) releases the GIL, so Python threads run slices side by
-    side. A numba ``prange`` driver did the same work at the cost of 9 s of compilation per
-    process (first use), against under 3 s for the kernel alone (2026-12-07)."""
-    import numba
-
-    threads = min(n, numba.get_num_threads())
-    if threads <= 1:
-        for i in range(n):
-            work(i)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads, thread_name_prefix="nucseg-flows") as pool:
-        for future in [pool.submit(work, i) for i in range(n)]:
-            future.result()
-
-
 def _flows_2d_batch(stack: np.ndarray, nlab: int, niter: int) -> np.ndarray:
     """Flows of each 2D slice of a C-contiguous int32 (N, Ly, Lx) stack -> (N, 2, Ly, Lx)
-    float32."""
+    float32, slices on threads (a numba ``prange`` driver cost 9 s of compilation per process
+    on first use, against 2 s for the kernel alone; 2026-12-07)."""
     out = np.empty((stack.shape[0], 2, *stack.shape[1:]), np.float32)
 
     def work(i):
         out[i] = _flows_slice(stack[i], nlab, niter)
 
-    _over_slices(stack.shape[0], work)
+    over_threads(stack.shape[0], work)
     return out
 
 
@@ -170,7 +152,7 @@ def _flows_3d(lab: np.ndarray, nlab: int, niter: int) -> np.ndarray:
             a += f[0].astype(np.float32)
             b += f[1].astype(np.float32)
 
-        _over_slices(n, work)
+        over_threads(n, work)
     return mu
 
 

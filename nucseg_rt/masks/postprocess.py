@@ -13,6 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from nucseg_rt.errors import InvalidInputError
+from nucseg_rt.masks._threads import over_threads, thread_count
 
 __all__ = ["renumber", "fill_holes_and_remove_small_masks", "remove_small_masks", "flow_errors",
            "remove_bad_flow_masks"]
@@ -268,15 +269,23 @@ def _fill_one(src, dst, k, box, is2d, write):
     return nhole, foreign
 
 
-@njit(parallel=True, cache=True)
-def _fill_parallel(src, dst, box, count, is2d):
-    """Fill every label's holes of ``src`` into ``dst``; returns True if any hole held another label."""
-    n = box.shape[0] - 1
-    foreign = np.zeros(n + 1, np.bool_)
-    for k in prange(1, n + 1):
+@njit(cache=True, nogil=True)
+def _fill_labels(src, dst, box, count, is2d, first, step, foreign):
+    """Fill the holes of labels ``first, first + step, ...`` of ``src`` into ``dst``; marks in
+    ``foreign`` the labels whose holes held another label."""
+    for k in range(first, box.shape[0], step):
         if count[k] > 0:
             foreign[k] = _fill_one(src, dst, k, box[k], is2d, True)[1]
-    return foreign.any()
+
+
+def _fill_parallel(src, dst, box, count, is2d) -> bool:
+    """Fill every label's holes of ``src`` into ``dst`` (labels interleaved over threads; each
+    writes only its own label's holes); returns True if any hole held another label."""
+    foreign = np.zeros(box.shape[0], np.bool_)
+    threads = thread_count(box.shape[0] - 1)
+    over_threads(threads, lambda t: _fill_labels(src, dst, box, count, is2d, 1 + t, threads,
+                                                 foreign))
+    return bool(foreign.any())
 
 
 @njit(cache=True, nogil=True)
