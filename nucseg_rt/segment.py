@@ -141,7 +141,9 @@ class Segmenter:
 
     @property
     def backend(self) -> str:
-        """The network engine that runs ("onnxruntime" or "openvino"; "auto" resolved)."""
+        """The network engine that runs ("onnxruntime" or "openvino"; "auto" resolved; under
+        ``auto``'s size rule, ``engine.backend.floor``, smaller passes run on onnxruntime fp32:
+        each result's ``run.network`` says which ran)."""
         return self.engine.backend.backend
 
     @property
@@ -290,7 +292,7 @@ class Segmenter:
         run = dataclasses.replace(run, network_shape=net.network_shape, ortho=net.ortho,
                                   tiles=net.tiles if mode == "3d" else None,
                                   seconds_network=net.seconds, dynamics_grid=net.dynamics_grid,
-                                  network=str(self.engine.backend))
+                                  network=str(net.network))
         return Flows(yf[:3], yf[3], shape, rescale, anisotropy, d, resampled=bool(resample),
                      mode=mode, run=run, grid_flows=None if grid is None else grid[:3],
                      grid_cellprob=None if grid is None else grid[3],

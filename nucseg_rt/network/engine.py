@@ -62,14 +62,30 @@ def check_precision(precision: str, providers: list) -> None:
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """The network engine a run uses, and why (for ``nucseg-rt info`` and the run summary)."""
+    """The network engine a run uses, and why (for ``nucseg-rt info`` and the run summary).
+
+    ``floor``: network passes of fewer input pixels than this run on onnxruntime fp32 instead
+    (``"auto"``'s size rule, :data:`AUTO_FLOOR`; 0: every pass on ``backend``)."""
 
     backend: str
     precision: str
     reason: str
+    floor: int = 0
 
     def __str__(self) -> str:
+        if self.floor:
+            return (f"{self.backend} {self.precision} for passes of {_mpx(self.floor)} or more, "
+                    f"onnxruntime fp32 below ({self.reason})")
         return f"{self.backend} {self.precision} ({self.reason})"
+
+    def below_floor(self) -> BackendChoice:
+        """What a pass under :attr:`floor` runs: onnxruntime fp32, with the reason."""
+        return BackendChoice("onnxruntime", "fp32", f"auto: a pass under {_mpx(self.floor)}, "
+                             "where OpenVINO's start-up costs more than it saves")
+
+
+def _mpx(pixels: int) -> str:
+    return f"{pixels / 1e6:g} Mpx"
 
 
 #: What ``backend="auto"`` may run in place of onnxruntime fp32 on the CPU, fastest first: only
@@ -82,6 +98,12 @@ class BackendChoice:
 #: 3.67 s against onnxruntime fp32's 4.30 s on a 64x256x256 volume, 5.33 against 6.45 s at
 #: anisotropy 11.5, and Cellpose's full-width network 1.72x faster; its masks agree at 0.998.
 AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (("openvino", "bf16"),)
+#: ``"auto"``'s size rule: a network pass (one call of the volume's views, or of a few planes)
+#: over fewer input pixels than this runs on onnxruntime fp32 even where a candidate was picked.
+#: OpenVINO's start-up in a new process (import, compiling the model, first call per tile
+#: shape) is a fixed cost that small passes do not earn back; measured in
+#: ``benchmarks/auto_floor.py`` (docs/benchmarks.md).
+AUTO_FLOOR = 8_000_000
 #: The agreement with fp32 masks (AP@0.5, mean over the held-out settings) a faster run needs.
 FAITHFUL_AP50 = 0.99
 
@@ -149,7 +171,8 @@ def resolve_backend(backend: str, precision: str, *, agreement: dict[str, float]
             notes.append(f"{key}: {why}")
         else:
             return BackendChoice(engine, prec, f"auto: faster, and its masks agree with fp32 at "
-                                               f"AP@0.5 {ap:.3f} >= {FAITHFUL_AP50} on the held-out volumes")
+                                               f"AP@0.5 {ap:.3f} >= {FAITHFUL_AP50} on the held-out volumes",
+                                 floor=AUTO_FLOOR)
     return BackendChoice("onnxruntime", "fp32",
                          "auto: " + ("; ".join(notes) or "the fastest run faithful to fp32"))
 
@@ -189,6 +212,9 @@ class EngineOptions:
     use_probe : bool
         On the CPU, take ``batch_size``, ``threads`` and ``streams`` not given from the saved
         probe (``nucseg-rt info --probe --save``).
+    floor : int
+        With ``backend`` "openvino": network passes over fewer input pixels than this run on
+        onnxruntime fp32 (``"auto"``'s size rule, set by :meth:`resolved`; 0: none).
     """
 
     device: Device = "auto"
@@ -201,11 +227,16 @@ class EngineOptions:
     bsize: int = 224
     work_avoidance: WorkAvoidanceChoice = "default"
     use_probe: bool = True
+    floor: int = 0
 
     def __post_init__(self):
         set_ = object.__setattr__
         validate_choice("precision", self.precision, PRECISIONS)
         validate_choice("backend", self.backend, BACKENDS)
+        set_(self, "floor", int(validate_whole("floor", self.floor, 0)))
+        if self.floor and self.backend != "openvino":
+            raise InvalidInputError(f"`floor` applies to `backend` 'openvino' only (got backend "
+                                    f"{self.backend!r}); leave it 0", param=("floor", "backend"))
         set_(self, "work_avoidance", _work_avoidance(self.work_avoidance))
         for name, high in (("batch_size", None), ("threads", None), ("streams", MAX_STREAMS)):
             if getattr(self, name) is not None:
@@ -227,17 +258,20 @@ class EngineOptions:
     def backend_choice(self, agreement: dict[str, float] | None = None) -> BackendChoice:
         """Which engine runs and why (:func:`resolve_backend`), for a model whose measured
         agreement with fp32 is ``agreement`` (:func:`model_agreement`; None: none measured)."""
-        return resolve_backend(self.backend, self.precision, agreement=agreement,
-                               device=self.device)
+        choice = resolve_backend(self.backend, self.precision, agreement=agreement,
+                                 device=self.device)
+        return dataclasses.replace(choice, floor=self.floor) if self.floor else choice
 
     def resolved(self, agreement: dict[str, float] | None = None
                  ) -> tuple[EngineOptions, BackendChoice]:
         """These options with ``backend`` and ``precision`` made concrete (``"auto"`` decided
         for a model with this ``agreement``), and the choice with its reason."""
         choice = self.backend_choice(agreement)
-        if (choice.backend, choice.precision) == (self.backend, self.precision):
+        if (choice.backend, choice.precision, choice.floor) == (self.backend, self.precision,
+                                                                self.floor):
             return self, choice
-        return self.replace(backend=choice.backend, precision=choice.precision), choice
+        return self.replace(backend=choice.backend, precision=choice.precision,
+                            floor=choice.floor), choice
 
     def providers(self) -> list:
         """The onnxruntime execution providers for ``device``, checked against ``precision``
@@ -270,6 +304,8 @@ class EngineOptions:
         so onnxruntime fingerprints stay as they were)."""
         engine = self.backend_choice().backend
         precision = self.precision if engine == "onnxruntime" else (engine, self.precision)
+        if self.floor:  # which passes run on which engine
+            precision = (*precision, ("floor", self.floor))
         return repr((precision, (("work_avoidance", self.work_avoidance),
                                       ("bsize", self.bsize), ("tile_overlap", self.tile_overlap))))
 
@@ -302,6 +338,8 @@ class NetworkRun:
         Wall time of the pass.
     dynamics_grid : (Z', Y', X') or None
         Set when the network-grid outputs are kept for the mask stage (coarse Z).
+    network : BackendChoice or None
+        The engine and precision that ran this pass, and why.
     """
 
     network_shape: tuple | None = None
@@ -309,11 +347,59 @@ class NetworkRun:
     tiles: dict = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     dynamics_grid: tuple | None = None
+    network: BackendChoice | None = None
+
+
+class _Lane:
+    """The nets of one engine and precision: one per stream (plus the ZY/ZX network's), and the
+    threads running the streams."""
+
+    def __init__(self, path, ortho_path, *, choice: BackendChoice, options: EngineOptions,
+                 providers: list):
+        on_cpu = not uses_cuda(providers)
+        self.choice = choice
+        streams, threads = options.streams, options.threads
+        if streams is None:
+            # onnxruntime on the CPU: two streams of one thread were faster than one stream of
+            # two on both 2-core CPUs measured; OpenVINO: one stream on all cores (its own
+            # threading) ran the pipeline 1.6x faster than two single-thread streams (bf16,
+            # 64x256x256, 2026-12-06: docs/benchmarks.md)
+            streams = (min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1)
+                       if on_cpu and threads is None and choice.backend == "onnxruntime" else 1)
+        if threads is None and (streams > 1 or choice.backend == "openvino"):
+            # OpenVINO's own default for one stream ran bf16 1.16x slower than all the cores
+            threads = max(1, (os.cpu_count() or 1) // streams)
+        kind = dict(backend=choice.backend, precision=choice.precision)
+        self.nets = []
+        self.nets_ortho = None
+        try:
+            self.nets = [load_net(path, providers, threads, **kind) for _ in range(streams)]
+            self.nets_ortho = ([load_net(ortho_path, providers, threads, **kind)
+                                for _ in range(streams)] if ortho_path is not None else None)
+        except BaseException:
+            self.close()
+            raise
+        self.streams, self.threads = streams, threads
+        self.pool = (ThreadPoolExecutor(streams, thread_name_prefix="nucseg-stream")
+                     if streams > 1 else None)
+
+    def close(self) -> None:
+        """Join the stream threads, then release the nets (idempotent)."""
+        pool, self.pool = getattr(self, "pool", None), None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for net in [*self.nets, *(self.nets_ortho or [])]:
+            net.close()
 
 
 class Engine:
     """The network sessions of one model (onnxruntime or OpenVINO, by ``options.backend``), one
     per stream, and the threads running them.
+
+    With ``options.floor`` (``"auto"``'s size rule), passes over fewer input pixels than the
+    floor run on onnxruntime fp32 sessions made here, and the OpenVINO nets are made on the first
+    pass at or above it: a small volume never pays OpenVINO's start-up. Which engine ran a pass
+    is in its :attr:`NetworkRun.network`.
 
     Parameters
     ----------
@@ -337,74 +423,100 @@ class Engine:
                  providers: list | None = None, ortho_min_anisotropy: float = 0.0,
                  choice: BackendChoice | None = None):
         providers = providers if providers is not None else options.providers()
-        on_cpu = not uses_cuda(providers)
-        if choice is not None and (choice.backend, choice.precision) != (options.backend,
-                                                                         options.precision):
+        if choice is not None and (choice.backend, choice.precision, choice.floor) != (
+                options.backend, options.precision, options.floor):
             raise InvalidInputError(f"`choice` {choice} does not match the options "
                                     f"(backend {options.backend!r}, precision "
-                                    f"{options.precision!r}); pass EngineOptions.resolved()'s pair",
-                                    param="choice")
+                                    f"{options.precision!r}, floor {options.floor}); pass "
+                                    "EngineOptions.resolved()'s pair", param="choice")
         self.backend = choice if choice is not None else options.backend_choice()
-        streams, threads = options.streams, options.threads
-        if streams is None:
-            # onnxruntime on the CPU: two streams of one thread were faster than one stream of
-            # two on both 2-core CPUs measured; OpenVINO: one stream on all cores (its own
-            # threading) ran the pipeline 1.6x faster than two single-thread streams (bf16,
-            # 64x256x256, 2026-12-06: docs/benchmarks.md)
-            streams = (min(DEFAULT_CPU_STREAMS, os.cpu_count() or 1)
-                       if on_cpu and threads is None and self.backend.backend == "onnxruntime"
-                       else 1)
-        if threads is None and (streams > 1 or self.backend.backend == "openvino"):
-            # OpenVINO's own default for one stream ran bf16 1.16x slower than all the cores
-            threads = max(1, (os.cpu_count() or 1) // streams)
-        kind = dict(backend=self.backend.backend, precision=options.precision)
-        self._nets = [load_net(path, providers, threads, **kind) for _ in range(streams)]
-        self.nets_ortho = ([load_net(ortho_path, providers, threads, **kind)
-                            for _ in range(streams)] if ortho_path is not None else None)
+        self._path, self._ortho_path, self._options = path, ortho_path, options
+        self._providers = providers
+        self._lock = threading.Lock()
+        self._closed = False
+        first = (self.backend.below_floor() if self.backend.floor else self.backend)
+        if self.backend.floor:
+            providers = select_providers("cpu")
+        #: the lane made now (its nets answer :attr:`nets`, :attr:`info`, ...) and, with a
+        #: floor, the one made on the first pass at or above it
+        self._first = _Lane(path, ortho_path, choice=first, options=options, providers=providers)
+        self._large: _Lane | None = None if self.backend.floor else self._first
         self.ortho_name = getattr(ortho_path, "name", "ortho network") if ortho_path else None
         self.ortho_min_anisotropy = float(ortho_min_anisotropy)
-        self.streams, self.threads = streams, threads
-        if self.nets_ortho is not None and self.nets_ortho[0].info.nchan != self.info.nchan:
-            raise InvalidInputError(f"ortho model takes {self.nets_ortho[0].info.nchan} channels, "
+        ortho = self._first.nets_ortho
+        if ortho is not None and ortho[0].info.nchan != self.info.nchan:
+            self.close()
+            raise InvalidInputError(f"ortho model takes {ortho[0].info.nchan} channels, "
                                     f"main model {self.info.nchan}")
-        self.device = "cuda" if uses_cuda(self._nets[0].providers) else "cpu"
+        self.device = "cuda" if uses_cuda(self._first.nets[0].providers) else "cpu"
         batch_size = options.batch_size
         if batch_size is None:  # CPU: 2 tiles per call was fastest and keeps activations small
             batch_size = CPU_BATCH_SIZE if self.device == "cpu" else GPU_BATCH_SIZE
         self.batch_size, self.bsize, self.tile_overlap = batch_size, options.bsize, options.tile_overlap
         self.avoid = options.work_avoidance
-        self._pool = (ThreadPoolExecutor(streams, thread_name_prefix="nucseg-stream")
-                      if streams > 1 else None)
-        self._closed = False
 
     # -- what it runs ----------------------------------------------------------------------------
-    @property
-    def nets(self) -> list:
-        """The main network of each stream; raises ClosedError after :meth:`close`."""
+    def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("this Segmenter was closed (close() or the end of its `with` "
                               "block); make a new Segmenter")
-        return self._nets
+
+    @property
+    def nets(self) -> list:
+        """The main network of each stream (of the onnxruntime sessions under a floor); raises
+        ClosedError after :meth:`close`."""
+        self._check_open()
+        return self._first.nets
+
+    @property
+    def nets_ortho(self) -> list | None:
+        """The ZY/ZX network of each stream, or None."""
+        return self._first.nets_ortho
+
+    @property
+    def streams(self) -> int:
+        return self._first.streams
+
+    @property
+    def threads(self) -> int | None:
+        return self._first.threads
 
     @property
     def info(self):
         """The main network's :class:`nucseg_rt.network.predict.NetInfo` (channels, diameters)."""
-        return self._nets[0].info
+        return self._first.nets[0].info
 
     @property
     def providers(self) -> list:
-        return self._nets[0].providers
+        return self._first.nets[0].providers
 
-    def _tiling(self) -> dict:
+    def lane_for(self, pixels: int) -> _Lane:
+        """The nets that run a pass over ``pixels`` network input pixels (the OpenVINO ones made
+        now if this is the first pass at or above the floor)."""
+        self._check_open()
+        if not self.backend.floor or pixels < self.backend.floor:
+            return self._first
+        with self._lock:
+            self._check_open()
+            if self._large is None:
+                logger.info("network: a pass of %s: %s", _mpx(pixels), self.backend)
+                self._large = _Lane(self._path, self._ortho_path, choice=self.backend,
+                                    options=self._options, providers=self._providers)
+            return self._large
+
+    def _tiling(self, lane: _Lane) -> dict:
         return dict(batch_size=self.batch_size, bsize=self.bsize, tile_overlap=self.tile_overlap,
-                    pool=self._pool)
+                    pool=lane.pool)
 
     def run_planes(self, planes: np.ndarray, *, sink, progress: Progress | None = None,
                    label: str = "", cancel: threading.Event | None = None,
-                   avoid: WorkAvoidance | None = None) -> None:
-        """:func:`nucseg_rt.network.predict.run_planes` on this engine's streams and tiles."""
-        run_planes(self.nets, planes, sink=sink, progress=progress, label=label, avoid=avoid,
-                   cancel=cancel, **self._tiling())
+                   avoid: WorkAvoidance | None = None) -> BackendChoice:
+        """:func:`nucseg_rt.network.predict.run_planes` on this engine's streams and tiles (the
+        planes are one pass); returns what ran them."""
+        lane = self.lane_for(int(np.prod(planes.shape[:3])))
+        run_planes(lane.nets, planes, sink=sink, progress=progress, label=label, avoid=avoid,
+                   cancel=cancel, **self._tiling(lane))
+        return lane.choice
 
     def predict(self, x: np.ndarray, *, mode: Mode, rescale: float, anisotropy: float,
                 resample: bool, progress: Progress | None = None,
@@ -426,23 +538,24 @@ class Engine:
         network_shape = ortho = None
         stats: dict = {}
         if mode == "stitch":
-            yf = self._yx_planes(x, rescale=rescale, progress=progress, cancel=cancel)
+            yf, ran = self._yx_planes(x, rescale=rescale, progress=progress, cancel=cancel)
             del x
         else:
             xr = rescale_volume(x, rescale=rescale, anisotropy=anisotropy, nchan=self.info.nchan)
             network_shape = tuple(int(s) for s in xr.shape[:3])
+            lane = self.lane_for(3 * int(np.prod(network_shape)))  # YX, ZY and ZX planes
             native, avoid = None, self.avoid.at(anisotropy)
             if avoid.native_yx and xr.shape[0] > x.shape[0]:
                 native = (resize_linear(x, *xr.shape[1:3]) if xr.shape[1:3] != x.shape[1:3]
                           else np.ascontiguousarray(x, np.float32))
             del x
-            use_ortho = self.nets_ortho is not None and anisotropy >= self.ortho_min_anisotropy
-            ortho = self.ortho_name if use_ortho else None
-            yf = run_3d(self.nets, xr, net_ortho=self.nets_ortho if use_ortho else None,
-                        progress=progress, avoid=avoid, yx_native=native, stats=stats,
-                        cancel=cancel, ortho_weight=self.info.mask_defaults.ortho_weight,
-                        **self._tiling())
+            nets_ortho = lane.nets_ortho if anisotropy >= self.ortho_min_anisotropy else None
+            ortho = self.ortho_name if nets_ortho is not None else None
+            yf = run_3d(lane.nets, xr, net_ortho=nets_ortho, progress=progress, avoid=avoid,
+                        yx_native=native, stats=stats, cancel=cancel,
+                        ortho_weight=self.info.mask_defaults.ortho_weight, **self._tiling(lane))
             del xr, native
+            ran = lane.choice
         seconds = time.perf_counter() - t0
         grid = grid_shape = None
         if resample and yf.shape[1:] != shape:
@@ -456,10 +569,11 @@ class Engine:
                 out[1:] = np.moveaxis(resize_linear(np.ascontiguousarray(np.moveaxis(yf[1:], 0, -1)),
                                                     *shape[1:]), -1, 0)
                 yf = out
-        return yf, grid, NetworkRun(network_shape, ortho, stats, seconds, grid_shape)
+        return yf, grid, NetworkRun(network_shape, ortho, stats, seconds, grid_shape, ran)
 
-    def _yx_planes(self, x, *, rescale, progress, cancel) -> np.ndarray:
-        """Stitch mode's network pass: every YX plane in 2D, ``(4, Z, Y', X')`` (Z flow zero)."""
+    def _yx_planes(self, x, *, rescale, progress, cancel) -> tuple[np.ndarray, BackendChoice]:
+        """Stitch mode's network pass: every YX plane in 2D, ``(4, Z, Y', X')`` (Z flow zero),
+        and what ran it."""
         ly, lx = x.shape[1:3]
         if rescale != 1.0:
             x = resize_linear(x, int(ly * rescale), int(lx * rescale))
@@ -468,9 +582,9 @@ class Engine:
         def sink(i, out):
             yf[1:, i] = out
 
-        self.run_planes(x, sink=sink, progress=progress, label="YX", avoid=self.avoid,
-                        cancel=cancel)
-        return yf
+        ran = self.run_planes(x, sink=sink, progress=progress, label="YX", avoid=self.avoid,
+                              cancel=cancel)
+        return yf, ran
 
     # -- resources -------------------------------------------------------------------------------
     @property
@@ -480,14 +594,12 @@ class Engine:
     def close(self) -> None:
         """Join the stream threads (each finishes its batch of tiles), then release every
         session (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        for net in [*self._nets, *(self.nets_ortho or [])]:
-            net.close()
-        self.nets_ortho = None
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for lane in {id(lane): lane for lane in (self._first, self._large) if lane}.values():
+            lane.close()
 
     def __enter__(self) -> Engine:
         return self

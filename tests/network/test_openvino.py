@@ -20,7 +20,7 @@ import pytest
 from helpers import (assert_one_error_line, blob_volume, run_cli, summary_row, write_calibrated)
 from nucseg_rt import EngineOptions, Segmenter
 from nucseg_rt.errors import ClosedError, InvalidInputError
-from nucseg_rt.network.engine import resolve_backend
+from nucseg_rt.network.engine import AUTO_FLOOR, resolve_backend
 from nucseg_rt.network.predict import load_net
 
 BUNDLED = Path(__file__).resolve().parents[2] / "models"
@@ -275,8 +275,8 @@ def test_auto_runs_bf16_for_a_model_measured_faithful(ov, tmp_path, tiny_onnx_fa
     proc = run_cli("segment", vol, "--model", model, "--diameter", "30", "--threads", "1",
                    "--out-dir", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
-    assert ("network: openvino bf16 (auto: faster, and its masks agree with fp32 at AP@0.5 0.995 "
-            ">= 0.99") in proc.stdout
+    assert ("network: openvino bf16 for passes of 8 Mpx or more, onnxruntime fp32 below (auto: "
+            "faster, and its masks agree with fp32 at AP@0.5 0.995 >= 0.99") in proc.stdout
     proc = run_cli("segment", vol, "--model", tiny_onnx_factory(tmp_path / "unmeasured.onnx"),
                    "--diameter", "30", "--threads", "1", "--out-dir", tmp_path / "out2")
     assert proc.returncode == 0, proc.stderr
@@ -284,9 +284,49 @@ def test_auto_runs_bf16_for_a_model_measured_faithful(ov, tmp_path, tiny_onnx_fa
     with Segmenter(model, device="cpu", use_probe=False) as seg:
         assert (seg.backend, seg.precision) == ("openvino", "bf16")
         assert "0.995 >= 0.99" in seg.engine.backend.reason
-        assert seg.segment(blob_volume(), anisotropy=1.0, diameter=30.0).masks.max() == 4
+        assert seg.engine.backend.floor == AUTO_FLOOR and seg.options.floor == AUTO_FLOOR
+        res = seg.segment(blob_volume(), anisotropy=1.0, diameter=30.0)
+        assert res.masks.max() == 4
+        # a small volume's pass runs on onnxruntime: no OpenVINO net was made
+        assert res.info["network"].startswith("onnxruntime fp32 (auto: a pass under 8 Mpx")
+        assert seg.engine._large is None and seg.engine.nets[0].providers != ["OpenVINO CPU"]
     with Segmenter(model, device="cpu", backend="onnxruntime", use_probe=False) as seg:
         assert (seg.backend, seg.precision) == ("onnxruntime", "fp32")
+
+
+def test_floor_runs_small_passes_on_onnxruntime_and_large_ones_on_openvino(ov, tiny_onnx_model):
+    """The size rule per pass: under the floor onnxruntime fp32 (exactly its masks), at or above
+    it the OpenVINO nets, made on that first pass; the diameter estimate's few planes are a
+    pass of their own; close() releases both."""
+    vol = blob_volume()  # (20, 64, 72): 3 x 20 x 64 x 72 = 276,480 network pixels at scale 1
+    options = EngineOptions(device="cpu", backend="openvino", precision="fp32", use_probe=False)
+    with Segmenter(tiny_onnx_model, engine=options.replace(floor=276_481)) as seg:
+        small = seg.segment(vol, anisotropy=1.0, diameter=30.0)
+        assert seg.engine._large is None
+        assert small.info["network"].startswith("onnxruntime fp32 (auto: a pass under")
+    with Segmenter(tiny_onnx_model, device="cpu", backend="onnxruntime", use_probe=False) as ort:
+        np.testing.assert_array_equal(small.masks, ort.segment(vol, anisotropy=1.0,
+                                                                diameter=30.0).masks)
+    with Segmenter(tiny_onnx_model, engine=options.replace(floor=276_480)) as seg:
+        large = seg.segment(vol, anisotropy=1.0, diameter=30.0)
+        assert large.info["network"] == "openvino fp32 for passes of 0.27648 Mpx or more, " \
+                                        "onnxruntime fp32 below (given)"
+        lanes = (seg.engine._first, seg.engine._large)
+        assert lanes[1] is not None and lanes[1].nets[0].providers == ["OpenVINO CPU"]
+        auto = seg.segment(vol, anisotropy=1.0, diameter="auto")  # estimate: a small pass
+        assert auto.info["network"].startswith("openvino fp32")
+    assert all(net.closed for lane in lanes for net in lane.nets)
+    with pytest.raises(ClosedError):
+        seg.engine.lane_for(10**9)
+
+
+def test_floor_is_for_openvino_and_part_of_the_labels_key():
+    with pytest.raises(InvalidInputError, match="`floor` applies to `backend` 'openvino' only"):
+        EngineOptions(backend="onnxruntime", floor=100)
+    with pytest.raises(InvalidInputError, match="`floor` must be >= 0, got -1"):
+        EngineOptions(backend="openvino", floor=-1)
+    plain = EngineOptions(backend="openvino", precision="bf16")
+    assert plain.labels_key() != plain.replace(floor=AUTO_FLOOR).labels_key()
 
 
 def test_watch_service_runs_an_openvino_segmenter(ov, tmp_path, tiny_onnx_model):
