@@ -112,12 +112,9 @@ def diagnose(labels, dP, cellprob, threads):
     step = np.linalg.norm(dP[:, active] / 5.0, axis=0)
     print(f"- step length |dP/5| inside nuclei: median {np.median(step):.2f} px, max {step.max():.2f} px "
           "(2D Cellpose: 1 px)")
-    for method, kernel, extra in (("cellpose", dynamics._follow_cellpose_3d, ()),
-                                  ("stable", dynamics._follow_stable_3d,
-                                   (dynamics._STABLE_GAIN, dynamics._STABLE_TOL))):
-        d200, d201 = np.empty(idx.size, np.int64), np.empty(idx.size, np.int64)
-        kernel(dP, active, idx, 200, *extra, d200)
-        kernel(dP, active, idx, 201, *extra, d201)
+    for method in ("cellpose", "stable"):
+        d200 = dynamics._follow(dP, active, idx, 200, method)
+        d201 = dynamics._follow(dP, active, idx, 201, method)
         moved = np.abs(np.stack(np.unravel_index(d200, active.shape)) - np.stack(np.unravel_index(d201, active.shape)))
         print(f"- {method}: pixels whose end voxel changes between step 200 and 201: {np.mean(moved.max(0) > 0):.1%}"
               f" (by >= 2 voxels: {np.mean(moved.max(0) >= 2):.1%})")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["over_threads", "thread_count"]
+__all__ = ["over_threads", "over_ranges", "thread_count"]
 
 
 def thread_count(n: int) -> int:
@@ -31,3 +31,11 @@ def over_threads(n: int, work: Callable[[int], object]) -> None:
         futures = [pool.submit(work, i) for i in range(n)]
     for future in futures:
         future.result()
+
+
+def over_ranges(n: int, work: Callable[[int, int], object], *, grain: int = 1) -> None:
+    """``work(lo, hi)`` over contiguous, near-equal parts of ``range(n)``, one per thread
+    (numba's static ``prange`` schedule); at most one part per ``grain`` items."""
+    parts = thread_count(max(1, n // max(1, grain)))
+    bounds = [n * t // parts for t in range(parts + 1)]
+    over_threads(parts, lambda t: work(bounds[t], bounds[t + 1]))

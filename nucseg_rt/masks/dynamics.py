@@ -20,7 +20,10 @@ Two integration methods (the rest of the pipeline is Cellpose 3.1's ``get_masks_
     10x finer integration (factor 0.1, 3000 steps), i.e. the sinks of the flow field itself.
     2D: as "cellpose" (2D steps are ~1 px, within the bound; measured: no splitting).
 
-Both are parallel over pixels (``prange``) and give the same labels for any thread count.
+Both are parallel over pixels and give the same labels for any thread count: nogil numba kernels
+over ranges of pixels, run on Python threads (``masks._threads``; numba's threads, as
+:func:`dynamics_threads` sets them). ``prange`` kernels did the same work but cost 7.5 s of
+compilation per process on first use (2026-12-07).
 Extra memory: mask (1 byte), end-point histogram (4) and labels (2-4) per voxel, 16 bytes per
 foreground voxel; measured peak ~8.5 bytes per voxel on 64x256x256 (Cellpose 3.1: ~46).
 Accuracy and speed of both methods: ``benchmarks/dynamics_methods.py``.
@@ -36,10 +39,11 @@ from collections.abc import Iterator
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from nucseg_rt.errors import InvalidInputError, check_cancel
 from nucseg_rt.masks import postprocess
+from nucseg_rt.masks._threads import over_ranges, over_threads, thread_count
 from nucseg_rt.params import DYNAMICS_METHODS, DynamicsMethod
 
 __all__ = ["compute_masks", "dynamics_threads"]
@@ -110,8 +114,8 @@ def _sample_torch(dP, active, gz, gy, gx, cz, cy, cx):
     return vz, vy, vx
 
 
-@njit(parallel=True, cache=True)
-def _follow_cellpose_3d(dP, active, idx, niter, dest):
+@njit(cache=True, nogil=True)
+def _follow_cellpose_3d(dP, active, idx, niter, dest, b0, b1):
     """Cellpose 3.1's 3D steps on grid coordinates in [-1, 1]; writes final flat voxel indices.
 
     Pixels are processed in blocks (independent work for the CPU to overlap); a pixel stops
@@ -122,7 +126,7 @@ def _follow_cellpose_3d(dP, active, idx, niter, dest):
     one, two, half = np.float32(1.0), np.float32(2.0), np.float32(0.5)
     sz, sy, sx = np.float32(nz - 1), np.float32(ny - 1), np.float32(nx - 1)
     cz, cy, cx = np.float32(2.0 / (nz - 1)), np.float32(2.0 / (ny - 1)), np.float32(2.0 / (nx - 1))
-    for blk in prange((idx.size + _BLOCK - 1) // _BLOCK):
+    for blk in range(b0, b1):
         j0 = blk * _BLOCK
         n = min(_BLOCK, idx.size - j0)
         g = np.empty((3, _BLOCK), np.float32)  # current position
@@ -180,13 +184,13 @@ def _sample_linear(dP, active, pz, py, px):
     return vz / five, vy / five, vx / five
 
 
-@njit(parallel=True, cache=True)
-def _follow_stable_3d(dP, active, idx, niter, gain, tol, dest):
+@njit(cache=True, nogil=True)
+def _follow_stable_3d(dP, active, idx, niter, gain, tol, dest, b0, b1):
     """Damped Euler steps ``p += gain * flow(p)`` until ``niter`` or every |step| < ``tol``."""
     nz, ny, nx = active.shape
     zero = np.float32(0.0)
     lz, ly, lx = np.float32(nz - 1), np.float32(ny - 1), np.float32(nx - 1)
-    for blk in prange((idx.size + _BLOCK - 1) // _BLOCK):
+    for blk in range(b0, b1):
         j0 = blk * _BLOCK
         n = min(_BLOCK, idx.size - j0)
         p = np.empty((3, _BLOCK), np.float32)
@@ -235,13 +239,13 @@ def _bilinear_cp(dP, active, y, x):
             _bilinear_channel(dP, active, 1, y0, y1, x0, x1, fy, fx))
 
 
-@njit(parallel=True, cache=True)
-def _follow_cellpose_2d(dP, active, idx, niter, dest):
+@njit(cache=True, nogil=True)
+def _follow_cellpose_2d(dP, active, idx, niter, dest, b0, b1):
     """Cellpose 3.1's 2D CPU steps; ``dP`` (2, 1, Y, X), ``active`` (1, Y, X); final flat indices."""
     _, ny, nx = active.shape
     zero = np.float32(0.0)
     ly, lx = np.float32(ny - 1), np.float32(nx - 1)
-    for blk in prange((idx.size + _BLOCK - 1) // _BLOCK):
+    for blk in range(b0, b1):
         j0 = blk * _BLOCK
         n = min(_BLOCK, idx.size - j0)
         p = np.empty((2, _BLOCK), np.float32)
@@ -282,13 +286,11 @@ def _histogram(dest, size):
     return h
 
 
-@njit(parallel=True, cache=True)
-def _find_seeds(h, shape):
-    """Flat indices (C order) of voxels with count > 10 that equal the max of their 5^3 window."""
+@njit(cache=True, nogil=True)
+def _seed_test(h, shape, cand, is_seed, s0, s1):
+    """``is_seed[s]`` for candidates ``s0 <= s < s1``: equal to the max of their 5^3 window."""
     nz, ny, nx = shape
-    cand = np.flatnonzero(h > 10)
-    is_seed = np.zeros(cand.size, np.bool_)
-    for s in prange(cand.size):
+    for s in range(s0, s1):
         i = cand[s]
         z, y, x = i // (ny * nx), (i // nx) % ny, i % nx
         ok = True
@@ -298,18 +300,26 @@ def _find_seeds(h, shape):
                     if h[(zz * ny + yy) * nx + xx] > h[i]:
                         ok = False
         is_seed[s] = ok
+
+
+def _find_seeds(h: np.ndarray, shape: tuple) -> np.ndarray:
+    """Flat indices (C order) of voxels with count > 10 that equal the max of their 5^3 window."""
+    cand = np.flatnonzero(h > 10)
+    is_seed = np.zeros(cand.size, np.bool_)
+    over_ranges(cand.size, lambda s0, s1: _seed_test(h, shape, cand, is_seed, s0, s1),
+                grain=1024)
     return cand[is_seed]
 
 
-@njit(parallel=True, cache=True)
-def _grow(flag, shape, seeds, out):
+@njit(cache=True, nogil=True)
+def _grow_range(flag, shape, seeds, out, s0, s1):
     """Voxels reachable from each seed in <= 5 steps of 26-connectivity through ``flag & 1``.
 
     Equals Cellpose's 5 x (3^3 max-pool, then multiply by ``h > 2``) inside the 11^3 box around
     the seed. ``out[s]`` is the seed's 11^3 box (C order) with 1 where reached.
     """
     nz, ny, nx = shape
-    for s in prange(seeds.size):
+    for s in range(s0, s1):
         i = seeds[s]
         cz, cy, cx = i // (ny * nx), (i // nx) % ny, i % nx
         m = out[s]
@@ -338,6 +348,12 @@ def _grow(flag, shape, seeds, out):
             level_end = tail
 
 
+def _grow(flag, shape, seeds, out) -> None:
+    """:func:`_grow_range` over all ``seeds``, on threads."""
+    over_ranges(seeds.size, lambda s0, s1: _grow_range(flag, shape, seeds, out, s0, s1),
+                grain=64)
+
+
 @njit(cache=True, nogil=True)
 def _paint(flag, shape, seeds, grown, first_label):
     """Write labels of grown seeds (in order: later overwrite) into bits 1.. of ``flag``."""
@@ -352,22 +368,34 @@ def _paint(flag, shape, seeds, grown, first_label):
                 flag[f] = lab | 1
 
 
-@njit(parallel=True, cache=True)
-def _lookup(flag, dest, out):
-    for j in prange(dest.size):
+@njit(cache=True, nogil=True)
+def _lookup_range(flag, dest, out, j0, j1):
+    for j in range(j0, j1):
         out[j] = flag[dest[j]] >> 1
 
 
-@njit(parallel=True, cache=True)
-def _scatter(values, idx, out):
-    for j in prange(idx.size):
+def _lookup(flag, dest, out) -> None:
+    over_ranges(dest.size, lambda j0, j1: _lookup_range(flag, dest, out, j0, j1), grain=1 << 16)
+
+
+@njit(cache=True, nogil=True)
+def _scatter_range(values, idx, out, j0, j1):
+    for j in range(j0, j1):
         out[idx[j]] = values[j]
 
 
-@njit(parallel=True, cache=True)
-def _to_flag(h):
-    for i in prange(h.size):
+def _scatter(values, idx, out) -> None:
+    over_ranges(idx.size, lambda j0, j1: _scatter_range(values, idx, out, j0, j1), grain=1 << 16)
+
+
+@njit(cache=True, nogil=True)
+def _to_flag_range(h, i0, i1):
+    for i in range(i0, i1):
         h[i] = 1 if h[i] > 2 else 0
+
+
+def _to_flag(h) -> None:
+    over_ranges(h.size, lambda i0, i1: _to_flag_range(h, i0, i1), grain=1 << 16)
 
 
 def _seed_map(h: np.ndarray, shape: tuple, cancel=None) -> int:
@@ -419,13 +447,21 @@ def _masks_from_destinations(dest, idx, shape, max_size_fraction, cancel=None) -
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def _all_finite(a):
-    bad = 0
-    for i in prange(a.size):
+@njit(cache=True, nogil=True)
+def _count_nonfinite(a, i0, i1, bad, t):
+    n = 0
+    for i in range(i0, i1):
         if not np.isfinite(a[i]):
-            bad += 1
-    return bad == 0
+            n += 1
+    bad[t] = n
+
+
+def _all_finite(a) -> bool:
+    parts = thread_count(max(1, a.size >> 16))
+    bad = np.zeros(parts, np.int64)
+    bounds = [a.size * t // parts for t in range(parts + 1)]
+    over_threads(parts, lambda t: _count_nonfinite(a, bounds[t], bounds[t + 1], bad, t))
+    return not bad.any()
 
 
 def _validate_arrays(dP, cellprob, method) -> tuple[np.ndarray, np.ndarray]:
@@ -483,11 +519,15 @@ def _follow(dP, active, idx, niter, method, cancel=None) -> np.ndarray:
         check_cancel(cancel)
         part, out = idx[j0:j0 + _FOLLOW_CHUNK], dest[j0:j0 + _FOLLOW_CHUNK]
         if planar:
-            _follow_cellpose_2d(dP, active, part, niter, out)
+            def work(b0, b1, part=part, out=out):
+                _follow_cellpose_2d(dP, active, part, niter, out, b0, b1)
         elif method == "cellpose":
-            _follow_cellpose_3d(dP, active, part, niter, out)
+            def work(b0, b1, part=part, out=out):
+                _follow_cellpose_3d(dP, active, part, niter, out, b0, b1)
         else:
-            _follow_stable_3d(dP, active, part, niter, _STABLE_GAIN, _STABLE_TOL, out)
+            def work(b0, b1, part=part, out=out):
+                _follow_stable_3d(dP, active, part, niter, _STABLE_GAIN, _STABLE_TOL, out, b0, b1)
+        over_ranges((part.size + _BLOCK - 1) // _BLOCK, work)
     return dest
 
 

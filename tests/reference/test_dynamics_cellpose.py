@@ -65,8 +65,7 @@ def test_cellpose_3d_steps_equal_torch_grid_sample(vol3d):
     _, dP, cellprob = vol3d
     active = cellprob > 0
     idx = np.flatnonzero(active)
-    dest = np.empty(idx.size, np.int64)
-    dynamics._follow_cellpose_3d(dP, active, idx, 200, dest)
+    dest = dynamics._follow(dP, active, idx, 200, "cellpose")
     p = _ref(cp_dynamics.steps_interp, dP * active / 5.0, np.nonzero(active), 200).int().numpy()
     ref = np.ravel_multi_index(tuple(p), active.shape)
     assert np.mean(dest != ref) <= 1e-3
