@@ -21,7 +21,7 @@ Two integration methods (the rest of the pipeline is Cellpose 3.1's ``get_masks_
     2D: as "cellpose" (2D steps are ~1 px, within the bound; measured: no splitting).
 
 Both are parallel over pixels and give the same labels for any thread count: nogil numba kernels
-over ranges of pixels, run on Python threads (``masks._threads``; numba's threads, as
+over ranges of pixels, run on Python threads (``nucseg_rt._parallel``; numba's threads, as
 :func:`dynamics_threads` sets them). ``prange`` kernels did the same work but cost 7.5 s of
 compilation per process on first use (2026-12-07).
 Extra memory: mask (1 byte), end-point histogram (4) and labels (2-4) per voxel, 16 bytes per
@@ -43,7 +43,7 @@ from numba import njit
 
 from nucseg_rt.errors import InvalidInputError, check_cancel
 from nucseg_rt.masks import postprocess
-from nucseg_rt.masks._threads import over_ranges, over_threads, thread_count
+from nucseg_rt._parallel import over_ranges, over_threads, thread_count
 from nucseg_rt.params import DYNAMICS_METHODS, DynamicsMethod
 
 __all__ = ["compute_masks", "dynamics_threads"]

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 
 from nucseg_rt.errors import InvalidInputError
-from nucseg_rt.masks._threads import over_threads
+from nucseg_rt._parallel import over_threads
 
 __all__ = ["masks_to_flows"]
 

@@ -18,8 +18,9 @@ import math
 import numbers
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from nucseg_rt._parallel import over_ranges
 from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["resize_linear", "resize_nearest", "rescale_volume", "resize_flows_back",
@@ -336,11 +337,17 @@ def _resample_3d(x: np.ndarray, shape: tuple[int, int, int], nc: int) -> np.ndar
 # --- numba kernels -------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
-def _resize_rows(src, out, y0, y1, wy0, wy1, x0, x1, wx0, wx1):  # pragma: no cover - numba
-    """out[p] = bilinear resize of src[p]; (P, H, W, C) -> (P, Ho, Wo, C), float32 math."""
+def _resize_rows(src, out, *coords) -> None:
+    """out[p] = bilinear resize of src[p]; (P, H, W, C) -> (P, Ho, Wo, C), float32 math; rows
+    on threads."""
+    over_ranges(out.shape[0] * out.shape[1], lambda k0, k1: _resize_rows_k(src, out, *coords, k0, k1),
+                grain=16)
+
+
+@njit(cache=True, nogil=True)
+def _resize_rows_k(src, out, y0, y1, wy0, wy1, x0, x1, wx0, wx1, k0, k1):  # pragma: no cover
     nplanes, ho, wo, nc = out.shape
-    for k in prange(nplanes * ho):
+    for k in range(k0, k1):
         p = k // ho
         dy = k - p * ho
         r0, r1, b0, b1 = y0[dy], y1[dy], wy0[dy], wy1[dy]
@@ -352,11 +359,17 @@ def _resize_rows(src, out, y0, y1, wy0, wy1, x0, x1, wx0, wx1):  # pragma: no co
                 out[p, dy, dx, c] = h0 * b0 + h1 * b1
 
 
-@njit(parallel=True, cache=True)
-def _blend_planes(src, out, z0, z1, w0, w1):  # pragma: no cover - numba
-    """out[z] = src[z0[z]] * w0[z] + src[z1[z]] * w1[z] for (Z, Y, X, C) arrays."""
+def _blend_planes(src, out, *coords) -> None:
+    """out[z] = src[z0[z]] * w0[z] + src[z1[z]] * w1[z] for (Z, Y, X, C) arrays; rows on
+    threads."""
+    over_ranges(out.shape[0] * out.shape[1], lambda k0, k1: _blend_planes_k(src, out, *coords, k0, k1),
+                grain=16)
+
+
+@njit(cache=True, nogil=True)
+def _blend_planes_k(src, out, z0, z1, w0, w1, k0, k1):  # pragma: no cover - numba
     nz, ny, nx, nc = out.shape
-    for k in prange(nz * ny):
+    for k in range(k0, k1):
         z = k // ny
         y = k - z * ny
         a, b, u, v = z0[z], z1[z], w0[z], w1[z]
@@ -365,15 +378,20 @@ def _blend_planes(src, out, z0, z1, w0, w1):  # pragma: no cover - numba
                 out[z, y, x, c] = src[a, y, x, c] * u + src[b, y, x, c] * v
 
 
-@njit(parallel=True, cache=True)
-def _resize_zyx(src, out, z0, z1, w0, w1, y0, y1, wy0, wy1, x0, x1, wx0, wx1):  # pragma: no cover
+def _resize_zyx(src, out, *coords) -> None:
     """YX bilinear of planes z0[z] and z1[z] (rounded to float32), then blended in Z.
 
     The same arithmetic as resizing every plane in YX and then resizing in Z, without
-    the intermediate volume; parallel over output rows.
+    the intermediate volume; output rows on threads.
     """
+    over_ranges(out.shape[0] * out.shape[1], lambda k0, k1: _resize_zyx_k(src, out, *coords, k0, k1),
+                grain=16)
+
+
+@njit(cache=True, nogil=True)
+def _resize_zyx_k(src, out, z0, z1, w0, w1, y0, y1, wy0, wy1, x0, x1, wx0, wx1, k0, k1):  # pragma: no cover
     nz, ny, nx, nc = out.shape
-    for k in prange(nz * ny):
+    for k in range(k0, k1):
         z = k // ny
         dy = k - z * ny
         za, zb, u, v = z0[z], z1[z], w0[z], w1[z]
@@ -388,11 +406,16 @@ def _resize_zyx(src, out, z0, z1, w0, w1, y0, y1, wy0, wy1, x0, x1, wx0, wx1):  
                 out[z, dy, dx, c] = pa * u + pb * v
 
 
-@njit(parallel=True, cache=True)
-def _gather_nearest(src, out, zi, yi, xi):  # pragma: no cover - numba
-    """out[z, y, x] = src[zi[z], yi[y], xi[x]] for (P, H, W) arrays."""
+def _gather_nearest(src, out, zi, yi, xi) -> None:
+    """out[z, y, x] = src[zi[z], yi[y], xi[x]] for (P, H, W) arrays; rows on threads."""
+    over_ranges(out.shape[0] * out.shape[1],
+                lambda k0, k1: _gather_nearest_k(src, out, zi, yi, xi, k0, k1), grain=16)
+
+
+@njit(cache=True, nogil=True)
+def _gather_nearest_k(src, out, zi, yi, xi, k0, k1):  # pragma: no cover - numba
     nz, ny, nx = out.shape
-    for k in prange(nz * ny):
+    for k in range(k0, k1):
         z = k // ny
         y = k - z * ny
         sz, sy = zi[z], yi[y]
