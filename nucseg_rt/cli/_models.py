@@ -198,7 +198,7 @@ def info(
         help="With --probe: seconds of timing per setting.", metavar="S")] = 1.5,
     debug: DebugOpt = False,
 ) -> None:
-    """Versions, execution providers, registry location, numba threading layer."""
+    """Versions, execution providers, registry location, mask-stage threads."""
     from nucseg_rt.errors import InvalidInputError
 
     if probe:

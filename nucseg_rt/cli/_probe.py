@@ -8,7 +8,7 @@ __all__ = ["environment", "print_probe", "backend_rows"]
 
 
 def environment() -> list[tuple[str, str]]:
-    """(name, value) rows: versions, providers, registry, numba threading layer."""
+    """(name, value) rows: versions, providers, registry, the mask stage's threads."""
     from importlib import metadata
 
     import onnxruntime
@@ -27,7 +27,7 @@ def environment() -> list[tuple[str, str]]:
     home = registry.registry_home()
     rows.append(("registry", f"{home}" + ("" if home.exists() else " (not created yet)")))
     rows.append(("models", ", ".join(r.name for r in registry.list_models()) or "none"))
-    rows.append(("numba threading layer", _numba_threading()))
+    rows.append(("mask-stage threads", _mask_threads()))
     return rows
 
 
@@ -87,15 +87,9 @@ def _print_tiles(result, threads: int) -> None:
         print("tile size: 224 (Cellpose's) is within 10% of the fastest per pixel here")
 
 
-def _numba_threading() -> str:
+def _mask_threads() -> str:
+    """The threads of the numba kernels (resampling, dynamics, postprocessing): Python threads
+    over nogil kernels, as many as numba's thread count (``--threads`` sets it per run)."""
     import numba
 
-    @numba.njit(parallel=True, cache=False)
-    def probe(n):
-        total = 0
-        for i in numba.prange(n):
-            total += i
-        return total
-
-    probe(8)
-    return f"{numba.threading_layer()} ({numba.get_num_threads()} threads)"
+    return f"{numba.get_num_threads()} (numba's thread count; --threads sets it per run)"

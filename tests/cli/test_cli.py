@@ -214,7 +214,7 @@ def test_info(_isolated_registry):
     proc = run_cli("info")
     assert proc.returncode == 0, proc.stderr
     for text in ("nucseg-rt", "onnxruntime providers", "CPUExecutionProvider",
-                 f"registry: {_isolated_registry}", "numba threading layer", "numpy"):
+                 f"registry: {_isolated_registry}", "mask-stage threads", "numpy"):
         assert text in proc.stdout
 
 
