@@ -123,17 +123,19 @@ def model_agreement(metadata: dict[str, str] | None) -> dict[str, float]:
 
 
 def _cannot_run(backend: str, precision: str) -> str | None:
-    """Why ``backend``/``precision`` cannot run here (None: it can). Cheap when OpenVINO is
-    missing (no import)."""
+    """Why ``backend``/``precision`` cannot run here (None: it can). OpenVINO is not imported
+    where the CPU flags answer (Linux): ``auto`` asks this on every run, small ones too."""
     if backend == "openvino":
         import importlib.util
 
         if importlib.util.find_spec("openvino") is None:
             return "OpenVINO is not installed (the openvino extra)"
-        from nucseg_rt.network._openvino import cpu_supports_bf16
+        from nucseg_rt.network._openvino import cpu_flags_bf16, cpu_supports_bf16
 
-        if precision == "bf16" and not cpu_supports_bf16():
-            return "the CPU has no native bf16"
+        if precision == "bf16":
+            native = cpu_flags_bf16()
+            if not (cpu_supports_bf16() if native is None else native):
+                return "the CPU has no native bf16"
     return None
 
 
@@ -287,8 +289,9 @@ class EngineOptions:
                 raise InvalidInputError("`backend` 'openvino' runs on the CPU only; use `device` "
                                         "'cpu' or 'auto', or `backend` 'onnxruntime' for CUDA",
                                         param=("backend", "device"))
-            openvino_core()
-            check_openvino_precision(self.precision)
+            if not self.floor:  # under auto's floor: checked when the first large pass needs it
+                openvino_core()
+                check_openvino_precision(self.precision)
             return list(OPENVINO_PROVIDERS)
         providers = select_providers(self.device)
         check_precision(self.precision, providers)
@@ -500,9 +503,24 @@ class Engine:
             self._check_open()
             if self._large is None:
                 logger.info("network: a pass of %s: %s", _mpx(pixels), self.backend)
-                self._large = _Lane(self._path, self._ortho_path, choice=self.backend,
-                                    options=self._options, providers=self._providers)
+                self._large = self._start_large()
             return self._large
+
+    def _start_large(self) -> _Lane:
+        """The OpenVINO lane of auto's size rule; if OpenVINO refuses to start here after all
+        (the checks at construction did not import it), onnxruntime fp32, with a warning."""
+        from nucseg_rt.errors import MissingDependencyError, ModelFormatError
+        from nucseg_rt.network._openvino import check_openvino_precision
+
+        try:
+            check_openvino_precision(self.backend.precision)
+            return _Lane(self._path, self._ortho_path, choice=self.backend,
+                         options=self._options, providers=self._providers)
+        except (InvalidInputError, MissingDependencyError, ModelFormatError) as exc:
+            logger.warning("OpenVINO did not start (%s); running onnxruntime fp32", exc)
+            choice = BackendChoice("onnxruntime", "fp32", f"auto: OpenVINO did not start ({exc})")
+            return _Lane(self._path, self._ortho_path, choice=choice, options=self._options,
+                         providers=select_providers("cpu"))
 
     def _tiling(self, lane: _Lane) -> dict:
         return dict(batch_size=self.batch_size, bsize=self.bsize, tile_overlap=self.tile_overlap,

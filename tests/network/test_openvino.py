@@ -59,6 +59,7 @@ def test_auto_rule_needs_measured_agreement_an_engine_and_the_cpu(monkeypatch):
 
     assert engine.AUTO_CANDIDATES == (("openvino", "bf16"),)  # measured faster (docs/benchmarks.md)
     monkeypatch.setattr(_openvino, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(_openvino, "cpu_flags_bf16", lambda: None)  # not Linux: OpenVINO asked
     real_find = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "openvino" else real_find(name, *a))
@@ -78,14 +79,34 @@ def test_auto_rule_needs_measured_agreement_an_engine_and_the_cpu(monkeypatch):
                         lambda device: [("CUDAExecutionProvider", {}), "CPUExecutionProvider"])
     c = resolve_backend("auto", "fp32", agreement={"openvino/bf16": 1.0}, device="auto")
     assert c.backend == "onnxruntime" and "CUDA" in c.reason
-    # no native bf16, or no OpenVINO
+    # no native bf16 (by OpenVINO where the CPU flags are not readable, else by the flags), or
+    # no OpenVINO
     monkeypatch.setattr(_openvino, "cpu_supports_bf16", lambda: False)
+    c = resolve_backend("auto", "fp32", agreement={"openvino/bf16": 1.0}, **cpu)
+    assert c.backend == "onnxruntime" and "no native bf16" in c.reason
+    monkeypatch.setattr(_openvino, "cpu_flags_bf16", lambda: True)
+    assert resolve_backend("auto", "fp32", agreement={"openvino/bf16": 1.0}, **cpu).backend \
+        == "openvino"
+    monkeypatch.setattr(_openvino, "cpu_flags_bf16", lambda: False)
     c = resolve_backend("auto", "fp32", agreement={"openvino/bf16": 1.0}, **cpu)
     assert c.backend == "onnxruntime" and "no native bf16" in c.reason
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "openvino" else real_find(name, *a))
     c = resolve_backend("auto", "fp32", agreement={"openvino/bf16": 1.0}, **cpu)
     assert c.backend == "onnxruntime" and "not installed" in c.reason
+
+
+def test_cpu_flags_bf16_reads_the_kernel_flags(tmp_path):
+    from nucseg_rt.network._openvino import cpu_flags_bf16
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_flags_bf16(str(info)) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")
+    assert cpu_flags_bf16(str(info)) is True
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_vnni\n")
+    assert cpu_flags_bf16(str(info)) is False
+    assert cpu_flags_bf16(str(tmp_path / "missing")) is None
 
 
 def test_model_agreement_metadata():
@@ -318,6 +339,43 @@ def test_floor_runs_small_passes_on_onnxruntime_and_large_ones_on_openvino(ov, t
     assert all(net.closed for lane in lanes for net in lane.nets)
     with pytest.raises(ClosedError):
         seg.engine.lane_for(10**9)
+
+
+def test_auto_small_run_never_imports_openvino(ov, tmp_path, tiny_onnx_factory):
+    """A run whose passes are all under the floor pays nothing for OpenVINO: not even its
+    import (0.2 s), in a new process."""
+    from nucseg_rt.network._openvino import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16")
+    model = tiny_onnx_factory(tmp_path / "measured.onnx",
+                              metadata={"agreement": '{"openvino/bf16": 0.995}'})
+    code = ("import sys, numpy as np; from nucseg_rt import Segmenter; "
+            f"seg = Segmenter({str(model)!r}, device='cpu', use_probe=False); "
+            "r = seg.segment(np.random.default_rng(0).random((8, 64, 64)), anisotropy=1.0, "
+            "diameter=30.0); print(seg.backend, 'openvino' in sys.modules); seg.close()")
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["openvino", "False"], out.stderr
+
+
+def test_a_large_pass_falls_back_to_onnxruntime_if_openvino_will_not_start(
+        ov, monkeypatch, tiny_onnx_model, caplog):
+    from nucseg_rt.network import _openvino
+
+    def refuse(precision):
+        raise InvalidInputError("no bf16 after all", param="precision")
+
+    monkeypatch.setattr(_openvino, "check_openvino_precision", refuse)
+    options = EngineOptions(device="cpu", backend="openvino", precision="bf16", floor=1,
+                            use_probe=False)
+    with Segmenter(tiny_onnx_model, engine=options) as seg:
+        with caplog.at_level("WARNING", logger="nucseg_rt"):
+            res = seg.segment(blob_volume(), anisotropy=1.0, diameter=30.0)
+        assert res.info["network"] == ("onnxruntime fp32 (auto: OpenVINO did not start "
+                                       "(no bf16 after all))")
+        assert "OpenVINO did not start" in caplog.text
 
 
 def test_floor_is_for_openvino_and_part_of_the_labels_key():
