@@ -101,9 +101,11 @@ AUTO_CANDIDATES: tuple[tuple[str, str], ...] = (("openvino", "bf16"),)
 #: ``"auto"``'s size rule: a network pass (one call of the volume's views, or of a few planes)
 #: over fewer input pixels than this runs on onnxruntime fp32 even where a candidate was picked.
 #: OpenVINO's start-up in a new process (import, compiling the model, first call per tile
-#: shape) is a fixed cost that small passes do not earn back; measured in
-#: ``benchmarks/auto_floor.py`` (docs/benchmarks.md).
-AUTO_FLOOR = 8_000_000
+#: shape) is a fixed cost that small passes do not earn back. Measured with
+#: ``benchmarks/auto_floor.py`` (2026-12-07, docs/benchmarks.md; bundled model, one new process
+#: per run, 2 cores): OpenVINO bf16 took 0.86x / 0.98x onnxruntime fp32's speed at 0.20 / 0.66
+#: Mpx, and was faster at every size from 1.57 Mpx (1.11x) to 18.9 Mpx (1.45x).
+AUTO_FLOOR = 1_500_000
 #: The agreement with fp32 masks (AP@0.5, mean over the held-out settings) a faster run needs.
 FAITHFUL_AP50 = 0.99
 

@@ -296,7 +296,7 @@ def test_auto_runs_bf16_for_a_model_measured_faithful(ov, tmp_path, tiny_onnx_fa
     proc = run_cli("segment", vol, "--model", model, "--diameter", "30", "--threads", "1",
                    "--out-dir", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
-    assert ("network: openvino bf16 for passes of 8 Mpx or more, onnxruntime fp32 below (auto: "
+    assert ("network: openvino bf16 for passes of 1.5 Mpx or more, onnxruntime fp32 below (auto: "
             "faster, and its masks agree with fp32 at AP@0.5 0.995 >= 0.99") in proc.stdout
     proc = run_cli("segment", vol, "--model", tiny_onnx_factory(tmp_path / "unmeasured.onnx"),
                    "--diameter", "30", "--threads", "1", "--out-dir", tmp_path / "out2")
@@ -309,7 +309,7 @@ def test_auto_runs_bf16_for_a_model_measured_faithful(ov, tmp_path, tiny_onnx_fa
         res = seg.segment(blob_volume(), anisotropy=1.0, diameter=30.0)
         assert res.masks.max() == 4
         # a small volume's pass runs on onnxruntime: no OpenVINO net was made
-        assert res.info["network"].startswith("onnxruntime fp32 (auto: a pass under 8 Mpx")
+        assert res.info["network"].startswith("onnxruntime fp32 (auto: a pass under 1.5 Mpx")
         assert seg.engine._large is None and seg.engine.nets[0].providers != ["OpenVINO CPU"]
     with Segmenter(model, device="cpu", backend="onnxruntime", use_probe=False) as seg:
         assert (seg.backend, seg.precision) == ("onnxruntime", "fp32")
