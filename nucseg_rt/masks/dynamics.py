@@ -41,9 +41,9 @@ import numba
 import numpy as np
 from numba import njit
 
+from nucseg_rt._parallel import over_ranges
 from nucseg_rt.errors import InvalidInputError, check_cancel
 from nucseg_rt.masks import postprocess
-from nucseg_rt._parallel import over_ranges, over_threads, thread_count
 from nucseg_rt.params import DYNAMICS_METHODS, DynamicsMethod
 
 __all__ = ["compute_masks", "dynamics_threads"]
@@ -448,20 +448,18 @@ def _masks_from_destinations(dest, idx, shape, max_size_fraction, cancel=None) -
 # public API
 # --------------------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _count_nonfinite(a, i0, i1, bad, t):
+def _count_nonfinite(a, i0, i1):
     n = 0
     for i in range(i0, i1):
         if not np.isfinite(a[i]):
             n += 1
-    bad[t] = n
+    return n
 
 
 def _all_finite(a) -> bool:
-    parts = thread_count(max(1, a.size >> 16))
-    bad = np.zeros(parts, np.int64)
-    bounds = [a.size * t // parts for t in range(parts + 1)]
-    over_threads(parts, lambda t: _count_nonfinite(a, bounds[t], bounds[t + 1], bad, t))
-    return not bad.any()
+    bad = []  # one count per part (list.append is atomic)
+    over_ranges(a.size, lambda i0, i1: bad.append(_count_nonfinite(a, i0, i1)), grain=1 << 16)
+    return not any(bad)
 
 
 def _validate_arrays(dP, cellprob, method) -> tuple[np.ndarray, np.ndarray]:
@@ -515,18 +513,16 @@ def _follow(dP, active, idx, niter, method, cancel=None) -> np.ndarray:
     planar = active.ndim == 2
     if planar:
         dP, active = dP[:, None], active[None]
+    kernel, extra = ((_follow_cellpose_2d, ()) if planar else
+                     (_follow_cellpose_3d, ()) if method == "cellpose" else
+                     (_follow_stable_3d, (_STABLE_GAIN, _STABLE_TOL)))
     for j0 in range(0, idx.size, _FOLLOW_CHUNK):
         check_cancel(cancel)
         part, out = idx[j0:j0 + _FOLLOW_CHUNK], dest[j0:j0 + _FOLLOW_CHUNK]
-        if planar:
-            def work(b0, b1, part=part, out=out):
-                _follow_cellpose_2d(dP, active, part, niter, out, b0, b1)
-        elif method == "cellpose":
-            def work(b0, b1, part=part, out=out):
-                _follow_cellpose_3d(dP, active, part, niter, out, b0, b1)
-        else:
-            def work(b0, b1, part=part, out=out):
-                _follow_stable_3d(dP, active, part, niter, _STABLE_GAIN, _STABLE_TOL, out, b0, b1)
+
+        def work(b0, b1, part=part, out=out):
+            kernel(dP, active, part, niter, *extra, out, b0, b1)
+
         over_ranges((part.size + _BLOCK - 1) // _BLOCK, work)
     return dest
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from nucseg_rt.errors import InvalidInputError
 from nucseg_rt._parallel import over_threads
+from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["masks_to_flows"]
 

@@ -12,8 +12,8 @@ import numbers
 import numpy as np
 from numba import njit
 
-from nucseg_rt.errors import InvalidInputError
 from nucseg_rt._parallel import over_ranges, over_threads, thread_count
+from nucseg_rt.errors import InvalidInputError
 
 __all__ = ["renumber", "fill_holes_and_remove_small_masks", "remove_small_masks", "flow_errors",
            "remove_bad_flow_masks"]

@@ -8,6 +8,7 @@ sessions.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -520,9 +521,11 @@ class Engine:
                          options=self._options, providers=self._providers)
         except (InvalidInputError, MissingDependencyError, ModelFormatError) as exc:
             logger.warning("OpenVINO did not start (%s); running onnxruntime fp32", exc)
-            choice = BackendChoice("onnxruntime", "fp32", f"auto: OpenVINO did not start ({exc})")
-            return _Lane(self._path, self._ortho_path, choice=choice, options=self._options,
-                         providers=select_providers("cpu"))
+            # the onnxruntime fp32 nets of the small passes, reported with this reason
+            fallback = copy.copy(self._first)
+            fallback.choice = BackendChoice("onnxruntime", "fp32",
+                                            f"auto: OpenVINO did not start ({exc})")
+            return fallback
 
     def _tiling(self, lane: _Lane) -> dict:
         return dict(batch_size=self.batch_size, bsize=self.bsize, tile_overlap=self.tile_overlap,
@@ -618,8 +621,9 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
-        for lane in {id(lane): lane for lane in (self._first, self._large) if lane}.values():
-            lane.close()
+        for lane in (self._first, self._large):  # closing twice is harmless (a shared lane)
+            if lane is not None:
+                lane.close()
 
     def __enter__(self) -> Engine:
         return self

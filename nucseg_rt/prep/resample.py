@@ -55,7 +55,7 @@ def resize_linear(arr: np.ndarray, Ly: int, Lx: int, *, channels_last: bool = Tr
     src = np.ascontiguousarray(src, dtype=np.float32).reshape((-1, ny, nx, nc))
     out = np.empty((src.shape[0], Ly, Lx, nc), np.float32)
     exact = _exact_coords(nc, ny, nx)
-    _resize_rows(src, out, *_linear_coords(ny, Ly, exact), *_linear_coords(nx, Lx, exact))
+    _over_rows(_resize_rows, src, out, *_linear_coords(ny, Ly, exact), *_linear_coords(nx, Lx, exact))
     out = out.reshape(lead + (Ly, Lx, nc))
     return out[..., 0] if no_channels else out
 
@@ -84,7 +84,7 @@ def resize_nearest(labels: np.ndarray, Ly: int, Lx: int) -> np.ndarray:
     src = np.ascontiguousarray(labels).reshape((-1, ny, nx))
     out = np.empty((src.shape[0], Ly, Lx), labels.dtype)
     planes = np.arange(src.shape[0], dtype=np.int64)
-    _gather_nearest(src, out, planes, _nearest_index(ny, Ly), _nearest_index(nx, Lx))
+    _over_rows(_gather_nearest, src, out, planes, _nearest_index(ny, Ly), _nearest_index(nx, Lx))
     return out.reshape(lead + (Ly, Lx))
 
 
@@ -213,8 +213,8 @@ def _resize_labels(labels, shape_zyx, index) -> np.ndarray:
     if labels.shape == shape:
         return labels
     out = np.empty(shape, labels.dtype)
-    _gather_nearest(np.ascontiguousarray(labels), out,
-                    *[index(n_in, n_out) for n_in, n_out in zip(labels.shape, shape)])
+    _over_rows(_gather_nearest, np.ascontiguousarray(labels), out,
+               *[index(n_in, n_out) for n_in, n_out in zip(labels.shape, shape)])
     return out
 
 
@@ -323,29 +323,30 @@ def _resample_3d(x: np.ndarray, shape: tuple[int, int, int], nc: int) -> np.ndar
         exact = _exact_coords(nc, Y, X)
         yx = _linear_coords(Y, ny, exact) + _linear_coords(X, nx, exact)
         if nz == Z:
-            _resize_rows(x, out, *yx)
+            _over_rows(_resize_rows, x, out, *yx)
             return out
     # Cellpose resizes (Z, X', C) planes to (Z', X') here, so OpenCV's precision rule uses Z, X'.
     z0, z1, w0, w1 = _linear_coords(Z, nz, _exact_coords(nc, Z, nx))
     if yx is None:
-        _blend_planes(x, out, z0, z1, w0, w1)
+        _over_rows(_blend_planes, x, out, z0, z1, w0, w1)
     else:
-        _resize_zyx(x, out, z0, z1, w0, w1, *yx)
+        _over_rows(_resize_zyx, x, out, z0, z1, w0, w1, *yx)
     return out
 
 
 # --- numba kernels -------------------------------------------------------------------------
 
 
-def _resize_rows(src, out, *coords) -> None:
-    """out[p] = bilinear resize of src[p]; (P, H, W, C) -> (P, Ho, Wo, C), float32 math; rows
-    on threads."""
-    over_ranges(out.shape[0] * out.shape[1], lambda k0, k1: _resize_rows_k(src, out, *coords, k0, k1),
+def _over_rows(kernel, src, out, *args) -> None:
+    """``kernel(src, out, *args, k0, k1)`` over the output rows ``k`` (``out.shape[0] *
+    out.shape[1]`` of them), on threads."""
+    over_ranges(out.shape[0] * out.shape[1], lambda k0, k1: kernel(src, out, *args, k0, k1),
                 grain=16)
 
 
 @njit(cache=True, nogil=True)
-def _resize_rows_k(src, out, y0, y1, wy0, wy1, x0, x1, wx0, wx1, k0, k1):  # pragma: no cover
+def _resize_rows(src, out, y0, y1, wy0, wy1, x0, x1, wx0, wx1, k0, k1):  # pragma: no cover
+    """out[p] = bilinear resize of src[p]; (P, H, W, C) -> (P, Ho, Wo, C), float32 math."""
     nplanes, ho, wo, nc = out.shape
     for k in range(k0, k1):
         p = k // ho
@@ -359,15 +360,9 @@ def _resize_rows_k(src, out, y0, y1, wy0, wy1, x0, x1, wx0, wx1, k0, k1):  # pra
                 out[p, dy, dx, c] = h0 * b0 + h1 * b1
 
 
-def _blend_planes(src, out, *coords) -> None:
-    """out[z] = src[z0[z]] * w0[z] + src[z1[z]] * w1[z] for (Z, Y, X, C) arrays; rows on
-    threads."""
-    over_ranges(out.shape[0] * out.shape[1], lambda k0, k1: _blend_planes_k(src, out, *coords, k0, k1),
-                grain=16)
-
-
 @njit(cache=True, nogil=True)
-def _blend_planes_k(src, out, z0, z1, w0, w1, k0, k1):  # pragma: no cover - numba
+def _blend_planes(src, out, z0, z1, w0, w1, k0, k1):  # pragma: no cover - numba
+    """out[z] = src[z0[z]] * w0[z] + src[z1[z]] * w1[z] for (Z, Y, X, C) arrays."""
     nz, ny, nx, nc = out.shape
     for k in range(k0, k1):
         z = k // ny
@@ -378,18 +373,13 @@ def _blend_planes_k(src, out, z0, z1, w0, w1, k0, k1):  # pragma: no cover - num
                 out[z, y, x, c] = src[a, y, x, c] * u + src[b, y, x, c] * v
 
 
-def _resize_zyx(src, out, *coords) -> None:
+@njit(cache=True, nogil=True)
+def _resize_zyx(src, out, z0, z1, w0, w1, y0, y1, wy0, wy1, x0, x1, wx0, wx1, k0, k1):  # pragma: no cover
     """YX bilinear of planes z0[z] and z1[z] (rounded to float32), then blended in Z.
 
     The same arithmetic as resizing every plane in YX and then resizing in Z, without
-    the intermediate volume; output rows on threads.
+    the intermediate volume.
     """
-    over_ranges(out.shape[0] * out.shape[1], lambda k0, k1: _resize_zyx_k(src, out, *coords, k0, k1),
-                grain=16)
-
-
-@njit(cache=True, nogil=True)
-def _resize_zyx_k(src, out, z0, z1, w0, w1, y0, y1, wy0, wy1, x0, x1, wx0, wx1, k0, k1):  # pragma: no cover
     nz, ny, nx, nc = out.shape
     for k in range(k0, k1):
         z = k // ny
@@ -406,14 +396,9 @@ def _resize_zyx_k(src, out, z0, z1, w0, w1, y0, y1, wy0, wy1, x0, x1, wx0, wx1, 
                 out[z, dy, dx, c] = pa * u + pb * v
 
 
-def _gather_nearest(src, out, zi, yi, xi) -> None:
-    """out[z, y, x] = src[zi[z], yi[y], xi[x]] for (P, H, W) arrays; rows on threads."""
-    over_ranges(out.shape[0] * out.shape[1],
-                lambda k0, k1: _gather_nearest_k(src, out, zi, yi, xi, k0, k1), grain=16)
-
-
 @njit(cache=True, nogil=True)
-def _gather_nearest_k(src, out, zi, yi, xi, k0, k1):  # pragma: no cover - numba
+def _gather_nearest(src, out, zi, yi, xi, k0, k1):  # pragma: no cover - numba
+    """out[z, y, x] = src[zi[z], yi[y], xi[x]] for (P, H, W) arrays."""
     nz, ny, nx = out.shape
     for k in range(k0, k1):
         z = k // ny
