@@ -62,10 +62,15 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
 11. ``wide2``: as stage 10, with only the two deepest levels widened, in multiples of 16
     (``nbase`` 2,16,32,80,160): its whole pipeline, grown and untrained, ran 1.23x / 1.20x
     slower than stage 9's at 14 / 30 px nuclei (item 5 allows 1.5x; stage 10 ran 2.0-2.2x).
-    Started 2026-12-07 (seed 10).
+    Run once (2026-12-07, 32 epochs in 99 minutes): held-out mean AP@0.5 0.838 with stage 7's
+    defaults (thin stacks 0.821 / 0.863, crops 0.812), not shipped yet (models/README.md);
 
-With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide2``, then
-``wide``, ..., ``main``, else ``base``), is
+12. ``wide3``: a cosine cycle from stage 11 at a lower learning rate with the hard share moved
+    to thin stacks and border-cut crops (45 % each, crowded 30 %; real-texture half of each
+    batch, seed 11), the two settings still under 0.85. Started 2026-12-07.
+
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide3``, then
+``wide2``, ``wide``, ..., ``main``, else ``base``), is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.
@@ -120,6 +125,10 @@ STAGES = {
                             "--lr", "5e-4", "--warmup-steps", "150", *MAIN_SYNTH, "--seed", "10",
                             "--real-weight", "0.2", "--realtex-volumes", "56", "--realtex-weight", "0.45",
                             "--realtex-hard", "0.3,0.3,0.3"]),
+    "wide3": ("nuclei_3d", ["--pretrained", "{wide2}", "--nbase", "2,16,32,80,160", "--epochs", "36",
+                            "--lr", "3e-4", "--warmup-steps", "100", *MAIN_SYNTH, "--seed", "11",
+                            "--real-weight", "0.2", "--realtex-volumes", "64", "--realtex-weight", "0.5",
+                            "--realtex-hard", "0.45,0.45,0.3"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",
