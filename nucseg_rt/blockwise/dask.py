@@ -87,8 +87,9 @@ def open_client(scheduler: str, *, workers: int | None = None,
                                                processes=True, dashboard_address=None)
         with cluster, distributed.Client(cluster) as client:
             client.run(_drop_heartbeat_race)
-            logger.info("dask: started a LocalCluster of %d workers at %s", workers or 2,
-                        cluster.scheduler_address)
+            n = workers or 2
+            logger.info("dask: started a LocalCluster of %d worker%s at %s", n,
+                        "" if n == 1 else "s", cluster.scheduler_address)
             yield client
         return
     try:

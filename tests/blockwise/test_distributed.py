@@ -75,7 +75,7 @@ def test_heartbeat_race_filter_drops_only_that_record():
 
 def test_local_cluster_equals_in_process(tmp_path):
     _, aniso = block_volume("iso")
-    block = "48"
+    block = "64"  # 4 blocks over 2 workers (48: 9 blocks, the in-process tests)
     expected_res, expected = blockwise_masks("iso", block)
     seen = []
     with nd.open_client("local", workers=2) as client:

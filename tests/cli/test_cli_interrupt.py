@@ -82,8 +82,10 @@ def _check(code, stdout, stderr, out, expected):
     return len(written)
 
 
-def test_ctrl_c_at_ten_moments(work, tmp_path):
-    """Start-up, reading, the network's three views, the dynamics, writing: 10 seeded moments.
+def test_ctrl_c_at_six_moments(work, tmp_path):
+    """Start-up, reading, the network's three views, the dynamics, writing: six moments evenly
+    spread over the run (10-85 %; the ten seeded random moments used before all fell within
+    34-74 %, and took twice the time).
 
     The moments are fractions of an uninterrupted run of the same batch, timed first: fixed
     delays let a fast, idle machine finish all files before the signal (exit 0)."""
@@ -94,7 +96,7 @@ def test_ctrl_c_at_ten_moments(work, tmp_path):
                            "--out-dir", str(tmp_path / "full")], capture_output=True, text=True)
     seconds = time.monotonic() - t0
     assert full.returncode == 0, full.stderr[-2000:]
-    for k, fraction in enumerate(sorted(np.random.default_rng(14).uniform(0.05, 0.85, 10))):
+    for k, fraction in enumerate(np.linspace(0.1, 0.85, 6)):
         out = tmp_path / f"out{k}"
         _check(*_interrupt(args, fraction * seconds, out), out, expected)
 
@@ -115,7 +117,7 @@ def test_ctrl_c_in_a_dask_run(work, tmp_path):
     out = tmp_path / "out"
     code, stdout, stderr = _interrupt(
         [*files[:2], "--model", model, "--diameter", "30", "--block-size", "64",
-         "--scheduler", "local", "--workers", "2"], 0.5, out, group=True,
+         "--scheduler", "local", "--workers", "1"], 0.5, out, group=True,
         after_first="*.blocks/block_*.npz")  # while the cluster computes blocks
     assert code == 130, (code, stderr[-2000:])
     assert "Traceback" not in stderr and "terminate called" not in stderr
