@@ -84,6 +84,11 @@ class BackendChoice:
         return BackendChoice("onnxruntime", "fp32", f"auto: a pass under {_mpx(self.floor)}, "
                              "where OpenVINO's start-up costs more than it saves")
 
+    def above_floor(self) -> BackendChoice:
+        """What a pass at or above :attr:`floor` runs: this engine, with the rule in its reason."""
+        return BackendChoice(self.backend, self.precision,
+                             f"a pass of {_mpx(self.floor)} or more; {self.reason}")
+
 
 def _mpx(pixels: int) -> str:
     return f"{pixels / 1e6:g} Mpx"
@@ -517,7 +522,7 @@ class Engine:
 
         try:
             check_openvino_precision(self.backend.precision)
-            return _Lane(self._path, self._ortho_path, choice=self.backend,
+            return _Lane(self._path, self._ortho_path, choice=self.backend.above_floor(),
                          options=self._options, providers=self._providers)
         except (InvalidInputError, MissingDependencyError, ModelFormatError) as exc:
             logger.warning("OpenVINO did not start (%s); running onnxruntime fp32", exc)
