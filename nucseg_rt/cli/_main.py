@@ -42,7 +42,20 @@ def run(argv: list[str] | None = None, *, last: bool = False) -> int:
             code = 130
         if code == 130:
             state.interrupted()
+    if last:
+        _forget_keyboard_interrupt()
     return code
+
+
+def _forget_keyboard_interrupt() -> None:
+    """Clear CPython's "unhandled KeyboardInterrupt" flag before the process ends.
+
+    CPython sets that flag when a KeyboardInterrupt leaves code run from a string (``exec`` of
+    source text, as ``dataclasses`` and ``typing`` do while modules import) and, at exit, kills
+    the process by SIGINT if it is still set, even though the interrupt was caught and handled
+    further up (here: exit 130 with one ``interrupted`` line became a death by the signal, -2,
+    for a Ctrl-C during the command's imports). Running source text resets the flag."""
+    exec("pass", {})  # noqa: S102 - a constant; resets the flag (CPython's run_eval_code_obj)
 
 
 @contextlib.contextmanager

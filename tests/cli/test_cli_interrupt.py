@@ -165,6 +165,37 @@ def test_ctrl_c_after_the_command_returned(inside):
     assert proc.stdout.startswith("nucseg-rt ")
 
 
+#: A Ctrl-C whose KeyboardInterrupt leaves code run from source text (``exec``, as
+#: ``dataclasses`` does while the command's modules import), caught by the command line: CPython
+#: remembered it as unhandled and killed the process by SIGINT at exit (-2) after the
+#: ``interrupted`` line (seen at 36-41 % of a run in the Ctrl-C moments test)
+_CTRL_C_IN_EXEC = """
+import sys
+import nucseg_rt.cli._main as cli_main
+from nucseg_rt.cli import main
+
+def dispatch(argv, state):
+    try:
+        exec("raise KeyboardInterrupt", {})
+    except KeyboardInterrupt:
+        return 130
+
+cli_main._dispatch = dispatch
+sys.exit(main(["--version"]))
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "-m"])
+def test_ctrl_c_caught_inside_source_text_exits_130(tmp_path, how):
+    script = tmp_path / "ctrl_c_in_exec.py"
+    script.write_text(_CTRL_C_IN_EXEC)
+    argv = ([sys.executable, str(script)] if how == "script" else
+            [sys.executable, "-m", "ctrl_c_in_exec"])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    assert proc.stderr.splitlines() == ["interrupted"], proc.stderr
+
+
 def test_ctrl_c_in_a_time_lapse_then_resume(tmp_path):
     """Ctrl-C after the first stored frame: exit 130, no output yet, the finished frames kept;
     the same command again resumes at the next frame and writes what an uninterrupted run does."""
