@@ -82,12 +82,12 @@ def open_client(scheduler: str, *, workers: int | None = None,
         validate_whole("workers", workers, 1)
     distributed = _import_distributed()
     if scheduler == "local":
+        n = workers or 2
         with _workers_without_sigint():
-            cluster = distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1,
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1,
                                                processes=True, dashboard_address=None)
         with cluster, distributed.Client(cluster) as client:
             client.run(_drop_heartbeat_race)
-            n = workers or 2
             logger.info("dask: started a LocalCluster of %d worker%s at %s", n,
                         "" if n == 1 else "s", cluster.scheduler_address)
             yield client

@@ -42,13 +42,12 @@ def run(argv: list[str] | None = None, *, last: bool = False) -> int:
             code = 130
         if code == 130:
             state.interrupted()
-    if last:
-        _forget_keyboard_interrupt()
+    _forget_keyboard_interrupt()  # handled here: neither the CLI nor a program calling run dies of it
     return code
 
 
 def _forget_keyboard_interrupt() -> None:
-    """Clear CPython's "unhandled KeyboardInterrupt" flag before the process ends.
+    """Clear CPython's "unhandled KeyboardInterrupt" flag once ``run`` has handled the interrupt.
 
     CPython sets that flag when a KeyboardInterrupt leaves code run from a string (``exec`` of
     source text, as ``dataclasses`` and ``typing`` do while modules import) and, at exit, kills

@@ -181,14 +181,15 @@ def dispatch(argv, state):
         return 130
 
 cli_main._dispatch = dispatch
-sys.exit(main(["--version"]))
+sys.exit(cli_main.run(["--version"]) if EMBEDDED else main(["--version"]))
 """
 
 
-@pytest.mark.parametrize("how", ["script", "-m"])
-def test_ctrl_c_caught_inside_source_text_exits_130(tmp_path, how):
+@pytest.mark.parametrize("how, embedded", [("script", False), ("-m", False), ("-m", True)])
+def test_ctrl_c_caught_inside_source_text_exits_130(tmp_path, how, embedded):
+    """As the console script (``main``) and as a program embedding ``run`` (``last=False``)."""
     script = tmp_path / "ctrl_c_in_exec.py"
-    script.write_text(_CTRL_C_IN_EXEC)
+    script.write_text(f"EMBEDDED = {embedded}\n{_CTRL_C_IN_EXEC}")
     argv = ([sys.executable, str(script)] if how == "script" else
             [sys.executable, "-m", "ctrl_c_in_exec"])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
