@@ -176,7 +176,7 @@ def _blockwise(folder, case, block, name="masks.tif", **kw):
 
 @pytest.mark.parametrize("case, block", [
     ("iso", "64"), ("iso", "48"),  # 48: AP 0.91 with min_size 15 (block-edge specks)
-    ("iso", "12,64,64"), ("aniso2", "64")])
+    ("iso", "12,64,128"), ("aniso2", "64")])  # 12,64,128: seams in Z and Y, 4 blocks
 def test_blockwise_matches_whole_volume(case, block):
     whole = whole_masks(case)
     res, masks = blockwise_masks(case, block)
@@ -203,12 +203,6 @@ def _unmatched_sizes(a: np.ndarray, b: np.ndarray) -> list[int]:
     iou = inter / np.maximum(sa[:, None] + sb[None, :] - inter, 1)
     return ([int(sa[i]) for i in range(1, na) if iou[i, 1:].max(initial=0) < 0.5]
             + [int(sb[j]) for j in range(1, nb) if iou[1:, j].max(initial=0) < 0.5])
-
-
-def test_blockwise_is_deterministic(tmp_path):
-    _, first = blockwise_masks("iso", "48")
-    _, again = _blockwise(tmp_path, "iso", "48")
-    np.testing.assert_array_equal(first, again)
 
 
 def test_resume_computes_only_the_missing_blocks(tmp_path):

@@ -74,15 +74,15 @@ def test_heartbeat_race_filter_drops_only_that_record():
 
 
 def test_local_cluster_equals_in_process(tmp_path):
-    _, aniso = block_volume("iso")
-    block = "64"  # 4 blocks over 2 workers (48: 9 blocks, the in-process tests)
-    expected_res, expected = blockwise_masks("iso", block)
+    _, aniso = block_volume("pair")
+    block = "64"  # 2 blocks over 2 workers (the seams are the in-process tests')
+    expected_res, expected = blockwise_masks("pair", block)
     seen = []
     with nd.open_client("local", workers=2) as client:
         client.run(_count_in_worker)
         settings = large.LargeSettings(scheduler="local", workers=2)
         res = large.segment_blockwise(
-            block_tiff("iso"), tmp_path / "d.ome.zarr", bundled_segmenter(),
+            block_tiff("pair"), tmp_path / "d.ome.zarr", bundled_segmenter(),
             diameter=30.0, anisotropy=aniso, settings=settings,
             block_size=blocks.parse_block_size(block), client=client,
             progress=lambda stage, done, total: seen.append((stage, done, total)))
