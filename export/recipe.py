@@ -72,8 +72,13 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     minutes): **shipped** 2026-12-07, with its calibrated defaults (threshold -1, size filter
     10 %; models/README.md).
 
-With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide3``, then
-``wide2``, ``wide``, ..., ``main``, else ``base``), is
+13. ``wide4``: a cosine cycle from stage 12 with the synthetic share back up to 40 % (real 15 %,
+    real-texture 45 %, of its hard volumes 50 % crops; seed 12), for the synthetic stacks and the
+    crops. Run once (2026-12-07, 18 epochs in 60 minutes): synthetic back at anisotropy 1 but not
+    11.5, calibration crops lower; not shipped (models/README.md).
+
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide4``,
+``wide3``, ``wide2``, ..., ``main``, else ``base``), is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
 the mean of per-tile min/max) and the bundled index is written.

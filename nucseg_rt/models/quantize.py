@@ -157,6 +157,11 @@ CALIBRATION_ANISOTROPIES = (1.0, 4.0, 11.5)
 CALIBRATION_OPTIONS = {"CalibMovingAverage": True}
 
 
+def _diam_mean(model) -> float:
+    """The network's ``diam_mean`` (its metadata; Cellpose's 30 when absent)."""
+    return float({p.key: p.value for p in model.metadata_props}.get("diam_mean", 30.0))
+
+
 def _synthetic_volumes(seed: int, diameter: float,
                        nchan: int) -> Iterator[tuple[np.ndarray, float]]:
     """(Z, Y, X, nchan) network input and anisotropy of the seeded synthetic volumes: gray in
@@ -367,7 +372,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
     t0 = time.perf_counter()
     _, nchan = inspect_model(src)
     source = onnx.load(str(src))
-    diam_mean = float({p.key: p.value for p in source.metadata_props}.get("diam_mean", 30.0))
+    diam_mean = _diam_mean(source)
     tiles = calibration_tiles(calibration_planes(nchan, folder=calibration, seed=seed, diameter=diam_mean),
                               nchan)
 
@@ -442,13 +447,15 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
     with tempfile.TemporaryDirectory(prefix="nucseg-fp16-") as work:
         out = Path(work) / "fp16.onnx"
         onnx.save(half, str(out))
-        check = calibration_tiles(calibration_planes(nchan, seed=100, per_orientation=2), nchan)
         try:
             candidate = _session(out)
         except Exception:  # the CPU provider lacks some fp16 kernels; CUDA has them
             report = QuantReport("fp16", 0, 0, float("nan"), float("nan"), float("nan"),
                                  time.perf_counter() - t0)
         else:
+            # held-out synthetic nuclei at the scale the network runs at, as for int8
+            check = calibration_tiles(calibration_planes(nchan, seed=100, per_orientation=2,
+                                                         diameter=_diam_mean(source)), nchan)
             corr, agree, maxdiff = compare_outputs(_session(src), candidate, check)
             report = QuantReport("fp16", 0, len(check), corr, agree, maxdiff,
                                  time.perf_counter() - t0)

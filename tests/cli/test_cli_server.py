@@ -26,16 +26,26 @@ def test_two_replies_in_one_read_are_both_seen(tmp_path):
     """A child that ends before its replies are read makes the server write both first: the
     second must come from what was already received, not be waited for (seen in CI: a 300 s
     wait, then the late reply taken as the next run's)."""
+    import fcntl
+    import json
+    import struct
+    import termios
     import time
 
     from cli_server import CliServer
-    from helpers import cli_env
+    from helpers import cli_env, wait_until
 
+    def unread() -> int:  # bytes waiting in the server's reply pipe (FIONREAD: nothing consumed)
+        raw = fcntl.ioctl(server._proc.stdout.fileno(), termios.FIONREAD, b"\0" * 4)
+        return struct.unpack("i", raw)[0]
+
+    # the pid reply is at most this long, so more bytes than that mean the status reply is there
+    pid_reply = len(json.dumps({"pid": 2**22}) + "\n")  # Linux pids are below 2**22
     server = CliServer()
     try:
         server._send({"argv": ["--version"], "env": cli_env(), "cwd": str(tmp_path),
                       "out": str(tmp_path / "o"), "err": str(tmp_path / "e"), "hide": []})
-        time.sleep(2.0)  # the run ends: both replies are in the pipe
+        wait_until(lambda: unread() > pid_reply, "the run's end: both replies in the pipe", 30)
         t0 = time.monotonic()
         assert "pid" in server._read(10) and server._read(10) == {"status": 0}
         assert time.monotonic() - t0 < 5
