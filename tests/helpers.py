@@ -661,9 +661,9 @@ def cellpose_file_model(path, nbase):
 
 # --- blockwise data with the bundled model, cached per session ------------------------------
 
-#: name -> (iso shape, anisotropy, seed, density): ~30 px nuclei, small enough to run whole
-#: name: (shape, anisotropy, seed, density); nuclei of 30 px. "pair" is two blocks of 64 side by
-#: side (8 nuclei): the CLI and scheduler tests, which check plumbing, not seams, run on it.
+#: name -> (iso shape, anisotropy, seed, density): ~30 px nuclei, small enough to run whole.
+#: "pair" is two blocks of 64 side by side (8 nuclei): the CLI and scheduler tests, which check
+#: plumbing, not seams, run on it.
 BLOCK_CASES = {"iso": ((24, 128, 128), 1.0, 3, 0.4), "aniso2": ((48, 112, 112), 2.0, 5, 0.4),
                "pair": ((24, 64, 128), 1.0, 3, 0.5)}
 _BLOCK_TMP = Path(tempfile.mkdtemp(prefix="nucseg-blockdata-"))

@@ -157,11 +157,6 @@ CALIBRATION_ANISOTROPIES = (1.0, 4.0, 11.5)
 CALIBRATION_OPTIONS = {"CalibMovingAverage": True}
 
 
-def _diam_mean(model) -> float:
-    """The network's ``diam_mean`` (its metadata; Cellpose's 30 when absent)."""
-    return float({p.key: p.value for p in model.metadata_props}.get("diam_mean", 30.0))
-
-
 def _synthetic_volumes(seed: int, diameter: float,
                        nchan: int) -> Iterator[tuple[np.ndarray, float]]:
     """(Z, Y, X, nchan) network input and anisotropy of the seeded synthetic volumes: gray in
@@ -370,9 +365,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
     src, dst = _validate_paths(src, dst, overwrite)
     validate_whole("check_planes", check_planes, 1)
     t0 = time.perf_counter()
-    _, nchan = inspect_model(src)
+    metadata, nchan = inspect_model(src)  # checked: diam_mean > 0 is required
+    diam_mean = float(metadata["diam_mean"])
     source = onnx.load(str(src))
-    diam_mean = _diam_mean(source)
     tiles = calibration_tiles(calibration_planes(nchan, folder=calibration, seed=seed, diameter=diam_mean),
                               nchan)
 
@@ -438,7 +433,7 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
 
     src, dst = _validate_paths(src, dst, overwrite)
     t0 = time.perf_counter()
-    _, nchan = inspect_model(src)
+    metadata, nchan = inspect_model(src)
     source = onnx.load(str(src))
     half = convert_float_to_float16(onnx.ModelProto.FromString(source.SerializeToString()),
                                     keep_io_types=True, op_block_list=["Resize"])
@@ -455,7 +450,8 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
         else:
             # held-out synthetic nuclei at the scale the network runs at, as for int8
             check = calibration_tiles(calibration_planes(nchan, seed=100, per_orientation=2,
-                                                         diameter=_diam_mean(source)), nchan)
+                                                         diameter=float(metadata["diam_mean"])),
+                                      nchan)
             corr, agree, maxdiff = compare_outputs(_session(src), candidate, check)
             report = QuantReport("fp16", 0, len(check), corr, agree, maxdiff,
                                  time.perf_counter() - t0)
