@@ -77,7 +77,14 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     crops. Run once (2026-12-07, 18 epochs in 60 minutes): synthetic back at anisotropy 1 but not
     11.5, calibration crops lower; not shipped (models/README.md).
 
-With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide4``,
+14. ``wide5``: a cosine cycle from stage 12 (not 13) with stage 12's batch mix, of its hard
+    volumes 50 % crops, and two changes aimed at what the calibration set showed: the first and
+    last two planes of every axis of each real-texture volume are trained on as well
+    (``--realtex-edge-band 2``: most crop misses were dim caps of nuclei cut by the first or last
+    plane, which every-4th-plane sampling mostly skipped), and the synthetic stacks drawn twice
+    as often at anisotropy 11.5 (their remaining errors were nuclei merged across Z there).
+
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide5``, ``wide4``,
 ``wide3``, ``wide2``, ..., ``main``, else ``base``), is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
@@ -141,6 +148,11 @@ STAGES = {
                             "--lr", "2e-4", "--warmup-steps", "50", *MAIN_SYNTH, "--seed", "12",
                             "--real-weight", "0.15", "--realtex-volumes", "64", "--realtex-weight", "0.45",
                             "--realtex-hard", "0.35,0.5,0.3"]),
+    "wide5": ("nuclei_3d", ["--pretrained", "{wide3}", "--nbase", "2,16,32,80,160", "--epochs", "36",
+                            "--lr", "2.5e-4", "--warmup-steps", "50", *MAIN_SYNTH, "--seed", "13",
+                            "--anisotropies", "1,2,4,8,11.5,11.5", "--real-weight", "0.2",
+                            "--realtex-volumes", "64", "--realtex-weight", "0.5",
+                            "--realtex-hard", "0.45,0.5,0.3", "--realtex-edge-band", "2"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",

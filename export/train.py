@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--realtex-hard", default=None,
       help="THIN,CROP,DENSE: shares of real-texture volumes that are thin stacks, small border-cut"
            " crops and crowded blurry volumes (default: realtex.draw_spec's 0.15,0.15,0)")
+    a("--realtex-edge-band", type=int, default=0,
+      help="also train on the first and last N planes of each axis of the real-texture volumes, where"
+           " their borders cut nuclei (default 0: only every --yx-step / --ortho-step plane)")
     a("--blur-prob", type=float, default=0.0, help="fraction of crops blurred (sigma 0.5-2 px)")
     a("--noise-prob", type=float, default=0.0, help="fraction of crops given camera noise (sd 0.02-0.12)")
     a("--seed", type=int, default=0)
@@ -149,6 +152,10 @@ def _realtex_data(args, images, console) -> PlaneSet | None:
 
     params = dict(n=args.realtex_volumes, seed=args.seed, sources=args.real_sources, diam=args.diam_mean,
                   yx_step=args.yx_step, ortho_step=args.ortho_step, min_masks=args.min_masks, v=1)
+    if args.realtex_edge_band < 0:
+        raise SystemExit(f"--realtex-edge-band must be >= 0, got {args.realtex_edge_band}")
+    if args.realtex_edge_band:
+        params["edge_band"] = args.realtex_edge_band
     hard = None
     if args.realtex_hard:
         vals = _floats(args.realtex_hard)
@@ -163,7 +170,7 @@ def _realtex_data(args, images, console) -> PlaneSet | None:
         console.print(f"realtex: {len(bank)} nuclei in the bank")
         return realtex_planes(bank, args.realtex_volumes, seed=args.seed, diam_mean=args.diam_mean,
                               yx_step=args.yx_step, ortho_step=args.ortho_step, min_masks=args.min_masks,
-                              hard=hard, progress=lambda k, n: console.print(f"  realtex volume {k}/{n}", highlight=False))
+                              hard=hard, edge_band=args.realtex_edge_band, progress=lambda k, n: console.print(f"  realtex volume {k}/{n}", highlight=False))
 
     ps = load_or_make_cache(args.out / "cache" / "realtex.npz", params, make)
     console.print(f"realtex: {len(ps)} planes ({time.time() - t:.0f} s)")

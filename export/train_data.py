@@ -61,11 +61,13 @@ def _n_objects(lab2d: np.ndarray) -> int:
 
 
 def iter_planes(img: np.ndarray, labels: np.ndarray, *, yx_step: int = 1, ortho_step: int = 1,
-                min_masks: int = 1) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
+                min_masks: int = 1, edge_band: int = 0) -> Iterator[tuple[str, int, np.ndarray, np.ndarray]]:
     """Yield ``(axis, index, image_plane, label_plane)`` from isotropic volumes.
 
     ``img`` is (Z, Y, X) or (C, Z, Y, X) (channels first); ``labels`` (Z, Y, X). Axis is
-    "YX" (plane ``img[z]``), "ZY" (``img[:, :, x]``) or "ZX" (``img[:, y, :]``). Planes with fewer
+    "YX" (plane ``img[z]``), "ZY" (``img[:, :, x]``) or "ZX" (``img[:, y, :]``): every
+    ``yx_step``-th / ``ortho_step``-th index from 0, plus (``edge_band`` > 0) the first and last
+    ``edge_band`` indices of each axis, where the volume's borders cut nuclei. Planes with fewer
     than ``min_masks`` distinct objects are skipped.
     """
     if labels.shape != img.shape[-3:]:
@@ -76,7 +78,8 @@ def iter_planes(img: np.ndarray, labels: np.ndarray, *, yx_step: int = 1, ortho_
     for axis, n, step in specs:
         if step <= 0:
             continue
-        for i in range(0, n, step):
+        band = range(min(edge_band, n)), range(max(n - edge_band, 0), n)
+        for i in sorted(set(range(0, n, step)).union(*band)):
             sl = {"YX": (i, slice(None), slice(None)), "ZX": (slice(None), i, slice(None)),
                   "ZY": (slice(None), slice(None), i)}[axis]
             lp = lab[sl]
@@ -189,7 +192,7 @@ def synthetic_planes(n_volumes: int, *, seed: int, shape_iso=(96, 160, 160),
 
 def realtex_planes(bank, n_volumes: int, *, seed: int, diam_mean: float = 17.0, yx_step: int = 4,
                    ortho_step: int = 8, min_masks: int = 1, hard: dict[str, float] | None = None,
-                   progress=None):
+                   edge_band: int = 0, progress=None):
     """Planes of seeded real-texture volumes (``nucseg_rt.eval.realtex``) made from ``bank``.
 
     Volume ``k`` uses seed ``[seed, k]`` and a spec from ``realtex.draw_spec`` (nuclei around
@@ -197,7 +200,8 @@ def realtex_planes(bank, n_volumes: int, *, seed: int, diam_mean: float = 17.0, 
     nuclei; ``hard`` overrides ``draw_spec``'s ``thin_prob``, ``crop_prob`` and ``dense_prob``).
     Its planes are resampled back to isotropic in Z as the runtime does; the labels are
     the true isotropic cross-sections. YX planes every ``yx_step``-th, ZY/ZX every
-    ``ortho_step``-th, with at least ``min_masks`` nuclei. Returns ``(image, labels, diameter)``
+    ``ortho_step``-th (and the ``edge_band`` planes at each border: ``iter_planes``), with at
+    least ``min_masks`` nuclei. Returns ``(image, labels, diameter)``
     tuples, ``diameter`` the volume's median mid-section diameter (what a user passes).
     """
     from nucseg_rt.eval import realtex
@@ -211,7 +215,7 @@ def realtex_planes(bank, n_volumes: int, *, seed: int, diam_mean: float = 17.0, 
         nz = min(int(math.floor((img.shape[0] - 1) * spec.anisotropy)) + 1, lab_iso.shape[0])
         iso = resample_z(img, spec.anisotropy, nz_out=nz, align="corners")
         for _, _, ip, lp in iter_planes(iso, lab_iso[:nz], yx_step=yx_step, ortho_step=ortho_step,
-                                        min_masks=min_masks):
+                                        min_masks=min_masks, edge_band=edge_band):
             planes.append((ip, lp, meta["diameter"]))
         if progress is not None:
             progress(k + 1, n_volumes)

@@ -69,6 +69,21 @@ def test_iter_planes_and_resample():
     np.testing.assert_array_equal(np.unique(resample_z(lab, 3.0, order=0)), [0, 1])
 
 
+def test_iter_planes_edge_band_adds_the_border_planes():
+    lab = np.zeros((9, 10, 12), np.uint16)
+    lab[:, 1:9, 1:11] = 1  # one object in every plane of every axis
+    img = lab.astype(np.float32)
+
+    def idx(**kw):
+        out = {}
+        for ax, i, _, _ in iter_planes(img, lab, yx_step=4, ortho_step=8, min_masks=0, **kw):
+            out.setdefault(ax, []).append(i)
+        return out
+
+    assert idx() == {"YX": [0, 4, 8], "ZX": [0, 8], "ZY": [0, 8]}
+    assert idx(edge_band=2) == {"YX": [0, 1, 4, 7, 8], "ZX": [0, 1, 8, 9], "ZY": [0, 1, 8, 10, 11]}
+
+
 def test_augment_batch_shapes_and_targets():
     ps = PlaneSet.from_planes([(np.random.default_rng(i).random((40, 44)), _labels(i)) for i in range(3)])
     x, fl, cp = augment_batch(ps, [0, 1, 2], np.random.default_rng(0), crop=32)
