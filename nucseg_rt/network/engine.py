@@ -626,9 +626,10 @@ class Engine:
             if self._closed:
                 return
             self._closed = True
-        for lane in (self._first, self._large):  # closing twice is harmless (a shared lane)
-            if lane is not None:
-                lane.close()
+        # auto's fallback lane runs the first lane's nets (_start_large): released once, here
+        shared = self._large is None or self._large.nets is self._first.nets
+        for lane in (self._first,) if shared else (self._first, self._large):
+            lane.close()
 
     def __enter__(self) -> Engine:
         return self

@@ -376,6 +376,10 @@ def test_a_large_pass_falls_back_to_onnxruntime_if_openvino_will_not_start(
         assert res.info["network"] == ("onnxruntime fp32 (auto: OpenVINO did not start "
                                        "(no bf16 after all))")
         assert "OpenVINO did not start" in caplog.text
+        closes = []
+        for net in seg.engine.nets:  # the fallback runs these: close() releases each once
+            monkeypatch.setattr(net, "close", lambda net=net: closes.append(net))
+    assert sorted(map(id, closes)) == sorted(map(id, seg.engine._first.nets))
 
 
 def test_floor_is_for_openvino_and_part_of_the_labels_key():
