@@ -41,6 +41,9 @@ class RunInfo:
         Coarse Z: the grid the "stable" dynamics follow.
     network : str, optional
         The engine and precision that ran, and why (e.g. "onnxruntime fp32 (given)").
+    engine : str, optional
+        The engine and precision alone (e.g. "onnxruntime fp32"; in :meth:`as_dict` through
+        ``network``).
     """
 
     shape: tuple
@@ -57,6 +60,7 @@ class RunInfo:
     seconds_network: float | None = None
     dynamics_grid: tuple | None = None
     network: str | None = None
+    engine: str | None = None
 
     def as_dict(self) -> dict:
         """The diagnostics as a dict (entries that do not apply to this run left out)."""

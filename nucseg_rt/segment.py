@@ -292,7 +292,8 @@ class Segmenter:
         run = dataclasses.replace(run, network_shape=net.network_shape, ortho=net.ortho,
                                   tiles=net.tiles if mode == "3d" else None,
                                   seconds_network=net.seconds, dynamics_grid=net.dynamics_grid,
-                                  network=str(net.network))
+                                  network=str(net.network),
+                                  engine=f"{net.network.backend} {net.network.precision}")
         return Flows(yf[:3], yf[3], shape, rescale, anisotropy, d, resampled=bool(resample),
                      mode=mode, run=run, grid_flows=None if grid is None else grid[:3],
                      grid_cellprob=None if grid is None else grid[3],

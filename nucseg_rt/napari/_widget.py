@@ -292,11 +292,11 @@ class SegmentWidget(QWidget):
                 self.diameter.value = round(float(flows.diameter), 1)
                 text += f"; estimated diameter {float(flows.diameter):.1f} px"
         ran = outcome.cache.segmenter.engine.backend  # what the network runs on, and why
-        network = flows.run.network if flows is not None and flows.run else None
+        run = flows.run if flows is not None and flows.run and flows.run.engine else None
         # the pass's own engine when known ("auto" runs small passes on onnxruntime)
-        text += "; " + (network.split(" (")[0] if network else f"{ran.backend} {ran.precision}")
+        text += "; " + (run.engine if run else f"{ran.backend} {ran.precision}")
         self.status.value = text
-        self.status.tooltip = network or str(ran)
+        self.status.tooltip = run.network if run else str(ran)
 
     def _on_run_errored(self, exc: BaseException) -> None:
         if is_cancelled(exc):

@@ -325,6 +325,7 @@ def test_floor_runs_small_passes_on_onnxruntime_and_large_ones_on_openvino(ov, t
         small = seg.segment(vol, anisotropy=1.0, diameter=30.0)
         assert seg.engine._large is None
         assert small.info["network"].startswith("onnxruntime fp32 (auto: a pass under")
+        assert small.run.engine == "onnxruntime fp32"  # what the napari status shows
     with Segmenter(tiny_onnx_model, device="cpu", backend="onnxruntime", use_probe=False) as ort:
         np.testing.assert_array_equal(small.masks, ort.segment(vol, anisotropy=1.0,
                                                                 diameter=30.0).masks)
@@ -332,6 +333,7 @@ def test_floor_runs_small_passes_on_onnxruntime_and_large_ones_on_openvino(ov, t
         large = seg.segment(vol, anisotropy=1.0, diameter=30.0)
         # the pass says what ran it, not the whole rule (that is in the run's summary)
         assert large.info["network"] == "openvino fp32 (a pass of 0.27648 Mpx or more; given)"
+        assert large.run.engine == "openvino fp32"
         lanes = (seg.engine._first, seg.engine._large)
         assert lanes[1] is not None and lanes[1].nets[0].providers == ["OpenVINO CPU"]
         auto = seg.segment(vol, anisotropy=1.0, diameter="auto")  # estimate: a small pass
