@@ -170,7 +170,8 @@ def _realtex_data(args, images, console) -> PlaneSet | None:
         console.print(f"realtex: {len(bank)} nuclei in the bank")
         return realtex_planes(bank, args.realtex_volumes, seed=args.seed, diam_mean=args.diam_mean,
                               yx_step=args.yx_step, ortho_step=args.ortho_step, min_masks=args.min_masks,
-                              hard=hard, edge_band=args.realtex_edge_band, progress=lambda k, n: console.print(f"  realtex volume {k}/{n}", highlight=False))
+                              hard=hard, edge_band=args.realtex_edge_band,
+                              progress=lambda k, n: console.print(f"  realtex volume {k}/{n}", highlight=False))
 
     ps = load_or_make_cache(args.out / "cache" / "realtex.npz", params, make)
     console.print(f"realtex: {len(ps)} planes ({time.time() - t:.0f} s)")
