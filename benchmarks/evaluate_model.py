@@ -37,8 +37,9 @@ import numpy as np
 HELD_OUT_SEED = 10_000
 
 
-def matched_true_labels(labels, masks, thr=0.5) -> set:
-    """Ids of true labels matched by a predicted mask at IoU >= thr (unique for thr >= 0.5)."""
+def overlap_table(labels, masks) -> tuple[np.ndarray, np.ndarray]:
+    """``(ov, iou)``: voxels shared by true label i and mask j (row / column 0: background), and
+    their IoU (0 in row and column 0)."""
     t = labels.ravel().astype(np.int64)
     p = masks.ravel().astype(np.int64)
     ov = np.zeros((t.max() + 1, p.max() + 1), np.int64)
@@ -47,7 +48,12 @@ def matched_true_labels(labels, masks, thr=0.5) -> set:
     iou = ov / np.maximum(st + sp - ov, 1)
     iou[0, :] = 0
     iou[:, 0] = 0
-    return set(np.flatnonzero((iou >= thr).any(1)).tolist())
+    return ov, iou
+
+
+def matched_true_labels(labels, masks, thr=0.5) -> set:
+    """Ids of true labels matched by a predicted mask at IoU >= thr (unique for thr >= 0.5)."""
+    return set(np.flatnonzero((overlap_table(labels, masks)[1] >= thr).any(1)).tolist())
 
 
 def _scores(labels, masks) -> dict:

@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_defaults import CALIBRATION_SEED  # noqa: E402
+from evaluate_model import overlap_table  # noqa: E402
 
 KINDS = ("hit", "none", "merged z", "merged xy", "fragments", "too small", "too large")
 PLACES = ("inner", "xy-cut", "z-cut")
@@ -45,21 +46,15 @@ def classify(labels: np.ndarray, masks: np.ndarray, full: np.ndarray, kept: np.n
     """``(nuclei, unmatched)``: per true nucleus ``(place, kind, kept fraction)``; per unmatched
     mask its kind. ``full`` holds every nucleus with any voxel in the volume (``min_keep`` 0) and
     ``kept`` the fraction of each of its nuclei inside the volume."""
-    t, p = labels.ravel().astype(np.int64), masks.ravel().astype(np.int64)
-    nt, npr = int(t.max()) + 1, int(p.max()) + 1
-    ov = np.zeros((nt, npr), np.int64)
-    np.add.at(ov, (t, p), 1)
-    st, sp = ov.sum(1), ov.sum(0)
-    iou = ov / np.maximum(st[:, None] + sp[None, :] - ov, 1)
-    iou[0, :] = 0
-    iou[:, 0] = 0
+    p = masks.ravel().astype(np.int64)
+    ov, iou = overlap_table(labels, masks)
+    (nt, npr), st, sp = ov.shape, ov.sum(1), ov.sum(0)
     zcut, xycut = np.zeros(nt, bool), np.zeros(nt, bool)
     zcut[np.unique(labels[[0, -1]])] = True
     for face in (labels[:, [0, -1]], labels[:, :, [0, -1]]):
         xycut[np.unique(face)] = True
     # the kept fraction of each true nucleus: its full-volume id is the one it overlaps
-    fo = np.zeros((nt, int(full.max()) + 1), np.int64)
-    np.add.at(fo, (t, full.ravel().astype(np.int64)), 1)
+    fo = overlap_table(labels, full)[0]
     nuclei = []
     for i in range(1, nt):
         if st[i] == 0:
