@@ -86,7 +86,13 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     (2026-12-07, 31 epochs in 85 minutes): calibration mean 0.745 and crops 0.553 (stage 12:
     0.748 / 0.585), synthetic 11.5 unchanged; not shipped (models/README.md).
 
-With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide5``, ``wide4``,
+15. ``wide6``: a cosine cycle from stage 12 with stage 12's batch mix (other volumes, seed 14) and
+    one change: the loss on a nucleus dimmer than its crop's median nucleus is weighted by
+    ``median / mean`` brightness, up to 3x (``--dim-weight 3``), because the largest class of
+    misses on the calibration set is nuclei with no mask that are dim: whole dim nuclei, and
+    caps cut by the first or last plane.
+
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide6``, ``wide5``, ``wide4``,
 ``wide3``, ``wide2``, ..., ``main``, else ``base``), is
 exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
 from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
@@ -155,6 +161,10 @@ STAGES = {
                             "--anisotropies", "1,2,4,8,11.5,11.5", "--real-weight", "0.2",
                             "--realtex-volumes", "64", "--realtex-weight", "0.5",
                             "--realtex-hard", "0.45,0.5,0.3", "--realtex-edge-band", "2"]),
+    "wide6": ("nuclei_3d", ["--pretrained", "{wide3}", "--nbase", "2,16,32,80,160", "--epochs", "36",
+                            "--lr", "2.5e-4", "--warmup-steps", "50", *MAIN_SYNTH, "--seed", "14",
+                            "--real-weight", "0.2", "--realtex-volumes", "64", "--realtex-weight", "0.5",
+                            "--realtex-hard", "0.45,0.45,0.3", "--dim-weight", "3"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",

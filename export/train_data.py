@@ -21,7 +21,7 @@ from nucseg_rt.eval.metrics import label_diameter
 from nucseg_rt.masks.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
-           "load_pairs", "realtex_planes", "augment_batch", "rotate_flip_flows", "label_diameter", "coarse_axis"]
+           "load_pairs", "realtex_planes", "augment_batch", "dim_object_weight", "rotate_flip_flows", "label_diameter", "coarse_axis"]
 
 
 def resample_z(vol: np.ndarray, anisotropy: float, *, order: Literal[0, 1] = 1,
@@ -397,7 +397,29 @@ def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, aug: 
         im = gaussian_blur(im, rng.uniform(*aug["blur_sigma"]))
     if aug["noise_prob"] > 0 and rng.random() < aug["noise_prob"]:
         im = camera_noise(im, rng.uniform(*aug["noise_sd"]), rng)
-    return im, fl, lb
+    return im, fl, lb, dim_object_weight(im, lb, aug["dim_weight"])
+
+
+def dim_object_weight(im: torch.Tensor, lb: torch.Tensor, max_weight: float) -> torch.Tensor:
+    """Per-pixel loss weight that lets dim nuclei count more: 1 on background and on nuclei at
+    least as bright (mean intensity) as the median nucleus of the crop, ``median / mean`` (at
+    most ``max_weight``) on dimmer ones. ``max_weight`` 1 gives all ones."""
+    w = torch.ones_like(im)
+    nl = int(lb.max()) + 1
+    if max_weight <= 1.0 or nl < 2:
+        return w
+    flat = lb.reshape(-1)
+    count = torch.bincount(flat, minlength=nl).float()
+    mean = torch.bincount(flat, weights=im.reshape(-1).double(), minlength=nl).float() / count.clamp(min=1)
+    present = count[1:] > 0
+    if not bool(present.any()):
+        return w
+    ref = mean[1:][present].median()
+    if float(ref) <= 0:
+        return w
+    per = (ref / mean.clamp(min=float(ref) / max_weight)).clamp(1.0, max_weight)
+    per[0] = 1.0
+    return per[lb]
 
 
 def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 128,
@@ -406,7 +428,8 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
                   wide: tuple[float, float] | None = None, wide_prob: float = 0.0,
                   ortho_prob: float = 0.0, ortho_steps: tuple[float, float] = (1.5, 12.0),
                   blur_prob: float = 0.0, blur_sigma: tuple[float, float] = (0.5, 2.0),
-                  noise_prob: float = 0.0, noise_sd: tuple[float, float] = (0.02, 0.12)):
+                  noise_prob: float = 0.0, noise_sd: tuple[float, float] = (0.02, 0.12),
+                  dim_weight: float = 1.0):
     """Random crops with scale jitter, 90-degree rotations/flips, per-nucleus brightness, gamma,
     and optionally optical blur and camera noise.
 
@@ -418,23 +441,27 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
     blurred (``gaussian_blur``, sigma drawn uniformly from ``blur_sigma`` px at the network's
     scale: a softer objective or defocus), and with probability ``noise_prob`` given camera
     noise (``camera_noise``, sd drawn uniformly from ``noise_sd`` in normalised units).
+    ``dim_weight`` > 1 weights the loss on nuclei dimmer than the crop's median nucleus up to that
+    factor (``dim_object_weight``), after all intensity augmentation.
 
     Returns
     -------
     x : (B, nchan, crop, crop) float32 (channel 0 nuclei, others zero)
     flows : (B, 2, crop, crop) float32 unit flows (dY, dX)
     cellprob : (B, crop, crop) float32, 1 inside masks
+    weight : (B, crop, crop) float32, per-pixel loss weight (all ones unless ``dim_weight`` > 1)
     """
     aug = dict(scale_jitter=scale_jitter, brightness_sd=brightness_sd, faint_prob=faint_prob,
                gamma_range=gamma_range, diam_mean=diam_mean, wide=wide, wide_prob=wide_prob,
                ortho_prob=ortho_prob, ortho_steps=ortho_steps, blur_prob=blur_prob, blur_sigma=blur_sigma,
-               noise_prob=noise_prob, noise_sd=noise_sd)
-    xs, fs, cs = [], [], []
+               noise_prob=noise_prob, noise_sd=noise_sd, dim_weight=dim_weight)
+    xs, fs, cs, ws = [], [], [], []
     for i in idx:
-        im, fl, lb = _one_sample(ps, int(i), rng, crop, aug)
+        im, fl, lb, w = _one_sample(ps, int(i), rng, crop, aug)
         x = torch.zeros(nchan, crop, crop)
         x[0] = im
         xs.append(x)
         fs.append(fl)
         cs.append((lb > 0).float())
-    return torch.stack(xs), torch.stack(fs), torch.stack(cs)
+        ws.append(w)
+    return torch.stack(xs), torch.stack(fs), torch.stack(cs), torch.stack(ws)

@@ -86,13 +86,43 @@ def test_iter_planes_edge_band_adds_the_border_planes():
 
 def test_augment_batch_shapes_and_targets():
     ps = PlaneSet.from_planes([(np.random.default_rng(i).random((40, 44)), _labels(i)) for i in range(3)])
-    x, fl, cp = augment_batch(ps, [0, 1, 2], np.random.default_rng(0), crop=32)
+    x, fl, cp, w = augment_batch(ps, [0, 1, 2], np.random.default_rng(0), crop=32)
+    assert torch.equal(w, torch.ones_like(cp))  # unweighted by default
     assert x.shape == (3, 2, 32, 32) and fl.shape == (3, 2, 32, 32) and cp.shape == (3, 32, 32)
     assert not x[:, 1].any()
     assert set(np.unique(cp.numpy())) <= {0.0, 1.0}
     # without resizing, flows are exactly zero outside the (rotated/flipped) masks
-    x, fl, cp = augment_batch(ps, [0, 1, 2], np.random.default_rng(1), crop=32, scale_jitter=1.0)
+    x, fl, cp, _ = augment_batch(ps, [0, 1, 2], np.random.default_rng(1), crop=32, scale_jitter=1.0)
     assert not fl[cp[:, None].expand_as(fl) == 0].any()
+
+
+
+def test_dim_object_weight():
+    from nucseg_rt_export.train_data import dim_object_weight
+
+    lb = torch.zeros(20, 30, dtype=torch.int64)
+    lb[2:8, 2:8], lb[2:8, 12:18], lb[2:8, 22:28], lb[12:18, 2:8], lb[12:18, 12:18] = 1, 2, 3, 4, 5
+    im = torch.full((20, 30), 0.05)
+    lb[12:18, 22:28], lb[9:11, 20:30] = 6, 7
+    for k, v in enumerate([0.8, 1.0, 0.5, 0.1, 1.2, 1.0, 1.1], 1):
+        im[lb == k] = v
+    w = dim_object_weight(im, lb, 3.0)
+    # the crop's median nucleus (mean 1.0) is the reference: nuclei as bright or brighter keep 1
+    assert float(w[lb == 0].max()) == 1.0 and float(w[lb == 2].max()) == 1.0 and float(w[lb >= 5].max()) == 1.0
+    torch.testing.assert_close(w[lb == 1], torch.full((36,), 1.25))
+    torch.testing.assert_close(w[lb == 3], torch.full((36,), 2.0))
+    torch.testing.assert_close(w[lb == 4], torch.full((36,), 3.0))  # 10, capped
+    assert torch.equal(dim_object_weight(im, lb, 1.0), torch.ones_like(im))
+    assert torch.equal(dim_object_weight(im, torch.zeros_like(lb), 3.0), torch.ones_like(im))
+    # the weighted loss is Cellpose's when every weight is 1, and counts weighted pixels more
+    y, fl, cp = torch.randn(1, 3, 20, 30), torch.randn(1, 2, 20, 30), (lb > 0).float()[None]
+    torch.testing.assert_close(tr.cellpose_loss(y, fl, cp, torch.ones(1, 20, 30)), tr.cellpose_loss(y, fl, cp))
+    assert tr.cellpose_loss(y, fl, cp, w[None]) > tr.cellpose_loss(y, fl, cp)
+    # through augment_batch: only foreground pixels are weighted, and only up to the cap
+    ps = PlaneSet.from_planes([(im.numpy(), lb.numpy().astype(np.uint16))])
+    _, _, cp, w = augment_batch(ps, [0, 0], np.random.default_rng(2), crop=32, dim_weight=3.0,
+                                brightness_sd=0.0, faint_prob=0.0, gamma_range=1.0, scale_jitter=1.0)
+    assert float(w[cp == 0].max()) == 1.0 and float(w.max()) <= 3.0 and float(w.max()) > 2.0
 
 
 def test_blur_and_noise_augmentations():
@@ -134,7 +164,7 @@ def test_coarse_axis_samples_rows_and_interpolates_back():
 def test_few_steps_lower_loss():
     torch.manual_seed(0)
     ps = PlaneSet.from_planes([(_labels(i).astype(np.float32) > 0, _labels(i)) for i in range(4)])
-    x, fl, cp = augment_batch(ps, [0, 1, 2, 3], np.random.default_rng(0), crop=32)
+    x, fl, cp, _ = augment_batch(ps, [0, 1, 2, 3], np.random.default_rng(0), crop=32)
     net = CPnet([2, 8, 16, 32, 64])
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     losses = []
