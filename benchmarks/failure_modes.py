@@ -7,11 +7,12 @@ every true nucleus is put in one class:
 
 - ``hit``: a mask matches it at IoU >= 0.5;
 - ``none``: masks cover under 20 % of it (the cell probability said background);
-- ``merged z`` / ``merged xy``: the mask that overlaps it most lies mostly elsewhere (it was
-  joined to a neighbour): one above or below it (their XY outlines overlap by a third of the
-  smaller) or one beside it;
+- ``merged z`` / ``merged xy``: the mask that overlaps it most lies mostly elsewhere and at least
+  a quarter of it on one other nucleus (it was joined to that neighbour): one above or below it
+  (their XY outlines overlap by a third of the smaller) or one beside it;
 - ``fragments``: two or more masks lie mostly inside it;
-- ``too small`` / ``too large``: one mask, but IoU < 0.5.
+- ``too small`` / ``too large``: one mask of its own, but IoU < 0.5 (``too large`` also when the
+  mask spilled mostly into background).
 
 Each class is split by where the nucleus lies: ``z-cut`` (it touches the first or last plane),
 ``xy-cut`` (it touches an XY border only) or ``inner``; the table gives the fraction of it left in
@@ -68,12 +69,15 @@ def classify(labels: np.ndarray, masks: np.ndarray, full: np.ndarray, kept: np.n
             kind = "none"
         elif len(inside) >= 2:
             kind = "fragments"
-        elif ov[i, j] < 0.6 * sp[j]:
-            other = int(np.argmax(np.where(np.arange(nt) == i, 0, ov[:, j])))
-            a, b = (labels == i).any(0), (labels == other).any(0)
-            kind = "merged z" if other and (a & b).sum() > min(a.sum(), b.sum()) / 3 else "merged xy"
         else:
-            kind = "too small" if sp[j] < st[i] else "too large"
+            others = ov[:, j].copy()
+            others[[0, i]] = 0
+            other = int(others.argmax())
+            if ov[i, j] < 0.6 * sp[j] and others[other] >= 0.25 * sp[j]:
+                a, b = (labels == i).any(0), (labels == other).any(0)
+                kind = "merged z" if (a & b).sum() > min(a.sum(), b.sum()) / 3 else "merged xy"
+            else:  # one mask for this nucleus alone, maybe spilling into background
+                kind = "too small" if sp[j] < st[i] else "too large"
         nuclei.append((place, kind, float(kept[int(fo[i, 1:].argmax()) + 1])))
     f = full.ravel().astype(np.int64)
     unmatched = []
