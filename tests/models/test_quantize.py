@@ -105,16 +105,16 @@ def test_quantized_model_close_to_fp32(quantized):
 
 def test_int8_ranges_are_mean_tile_ranges():
     """The calibration takes the mean of per-tile min/max (CALIBRATION_OPTIONS); the shipped int8
-    variant was made that way. Its stored check is the model card's (the `wide3` weights of
-    2026-12-07: flow correlation 0.9971, cell-probability agreement 0.9926; masks against fp32
-    AP@0.5 1.000 / 0.992 / 1.000 on the synthetic held-out set, models/README.md)."""
+    variant was made that way. Its stored check is the model card's (the `wide6` weights of
+    2026-12-07: flow correlation 0.9964, cell-probability agreement 0.9915; masks against fp32
+    AP@0.5 1.000 / 0.984 / 0.984 on the synthetic held-out set, models/README.md)."""
     import onnx
 
     assert quantize.CALIBRATION_OPTIONS == {"CalibMovingAverage": True}
     shipped = {p.key: p.value for p in onnx.load(str(MODELS / "nuclei_3d.int8.onnx")).metadata_props}
     assert shipped["calibration_ranges"] == "mean of per-tile min/max"
-    assert float(shipped["check_flow_correlation"]) >= 0.997
-    assert float(shipped["check_cellprob_agreement"]) >= 0.9925
+    assert float(shipped["check_flow_correlation"]) >= 0.996
+    assert float(shipped["check_cellprob_agreement"]) >= 0.991
 
 
 def test_shipped_int8_variant_resolves_and_matches_fp32_masks():
