@@ -69,8 +69,8 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
 12. ``wide3``: a cosine cycle from stage 11 at a lower learning rate with the hard share moved
     to thin stacks and border-cut crops (45 % each, crowded 30 %; real-texture half of each
     batch, seed 11), the two settings still under 0.85. Run once (2026-12-07, 30 epochs in 90
-    minutes): shipped 2026-12-07 until ``wide6``, with its calibrated defaults (threshold -1, size filter
-    10 %; models/README.md).
+    minutes): shipped 2026-12-07 until ``wide6``, with its calibrated defaults (threshold -1,
+    size filter 10 %; models/README.md).
 
 13. ``wide4``: a cosine cycle from stage 12 with the synthetic share back up to 40 % (real 15 %,
     real-texture 45 %, of its hard volumes 50 % crops; seed 12), for the synthetic stacks and the
@@ -94,11 +94,11 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     calibration mean 0.770 (stage 12: 0.748) with every setting up, synthetic better at every
     anisotropy; **shipped** 2026-12-07 with the same defaults (threshold -1, size filter 10 %).
 
-With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide6``, ``wide5``, ``wide4``,
-``wide3``, ``wide2``, ..., ``main``, else ``base``), is
-exported, with stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used
-from anisotropy ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges:
-the mean of per-tile min/max) and the bundled index is written.
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide6``,
+``wide5``, ``wide4``, ``wide3``, ``wide2``, ..., ``main``, else ``base``), is exported, with
+stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used from anisotropy
+``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges: the mean of
+per-tile min/max) and the bundled index is written.
 """
 
 from __future__ import annotations

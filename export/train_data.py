@@ -21,7 +21,8 @@ from nucseg_rt.eval.metrics import label_diameter
 from nucseg_rt.masks.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
-           "load_pairs", "realtex_planes", "augment_batch", "dim_object_weight", "rotate_flip_flows", "label_diameter", "coarse_axis"]
+           "load_pairs", "realtex_planes", "augment_batch", "dim_object_weight", "rotate_flip_flows",
+           "label_diameter", "coarse_axis"]
 
 
 def resample_z(vol: np.ndarray, anisotropy: float, *, order: Literal[0, 1] = 1,
