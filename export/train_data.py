@@ -21,8 +21,8 @@ from nucseg_rt.eval.metrics import label_diameter
 from nucseg_rt.masks.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
-           "load_pairs", "realtex_planes", "augment_batch", "dim_object_weight", "rotate_flip_flows",
-           "label_diameter", "coarse_axis"]
+           "load_pairs", "realtex_planes", "augment_batch", "dim_object_weight", "small_object_weight",
+           "rotate_flip_flows", "label_diameter", "coarse_axis"]
 
 
 def resample_z(vol: np.ndarray, anisotropy: float, *, order: Literal[0, 1] = 1,
@@ -398,7 +398,8 @@ def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, aug: 
         im = gaussian_blur(im, rng.uniform(*aug["blur_sigma"]))
     if aug["noise_prob"] > 0 and rng.random() < aug["noise_prob"]:
         im = camera_noise(im, rng.uniform(*aug["noise_sd"]), rng)
-    return im, fl, lb, dim_object_weight(im, lb, aug["dim_weight"])
+    w = dim_object_weight(im, lb, aug["dim_weight"]) * small_object_weight(lb, aug["small_weight"])
+    return im, fl, lb, w
 
 
 def dim_object_weight(im: torch.Tensor, lb: torch.Tensor, max_weight: float) -> torch.Tensor:
@@ -423,6 +424,25 @@ def dim_object_weight(im: torch.Tensor, lb: torch.Tensor, max_weight: float) -> 
     return per[lb]
 
 
+def small_object_weight(lb: torch.Tensor, max_weight: float) -> torch.Tensor:
+    """Per-pixel loss weight that lets small nuclei count more (caps cut by a plane or a border,
+    nuclei seen end-on): 1 on background and on nuclei with at least the crop's median nucleus
+    area, ``sqrt(median / area)`` (at most ``max_weight``) on smaller ones, so that a nucleus'
+    total weight grows with its size, only more slowly. ``max_weight`` 1 gives all ones."""
+    w = torch.ones(lb.shape, dtype=torch.float32)
+    nl = int(lb.max()) + 1
+    if max_weight <= 1.0 or nl < 2:
+        return w
+    area = torch.bincount(lb.reshape(-1), minlength=nl).float()
+    present = area[1:] > 0
+    if not bool(present.any()):
+        return w
+    ref = area[1:][present].median()
+    per = torch.sqrt(ref / area.clamp(min=1.0)).clamp(1.0, max_weight)
+    per[0] = 1.0
+    return per[lb]
+
+
 def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 128,
                   scale_jitter: float = 1.4, brightness_sd: float = 0.3, faint_prob: float = 0.1,
                   gamma_range: float = 1.4, nchan: int = 2, diam_mean: float | None = None,
@@ -430,7 +450,7 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
                   ortho_prob: float = 0.0, ortho_steps: tuple[float, float] = (1.5, 12.0),
                   blur_prob: float = 0.0, blur_sigma: tuple[float, float] = (0.5, 2.0),
                   noise_prob: float = 0.0, noise_sd: tuple[float, float] = (0.02, 0.12),
-                  dim_weight: float = 1.0):
+                  dim_weight: float = 1.0, small_weight: float = 1.0):
     """Random crops with scale jitter, 90-degree rotations/flips, per-nucleus brightness, gamma,
     and optionally optical blur and camera noise.
 
@@ -443,19 +463,23 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
     scale: a softer objective or defocus), and with probability ``noise_prob`` given camera
     noise (``camera_noise``, sd drawn uniformly from ``noise_sd`` in normalised units).
     ``dim_weight`` > 1 weights the loss on nuclei dimmer than the crop's median nucleus up to that
-    factor (``dim_object_weight``), after all intensity augmentation.
+    factor (``dim_object_weight``), after all intensity augmentation; ``small_weight`` > 1 weights
+    it on nuclei smaller than the crop's median nucleus (``small_object_weight``). The two
+    multiply.
 
     Returns
     -------
     x : (B, nchan, crop, crop) float32 (channel 0 nuclei, others zero)
     flows : (B, 2, crop, crop) float32 unit flows (dY, dX)
     cellprob : (B, crop, crop) float32, 1 inside masks
-    weight : (B, crop, crop) float32, per-pixel loss weight (all ones unless ``dim_weight`` > 1)
+    weight : (B, crop, crop) float32, per-pixel loss weight (all ones unless ``dim_weight`` or
+        ``small_weight`` > 1)
     """
     aug = dict(scale_jitter=scale_jitter, brightness_sd=brightness_sd, faint_prob=faint_prob,
                gamma_range=gamma_range, diam_mean=diam_mean, wide=wide, wide_prob=wide_prob,
                ortho_prob=ortho_prob, ortho_steps=ortho_steps, blur_prob=blur_prob, blur_sigma=blur_sigma,
-               noise_prob=noise_prob, noise_sd=noise_sd, dim_weight=dim_weight)
+               noise_prob=noise_prob, noise_sd=noise_sd, dim_weight=dim_weight,
+               small_weight=small_weight)
     xs, fs, cs, ws = [], [], [], []
     for i in idx:
         im, fl, lb, w = _one_sample(ps, int(i), rng, crop, aug)

@@ -125,6 +125,33 @@ def test_dim_object_weight():
     assert float(w[cp == 0].max()) == 1.0 and float(w.max()) <= 3.0 and float(w.max()) > 2.0
 
 
+def test_small_object_weight():
+    from nucseg_rt_export.train_data import small_object_weight
+
+    lb = torch.zeros(24, 40, dtype=torch.int64)
+    lb[0:8, 0:8], lb[0:8, 10:18], lb[0:8, 20:28] = 1, 2, 3  # 64 px each: the median
+    lb[10:14, 0:4], lb[10:12, 10:11], lb[12:24, 20:36] = 4, 5, 6  # 16 px, 2 px, 192 px
+    w = small_object_weight(lb, 2.0)
+    # nuclei at least as large as the median keep 1, smaller ones sqrt(median / area), capped
+    assert float(w[lb == 0].max()) == 1.0 and float(w[lb == 6].max()) == 1.0
+    assert float(w[(lb >= 1) & (lb <= 3)].max()) == 1.0
+    torch.testing.assert_close(w[lb == 4], torch.full((16,), 2.0))  # sqrt(4) = 2
+    torch.testing.assert_close(w[lb == 5], torch.full((2,), 2.0))  # sqrt(32), capped
+    torch.testing.assert_close(small_object_weight(lb, 3.0)[lb == 5], torch.full((2,), 3.0))
+    torch.testing.assert_close(small_object_weight(lb, 3.0)[lb == 4], torch.full((16,), 2.0))
+    assert torch.equal(small_object_weight(lb, 1.0), torch.ones(lb.shape))
+    assert torch.equal(small_object_weight(torch.zeros_like(lb), 2.0), torch.ones(lb.shape))
+    # through augment_batch the two weights multiply; only foreground pixels are weighted
+    im = (lb > 0).float()
+    im[lb == 4] = 0.25
+    ps = PlaneSet.from_planes([(im.numpy(), lb.numpy().astype(np.uint16))])
+    kw = dict(brightness_sd=0.0, faint_prob=0.0, gamma_range=1.0, scale_jitter=1.0, crop=48)
+    _, _, cp, w = augment_batch(ps, [0], np.random.default_rng(3), small_weight=2.0, **kw)
+    assert float(w[cp == 0].max()) == 1.0 and abs(float(w.max()) - 2.0) < 1e-6
+    _, _, cp, w = augment_batch(ps, [0], np.random.default_rng(3), small_weight=2.0, dim_weight=4.0, **kw)
+    assert float(w[cp == 0].max()) == 1.0 and abs(float(w.max()) - 8.0) < 1e-5  # nucleus 4: 2 x 4
+
+
 def test_blur_and_noise_augmentations():
     from nucseg_rt_export.train_data import camera_noise, gaussian_blur
 
@@ -198,6 +225,13 @@ def test_tiny_run_checkpoint_loads_in_cellpose_and_resumes(tmp_path):
 def test_resume_without_state_fails(tmp_path):
     with pytest.raises(SystemExit, match="no .*trainstate"):
         tr.main(["--out", str(tmp_path), "--epochs", "1", "--resume", *TINY])
+
+
+@pytest.mark.parametrize("flag", ["--dim-weight", "--small-weight"])
+def test_loss_weights_below_one_are_refused(tmp_path, flag):
+    with pytest.raises(SystemExit, match=f"{flag} must be >= 1, got 0.5"):
+        tr.main(["--out", str(tmp_path), "--epochs", "1", flag, "0.5", *TINY])
+    assert not any(tmp_path.iterdir())  # refused before any data was built
 
 
 def test_train_on_folder_of_pairs(tmp_path):
