@@ -166,7 +166,7 @@ def realtex_volumes(sources, cache: Path, settings, n_volumes: int, seed: int):
     bank = realtex.nucleus_bank([(r.image, r.labels) for s in sources for r in load_source(s, cache)])
     for i, name in enumerate(settings):
         for k in range(n_volumes):
-            img, lab, meta = realtex.make_volume(bank, realtex.HELDOUT_SETTINGS[name], seed=seed + 100 * i + k)
+            img, lab, meta = realtex.make_volume(bank, realtex.setting_spec(name), seed=seed + 100 * i + k)
             yield name, k, img, lab, meta
 
 
@@ -342,7 +342,8 @@ def main(argv=None):
     ap.add_argument("--realtex", action="store_true",
                     help="real-texture 3D volumes built from real 2D nuclei (default: the held-out BBBC007)")
     ap.add_argument("--settings", nargs="+", default=None,
-                    help="with --realtex: settings of nucseg_rt.eval.realtex.HELDOUT_SETTINGS (default all)")
+                    help="with --realtex: settings of nucseg_rt.eval.realtex.HELDOUT_SETTINGS (default all) or "
+                         "LARGE_SETTINGS (large45@2, large70@5, large70@11.5)")
     ap.add_argument("--seed", type=int, default=None,
                     help="with --realtex: first seed (default realtex.HELDOUT_SEED; calibration uses others)")
     ap.add_argument("--mask-sets", type=str, default=None,
@@ -354,7 +355,12 @@ def main(argv=None):
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     from nucseg_rt import Segmenter
+    from nucseg_rt.eval import realtex
 
+    known = [*realtex.HELDOUT_SETTINGS, *realtex.LARGE_SETTINGS]
+    unknown = [name for name in args.settings or [] if name not in known]
+    if unknown:
+        ap.error(f"--settings must be from {', '.join(known)}, got {', '.join(unknown)}")
     seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision,
                     backend=args.backend, threads=args.threads)
     print(f"network: {seg.engine.backend}")
@@ -367,7 +373,6 @@ def main(argv=None):
     ref = (Segmenter(args.model, ortho=args.ortho, device="cpu", backend="onnxruntime", threads=args.threads)
            if args.vs_fp32 else None)
     if args.realtex:
-        from nucseg_rt.eval import realtex
         from nucseg_rt_export.real_data import HELDOUT_SOURCES
 
         settings = args.settings or list(realtex.HELDOUT_SETTINGS)

@@ -85,6 +85,17 @@ def test_spec_is_validated():
         realtex.VolumeSpec((20, 32, 32), 2.0)
 
 
+def test_named_settings_held_out_and_large():
+    assert realtex.setting_spec("crop@2") is realtex.HELDOUT_SETTINGS["crop@2"]
+    large = realtex.setting_spec("large70@11.5")
+    assert (large.diameter, large.anisotropy) == (70.0, 11.5)
+    assert not set(realtex.LARGE_SETTINGS) & set(realtex.HELDOUT_SETTINGS)  # the default mean stays comparable
+    # each large volume holds several whole nuclei across, and deep enough to have interior ones
+    assert all(min(sp.shape_iso) >= 1.7 * sp.diameter for sp in realtex.LARGE_SETTINGS.values())
+    with pytest.raises(InvalidInputError, match=r"`setting` must be one of aniso1, .*large70@11.5, got 'huge'"):
+        realtex.setting_spec("huge")
+
+
 def test_draw_spec_hard_cases():
     """``dense_prob`` 0 leaves the draws as before; shares of 1 make every spec thin, cropped
     and crowded."""
