@@ -47,14 +47,16 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="nuclei_3d")
     ap.add_argument("--runs", nargs="+", default=RUNS, help="backend/precision pairs against onnxruntime/fp32")
-    ap.add_argument("--settings", nargs="+", default=None, help="held-out settings (default all)")
+    ap.add_argument("--settings", nargs="+", default=None, help="held-out settings (default all; also realtex.LARGE_SETTINGS)")
     ap.add_argument("--n-volumes", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "nucseg-rt" / "packages")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from evaluate_model import realtex_volumes
+    from evaluate_model import check_settings, realtex_volumes
+
+    check_settings(ap, args.settings)
 
     from nucseg_rt import Segmenter
     from nucseg_rt.eval import realtex

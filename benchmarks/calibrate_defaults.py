@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate_model import object_scores, realtex_volumes  # noqa: E402
+from evaluate_model import check_settings, object_scores, realtex_volumes  # noqa: E402
 
 CALIBRATION_SEED = 50_000
 
@@ -98,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    check_settings(ap, args.settings)
     seg = Segmenter(args.model, device="cpu", threads=args.threads)
     settings = args.settings or list(realtex.HELDOUT_SETTINGS)
     rows = []

@@ -157,6 +157,17 @@ def _tex_summary(rows: list[dict]) -> dict:
                 seconds=float(np.mean([r["seconds"] for r in rows])))
 
 
+def check_settings(ap, settings) -> None:
+    """``ap.error`` (one line, exit 2) unless every name is a setting of ``realtex.HELDOUT_SETTINGS``
+    or ``realtex.LARGE_SETTINGS``."""
+    from nucseg_rt.eval import realtex
+
+    known = [*realtex.HELDOUT_SETTINGS, *realtex.LARGE_SETTINGS]
+    unknown = [name for name in settings or [] if name not in known]
+    if unknown:
+        ap.error(f"--settings must be from {', '.join(known)}, got {', '.join(unknown)}")
+
+
 def realtex_volumes(sources, cache: Path, settings, n_volumes: int, seed: int):
     """Yield ``(setting, k, image, labels, meta)``: real-texture volumes (``nucseg_rt.eval.realtex``)
     built from the nuclei of ``sources``, ``n_volumes`` per setting, seeds ``seed + 100 * i + k``."""
@@ -357,10 +368,7 @@ def main(argv=None):
     from nucseg_rt import Segmenter
     from nucseg_rt.eval import realtex
 
-    known = [*realtex.HELDOUT_SETTINGS, *realtex.LARGE_SETTINGS]
-    unknown = [name for name in args.settings or [] if name not in known]
-    if unknown:
-        ap.error(f"--settings must be from {', '.join(known)}, got {', '.join(unknown)}")
+    check_settings(ap, args.settings)
     seg = Segmenter(args.model, ortho=args.ortho, device="cpu", precision=args.precision,
                     backend=args.backend, threads=args.threads)
     print(f"network: {seg.engine.backend}")
