@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_defaults import CALIBRATION_SEED  # noqa: E402
-from evaluate_model import overlap_table  # noqa: E402
+from evaluate_model import check_settings, overlap_table  # noqa: E402
 
 KINDS = ("hit", "none", "merged z", "merged xy", "fragments", "too small", "too large")
 PLACES = ("inner", "xy-cut", "z-cut")
@@ -105,16 +105,14 @@ def main(argv=None) -> int:
                     help="BBBC007 volumes with the held-out seeds (report only: never choose anything on them)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
-    unknown = [s for s in args.settings if s not in realtex.HELDOUT_SETTINGS]
-    if unknown:
-        ap.error(f"--settings must be from {', '.join(realtex.HELDOUT_SETTINGS)}, got {', '.join(unknown)}")
+    check_settings(ap, args.settings)
     sources = HELDOUT_SOURCES if args.held_out else TRAIN_SOURCES
     seed = realtex.HELDOUT_SEED if args.held_out else CALIBRATION_SEED
     bank = realtex.nucleus_bank([(r.image, r.labels) for s in sources for r in load_source(s, args.cache)])
     seg = Segmenter(args.model, device="cpu", threads=args.threads)
-    order = list(realtex.HELDOUT_SETTINGS)
+    order = [*realtex.HELDOUT_SETTINGS, *realtex.LARGE_SETTINGS]
     for name in args.settings:
-        spec = realtex.HELDOUT_SETTINGS[name]
+        spec = realtex.setting_spec(name)
         nuclei, unmatched, aps = [], [], []
         for k in range(args.n_volumes):
             s = seed + 100 * order.index(name) + k   # calibrate_defaults' seeds for all settings
