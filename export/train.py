@@ -442,9 +442,9 @@ def _train_epoch(args, net, opt, sched, train, rng, state, console) -> float:
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console,
                   disable=not console.is_terminal) as prog:
         task = prog.add_task("train", total=args.steps_per_epoch, loss=float("nan"))
+        weighted = max(args.dim_weight, args.small_weight) > 1.0  # else exactly Cellpose's loss
         for s in range(args.steps_per_epoch):
             x, fl, cp, w = _batch(args, train, rng, net.nchan)
-            weighted = max(args.dim_weight, args.small_weight) > 1.0
             loss = cellpose_loss(net(x)[0], fl, cp, w if weighted else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()

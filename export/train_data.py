@@ -402,26 +402,35 @@ def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, aug: 
     return im, fl, lb, w
 
 
+def _below_median_weight(lb: torch.Tensor, count: torch.Tensor, stat: torch.Tensor, max_weight: float,
+                         power: float) -> torch.Tensor:
+    """Per-pixel weight ``(median / stat) ** power``, clamped to [1, ``max_weight``], on the nuclei
+    whose ``stat`` (per label, 0 = background) is below the median over the crop's nuclei (those
+    with ``count`` > 0); 1 on background and on the other nuclei."""
+    w = torch.ones(lb.shape, dtype=torch.float32)
+    present = count[1:] > 0
+    if not bool(present.any()):
+        return w
+    ref = stat[1:][present].median()
+    if float(ref) <= 0:
+        return w
+    # the floor keeps a stat at or below 0 (a dim nucleus after normalisation) at the top weight
+    per = ((ref / stat.clamp(min=float(ref) / max_weight ** (1.0 / power))) ** power).clamp(1.0, max_weight)
+    per[0] = 1.0
+    return per[lb]
+
+
 def dim_object_weight(im: torch.Tensor, lb: torch.Tensor, max_weight: float) -> torch.Tensor:
     """Per-pixel loss weight that lets dim nuclei count more: 1 on background and on nuclei at
     least as bright (mean intensity) as the median nucleus of the crop, ``median / mean`` (at
     most ``max_weight``) on dimmer ones. ``max_weight`` 1 gives all ones."""
-    w = torch.ones_like(im)
     nl = int(lb.max()) + 1
     if max_weight <= 1.0 or nl < 2:
-        return w
+        return torch.ones(lb.shape, dtype=torch.float32)
     flat = lb.reshape(-1)
     count = torch.bincount(flat, minlength=nl).float()
     mean = torch.bincount(flat, weights=im.reshape(-1).double(), minlength=nl).float() / count.clamp(min=1)
-    present = count[1:] > 0
-    if not bool(present.any()):
-        return w
-    ref = mean[1:][present].median()
-    if float(ref) <= 0:
-        return w
-    per = (ref / mean.clamp(min=float(ref) / max_weight)).clamp(1.0, max_weight)
-    per[0] = 1.0
-    return per[lb]
+    return _below_median_weight(lb, count, mean, max_weight, 1.0)
 
 
 def small_object_weight(lb: torch.Tensor, max_weight: float) -> torch.Tensor:
@@ -429,18 +438,11 @@ def small_object_weight(lb: torch.Tensor, max_weight: float) -> torch.Tensor:
     nuclei seen end-on): 1 on background and on nuclei with at least the crop's median nucleus
     area, ``sqrt(median / area)`` (at most ``max_weight``) on smaller ones, so that a nucleus'
     total weight grows with its size, only more slowly. ``max_weight`` 1 gives all ones."""
-    w = torch.ones(lb.shape, dtype=torch.float32)
     nl = int(lb.max()) + 1
     if max_weight <= 1.0 or nl < 2:
-        return w
+        return torch.ones(lb.shape, dtype=torch.float32)
     area = torch.bincount(lb.reshape(-1), minlength=nl).float()
-    present = area[1:] > 0
-    if not bool(present.any()):
-        return w
-    ref = area[1:][present].median()
-    per = torch.sqrt(ref / area.clamp(min=1.0)).clamp(1.0, max_weight)
-    per[0] = 1.0
-    return per[lb]
+    return _below_median_weight(lb, area, area, max_weight, 0.5)
 
 
 def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 128,
