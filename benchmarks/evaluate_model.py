@@ -158,14 +158,13 @@ def _tex_summary(rows: list[dict]) -> dict:
 
 
 def check_settings(ap, settings) -> None:
-    """``ap.error`` (one line, exit 2) unless every name is a setting of ``realtex.HELDOUT_SETTINGS``
-    or ``realtex.LARGE_SETTINGS``."""
+    """``ap.error`` (one line, exit 2) unless every name is a setting of ``realtex.ALL_SETTINGS``
+    (held-out and large)."""
     from nucseg_rt.eval import realtex
 
-    known = [*realtex.HELDOUT_SETTINGS, *realtex.LARGE_SETTINGS]
-    unknown = [name for name in settings or [] if name not in known]
+    unknown = [name for name in settings or [] if name not in realtex.ALL_SETTINGS]
     if unknown:
-        ap.error(f"--settings must be from {', '.join(known)}, got {', '.join(unknown)}")
+        ap.error(f"--settings must be from {', '.join(realtex.ALL_SETTINGS)}, got {', '.join(unknown)}")
 
 
 def realtex_volumes(sources, cache: Path, settings, n_volumes: int, seed: int):

@@ -110,12 +110,12 @@ def main(argv=None) -> int:
     seed = realtex.HELDOUT_SEED if args.held_out else CALIBRATION_SEED
     bank = realtex.nucleus_bank([(r.image, r.labels) for s in sources for r in load_source(s, args.cache)])
     seg = Segmenter(args.model, device="cpu", threads=args.threads)
-    order = [*realtex.HELDOUT_SETTINGS, *realtex.LARGE_SETTINGS]
+    order = list(realtex.ALL_SETTINGS)
     for name in args.settings:
         spec = realtex.setting_spec(name)
         nuclei, unmatched, aps = [], [], []
         for k in range(args.n_volumes):
-            s = seed + 100 * order.index(name) + k   # calibrate_defaults' seeds for all settings
+            s = seed + 100 * order.index(name) + k   # calibrate_defaults' seeds (its default list)
             img, lab, meta = realtex.make_volume(bank, spec, seed=s)
             _, full, fmeta = realtex.make_volume(bank, spec, seed=s, min_keep=0.0)
             kept = np.bincount(full.ravel(), minlength=len(fmeta["true_volume"])) / \

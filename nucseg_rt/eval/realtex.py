@@ -47,8 +47,8 @@ from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.eval.optics import acquire, blur, uneven_background
 from nucseg_rt.eval.synth import subsample_z
 
-__all__ = ["Nucleus2D", "VolumeSpec", "HELDOUT_SETTINGS", "LARGE_SETTINGS", "setting_spec", "nucleus_bank",
-           "seeded_images", "make_volume", "make_timelapse", "draw_spec"]
+__all__ = ["Nucleus2D", "VolumeSpec", "HELDOUT_SETTINGS", "LARGE_SETTINGS", "ALL_SETTINGS", "setting_spec",
+           "nucleus_bank", "seeded_images", "make_volume", "make_timelapse", "draw_spec"]
 
 
 @dataclass(frozen=True)
@@ -123,12 +123,15 @@ LARGE_SETTINGS: dict[str, VolumeSpec] = {
 }
 
 
+#: Every named setting: the held-out ones, then the large ones.
+ALL_SETTINGS: dict[str, VolumeSpec] = {**HELDOUT_SETTINGS, **LARGE_SETTINGS}
+
+
 def setting_spec(name: str) -> VolumeSpec:
     """The spec of a named setting of ``HELDOUT_SETTINGS`` or ``LARGE_SETTINGS``."""
-    spec = HELDOUT_SETTINGS.get(name) or LARGE_SETTINGS.get(name)
+    spec = ALL_SETTINGS.get(name)
     if spec is None:
-        known = ", ".join([*HELDOUT_SETTINGS, *LARGE_SETTINGS])
-        raise InvalidInputError(f"`setting` must be one of {known}, got {name!r}")
+        raise InvalidInputError(f"`setting` must be one of {', '.join(ALL_SETTINGS)}, got {name!r}")
     return spec
 
 

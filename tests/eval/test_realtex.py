@@ -90,6 +90,7 @@ def test_named_settings_held_out_and_large():
     large = realtex.setting_spec("large70@11.5")
     assert (large.diameter, large.anisotropy) == (70.0, 11.5)
     assert not set(realtex.LARGE_SETTINGS) & set(realtex.HELDOUT_SETTINGS)  # the default mean stays comparable
+    assert list(realtex.ALL_SETTINGS) == [*realtex.HELDOUT_SETTINGS, *realtex.LARGE_SETTINGS]
     # each large volume holds several whole nuclei across, and deep enough to have interior ones
     assert all(min(sp.shape_iso) >= 1.7 * sp.diameter for sp in realtex.LARGE_SETTINGS.values())
     with pytest.raises(InvalidInputError, match=r"`setting` must be one of aniso1, .*large70@11.5, got 'huge'"):
