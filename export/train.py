@@ -55,7 +55,7 @@ def cellpose_loss(y: torch.Tensor, flows: torch.Tensor, cellprob: torch.Tensor,
     """Cellpose 3 ``_loss_fn_seg``: ``MSE(y[:, :2], 5 * flows) / 2 + BCE(y[:, 2], cellprob)``.
 
     With ``weight`` (B, H, W), each pixel's squared error and cross-entropy are multiplied by it
-    before the means (``--dim-weight``, ``--small-weight``); without it, exactly Cellpose's loss.
+    before the means (``--dim-weight``, ``--small-weight``, ``--contact-weight``); without it, exactly Cellpose's loss.
     """
     if weight is None:
         return F.mse_loss(y[:, :2], 5.0 * flows) / 2.0 + F.binary_cross_entropy_with_logits(y[:, 2], cellprob)
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--small-weight", type=float, default=1.0,
       help="weight the loss on nuclei smaller than their crop's median nucleus by sqrt(median/area), up"
            " to this factor (default 1; with --dim-weight the two multiply)")
+    a("--contact-weight", type=float, default=1.0,
+      help="weight the loss by this factor on pixels with two different nuclei within 2 px (where"
+           " touching nuclei must be kept apart; default 1; multiplies the other weights)")
     a("--blur-prob", type=float, default=0.0, help="fraction of crops blurred (sigma 0.5-2 px)")
     a("--noise-prob", type=float, default=0.0, help="fraction of crops given camera noise (sd 0.02-0.12)")
     a("--seed", type=int, default=0)
@@ -374,7 +377,8 @@ def _fit_plan(args, state, t0, console) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: parse ``argv`` and train; returns an exit code."""
     args = build_parser().parse_args(argv)
-    for flag, v in (("--dim-weight", args.dim_weight), ("--small-weight", args.small_weight)):
+    for flag, v in (("--dim-weight", args.dim_weight), ("--small-weight", args.small_weight),
+                    ("--contact-weight", args.contact_weight)):
         if not v >= 1.0:
             raise SystemExit(f"{flag} must be >= 1, got {v}")
     console = Console(log_path=False, width=160)
@@ -421,7 +425,7 @@ def _batch(args, sets, rng: np.random.Generator, nchan: int):
     common = dict(crop=args.crop, nchan=nchan, diam_mean=args.diam_mean, wide=tuple(_floats(args.wide_scale)),
                   wide_prob=args.wide_prob, ortho_steps=tuple(_floats(args.ortho_steps)),
                   blur_prob=args.blur_prob, noise_prob=args.noise_prob, dim_weight=args.dim_weight,
-                  small_weight=args.small_weight)
+                  small_weight=args.small_weight, contact_weight=args.contact_weight)
     parts = []
     if n_real:
         parts.append(augment_batch(real, rng.integers(0, len(real), n_real), rng,
@@ -442,7 +446,7 @@ def _train_epoch(args, net, opt, sched, train, rng, state, console) -> float:
                   TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), console=console,
                   disable=not console.is_terminal) as prog:
         task = prog.add_task("train", total=args.steps_per_epoch, loss=float("nan"))
-        weighted = max(args.dim_weight, args.small_weight) > 1.0  # else exactly Cellpose's loss
+        weighted = max(args.dim_weight, args.small_weight, args.contact_weight) > 1.0  # else exactly Cellpose's loss
         for s in range(args.steps_per_epoch):
             x, fl, cp, w = _batch(args, train, rng, net.nchan)
             loss = cellpose_loss(net(x)[0], fl, cp, w if weighted else None)

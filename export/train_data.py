@@ -22,7 +22,7 @@ from nucseg_rt.masks.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
            "load_pairs", "realtex_planes", "augment_batch", "dim_object_weight", "small_object_weight",
-           "rotate_flip_flows", "label_diameter", "coarse_axis"]
+           "contact_weight", "rotate_flip_flows", "label_diameter", "coarse_axis"]
 
 
 def resample_z(vol: np.ndarray, anisotropy: float, *, order: Literal[0, 1] = 1,
@@ -398,7 +398,8 @@ def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, aug: 
         im = gaussian_blur(im, rng.uniform(*aug["blur_sigma"]))
     if aug["noise_prob"] > 0 and rng.random() < aug["noise_prob"]:
         im = camera_noise(im, rng.uniform(*aug["noise_sd"]), rng)
-    w = dim_object_weight(im, lb, aug["dim_weight"]) * small_object_weight(lb, aug["small_weight"])
+    w = (dim_object_weight(im, lb, aug["dim_weight"]) * small_object_weight(lb, aug["small_weight"])
+         * contact_weight(lb, aug["contact_weight"]))
     return im, fl, lb, w
 
 
@@ -445,6 +446,26 @@ def small_object_weight(lb: torch.Tensor, max_weight: float) -> torch.Tensor:
     return _below_median_weight(lb, area, area, max_weight, 0.5)
 
 
+def contact_weight(lb: torch.Tensor, max_weight: float, radius: int = 2) -> torch.Tensor:
+    """Per-pixel loss weight on the contacts between nuclei (the weight map of Ronneberger et al.'s
+    U-Net, in its simplest form): ``max_weight`` on every pixel, nucleus or background, with two
+    different nuclei within ``radius`` px (a (2 radius + 1)-px square), 1 elsewhere. Where two
+    nuclei touch or nearly do, the flows must point apart and the gap must be background, or the
+    masks merge. ``max_weight`` 1 gives all ones."""
+    if radius < 1:
+        raise ValueError(f"`radius` must be >= 1, got {radius}")
+    nl = int(lb.max())
+    if max_weight <= 1.0 or nl < 2:
+        return torch.ones(lb.shape, dtype=torch.float32)
+    f = lb[None, None].float()
+    k = 2 * radius + 1
+    hi = F.max_pool2d(f, k, stride=1, padding=radius)[0, 0]
+    # the smallest nucleus label in the window (nl + 1 where there is none)
+    lo = -F.max_pool2d(-torch.where(f > 0, f, float(nl + 1)), k, stride=1, padding=radius)[0, 0]
+    contact = (hi > 0) & (lo < hi)
+    return torch.where(contact, torch.tensor(float(max_weight)), torch.tensor(1.0))
+
+
 def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 128,
                   scale_jitter: float = 1.4, brightness_sd: float = 0.3, faint_prob: float = 0.1,
                   gamma_range: float = 1.4, nchan: int = 2, diam_mean: float | None = None,
@@ -452,7 +473,7 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
                   ortho_prob: float = 0.0, ortho_steps: tuple[float, float] = (1.5, 12.0),
                   blur_prob: float = 0.0, blur_sigma: tuple[float, float] = (0.5, 2.0),
                   noise_prob: float = 0.0, noise_sd: tuple[float, float] = (0.02, 0.12),
-                  dim_weight: float = 1.0, small_weight: float = 1.0):
+                  dim_weight: float = 1.0, small_weight: float = 1.0, contact_weight: float = 1.0):
     """Random crops with scale jitter, 90-degree rotations/flips, per-nucleus brightness, gamma,
     and optionally optical blur and camera noise.
 
@@ -466,22 +487,23 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
     noise (``camera_noise``, sd drawn uniformly from ``noise_sd`` in normalised units).
     ``dim_weight`` > 1 weights the loss on nuclei dimmer than the crop's median nucleus up to that
     factor (``dim_object_weight``), after all intensity augmentation; ``small_weight`` > 1 weights
-    it on nuclei smaller than the crop's median nucleus (``small_object_weight``). The two
-    multiply.
+    it on nuclei smaller than the crop's median nucleus (``small_object_weight``);
+    ``contact_weight`` > 1 on the pixels where two nuclei touch or nearly do (``contact_weight``).
+    They multiply.
 
     Returns
     -------
     x : (B, nchan, crop, crop) float32 (channel 0 nuclei, others zero)
     flows : (B, 2, crop, crop) float32 unit flows (dY, dX)
     cellprob : (B, crop, crop) float32, 1 inside masks
-    weight : (B, crop, crop) float32, per-pixel loss weight (all ones unless ``dim_weight`` or
-        ``small_weight`` > 1)
+    weight : (B, crop, crop) float32, per-pixel loss weight (all ones unless ``dim_weight``,
+        ``small_weight`` or ``contact_weight`` > 1)
     """
     aug = dict(scale_jitter=scale_jitter, brightness_sd=brightness_sd, faint_prob=faint_prob,
                gamma_range=gamma_range, diam_mean=diam_mean, wide=wide, wide_prob=wide_prob,
                ortho_prob=ortho_prob, ortho_steps=ortho_steps, blur_prob=blur_prob, blur_sigma=blur_sigma,
                noise_prob=noise_prob, noise_sd=noise_sd, dim_weight=dim_weight,
-               small_weight=small_weight)
+               small_weight=small_weight, contact_weight=contact_weight)
     xs, fs, cs, ws = [], [], [], []
     for i in idx:
         im, fl, lb, w = _one_sample(ps, int(i), rng, crop, aug)
