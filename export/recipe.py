@@ -102,7 +102,16 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     minutes): calibration mean 0.761 and crops 0.526 (stage 15: 0.770 / 0.590), more masks on
     background; not shipped (models/README.md).
 
-With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide7``, ``wide6``,
+17. ``wide8``: a cosine cycle from stage 15 (peak rate 2e-4, other volumes, seed 16) with stage
+    15's batch mix and dim weighting, and one change: the loss on every pixel with two different
+    nuclei within 2 px is weighted 3x (``--contact-weight 3``), because merged nuclei are the
+    largest class of errors among crowded nuclei and, with misses, in the crops. Run once
+    (2026-12-07, fourth session, 24 epochs in 75 minutes): calibration mean 0.768 (full stacks at
+    anisotropy 1-5 up, thin5, crops and anisotropy 11.5 down; synthetic 11.5 0.932); not
+    shipped. The mean of stage 15's and 17's weights (not a stage here) reached 0.778 but failed
+    the crop gate (models/README.md).
+
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide8``, ``wide7``, ``wide6``,
 ``wide5``, ``wide4``, ``wide3``, ``wide2``, ..., ``main``, else ``base``), is exported, with
 stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used from anisotropy
 ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges: the mean of
