@@ -90,6 +90,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "nucseg-rt" / "packages")
     ap.add_argument("--n-volumes", type=int, default=2)
     ap.add_argument("--settings", nargs="+", default=None)
+    ap.add_argument("--seed", type=int, default=CALIBRATION_SEED,
+                    help="volume k of the i-th setting of --settings is built with seed SEED + 100 i + k"
+                         f" (default {CALIBRATION_SEED}, the calibration set; another seed draws other"
+                         " calibration volumes, e.g. for a confirmation run)")
     ap.add_argument("--weights", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1])
     ap.add_argument("--thresholds", type=float, nargs="+", default=[0.0, -0.5, -1.0, -1.5, -2.0, -3.0])
     ap.add_argument("--size-fractions", type=float, nargs="+", default=[0.0, 0.02, 0.05, 0.1, 0.2])
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
     rows = []
     t0 = time.time()
     for name, k, img, lab, meta in realtex_volumes(TRAIN_SOURCES, args.cache, settings, args.n_volumes,
-                                                   CALIBRATION_SEED):
+                                                   args.seed):
         a, d_true = meta["anisotropy"], meta["diameter"]
         for scale in args.scales:
             d = d_true * scale
