@@ -110,8 +110,11 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     anisotropy 1-5 up, thin5, crops and anisotropy 11.5 down; synthetic 11.5 0.932); not
     shipped. The mean of stage 15's and 17's weights (not a stage here) reached 0.778 but failed
     the crop gate (models/README.md).
+18. ``wide9``: as stage 17 with ``--contact-weight 2`` and a lower peak rate (1e-4, seed 17).
+    Run once (2026-12-07, fourth session, 17 epochs in 52 minutes): calibration mean 0.767
+    (thin5 and synthetic 11.5 up, crops at 2 volumes down, 10 new crops level); not shipped.
 
-With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide8``, ``wide7``, ``wide6``,
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide9``, ``wide8``, ``wide7``, ``wide6``,
 ``wide5``, ``wide4``, ``wide3``, ``wide2``, ..., ``main``, else ``base``), is exported, with
 stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used from anisotropy
 ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges: the mean of
