@@ -22,7 +22,7 @@ from nucseg_rt.masks.label_flows import masks_to_flows_batch
 
 __all__ = ["resample_z", "iter_planes", "normalize99", "PlaneSet", "synthetic_planes",
            "load_pairs", "realtex_planes", "augment_batch", "dim_object_weight", "small_object_weight",
-           "contact_weight", "rotate_flip_flows", "label_diameter", "coarse_axis"]
+           "contact_band_weight", "rotate_flip_flows", "label_diameter", "coarse_axis"]
 
 
 def resample_z(vol: np.ndarray, anisotropy: float, *, order: Literal[0, 1] = 1,
@@ -399,7 +399,7 @@ def _one_sample(ps: PlaneSet, i: int, rng: np.random.Generator, crop: int, aug: 
     if aug["noise_prob"] > 0 and rng.random() < aug["noise_prob"]:
         im = camera_noise(im, rng.uniform(*aug["noise_sd"]), rng)
     w = (dim_object_weight(im, lb, aug["dim_weight"]) * small_object_weight(lb, aug["small_weight"])
-         * contact_weight(lb, aug["contact_weight"]))
+         * contact_band_weight(lb, aug["contact_weight"]))
     return im, fl, lb, w
 
 
@@ -446,7 +446,7 @@ def small_object_weight(lb: torch.Tensor, max_weight: float) -> torch.Tensor:
     return _below_median_weight(lb, area, area, max_weight, 0.5)
 
 
-def contact_weight(lb: torch.Tensor, max_weight: float, radius: int = 2) -> torch.Tensor:
+def contact_band_weight(lb: torch.Tensor, max_weight: float, radius: int = 2) -> torch.Tensor:
     """Per-pixel loss weight on the contacts between nuclei (the weight map of Ronneberger et al.'s
     U-Net, in its simplest form): ``max_weight`` on every pixel, nucleus or background, with two
     different nuclei within ``radius`` px (a (2 radius + 1)-px square), 1 elsewhere. Where two
@@ -488,7 +488,8 @@ def augment_batch(ps: PlaneSet, idx, rng: np.random.Generator, *, crop: int = 12
     ``dim_weight`` > 1 weights the loss on nuclei dimmer than the crop's median nucleus up to that
     factor (``dim_object_weight``), after all intensity augmentation; ``small_weight`` > 1 weights
     it on nuclei smaller than the crop's median nucleus (``small_object_weight``);
-    ``contact_weight`` > 1 on the pixels where two nuclei touch or nearly do (``contact_weight``).
+    ``contact_weight`` > 1 on the pixels where two nuclei touch or nearly do
+    (``contact_band_weight``).
     They multiply.
 
     Returns

@@ -227,14 +227,14 @@ def test_resume_without_state_fails(tmp_path):
         tr.main(["--out", str(tmp_path), "--epochs", "1", "--resume", *TINY])
 
 
-def test_contact_weight():
-    from nucseg_rt_export.train_data import contact_weight
+def test_contact_band_weight():
+    from nucseg_rt_export.train_data import contact_band_weight
 
     lb = torch.zeros(20, 40, dtype=torch.int64)
     lb[2:10, 2:10], lb[2:10, 10:18] = 1, 2  # touching along columns 9 | 10
     lb[2:10, 21:29] = 3  # 3 px of background from nucleus 2
     lb[14:18, 32:38] = 4  # alone
-    w = contact_weight(lb, 3.0)
+    w = contact_band_weight(lb, 3.0)
     # two different nuclei within 2 px (a 5x5 square): columns 8-11 of rows 0-11
     band = torch.zeros_like(lb, dtype=torch.bool)
     band[0:12, 8:12] = True
@@ -242,12 +242,12 @@ def test_contact_weight():
     band[0:12, 19:20] = True
     assert torch.equal(w == 3.0, band)
     assert float(w[~band].max()) == 1.0 and float(w.min()) == 1.0
-    assert torch.equal(contact_weight(lb, 1.0), torch.ones(lb.shape))
+    assert torch.equal(contact_band_weight(lb, 1.0), torch.ones(lb.shape))
     only = torch.where(lb == 4, lb, torch.zeros_like(lb))
-    assert torch.equal(contact_weight(only, 3.0), torch.ones(lb.shape))
-    assert torch.equal(contact_weight(lb * 0, 3.0), torch.ones(lb.shape))
+    assert torch.equal(contact_band_weight(only, 3.0), torch.ones(lb.shape))
+    assert torch.equal(contact_band_weight(lb * 0, 3.0), torch.ones(lb.shape))
     with pytest.raises(ValueError, match="`radius` must be >= 1"):
-        contact_weight(lb, 3.0, radius=0)
+        contact_band_weight(lb, 3.0, radius=0)
     # through augment_batch: weighted pixels only where two nuclei meet, and the weights multiply
     im = (lb > 0).float()
     ps = PlaneSet.from_planes([(im.numpy(), lb.numpy().astype(np.uint16))])
