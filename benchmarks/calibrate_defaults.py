@@ -100,6 +100,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0],
                     help="diameter multipliers to run the network at")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--label-convention", default="drawn", choices=("drawn", "half-contrast"),
+                    help="the calibration nuclei's labels: as drawn, or moved to half their contrast "
+                         "(real_data.half_contrast_labels; the convention a model trained with it learned)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     check_settings(ap, args.settings)
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
     rows = []
     t0 = time.time()
     for name, k, img, lab, meta in realtex_volumes(TRAIN_SOURCES, args.cache, settings, args.n_volumes,
-                                                   args.seed):
+                                                   args.seed, convention=args.label_convention):
         a, d_true = meta["anisotropy"], meta["diameter"]
         for scale in args.scales:
             d = d_true * scale

@@ -167,13 +167,15 @@ def check_settings(ap, settings) -> None:
         ap.error(f"--settings must be from {', '.join(realtex.ALL_SETTINGS)}, got {', '.join(unknown)}")
 
 
-def realtex_volumes(sources, cache: Path, settings, n_volumes: int, seed: int):
+def realtex_volumes(sources, cache: Path, settings, n_volumes: int, seed: int, *, convention: str = "drawn"):
     """Yield ``(setting, k, image, labels, meta)``: real-texture volumes (``nucseg_rt.eval.realtex``)
-    built from the nuclei of ``sources``, ``n_volumes`` per setting, seeds ``seed + 100 * i + k``."""
+    built from the nuclei of ``sources`` (their labels in ``convention``: ``real_data.load_source``),
+    ``n_volumes`` per setting, seeds ``seed + 100 * i + k``."""
     from nucseg_rt.eval import realtex
     from nucseg_rt_export.real_data import load_source
 
-    bank = realtex.nucleus_bank([(r.image, r.labels) for s in sources for r in load_source(s, cache)])
+    bank = realtex.nucleus_bank([(r.image, r.labels) for s in sources
+                                 for r in load_source(s, cache, convention=convention)])
     for i, name in enumerate(settings):
         for k in range(n_volumes):
             img, lab, meta = realtex.make_volume(bank, realtex.setting_spec(name), seed=seed + 100 * i + k)

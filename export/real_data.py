@@ -45,7 +45,7 @@ from nucseg_rt.errors import InvalidInputError
 from nucseg_rt.eval.metrics import label_diameter
 
 __all__ = ["RealImage", "Source", "SOURCES", "TRAIN_SOURCES", "HELDOUT_SOURCES", "fetch", "load_source",
-           "colour_labels"]
+           "colour_labels", "CONVENTIONS", "half_contrast_labels"]
 
 
 @dataclass(frozen=True)
@@ -191,8 +191,14 @@ def fetch(source: str, cache: Path) -> Path:
     return found[0]
 
 
-def load_source(source: str, cache: Path) -> list[RealImage]:
-    """All images of ``source`` (fetched into ``cache`` if needed), with at least one labelled nucleus."""
+def load_source(source: str, cache: Path, *, convention: str = "drawn") -> list[RealImage]:
+    """All images of ``source`` (fetched into ``cache`` if needed), with at least one labelled nucleus.
+
+    ``convention``: ``"drawn"``, the labels as published; ``"half-contrast"``, each nucleus'
+    boundary moved to half its own contrast (:func:`half_contrast_labels`), one convention for
+    sources whose annotators drew it in different places."""
+    if convention not in CONVENTIONS:
+        raise InvalidInputError(f"`convention` must be one of {', '.join(CONVENTIONS)}, got {convention!r}")
     s = SOURCES[source] if source in SOURCES else None
     path = fetch(source, cache)
     out = [r for r in s.read(_Archive(path), s) if r.labels.max() > 0]
@@ -200,6 +206,86 @@ def load_source(source: str, cache: Path) -> list[RealImage]:
         if r.image.shape != r.labels.shape or r.image.ndim != 2:
             raise InvalidInputError(f"{source}/{r.name}: image {r.image.shape} and labels {r.labels.shape} "
                                     "must be 2D and match")
+    if convention == "half-contrast":
+        out = [RealImage(r.image, half_contrast_labels(r.image, r.labels), r.source, r.name) for r in out]
+    return out
+
+
+#: Label conventions :func:`load_source` offers.
+CONVENTIONS = ("drawn", "half-contrast")
+
+
+def _window(a: np.ndarray, r: int, reduce, pad_value) -> np.ndarray:
+    """``reduce`` (np.max / np.min) over the (2r+1)^2 window around each pixel."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    return reduce(sliding_window_view(np.pad(a, r, constant_values=pad_value), (2 * r + 1, 2 * r + 1)),
+                  axis=(-2, -1))
+
+
+def _smooth(img: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Gaussian blur (7 taps, reflect padding): the contrast is read through the camera noise."""
+    k = np.exp(-0.5 * (np.arange(-3, 4) / sigma) ** 2)
+    k /= k.sum()
+    p = np.pad(img.astype(np.float32), 3, mode="reflect")
+    p = sum(w * p[:, i:i + img.shape[1]] for i, w in enumerate(k))
+    return sum(w * p[i:i + img.shape[0]] for i, w in enumerate(k)).astype(np.float32)
+
+
+def _erode(m: np.ndarray) -> np.ndarray:
+    p = np.pad(m, 1)
+    return m & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+
+
+def half_contrast_labels(image: np.ndarray, labels: np.ndarray, *, level: float = 0.5,
+                         shift: int = 2) -> np.ndarray:
+    """``labels`` with each nucleus' boundary where the (lightly smoothed) image falls to ``level``
+    of the way from the background to the nucleus' own interior (median of the mask eroded by
+    ``shift``), moved at most ``shift`` px (in rows and columns) from the drawn boundary.
+
+    The interior (the mask eroded by ``shift``) is always kept; the band around it is regrown from
+    the interior (4-connected, so a nucleus stays one piece) into pixels at or above the level that
+    are the nucleus' own or unlabelled with no other nucleus within ``shift`` px (touching nuclei
+    keep their shared border). The background is the median of the pixels more than 6 px from any
+    label. A nucleus too small to erode, or not brighter than the background, keeps its drawn mask.
+    Annotators drew the training sources' boundaries at 0.3-0.6 of the contrast (models/README.md,
+    "Training-label conventions"); this puts all of them at ``level``.
+    """
+    if image.shape != labels.shape or image.ndim != 2:
+        raise InvalidInputError(f"image {image.shape} and labels {labels.shape} must be 2D and match")
+    if not 0 < level < 1 or shift < 1:
+        raise InvalidInputError(f"`level` must be in (0, 1) and `shift` >= 1, got {level}, {shift}")
+    img = _smooth(image)
+    lab = np.asarray(labels).astype(np.int64)
+    fg = lab > 0
+    far = ~_window(fg, 6, np.max, False)
+    bg = float(np.median(img[far])) if far.sum() > 50 else float(np.percentile(img, 5))
+    big = np.iinfo(np.int64).max
+    hi = _window(lab, shift, np.max, 0)                      # the only label within `shift` px if
+    lo = _window(np.where(fg, lab, big), shift, np.min, big)  # hi == lo
+    out = np.zeros(lab.shape, np.int32)
+    for i in np.unique(lab[fg]):
+        ys, xs = np.nonzero(lab == i)
+        sl = (slice(max(ys.min() - shift - 1, 0), ys.max() + shift + 2),
+              slice(max(xs.min() - shift - 1, 0), xs.max() + shift + 2))
+        m = lab[sl] == i
+        core = m
+        for _ in range(shift):
+            core = _erode(core)
+        inside = float(np.median(img[sl][core])) if core.sum() >= 5 else bg
+        if inside <= bg:
+            out[sl][m] = i
+            continue
+        allowed = ((m | ((lab[sl] == 0) & (hi[sl] == i) & (lo[sl] == i)))
+                   & (img[sl] >= bg + level * (inside - bg))) | core
+        grown = core
+        for _ in range(2 * shift + 2):  # geodesic growth from the interior
+            p = np.pad(grown, 1)
+            step = (grown | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]) & allowed
+            if (step == grown).all():
+                break
+            grown = step
+        out[sl][grown & (out[sl] == 0)] = i
     return out
 
 

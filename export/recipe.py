@@ -113,8 +113,14 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
 18. ``wide9``: as stage 17 with ``--contact-weight 2`` and a lower peak rate (1e-4, seed 17).
     Run once (2026-12-07, fourth session, 17 epochs in 52 minutes): calibration mean 0.767
     (thin5 and synthetic 11.5 up, crops at 2 volumes down, 10 new crops level); not shipped.
+19. ``wide10``: a cosine cycle from stage 15 (peak rate 2e-4, seed 18) with stage 15's batch mix and
+    dim weighting, and one change: the real nuclei's labels in one convention
+    (``--label-convention half-contrast``: each boundary moved, at most 2 px, to half its nucleus'
+    contrast), because the training sources' annotators drew it at 0.35-0.64 of the contrast
+    (models/README.md, "Training-label conventions"), for the real images and the real-texture
+    volumes alike.
 
-With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide9``, ``wide8``, ``wide7``, ``wide6``,
+With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide10``, ``wide9``, ``wide8``, ``wide7``, ``wide6``,
 ``wide5``, ``wide4``, ``wide3``, ``wide2``, ..., ``main``, else ``base``), is exported, with
 stage ``ortho`` as its partner when that ran (``export-cellpose --ortho``, used from anisotropy
 ``ORTHO_MIN_ANISOTROPY``); then the int8 variants are made (activation ranges: the mean of
@@ -199,6 +205,11 @@ STAGES = {
                             "--lr", "1e-4", "--warmup-steps", "50", *MAIN_SYNTH, "--seed", "17",
                             "--real-weight", "0.2", "--realtex-volumes", "64", "--realtex-weight", "0.5",
                             "--realtex-hard", "0.45,0.45,0.3", "--dim-weight", "3", "--contact-weight", "2"]),
+    "wide10": ("nuclei_3d", ["--pretrained", "{wide6}", "--nbase", "2,16,32,80,160", "--epochs", "30",
+                             "--lr", "2e-4", "--warmup-steps", "50", *MAIN_SYNTH, "--seed", "18",
+                             "--real-weight", "0.2", "--realtex-volumes", "64", "--realtex-weight", "0.5",
+                             "--realtex-hard", "0.45,0.45,0.3", "--dim-weight", "3",
+                             "--label-convention", "half-contrast"]),
     "ortho": ("nuclei_3d_ortho", ["--pretrained", "{main}", "--epochs", "9", "--lr", "5e-4",
                                   "--warmup-steps", "50", "--n-volumes", "12", "--n-val-volumes", "2",
                                   "--ortho-step", "6", "--anisotropies", "8,10,11.5,12",

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--real-sources", default="", help="real 2D sources (real_data.SOURCES), comma separated; '' for none")
     a("--real-cache", type=Path, default=None, help="folder for the source packages (default <out>/packages)")
     a("--real-weight", type=float, default=0.6, help="fraction of each batch drawn from real images")
+    a("--label-convention", default="drawn", choices=("drawn", "half-contrast"),
+      help="the --real-sources labels as published ('drawn'), or each boundary moved to half its nucleus'"
+           " contrast, at most 2 px (real_data.half_contrast_labels); also for the real-texture volumes")
     a("--real-ortho-prob", type=float, default=0.35, help="fraction of real crops given a coarse axis")
     a("--ortho-steps", default="1.5,12", help="range of the coarse axis step, px at the network's scale")
     a("--wide-scale", default="8,80", help="nucleus size range (px) of the wide scale augmentation")
@@ -149,7 +152,7 @@ def _real_images(args, console) -> list:
     cache = args.real_cache or args.out / "packages"
     images = []
     for name in names:
-        imgs = load_source(name, cache)
+        imgs = load_source(name, cache, convention=args.label_convention)
         n = sum(int(np.count_nonzero(np.bincount(r.labels.ravel())[1:])) for r in imgs)
         console.print(f"real: {name}: {len(imgs)} images, {n} nuclei")
         images += imgs
@@ -174,6 +177,8 @@ def _realtex_data(args, images, console) -> PlaneSet | None:
         raise SystemExit(f"--realtex-edge-band must be >= 0, got {args.realtex_edge_band}")
     if args.realtex_edge_band:
         params["edge_band"] = args.realtex_edge_band
+    if args.label_convention != "drawn":
+        params["labels"] = args.label_convention
     hard = None
     if args.realtex_hard:
         vals = _floats(args.realtex_hard)
