@@ -48,6 +48,9 @@ def add_model(
     calibration: Annotated[Optional[Path], typer.Option(
         help="With --int8: folder of TIFF z-stacks to calibrate on (default: synthetic nuclei).",
         metavar="DIR", show_default=False)] = None,
+    check: Annotated[Optional[Path], typer.Option(
+        help="With --int8: folder of other TIFF z-stacks to check the int8 copy against fp32 on "
+             "(default: synthetic nuclei).", metavar="DIR", show_default=False)] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Validate a model and copy it into the registry (with its sha256)."""
@@ -56,15 +59,16 @@ def add_model(
     from nucseg_rt.models import add_model
 
     stderr_console(ctx.obj)
-    if calibration is not None and not int8:
-        raise InvalidInputError("--calibration needs --int8")
+    for flag, value in (("--calibration", calibration), ("--check", check)):
+        if value is not None and not int8:
+            raise InvalidInputError(f"{flag} needs --int8")
     rec = add_model(file, name=name, ortho=ortho, force=force, convert=_convert_cellpose)
     has_ortho = "yes" if rec.files.ortho_path else "no"
     kind = "" if rec.precision == "fp32" else f" as {rec.precision} model"
     print(f"added {rec.name!r}{kind} (diam_mean {_describe(rec.metadata, 'diam_mean')}, "
           f"nchan {_describe(rec.metadata, 'nchan')}, ortho {has_ortho}) -> {rec.files.path}")
     if int8:
-        _quantize(rec.name, "int8", calibration, force=True)
+        _quantize(rec.name, "int8", calibration, check, force=True)
 
 
 @app.command("models")
@@ -153,6 +157,9 @@ def quantize(
     calibration: Annotated[Optional[Path], typer.Option(
         help="Folder of TIFF z-stacks like yours to calibrate on (default: synthetic nuclei).",
         metavar="DIR", show_default=False)] = None,
+    check: Annotated[Optional[Path], typer.Option(
+        help="Folder of other TIFF z-stacks to check the variant against fp32 on (default: "
+             "synthetic nuclei).", metavar="DIR", show_default=False)] = None,
     precision: Annotated[Variant, typer.Option(
         help="int8 (CPU) or fp16 (CUDA).", metavar="|".join(VARIANTS))] = Variant.int8,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing variant.")] = False,
@@ -162,21 +169,22 @@ def quantize(
     from nucseg_rt.cli._report import stderr_console
 
     stderr_console(ctx.obj)
-    _quantize(name, precision.value, calibration, force=force)
+    _quantize(name, precision.value, calibration, check, force=force)
 
 
-def _quantize(name: str, precision: str, calibration, *, force: bool) -> None:
+def _quantize(name: str, precision: str, calibration, check, *, force: bool) -> None:
     import logging
 
     from nucseg_rt.models import quantize_registered
 
     logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs per tensor
     record, reports = quantize_registered(name, precision=precision, calibration=calibration,
-                                          force=force)
+                                          check=check, force=force)
+    where = " (synthetic)" if check is None else f" of {check}"
     for role, rep in zip(("model", "ortho"), reports):
         print(f"{name} {role} -> {precision}: flow correlation with fp32 "
               f"{rep.flow_correlation:.4f}, inside/outside agreement {rep.cellprob_agreement:.4f} "
-              f"on {rep.n_check_tiles} held-out tiles ({rep.seconds:.0f} s)")
+              f"on {rep.n_check_tiles} held-out tiles{where} ({rep.seconds:.0f} s)")
     print(f"added the {precision} variant of {name!r} -> {record.variants[precision].path}")
 
 

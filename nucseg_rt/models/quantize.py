@@ -325,7 +325,8 @@ def _check_fp32(src: Path, name: str | None = None) -> None:
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
                   calibration: str | os.PathLike | None = None, seed: int = 0,
-                  overwrite: bool = False, check_planes: int = 3) -> QuantReport:
+                  overwrite: bool = False, check_planes: int = 3,
+                  check: str | os.PathLike | None = None) -> QuantReport:
     """Write an int8 (QDQ) copy of an exported fp32 network, checked against it.
 
     Parameters
@@ -341,8 +342,11 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
     overwrite : bool
         Replace ``dst`` if it exists.
     check_planes : int
-        Planes per orientation of each held-out synthetic volume the int8 outputs are checked
-        on (3: 72 tiles of the 3 volumes; fewer is a quicker, coarser check).
+        Planes per orientation of each held-out volume the int8 outputs are checked on (3: 72
+        tiles of the 3 synthetic volumes; fewer is a quicker, coarser check).
+    check : path, optional
+        Folder of 3D TIFFs to check on instead of the synthetic volumes: your own z-stacks, not
+        the ``calibration`` folder (the check is on data the ranges were not fitted to).
 
     Returns
     -------
@@ -364,6 +368,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
 
     src, dst = _validate_paths(src, dst, overwrite)
     validate_whole("check_planes", check_planes, 1)
+    _validate_check(check, calibration)
     t0 = time.perf_counter()
     metadata, nchan = inspect_model(src)  # checked: diam_mean > 0 is required
     diam_mean = float(metadata["diam_mean"])
@@ -386,20 +391,32 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                         extra_options=CALIBRATION_OPTIONS)
-        check = calibration_tiles(calibration_planes(nchan, seed=seed + 100,
-                                                     per_orientation=check_planes,
-                                                     diameter=diam_mean), nchan)
-        corr, agree, maxdiff = compare_outputs(_session(src), _session(out), check)
-        report = QuantReport("int8", len(tiles), len(check), corr, agree, maxdiff,
+        held = calibration_tiles(calibration_planes(nchan, folder=check, seed=seed + 100,
+                                                    per_orientation=check_planes,
+                                                    diameter=diam_mean), nchan)
+        corr, agree, maxdiff = compare_outputs(_session(src), _session(out), held)
+        report = QuantReport("int8", len(tiles), len(held), corr, agree, maxdiff,
                              time.perf_counter() - t0)
         _check_report(report, src)
         _copy_metadata(source, out, {**report.as_metadata(), "calibration":
                                      "synthetic" if calibration is None else Path(calibration).name,
+                                     "check": "synthetic" if check is None else Path(check).name,
                                      "calibration_ranges": "mean of per-tile min/max",
                                      "fp32_sha256": _sha(src)})
         with open(out, "rb") as fin, atomic_write(dst) as fout:
             fout.write(fin.read())
     return report
+
+
+def _validate_check(check, calibration) -> None:
+    """``check``: None, or a folder that is not the calibration folder."""
+    if check is None:
+        return
+    if not Path(check).is_dir():
+        raise InvalidInputError(f"`check` must be a folder of TIFF images, got {check}")
+    if calibration is not None and Path(check).resolve() == Path(calibration).resolve():
+        raise InvalidInputError("`check` must be another folder than `calibration`: the check is on "
+                                "data the int8 ranges were not fitted to")
 
 
 def _sha(path: Path) -> str:
@@ -419,11 +436,12 @@ def _check_report(report: QuantReport, src: Path) -> None:
 
 
 def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
-                 overwrite: bool = False) -> QuantReport:
+                 overwrite: bool = False, check: str | os.PathLike | None = None) -> QuantReport:
     """Write an fp16 copy of an exported network for CUDA (float32 input and outputs kept).
 
     Uses onnxruntime's float16 converter. The copy is checked on the CPU when onnxruntime can
-    run it there; otherwise only its structure is checked (``n_check_tiles`` = 0).
+    run it there (on seeded synthetic nuclei, or the 3D TIFFs of folder ``check``); otherwise
+    only its structure is checked (``n_check_tiles`` = 0).
     """
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -432,6 +450,7 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
     from nucseg_rt.models.modelfile import inspect_model
 
     src, dst = _validate_paths(src, dst, overwrite)
+    _validate_check(check, None)
     t0 = time.perf_counter()
     metadata, nchan = inspect_model(src)
     source = onnx.load(str(src))
@@ -449,11 +468,11 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
                                  time.perf_counter() - t0)
         else:
             # held-out synthetic nuclei at the scale the network runs at, as for int8
-            check = calibration_tiles(calibration_planes(nchan, seed=100, per_orientation=2,
-                                                         diameter=float(metadata["diam_mean"])),
-                                      nchan)
-            corr, agree, maxdiff = compare_outputs(_session(src), candidate, check)
-            report = QuantReport("fp16", 0, len(check), corr, agree, maxdiff,
+            held = calibration_tiles(calibration_planes(nchan, folder=check, seed=100, per_orientation=2,
+                                                        diameter=float(metadata["diam_mean"])),
+                                     nchan)
+            corr, agree, maxdiff = compare_outputs(_session(src), candidate, held)
+            report = QuantReport("fp16", 0, len(held), corr, agree, maxdiff,
                                  time.perf_counter() - t0)
             _check_report(report, src)
         _copy_metadata(source, out, {**report.as_metadata(), "fp32_sha256": _sha(src)})
@@ -482,22 +501,25 @@ def _topological_sort(graph) -> None:
 
 
 def make_variant(src: str | os.PathLike, dst: str | os.PathLike, *,
-                 precision: Literal["int8", "fp16"], calibration=None,
+                 precision: Literal["int8", "fp16"], calibration=None, check=None,
                  overwrite: bool = False) -> QuantReport:
     """:func:`quantize_int8` or :func:`convert_fp16` by ``precision``."""
     if precision == "int8":
-        return quantize_int8(src, dst, calibration=calibration, overwrite=overwrite)
+        return quantize_int8(src, dst, calibration=calibration, check=check, overwrite=overwrite)
     if precision == "fp16":
         if calibration is not None:
             raise InvalidInputError("`calibration` applies to int8 only")
-        return convert_fp16(src, dst, overwrite=overwrite)
+        return convert_fp16(src, dst, overwrite=overwrite, check=check)
     raise InvalidInputError(f"`precision` must be 'int8' or 'fp16', got {precision!r}")
 
 
 def quantize_registered(name: str, *, precision: Literal["int8", "fp16"] = "int8",
                         calibration: str | os.PathLike | None = None, force: bool = False,
-                        home: str | os.PathLike | None = None):
-    """Make the ``precision`` variant of registered model ``name`` (and of its ortho partner).
+                        home: str | os.PathLike | None = None,
+                        check: str | os.PathLike | None = None):
+    """Make the ``precision`` variant of registered model ``name`` (and of its ortho partner),
+    calibrated on ``calibration`` and checked on ``check`` (folders of 3D TIFFs; default:
+    seeded synthetic nuclei).
 
     Returns ``(record, reports)``: the updated registry entry and one :class:`QuantReport`
     per file (main first).
@@ -521,11 +543,11 @@ def quantize_registered(name: str, *, precision: Literal["int8", "fp16"] = "int8
     with tempfile.TemporaryDirectory(prefix="nucseg-variant-") as work:
         main = Path(work) / f"{name}.{precision}.onnx"
         reports = [make_variant(record.files.path, main, precision=precision,
-                                calibration=calibration)]
+                                calibration=calibration, check=check)]
         ortho = None
         if record.files.ortho_path is not None:
             ortho = Path(work) / f"{name}.{precision}.ortho.onnx"
             reports.append(make_variant(record.files.ortho_path, ortho, precision=precision,
-                                        calibration=calibration))
+                                        calibration=calibration, check=check))
         record = registry.add_variant(name, precision, main, ortho=ortho, force=force, home=home)
     return record, reports

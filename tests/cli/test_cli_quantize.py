@@ -37,6 +37,7 @@ def test_quantize_then_segment_int8(calib, volume, tmp_path, tiny_onnx_model):
     proc = run_cli("quantize", "mine", "--calibration", calib)
     assert proc.returncode == 0, proc.stderr
     assert "flow correlation with fp32" in proc.stdout and "added the int8 variant" in proc.stdout
+    assert "held-out tiles (synthetic)" in proc.stdout
     listed = run_cli("models")
     assert "fp32, int8" in listed.stdout
     again = run_cli("quantize", "mine", "--calibration", calib)
@@ -48,11 +49,14 @@ def test_quantize_then_segment_int8(calib, volume, tmp_path, tiny_onnx_model):
     assert tifffile.imread(out / "vol_masks.tif").max() > 0
 
 
-def test_add_model_int8_on_the_way_in(calib, tiny_onnx_model):
+def test_add_model_int8_on_the_way_in(calib, volume, tiny_onnx_model):
+    """Calibrated on one folder and checked on another (the quantize test checks on the default
+    synthetic nuclei)."""
     proc = run_cli("add-model", tiny_onnx_model, "--name", "fast", "--int8",
-                   "--calibration", calib)
+                   "--calibration", calib, "--check", volume.parent)
     assert proc.returncode == 0, proc.stderr
     assert "added 'fast'" in proc.stdout and "added the int8 variant" in proc.stdout
+    assert f"on 9 held-out tiles of {volume.parent}" in proc.stdout  # 3 planes x 3 views
     info = run_cli("model-info", "fast")
     assert "int8" in info.stdout
 
@@ -70,6 +74,8 @@ def test_quantize_errors(tiny_onnx_model, volume, tmp_path):
     assert not list(tmp_path.glob("*_masks.tif"))
     proc = run_cli("add-model", tiny_onnx_model, "--calibration", tmp_path)
     assert_one_error_line(proc, "--calibration needs --int8")
+    proc = run_cli("add-model", tiny_onnx_model, "--check", tmp_path)
+    assert_one_error_line(proc, "--check needs --int8")
 
 
 def test_segment_bundled_int8_and_plain(volume, tmp_path):

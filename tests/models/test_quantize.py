@@ -145,6 +145,11 @@ def test_quantize_refuses_existing_output_and_same_path(tmp_path):
     empty.mkdir()
     with pytest.raises(InvalidInputError, match="no .tif"):
         quantize.quantize_int8(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx", calibration=empty)
+    with pytest.raises(InvalidInputError, match="`check` must be another folder than `calibration`"):
+        quantize.quantize_int8(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx", calibration=empty,
+                               check=tmp_path / "empty" / ".." / "empty")
+    with pytest.raises(InvalidInputError, match="`check` must be a folder"):
+        quantize.convert_fp16(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx", check=tmp_path / "nope")
     assert not (tmp_path / "y.onnx").exists()
 
 
@@ -187,14 +192,17 @@ def test_quantize_registered_refuses_bundled_and_unknown():
         quantize.make_variant(MODELS / "nuclei_3d.onnx", "x.onnx", precision="int4")
 
 
-def test_fp16_copy_keeps_float32_io(tmp_path, tiny_onnx_model):
+def test_fp16_copy_keeps_float32_io(tmp_path, tiny_onnx_model, calibration_dir):
+    """Checked on a folder of the user's stacks (``check``; the synthetic check volumes are
+    the int8 fixture's)."""
     import onnx
 
     out = tmp_path / "half.onnx"
-    rep = quantize.convert_fp16(tiny_onnx_model, out)
+    rep = quantize.convert_fp16(tiny_onnx_model, out, check=calibration_dir)
     model = onnx.load(str(out))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
     assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
     if rep.n_check_tiles:  # the CPU provider could run it: it was checked against fp32
         assert rep.flow_correlation >= 0.99
+        assert rep.n_check_tiles == 6  # 2 planes per orientation of the folder's one stack
