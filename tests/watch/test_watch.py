@@ -1,11 +1,12 @@
 """The watch-folder service: the stability detector and records in process, the service itself
 (``nucseg-rt watch``) as a real subprocess with the tiny ONNX model.
 
-Subprocess tests poll every 0.2 s with a 1.5 s settle time; they wait for records and
-conditions with a timeout, never for a fixed time. The slow copy writes a TIFF plane pair by
-plane pair and, after the first pair, waits until the service has recorded the partial file
-(each part written is itself a readable TIFF, so only the size check keeps the service from
-segmenting a partial volume).
+Subprocess tests poll every 0.2 s; they wait for records and conditions with a timeout, never
+for a fixed time. Their files appear whole (written before the service starts, or renamed into
+the folder as a copy tool does), so a 0.3 s settle time is enough; the slow copy, the one test of
+files that grow, keeps 1.5 s. It writes a TIFF plane pair by plane pair and, after the first pair,
+waits until the service has recorded the partial file (each part written is itself a readable
+TIFF, so only the size check keeps the service from segmenting a partial volume).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from nucseg_rt.watch import (Snapshot, StabilityTracker, WatchSettings, find_can
 from helpers import (blob_timelapse, blob_volume, cli_env, cli_help, run_cli, stopping_segmenter,
                      wait_until, watching, write_calibrated)
 
-POLL, SETTLE = "0.2", "1.5"
+POLL, SETTLE, SLOW_COPY_SETTLE = "0.2", "0.3", "1.5"
 
 
 class FakeClock:
@@ -247,13 +248,13 @@ def test_time_lapse_stopped_mid_run_resumes_at_the_next_frame(tmp_path, tiny_seg
 class Service:
     """``nucseg-rt watch`` running in the background, its log in a file."""
 
-    def __init__(self, folder, out, model, log, *extra):
+    def __init__(self, folder, out, model, log, *extra, settle=SETTLE):
         env = cli_env()
         self.log_path = log
         self.log_file = open(log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nucseg_rt.cli", "watch", str(folder), "--out-dir", str(out),
-             "--model", str(model), "--diameter", "30", "--poll", POLL, "--settle", SETTLE,
+             "--model", str(model), "--diameter", "30", "--poll", POLL, "--settle", settle,
              *extra], stdout=self.log_file, stderr=subprocess.STDOUT, env=env)
 
     def log(self) -> str:
@@ -276,8 +277,8 @@ class Service:
 def services():
     started = []
 
-    def start(*args):
-        started.append(Service(*args))
+    def start(*args, **kwargs):
+        started.append(Service(*args, **kwargs))
         return started[-1]
 
     yield start
@@ -318,7 +319,7 @@ def test_watch_refuses_missing_folder(tmp_path, tiny_onnx_model):
 def test_slow_copy_once_complete_and_corrupt_file_skipped(tmp_path, tiny_onnx_model, services):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
-    service = services(folder, out, tiny_onnx_model, tmp_path / "log.txt")
+    service = services(folder, out, tiny_onnx_model, tmp_path / "log.txt", settle=SLOW_COPY_SETTLE)
     # a damaged file: whole TIFF structure, compressed data overwritten (fails when decoded)
     corrupt = _tiff(folder / "corrupt.tif", blob_volume(), compression="zlib")
     data = bytearray(corrupt.read_bytes())
@@ -397,7 +398,7 @@ def test_restart_does_not_redo_finished_files(tmp_path, tiny_onnx_model, service
     assert sorted(outputs) == sorted(f"{n.split('.')[0]}_masks.tif" for n in names)
 
     second = services(folder, out, tiny_onnx_model, tmp_path / "log2.txt")
-    write_calibrated(folder / "c.tif", blob_volume(seed=4))
+    os.replace(write_calibrated(tmp_path / "c.tif", blob_volume(seed=4)), folder / "c.tif")
     assert _wait_for(second, out, "c.tif", "done")["n_nuclei"] == 4
     assert second.stop(signal.SIGINT) == 130, second.log()  # Ctrl-C: 130, documented
     log = second.log()
