@@ -171,18 +171,23 @@ def _synthetic_volumes(seed: int, diameter: float,
         yield x, anisotropy
 
 
-def _folder_volumes(folder: Path, nchan: int) -> Iterator[tuple[np.ndarray, float]]:
+def _tiff_files(folder: Path, what: str) -> list[Path]:
+    """The images of a calibration or check folder (not masks or labels); refused if none."""
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith("."))
+    files = [p for p in files if not p.stem.endswith(("_masks", "_labels"))]
+    if not files:
+        raise InvalidInputError(f"`{what}` folder {folder} has no .tif/.tiff images")
+    return files
+
+
+def _folder_volumes(folder: Path, nchan: int, what: str) -> Iterator[tuple[np.ndarray, float]]:
     """(Z, Y, X, nchan) network input and anisotropy of the user's TIFFs (axes from each file,
     the decisions logged as for a segmentation)."""
     from nucseg_rt.io import read_volume
     from nucseg_rt.prep.axes import resolve_axes, to_zyxc
 
-    files = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in (".tif", ".tiff") and not p.name.startswith("."))
-    files = [p for p in files if not p.stem.endswith(("_masks", "_labels"))]
-    if not files:
-        raise InvalidInputError(f"`calibration` folder {folder} has no .tif/.tiff images")
-    for path in files:
+    for path in _tiff_files(folder, what):
         vol, info = read_volume(path)
         anisotropy = max(1.0, min(20.0, info.anisotropy()[0] or 1.0))
         axes = resolve_axes(vol.shape, letters=info.axes, what=str(path))
@@ -191,7 +196,8 @@ def _folder_volumes(folder: Path, nchan: int) -> Iterator[tuple[np.ndarray, floa
 
 
 def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, seed: int = 0,
-                       per_orientation: int = 8, diameter: float = 30.0) -> list[np.ndarray]:
+                       per_orientation: int = 8, diameter: float = 30.0,
+                       what: str = "calibration") -> list[np.ndarray]:
     """Normalised network-input planes in YX, ZX and ZY orientation.
 
     Parameters
@@ -208,6 +214,8 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
     diameter : float
         Nucleus diameter of the synthetic volumes: the model's ``diam_mean``, so that nuclei
         appear at the scale the network runs at.
+    what : str
+        The parameter ``folder`` came from, for messages (``calibration`` or ``check``).
 
     Returns
     -------
@@ -219,8 +227,8 @@ def calibration_planes(nchan: int, *, folder: str | os.PathLike | None = None, s
     if folder is not None:
         folder = Path(folder)
         if not folder.is_dir():
-            raise InvalidInputError(f"`calibration` must be a folder of TIFF images, got {folder}")
-        volumes = _folder_volumes(folder, nchan)
+            raise InvalidInputError(f"`{what}` must be a folder of TIFF images, got {folder}")
+        volumes = _folder_volumes(folder, nchan, what)
     else:
         volumes = _synthetic_volumes(seed, diameter, nchan)
     planes = []
@@ -393,7 +401,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, *,
                         extra_options=CALIBRATION_OPTIONS)
         held = calibration_tiles(calibration_planes(nchan, folder=check, seed=seed + 100,
                                                     per_orientation=check_planes,
-                                                    diameter=diam_mean), nchan)
+                                                    diameter=diam_mean, what="check"), nchan)
         corr, agree, maxdiff = compare_outputs(_session(src), _session(out), held)
         report = QuantReport("int8", len(tiles), len(held), corr, agree, maxdiff,
                              time.perf_counter() - t0)
@@ -417,6 +425,7 @@ def _validate_check(check, calibration) -> None:
     if calibration is not None and Path(check).resolve() == Path(calibration).resolve():
         raise InvalidInputError("`check` must be another folder than `calibration`: the check is on "
                                 "data the int8 ranges were not fitted to")
+    _tiff_files(Path(check), "check")  # refused before the work, not after it
 
 
 def _sha(path: Path) -> str:
@@ -469,8 +478,8 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
         else:
             # held-out synthetic nuclei at the scale the network runs at, as for int8
             held = calibration_tiles(calibration_planes(nchan, folder=check, seed=100, per_orientation=2,
-                                                        diameter=float(metadata["diam_mean"])),
-                                     nchan)
+                                                        diameter=float(metadata["diam_mean"]),
+                                                        what="check"), nchan)
             corr, agree, maxdiff = compare_outputs(_session(src), candidate, held)
             report = QuantReport("fp16", 0, len(held), corr, agree, maxdiff,
                                  time.perf_counter() - t0)

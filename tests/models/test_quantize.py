@@ -150,6 +150,8 @@ def test_quantize_refuses_existing_output_and_same_path(tmp_path):
                                check=tmp_path / "empty" / ".." / "empty")
     with pytest.raises(InvalidInputError, match="`check` must be a folder"):
         quantize.convert_fp16(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx", check=tmp_path / "nope")
+    with pytest.raises(InvalidInputError, match="`check` folder .* has no .tif"):
+        quantize.quantize_int8(MODELS / "nuclei_3d.onnx", tmp_path / "y.onnx", check=empty)
     assert not (tmp_path / "y.onnx").exists()
 
 
