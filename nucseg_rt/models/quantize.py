@@ -484,7 +484,8 @@ def convert_fp16(src: str | os.PathLike, dst: str | os.PathLike, *,
             report = QuantReport("fp16", 0, len(held), corr, agree, maxdiff,
                                  time.perf_counter() - t0)
             _check_report(report, src)
-        _copy_metadata(source, out, {**report.as_metadata(), "fp32_sha256": _sha(src)})
+        _copy_metadata(source, out, {**report.as_metadata(), "fp32_sha256": _sha(src),
+                                     "check": "synthetic" if check is None else Path(check).name})
         with open(out, "rb") as fin, atomic_write(dst) as fout:
             fout.write(fin.read())
     return report

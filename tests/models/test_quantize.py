@@ -96,6 +96,7 @@ def test_quantized_model_close_to_fp32(quantized):
     fp32_meta = {p.key: p.value for p in onnx.load(str(MODELS / "nuclei_3d.onnx")).metadata_props}
     assert meta["precision"] == "int8" and meta["diam_mean"] == fp32_meta["diam_mean"] == "17.0"
     assert meta["calibration"] == "calib0" or meta["calibration"].startswith("calib")
+    assert meta["check"] == "synthetic"
     # measured by quantize_int8 on held-out synthetic tiles (seed + 100), stored in the file
     corr, agree = float(meta["check_flow_correlation"]), float(meta["check_cellprob_agreement"])
     assert corr >= FLOW_CORRELATION and agree >= CELLPROB_AGREEMENT, (corr, agree)
@@ -204,7 +205,8 @@ def test_fp16_copy_keeps_float32_io(tmp_path, tiny_onnx_model, calibration_dir):
     model = onnx.load(str(out))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-    assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["precision"] == "fp16" and meta["check"] == calibration_dir.name
     if rep.n_check_tiles:  # the CPU provider could run it: it was checked against fp32
         assert rep.flow_correlation >= 0.99
         assert rep.n_check_tiles == 6  # 2 planes per orientation of the folder's one stack
