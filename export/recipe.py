@@ -122,7 +122,9 @@ command continues an interrupted stage with ``--resume`` and skips finished ones
     calibration set relabelled the same way AP@0.5 0.813 and AP@0.75 0.555 against stage 15's
     0.808 / 0.541, masks 4-5 % smaller; synthetic 11.5 0.946; not shipped (models/README.md).
 20. ``wide11``: a second cosine cycle on stage 19's recipe, from stage 19 (peak rate 1e-4, seed
-    19): stage 19 fell short of its rule by 0.006 AP@0.75 after 16 epochs.
+    19): stage 19 fell short of its rule by 0.006 AP@0.75 after 16 epochs. Run once (2026-12-07,
+    fifth session, 13 epochs in 50 minutes): AP@0.75 unchanged (0.555), synthetic 11.5 0.930;
+    not shipped (models/README.md).
 
 With ``--models``, the last main-network stage run, in the order of ``STAGES`` (``wide11``, ``wide10``, ``wide9``, ``wide8``, ``wide7``, ``wide6``,
 ``wide5``, ``wide4``, ``wide3``, ``wide2``, ..., ``main``, else ``base``), is exported, with
