@@ -38,6 +38,10 @@ def test_quantize_then_segment_int8(calib, volume, tmp_path, tiny_onnx_model):
     assert proc.returncode == 0, proc.stderr
     assert "flow correlation with fp32" in proc.stdout and "added the int8 variant" in proc.stdout
     assert "held-out tiles (synthetic)" in proc.stdout
+    # quiet about the synthetic check volumes (64x224x224): no axis or channel notes about volumes
+    # the user never gave (a dozen were printed once); the calibration stack's notes stay
+    said = proc.stdout + proc.stderr
+    assert said.count("volume (") == 1 and "volume (24, 96, 96)" in said, said
     listed = run_cli("models")
     assert "fp32, int8" in listed.stdout
     again = run_cli("quantize", "mine", "--calibration", calib)
