@@ -31,24 +31,24 @@ def _run(path_or_model, x):
     return s.run(["flows", "cellprob"], {"input": x})
 
 
-@pytest.fixture(scope="module")
-def calibration_dir(tmp_path_factory) -> Path:
-    """A folder with one small synthetic z-stack (anisotropy 2 in its voxel size)."""
-    folder = tmp_path_factory.mktemp("calib")
-    img, _, _ = make_volume((24, 112, 112), anisotropy=2.0, seed=11)
-    tifffile.imwrite(folder / "stack.tif", img, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
+def _stack_folder(tmp_path_factory, name: str, shape, seed: int) -> Path:
+    """A folder ``name`` with one small synthetic z-stack, anisotropy 2 in its voxel size."""
+    folder = tmp_path_factory.mktemp(name)
+    img, _, _ = make_volume(shape, anisotropy=2.0, seed=seed)
+    tifffile.imwrite(folder / f"{name}.tif", img, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
                      metadata={"spacing": 1.0, "axes": "ZYX"})
     return folder
+
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory) -> Path:
+    return _stack_folder(tmp_path_factory, "calib", (24, 112, 112), seed=11)
 
 
 @pytest.fixture(scope="module")
 def check_dir(tmp_path_factory) -> Path:
-    """Another folder with one small synthetic z-stack (anisotropy 2), held out from calibration."""
-    folder = tmp_path_factory.mktemp("check")
-    img, _, _ = make_volume((24, 96, 96), anisotropy=2.0, seed=12)
-    tifffile.imwrite(folder / "other.tif", img, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
-                     metadata={"spacing": 1.0, "axes": "ZYX"})
-    return folder
+    """Held out from calibration: another stack, another folder."""
+    return _stack_folder(tmp_path_factory, "check", (24, 96, 96), seed=12)
 
 
 @pytest.fixture(scope="module")
