@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from nucseg_rt.eval import realtex
     from nucseg_rt.masks import remove_small_masks
     from nucseg_rt.params import size_aware_min_size
-    from nucseg_rt_export.real_data import TRAIN_SOURCES
+    from nucseg_rt_export.real_data import CONVENTIONS, TRAIN_SOURCES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="nuclei_3d")
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0],
                     help="diameter multipliers to run the network at")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--label-convention", default="drawn", choices=("drawn", "half-contrast"),
+    ap.add_argument("--label-convention", default="drawn", choices=CONVENTIONS,
                     help="the calibration nuclei's labels: as drawn, or moved to half their contrast "
                          "(real_data.half_contrast_labels; the convention a model trained with it learned)")
     ap.add_argument("--json", type=Path)

@@ -191,6 +191,10 @@ def fetch(source: str, cache: Path) -> Path:
     return found[0]
 
 
+#: Label conventions :func:`load_source` offers.
+CONVENTIONS = ("drawn", "half-contrast")
+
+
 def load_source(source: str, cache: Path, *, convention: str = "drawn") -> list[RealImage]:
     """All images of ``source`` (fetched into ``cache`` if needed), with at least one labelled nucleus.
 
@@ -211,10 +215,6 @@ def load_source(source: str, cache: Path, *, convention: str = "drawn") -> list[
     return out
 
 
-#: Label conventions :func:`load_source` offers.
-CONVENTIONS = ("drawn", "half-contrast")
-
-
 def _window(a: np.ndarray, r: int, reduce, pad_value) -> np.ndarray:
     """``reduce`` (np.max / np.min) over the (2r+1)^2 window around each pixel."""
     from numpy.lib.stride_tricks import sliding_window_view
@@ -233,8 +233,15 @@ def _smooth(img: np.ndarray, sigma: float = 1.0) -> np.ndarray:
 
 
 def _erode(m: np.ndarray) -> np.ndarray:
+    """``m`` shrunk by one 4-connected step."""
     p = np.pad(m, 1)
     return m & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+
+
+def _dilate(m: np.ndarray) -> np.ndarray:
+    """``m`` grown by one 4-connected step."""
+    p = np.pad(m, 1)
+    return m | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
 
 
 def half_contrast_labels(image: np.ndarray, labels: np.ndarray, *, level: float = 0.5,
@@ -280,8 +287,7 @@ def half_contrast_labels(image: np.ndarray, labels: np.ndarray, *, level: float 
                    & (img[sl] >= bg + level * (inside - bg))) | core
         grown = core
         for _ in range(2 * shift + 2):  # geodesic growth from the interior
-            p = np.pad(grown, 1)
-            step = (grown | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]) & allowed
+            step = _dilate(grown) & allowed
             if (step == grown).all():
                 break
             grown = step

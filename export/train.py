@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from nucseg_rt.eval.metrics import average_precision
+from nucseg_rt_export.real_data import CONVENTIONS
 from nucseg_rt_export.train_data import (PlaneSet, augment_batch, load_or_make_cache, load_pairs,
                                          realtex_planes, synthetic_planes)
 from nucseg_rt_export.unet import CPnet, nbase_from_state_dict, widen_state_dict
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--real-sources", default="", help="real 2D sources (real_data.SOURCES), comma separated; '' for none")
     a("--real-cache", type=Path, default=None, help="folder for the source packages (default <out>/packages)")
     a("--real-weight", type=float, default=0.6, help="fraction of each batch drawn from real images")
-    a("--label-convention", default="drawn", choices=("drawn", "half-contrast"),
+    a("--label-convention", default="drawn", choices=CONVENTIONS,
       help="the --real-sources labels as published ('drawn'), or each boundary moved to half its nucleus'"
            " contrast, at most 2 px (real_data.half_contrast_labels); also for the real-texture volumes")
     a("--real-ortho-prob", type=float, default=0.35, help="fraction of real crops given a coarse axis")
